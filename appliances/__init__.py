@@ -1,0 +1,1 @@
+"""ocalab appliances."""
