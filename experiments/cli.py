@@ -1,0 +1,156 @@
+"""The `ocalab` command line. Subcommands import their modules lazily so that `topo show`,
+`report` and `doctor` work without root and start fast."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def _overrides(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for p in pairs or []:
+        if "=" not in p:
+            raise SystemExit(f"ocalab: --set expects key=value, got {p!r}")
+        k, v = p.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def _need_root(what: str) -> None:
+    if os.geteuid() != 0:
+        raise SystemExit(f"ocalab {what}: needs root (network namespaces, OVS, tc). Run it with sudo.")
+
+
+def cmd_doctor(a) -> int:
+    from .doctor import main
+    return main(as_json=a.json)
+
+
+def cmd_topo_show(a) -> int:
+    from topologies.catalog import by_name
+    from .topo_show import draw_png, describe
+    plan = by_name(a.name, _overrides(a.set))
+    if a.json:
+        print(plan.to_json())
+    else:
+        print(describe(plan))
+    if a.png:
+        draw_png(plan, Path(a.png))
+        print(f"wrote {a.png}")
+    return 0
+
+
+def _network(a, **kw):
+    from topologies.build import Network, Options
+    from topologies.catalog import by_name
+    plan = by_name(a.name, _overrides(a.set))
+    return Network(plan, Options(link_backend=a.link_backend, datapath=a.datapath, **kw))
+
+
+def cmd_cli(a) -> int:
+    _need_root("cli")
+    from mininet.cli import CLI
+    from topologies.ledger import install_signal_handlers
+    install_signal_handlers()
+    with _network(a, label="cli") as net:
+        print(json.dumps(net.summary(), indent=1))
+        CLI(net.mn)
+    return 0
+
+
+def cmd_clean(a) -> int:
+    _need_root("clean")
+    from topologies.ledger import clean
+    removed = clean(force=a.force, log=(lambda *_: None) if a.quiet else print)
+    if not a.quiet or any(removed.values()):
+        print("ocalab clean: removed " + ", ".join(f"{v} {k}" for k, v in removed.items()))
+    return 0
+
+
+def cmd_run(a) -> int:
+    _need_root("run")
+    from .scenarios import run_scenario
+    return run_scenario(a)
+
+
+def cmd_bench(a) -> int:
+    from .bench import run_bench
+    return run_bench(a)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ocalab", description="Open Connect emulation testbed")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    d = sub.add_parser("doctor", help="check this machine and show the backends ocalab will use")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(fn=cmd_doctor)
+
+    t = sub.add_parser("topo", help="topology plans")
+    tsub = t.add_subparsers(dest="topo_cmd", required=True)
+    ts = tsub.add_parser("show", help="print (and draw) a topology plan; no root needed")
+    ts.add_argument("name", nargs="?", default="metro")
+    ts.add_argument("--png", metavar="FILE")
+    ts.add_argument("--json", action="store_true", help="print the plan's JSON export")
+    ts.add_argument("--set", action="append", metavar="KEY=VALUE", default=[])
+    ts.set_defaults(fn=cmd_topo_show)
+
+    def net_args(sp):
+        sp.add_argument("--set", action="append", metavar="KEY=VALUE", default=[])
+        sp.add_argument("--link-backend", choices=["auto", "netem", "relay"], default="auto")
+        sp.add_argument("--datapath", choices=["auto", "kernel", "user"], default="auto")
+
+    c = sub.add_parser("cli", help="build a topology and open Mininet's CLI")
+    c.add_argument("name", nargs="?", default="metro")
+    net_args(c)
+    c.set_defaults(fn=cmd_cli)
+
+    r = sub.add_parser("run", help="run an experiment scenario into a new run folder")
+    r.add_argument("scenario")
+    r.add_argument("--quick", action="store_true")
+    r.add_argument("--seed", type=int, default=1)
+    r.add_argument("--out", type=Path, default=None)
+    r.add_argument("--repeat", type=int, default=1)
+    r.add_argument("--name", default="metro", help="topology")
+    net_args(r)
+    r.set_defaults(fn=cmd_run)
+
+    b = sub.add_parser("bench", help="benchmarks that print measured figures")
+    b.add_argument("what", choices=["links", "oca", "scale"])
+    b.add_argument("--quick", action="store_true")
+    b.add_argument("--out", type=Path, default=None)
+    b.set_defaults(fn=cmd_bench)
+
+    cl = sub.add_parser("clean", help="remove leftovers of ocalab runs (and nothing else)")
+    cl.add_argument("--force", action="store_true", help="also remove resources of runs still alive")
+    cl.add_argument("--quiet", action="store_true")
+    cl.set_defaults(fn=cmd_clean)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    from topologies.linkemu import EmulationError
+    from topologies.plan import PlanError
+    try:
+        return a.fn(a) or 0
+    except PlanError as e:
+        print(f"ocalab: invalid plan: {e}", file=sys.stderr)
+        return 2
+    except EmulationError as e:
+        print(f"ocalab: emulation failed: {e}", file=sys.stderr)
+        return 3
+    except BaseException as e:
+        from topologies.ledger import Interrupted
+        if not isinstance(e, (KeyboardInterrupt, Interrupted)):
+            raise
+
+        print(f"ocalab: interrupted ({e or 'Ctrl-C'}); everything started was stopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""Run folders: a new directory per run with manifest.json (provenance); never overwritten."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def git_info() -> dict:
+    def git(*args: str) -> str:
+        r = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True)
+        return r.stdout.strip() if r.returncode == 0 else ""
+    return {"commit": git("rev-parse", "HEAD") or None,
+            "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version(), "kernel": platform.release()}
+    for pkg in ("os-ken", "aiohttp", "matplotlib", "ocalab"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    try:
+        import mininet.net
+        out["mininet"] = getattr(mininet.net, "VERSION", None)
+    except ImportError:
+        out["mininet"] = None
+    return out
+
+
+def new_run_dir(scenario: str, out: Path | None = None) -> Path:
+    """Create a fresh run directory; an existing one is never reused."""
+    base = out or (REPO / "runs")
+    base.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    for i in range(1000):
+        d = base / f"{scenario}-{stamp}" if i == 0 else base / f"{scenario}-{stamp}-{i}"
+        try:
+            d.mkdir()
+            (d / "logs").mkdir()
+            return d
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not create a new run directory under {base}")
+
+
+def write_manifest(run_dir: Path, **fields) -> Path:
+    data = {"format": "ocalab-run/1", "argv": sys.argv, "cwd": os.getcwd(), "git": git_info(),
+            "versions": versions(), "host": platform.node(), **fields}
+    path = run_dir / "manifest.json"
+    path.write_text(json.dumps(data, indent=1, sort_keys=True, default=str))
+    return path
+
+
+def write_csv(path: Path, rows: list[dict]) -> Path:
+    if not rows:
+        path.write_text("")
+        return path
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    return path

@@ -1,0 +1,312 @@
+"""Realize a Plan as a Mininet network: the one module that imports mininet.
+
+`Network` is a context manager. Start order: ledger -> nodes -> links (relayed where the backend
+is `relay`) -> addresses, offloads, shaping, sysctls, routes -> relays -> controller -> switches ->
+wait for forwarding -> fidelity gate. Stop order is the reverse, and also runs on Ctrl-C, SIGTERM
+or any error during start. Every command is checked: a failure raises EmulationError.
+"""
+from __future__ import annotations
+
+import json
+import select
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mininet.link import Link as MnLink
+from mininet.log import setLogLevel
+from mininet.net import Mininet
+from mininet.node import Host, Node, OVSSwitch
+
+from . import linkemu
+from .ledger import Ledger, ProcessGroup
+from .linkemu import EmulationError
+from .plan import PREFIX, Link, Plan
+
+RELAY_NODE = f"{PREFIX}rly"
+
+
+@dataclass
+class Options:
+    link_backend: str = "auto"      # auto | netem | relay
+    datapath: str = "auto"          # auto | kernel | user
+    controller: bool = True
+    verify: bool = True             # run the fidelity gate after the build
+    work_dir: Path | None = None    # logs and plan file; a temp dir when None
+    label: str = "net"
+
+
+@dataclass
+class _Ctl:
+    """What OVSSwitch.start needs to know of a controller (no extra shell process)."""
+    port: int
+    name: str = "c0"
+    protocol: str = "tcp"
+
+    def IP(self) -> str:  # noqa: N802 (Mininet's name)
+        return "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def read_ready(proc: subprocess.Popen, label: str, timeout_s: float) -> str:
+    """Wait for the READY line a service prints; raise with its stderr if it dies or hangs."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        r, _, _ = select.select([proc.stdout], [], [], 0.2)
+        if r:
+            line = proc.stdout.readline().decode(errors="replace").strip()
+            if line.startswith("READY"):
+                return line
+            if not line and proc.poll() is not None:
+                break
+        elif proc.poll() is not None:
+            break
+    err = proc.stderr.read().decode(errors="replace")[-2000:] if proc.stderr else ""
+    raise EmulationError(f"{label} did not become ready (exit {proc.poll()}): {err.strip()}")
+
+
+@dataclass
+class Network:
+    plan: Plan
+    opts: Options = field(default_factory=Options)
+    link_backend: str = ""
+    datapath: str = ""
+    reasons: dict = field(default_factory=dict)
+    fidelity: list = field(default_factory=list)
+    timings_s: dict = field(default_factory=dict)
+    api_url: str | None = None
+
+    def __enter__(self) -> "Network":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # ---- lifecycle -------------------------------------------------------------------
+    def start(self) -> None:
+        t0 = time.monotonic()
+        setLogLevel("error")
+        self.link_backend, self.reasons["link_backend"] = linkemu.choose(
+            self.opts.link_backend, linkemu.probe_netem(), "netem", "relay")
+        self.datapath, self.reasons["datapath"] = linkemu.choose(
+            self.opts.datapath, linkemu.probe_ovs_kernel(), "kernel", "user")
+        self.work_dir = Path(self.opts.work_dir or tempfile.mkdtemp(prefix="ocalab-net-"))
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.ledger = Ledger.create(self.opts.label)
+        self.procs = ProcessGroup(self.ledger)
+        self.mn = Mininet(topo=None, build=False, controller=None, autoSetMacs=False,
+                          autoStaticArp=False, ipBase="198.18.0.0/15", waitConnected=False)
+        self.nodes: dict = {}
+        self.relay = None
+        self._relay_ports: dict[str, tuple[str, str]] = {}
+        self.started = False
+        try:
+            self._add_nodes()
+            self._add_links()
+            self._configure()
+            self._start_relays()
+            if self.opts.controller:
+                self._start_controller()
+            self._start_switches()
+            self.timings_s["build"] = time.monotonic() - t0
+            if self.opts.verify:
+                from .fidelity import gate
+                t1 = time.monotonic()
+                self.fidelity = gate(self)
+                self.timings_s["fidelity"] = time.monotonic() - t1
+            self.started = True
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop everything this network started; safe to call twice."""
+        if getattr(self, "mn", None) is None and getattr(self, "procs", None) is None:
+            return
+        t0 = time.monotonic()
+        procs = getattr(self, "procs", None)
+        if procs is not None:
+            procs.stop_all()
+        mn = getattr(self, "mn", None)
+        if mn is not None:
+            if mn.switches:
+                OVSSwitch.batchShutdown(mn.switches)
+            for h in mn.hosts:
+                h.terminate()
+            if self.relay is not None:
+                self.relay.terminate()
+            for intf in self.ledger.entries["root_intfs"]:
+                subprocess.run(["ip", "link", "del", intf], capture_output=True)
+            mn.hosts, mn.switches = [], []
+            self.mn = None
+        self.procs = None
+        if getattr(self, "ledger", None) is not None:
+            self.ledger.close()
+        self.timings_s["teardown"] = time.monotonic() - t0
+
+    # ---- building ------------------------------------------------------------------
+    def _add_nodes(self) -> None:
+        for n in self.plan.nodes:
+            if n.kind == "switch":
+                self.ledger.add("bridges", n.name)
+                sw = self.mn.addSwitch(n.name, cls=OVSSwitch, dpid=f"{n.dpid:016x}",
+                                       failMode="secure" if self.opts.controller else "standalone",
+                                       datapath=self.datapath, protocols="OpenFlow13")
+                self.ledger.add_proc(sw.pid, f"shell:{n.name}")
+                self.nodes[n.name] = sw
+            else:
+                h = self.mn.addHost(n.name, cls=Host, ip=None)
+                self.ledger.add_proc(h.pid, f"shell:{n.name}")
+                self.nodes[n.name] = h
+        if self.link_backend == "relay" and any(lk.impaired for lk in self.plan.links):
+            self.relay = Node(RELAY_NODE, inNamespace=True)
+            self.ledger.add_proc(self.relay.pid, f"shell:{RELAY_NODE}")
+
+    def _port(self, end) -> int:
+        # Mininet skips OpenFlow port 0 on switches: switch ports are plan port + 1.
+        return end.port + 1 if self.plan.node(end.node).kind == "switch" else end.port
+
+    def _add_links(self) -> None:
+        for i, lk in enumerate(self.plan.links):
+            a, b = lk.a, lk.b
+            for e in (a, b):
+                if self.plan.node(e.node).kind == "switch":
+                    self.ledger.add("root_intfs", e.intf)
+            na, nb = self.nodes[a.node], self.nodes[b.node]
+            if self.relay is not None and lk.impaired:
+                ra, rb = f"{RELAY_NODE}-{2 * i}", f"{RELAY_NODE}-{2 * i + 1}"
+                MnLink(na, self.relay, port1=self._port(a), port2=2 * i, intfName1=a.intf,
+                       intfName2=ra, addr1=a.mac, addr2=_relay_mac(2 * i))
+                MnLink(self.relay, nb, port1=2 * i + 1, port2=self._port(b), intfName1=rb,
+                       intfName2=b.intf, addr1=_relay_mac(2 * i + 1), addr2=b.mac)
+                self._relay_ports[lk.name] = (ra, rb)
+            else:
+                MnLink(na, nb, port1=self._port(a), port2=self._port(b), intfName1=a.intf,
+                       intfName2=b.intf, addr1=a.mac, addr2=b.mac)
+
+    def _configure(self) -> None:
+        """Addresses, offloads, shaping, sysctls and routes, one checked script per node."""
+        scripts: dict[str, list[str]] = {n.name: [] for n in self.plan.nodes}
+        for lk in self.plan.links:
+            for e in (lk.a, lk.b):
+                s = scripts[e.node]
+                s.append(linkemu.offload_script(e.intf, relay_end=False))
+                s.append(linkemu.shaping_script(e.intf, lk, self.link_backend))
+                if e.ip:
+                    s.append(f"ip addr add {e.ip} dev {e.intf}")
+                s.append(f"ip link set {e.intf} up")
+        for n in self.plan.nodes:
+            if n.kind == "switch":
+                continue
+            s = scripts[n.name]
+            s[:0] = ["ip link set lo up", "sysctl -qw net.ipv6.conf.all.disable_ipv6=1",
+                     "sysctl -qw net.ipv4.conf.all.send_redirects=0",
+                     "sysctl -qw net.ipv4.conf.all.accept_redirects=0",
+                     "sysctl -qw net.ipv4.conf.default.send_redirects=0",
+                     f"sysctl -qw net.ipv4.ip_forward={1 if n.kind == 'router' else 0}"]
+            for r in self.plan.routes:
+                if r.node == n.name:
+                    s.append(f"ip route replace {r.dst} via {r.via}")
+        for name, lines in scripts.items():
+            node = self.nodes[name]
+            script = "set -e\n" + "\n".join(lines)
+            if self.plan.node(name).kind == "switch":
+                r = subprocess.run(["sh", "-c", script], capture_output=True, text=True)
+                out, err, rc = r.stdout, r.stderr, r.returncode
+            else:
+                out, err, rc = node.pexec(["sh", "-c", script])
+            if rc != 0:
+                raise EmulationError(f"configuring {name} failed: {(err or out).strip()}")
+        if self.relay is not None:
+            lines = ["set -e", "ip link set lo up", "sysctl -qw net.ipv6.conf.all.disable_ipv6=1"]
+            for ra, rb in self._relay_ports.values():
+                for intf in (ra, rb):
+                    lines += [linkemu.offload_script(intf, relay_end=True), f"ip link set {intf} up"]
+            out, err, rc = self.relay.pexec(["sh", "-c", "\n".join(lines)])
+            if rc != 0:
+                raise EmulationError(f"configuring relay node failed: {(err or out).strip()}")
+
+    def _start_relays(self) -> None:
+        if self.relay is None:
+            return
+        pending = []
+        for i, lk in enumerate(self.plan.links):
+            if lk.name not in self._relay_ports:
+                continue
+            ra, rb = self._relay_ports[lk.name]
+            ready = self.work_dir / f"relay-{i}.ready"
+            argv = [sys.executable, "-m", "topologies.relay", "--a", ra, "--b", rb,
+                    "--delay-ms-ab", f"{lk.delay_ms:g}", "--delay-ms-ba", f"{lk.delay_ms:g}",
+                    "--jitter-ms", f"{lk.jitter_ms:g}", "--loss-pct", f"{lk.loss_pct:g}",
+                    "--seed", str(1000 + i), "--ready-file", str(ready),
+                    "--stats-file", str(self.work_dir / f"relay-{i}.stats.json")]
+            log = open(self.work_dir / f"relay-{i}.log", "wb")
+            proc = self.procs.start(f"relay:{lk.name}", argv, node=self.relay, stdout=log, stderr=log)
+            pending.append((lk, ready, proc))
+        deadline = time.monotonic() + 20
+        for lk, ready, proc in pending:
+            while not ready.exists():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log = (self.work_dir / f"relay-{self.plan.links.index(lk)}.log").read_text()[-1500:]
+                    raise EmulationError(f"relay for {lk.name} failed to start: {log.strip()}")
+                time.sleep(0.02)
+
+    def _start_controller(self) -> None:
+        plan_file = self.work_dir / "plan.json"
+        plan_file.write_text(self.plan.to_json())
+        of_port, api_port = free_port(), free_port()
+        argv = [sys.executable, "-m", "controller.launcher", "--plan", str(plan_file),
+                "--of-port", str(of_port), "--api-port", str(api_port),
+                "--log", str(self.work_dir / "controller.log")]
+        proc = self.procs.start("controller", argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        read_ready(proc, "controller", 30)
+        self.of_port = of_port
+        self.api_url = f"http://127.0.0.1:{api_port}"
+
+    def _start_switches(self) -> None:
+        ctls = [_Ctl(self.of_port)] if self.opts.controller else []
+        for sw in self.mn.switches:
+            sw.start(ctls)
+        if not self.opts.controller:
+            return
+        n = len(self.mn.switches)
+        deadline = time.monotonic() + 30
+        health: dict = {}
+        while time.monotonic() < deadline:
+            health = self.api("/health")
+            if health.get("switches_ready") == n:
+                return
+            time.sleep(0.2)
+        raise EmulationError(f"controller did not program all {n} switches in 30 s: {health}")
+
+    # ---- helpers for callers ---------------------------------------------------------
+    def api(self, path: str) -> dict:
+        try:
+            with urllib.request.urlopen(self.api_url + path, timeout=2) as r:
+                return json.loads(r.read())
+        except OSError as e:
+            return {"error": str(e)}
+
+    def host(self, name: str):
+        return self.nodes[name]
+
+    def summary(self) -> dict:
+        return {"plan": self.plan.name, "plan_hash": self.plan.plan_hash(),
+                "link_backend": self.link_backend, "switch_datapath": self.datapath,
+                "reasons": self.reasons, "timings_s": self.timings_s,
+                "relays": len(self._relay_ports)}
+
+
+def _relay_mac(i: int) -> str:
+    return f"02:0d:00:00:{i >> 8:02x}:{i & 255:02x}"

@@ -1,0 +1,145 @@
+"""The fidelity gate: measure every emulated link after the build and fail loudly if it is off.
+
+For each L3 node attached to a link we ping a partner on the same layer-2 segment (the segment's
+router, or any other node when the node is the router), so every link is crossed by at least
+one measured pair. Expected RTT = 2 x the one-way delays along the layer-2 path. A pair fails if
+|median RTT - expected| > max(0.5 ms, 5% of expected) + 2 x jitter on the path.
+The pure parts (pair choice, expectation, tolerance, parsing) are testable without root.
+"""
+from __future__ import annotations
+
+import re
+import statistics
+from dataclasses import asdict, dataclass
+
+from .linkemu import EmulationError
+from .plan import Link, Plan, l2_segments
+
+ABS_TOL_MS = 0.5
+REL_TOL = 0.05
+
+
+@dataclass(frozen=True)
+class Pair:
+    src: str
+    dst: str
+    dst_addr: str
+    links: tuple[str, ...]
+    classes: tuple[str, ...]
+    expected_rtt_ms: float
+    jitter_ms: float
+
+
+@dataclass(frozen=True)
+class Measurement:
+    pair: Pair
+    median_rtt_ms: float
+    min_rtt_ms: float
+    samples: int
+    tolerance_ms: float
+    ok: bool
+
+
+def tolerance_ms(expected_rtt_ms: float, jitter_ms: float = 0.0) -> float:
+    return max(ABS_TOL_MS, REL_TOL * expected_rtt_ms) + 2 * jitter_ms
+
+
+def _l2_path(plan: Plan, src_intf: str, dst_intf: str) -> list[Link]:
+    """Links crossed between two L3 interfaces of one segment (BFS over switches)."""
+    kinds = {n.name: n.kind for n in plan.nodes}
+    by_intf = {e.intf: lk for lk in plan.links for e in (lk.a, lk.b)}
+    start, goal = by_intf[src_intf], by_intf[dst_intf]
+    if start is goal:
+        return [start]
+    first_sw = start.other(start.a.node if start.a.intf == src_intf else start.b.node).node
+    frontier, seen = [(first_sw, [start])], {first_sw}
+    while frontier:
+        sw, path = frontier.pop(0)
+        for lk in plan.links_of(sw):
+            if lk is path[-1]:
+                continue
+            if lk is goal:
+                return path + [lk]
+            nxt = lk.other(sw).node
+            if kinds[nxt] == "switch" and nxt not in seen:
+                seen.add(nxt)
+                frontier.append((nxt, path + [lk]))
+    raise EmulationError(f"no layer-2 path between {src_intf} and {dst_intf}")
+
+
+def pairs(plan: Plan) -> list[Pair]:
+    """Measurement pairs covering every link attached to an L3 node."""
+    out: list[Pair] = []
+    for seg in l2_segments(plan):
+        routers = [e for e in seg if plan.node(e.node).kind == "router"]
+        for e in seg:
+            partners = [r for r in routers if r.node != e.node] or [x for x in seg if x.node != e.node]
+            if not partners:
+                continue
+            # one partner suffices for hosts; routers also pair with every other router so
+            # that the links between routers on a shared fabric are each crossed
+            chosen = partners[:1] if plan.node(e.node).kind != "router" else partners
+            for p in chosen:
+                if plan.node(e.node).kind == "router" and plan.node(p.node).kind == "router" \
+                        and p.node < e.node:
+                    continue
+                links = _l2_path(plan, e.intf, p.intf)
+                out.append(Pair(e.node, p.node, p.addr, tuple(lk.name for lk in links),
+                                tuple(lk.cls for lk in links),
+                                round(2 * sum(lk.delay_ms for lk in links), 3),
+                                sum(lk.jitter_ms for lk in links)))
+    return out
+
+
+_TIME_RE = re.compile(r"time=([\d.]+) ms")
+
+
+def parse_ping(text: str) -> list[float]:
+    """RTT samples in ms from `ping` output."""
+    return [float(x) for x in _TIME_RE.findall(text)]
+
+
+def judge(pair: Pair, samples: list[float]) -> Measurement:
+    if len(samples) < 3:
+        return Measurement(pair, float("nan"), float("nan"), len(samples),
+                           tolerance_ms(pair.expected_rtt_ms, pair.jitter_ms), False)
+    med = statistics.median(samples)
+    tol = tolerance_ms(pair.expected_rtt_ms, pair.jitter_ms)
+    return Measurement(pair, round(med, 3), round(min(samples), 3), len(samples), tol,
+                       abs(med - pair.expected_rtt_ms) <= tol)
+
+
+def gate(net, count: int = 20, batch: int = 4) -> list[Measurement]:
+    """Ping every pair in `net` (a built Network); raise EmulationError listing the failures."""
+    plan = net.plan
+    todo = pairs(plan)
+    results: list[Measurement] = []
+    for p in todo:  # ARP warm-up so the first sample is not a resolution delay
+        net.host(p.src).cmd(f"ping -c1 -W1 -n {p.dst_addr} >/dev/null 2>&1 &")
+    for p in todo:
+        net.host(p.src).cmd("wait")
+    for i in range(0, len(todo), batch):
+        chunk = todo[i:i + batch]
+        procs = [(p, net.host(p.src).popen(["ping", "-n", "-c", str(count), "-i", "0.02", "-W", "1",
+                                            p.dst_addr])) for p in chunk]
+        for p, proc in procs:
+            out, _ = proc.communicate(timeout=30)
+            results.append(judge(p, parse_ping(out.decode(errors="replace"))[1:]))
+    bad = [m for m in results if not m.ok]
+    if bad:
+        lines = [f"  {m.pair.src} -> {m.pair.dst} ({'+'.join(m.pair.classes)}): median "
+                 f"{m.median_rtt_ms} ms vs plan {m.pair.expected_rtt_ms} ms (tolerance "
+                 f"{m.tolerance_ms:.2f} ms, {m.samples} samples)" for m in bad]
+        raise EmulationError("fidelity gate failed: measured RTT is off the plan on "
+                             f"{len(bad)} of {len(results)} pairs:\n" + "\n".join(lines))
+    return results
+
+
+def as_rows(results: list[Measurement]) -> list[dict]:
+    rows = []
+    for m in results:
+        d = asdict(m.pair)
+        d.update(median_rtt_ms=m.median_rtt_ms, min_rtt_ms=m.min_rtt_ms, samples=m.samples,
+                 tolerance_ms=m.tolerance_ms, ok=m.ok)
+        rows.append(d)
+    return rows

@@ -1,0 +1,110 @@
+"""Link emulation: which backend works on this kernel, and the tc commands for a link end.
+
+Two backends with the same semantics (per direction: delay_ms, jitter_ms, Bernoulli loss_pct;
+rate bw_mbps by HTB with a queue of queue_pkts on the sender side):
+- `netem`: HTB class with a netem leaf on each end's egress (kernel).
+- `relay`: HTB class with a pfifo leaf on each end's egress; delay, jitter and loss are done by
+  a userspace delay line (topologies.relay) sitting between the two ends.
+Mininet prints tc errors and carries on; every command here is checked and a failure raises.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+from .plan import PREFIX, Link
+
+BACKENDS = ("netem", "relay")
+DATAPATHS = ("kernel", "user")
+
+
+class EmulationError(RuntimeError):
+    """The network could not be emulated as planned (a command failed or a check was off)."""
+
+
+@dataclass(frozen=True)
+class Probe:
+    ok: bool
+    detail: str
+
+
+def _sh(script: str, timeout_s: float = 15) -> subprocess.CompletedProcess:
+    return subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=timeout_s)
+
+
+def probe_netem() -> Probe:
+    """Try a netem qdisc on a dummy interface in a scratch namespace (nothing else is touched)."""
+    if os.geteuid() != 0:
+        return Probe(False, "needs root to probe")
+    ns = f"{PREFIX}probe{os.getpid()}"
+    try:
+        r = _sh(f"ip netns add {ns} && ip -n {ns} link add {PREFIX}p0 type veth peer name {PREFIX}p1 && "
+                f"ip netns exec {ns} tc qdisc add dev {PREFIX}p0 root netem delay 1ms")
+        err = (r.stderr or r.stdout).strip()
+        return Probe(r.returncode == 0, "netem qdisc works" if r.returncode == 0 else err)
+    finally:
+        _sh(f"ip netns del {ns} 2>/dev/null")
+
+
+def probe_ovs_kernel() -> Probe:
+    """Whether OVS can create a bridge with the kernel ("system") datapath."""
+    if shutil.which("ovs-vsctl") is None:
+        return Probe(False, "ovs-vsctl not installed")
+    if os.path.isdir("/sys/module/openvswitch"):
+        return Probe(True, "openvswitch kernel module loaded")
+    br = f"{PREFIX}prb{os.getpid() % 100000}"
+    try:
+        # ovs-vsctl records the bridge even when the datapath cannot be opened; the bridge's
+        # own interface then has no OpenFlow port number and an error.
+        r = _sh(f"ovs-vsctl --timeout=5 add-br {br} -- set bridge {br} datapath_type=system && "
+                f"ovs-vsctl --timeout=5 get Interface {br} ofport")
+        ofport = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
+        if r.returncode == 0 and ofport not in ("", "[]", "-1") and "Error" not in r.stderr:
+            return Probe(True, "kernel datapath bridge created")
+        detail = (r.stderr.strip().splitlines() or ["bridge has no datapath port"])[0]
+        return Probe(False, detail)
+    finally:
+        _sh(f"ovs-vsctl --timeout=5 --if-exists del-br {br}")
+
+
+def choose(requested: str, probe: Probe, good: str, fallback: str) -> tuple[str, str]:
+    """(choice, reason) honouring an explicit request; 'auto' picks `good` when the probe passed."""
+    if requested not in ("auto", good, fallback):
+        raise EmulationError(f"unknown choice {requested!r}; use auto, {good} or {fallback}")
+    if requested == "auto":
+        return (good, probe.detail) if probe.ok else (fallback, f"{good} unavailable: {probe.detail}")
+    if requested == good and not probe.ok:
+        raise EmulationError(f"{good} was requested but does not work here: {probe.detail}")
+    return requested, "requested explicitly"
+
+
+def burst_bytes(bw_mbps: float) -> int:
+    """HTB burst: 1 ms worth of bytes at the rate, at least a few full frames."""
+    return max(6000, int(bw_mbps * 1e6 / 8 / 1000))
+
+
+def shaping_script(intf: str, link: Link, backend: str) -> str:
+    """Shell lines that shape `intf`'s egress as one direction of `link`."""
+    rate = f"{link.bw_mbps:g}mbit"
+    burst = burst_bytes(link.bw_mbps)
+    lines = [f"tc qdisc replace dev {intf} root handle 1: htb default 1",
+             f"tc class add dev {intf} parent 1: classid 1:1 htb rate {rate} ceil {rate} "
+             f"burst {burst} cburst {burst}"]
+    if backend == "netem" and link.impaired:
+        netem = f"netem limit {link.queue_pkts} delay {link.delay_ms:g}ms"
+        if link.jitter_ms:
+            netem += f" {link.jitter_ms:g}ms"
+        if link.loss_pct:
+            netem += f" loss {link.loss_pct:g}%"
+        lines.append(f"tc qdisc add dev {intf} parent 1:1 handle 10: {netem}")
+    else:
+        lines.append(f"tc qdisc add dev {intf} parent 1:1 handle 10: pfifo limit {link.queue_pkts}")
+    return "\n".join(lines)
+
+
+def offload_script(intf: str, relay_end: bool) -> str:
+    """Turn off offloads that break the userspace datapath and relays (frames must fit the MTU)."""
+    feats = "tx off tso off gso off" + (" gro off lro off rx off" if relay_end else "")
+    return f"ethtool -K {intf} {feats} >/dev/null 2>&1 || ethtool -K {intf} tx off"
