@@ -13,7 +13,8 @@ import statistics
 from dataclasses import asdict, dataclass
 
 from .linkemu import EmulationError
-from .plan import Link, Plan, l2_segments
+from .plan import Plan, l2_segments
+from .routes import l2_path
 
 ABS_TOL_MS = 0.5
 REL_TOL = 0.05
@@ -44,29 +45,6 @@ def tolerance_ms(expected_rtt_ms: float, jitter_ms: float = 0.0) -> float:
     return max(ABS_TOL_MS, REL_TOL * expected_rtt_ms) + 2 * jitter_ms
 
 
-def _l2_path(plan: Plan, src_intf: str, dst_intf: str) -> list[Link]:
-    """Links crossed between two L3 interfaces of one segment (BFS over switches)."""
-    kinds = {n.name: n.kind for n in plan.nodes}
-    by_intf = {e.intf: lk for lk in plan.links for e in (lk.a, lk.b)}
-    start, goal = by_intf[src_intf], by_intf[dst_intf]
-    if start is goal:
-        return [start]
-    first_sw = start.other(start.a.node if start.a.intf == src_intf else start.b.node).node
-    frontier, seen = [(first_sw, [start])], {first_sw}
-    while frontier:
-        sw, path = frontier.pop(0)
-        for lk in plan.links_of(sw):
-            if lk is path[-1]:
-                continue
-            if lk is goal:
-                return path + [lk]
-            nxt = lk.other(sw).node
-            if kinds[nxt] == "switch" and nxt not in seen:
-                seen.add(nxt)
-                frontier.append((nxt, path + [lk]))
-    raise EmulationError(f"no layer-2 path between {src_intf} and {dst_intf}")
-
-
 def pairs(plan: Plan) -> list[Pair]:
     """Measurement pairs covering every link attached to an L3 node."""
     out: list[Pair] = []
@@ -83,7 +61,7 @@ def pairs(plan: Plan) -> list[Pair]:
                 if plan.node(e.node).kind == "router" and plan.node(p.node).kind == "router" \
                         and p.node < e.node:
                     continue
-                links = _l2_path(plan, e.intf, p.intf)
+                links = l2_path(plan, e.intf, p.intf)
                 out.append(Pair(e.node, p.node, p.addr, tuple(lk.name for lk in links),
                                 tuple(lk.cls for lk in links),
                                 round(2 * sum(lk.delay_ms for lk in links), 3),

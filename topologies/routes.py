@@ -159,3 +159,40 @@ def _lookup(plan, node: str, dst) -> str | None:
         if dst in net and net.prefixlen > best_len:
             best, best_len = r.via, net.prefixlen
     return best
+
+
+def l2_path(plan: Plan, src_intf: str, dst_intf: str) -> list[Link]:
+    """Links crossed between two L3 interfaces of one segment (BFS over switches)."""
+    kinds = {n.name: n.kind for n in plan.nodes}
+    by_intf = {e.intf: lk for lk in plan.links for e in (lk.a, lk.b)}
+    start, goal = by_intf[src_intf], by_intf[dst_intf]
+    if start is goal:
+        return [start]
+    first_sw = start.other(start.a.node if start.a.intf == src_intf else start.b.node).node
+    frontier, seen = [(first_sw, [start])], {first_sw}
+    while frontier:
+        sw, path = frontier.pop(0)
+        for lk in plan.links_of(sw):
+            if lk is path[-1]:
+                continue
+            if lk is goal:
+                return path + [lk]
+            nxt = lk.other(sw).node
+            if kinds[nxt] == "switch" and nxt not in seen:
+                seen.add(nxt)
+                frontier.append((nxt, path + [lk]))
+    raise PlanError(f"no layer-2 path between {src_intf} and {dst_intf}")
+
+
+def path_delay_ms(plan, src: str, dst_addr: str) -> float:
+    """One-way delay the plan implies from `src` to `dst_addr` (sum over every link crossed)."""
+    total, here = 0.0, src
+    for nxt in l3_path(plan, src, dst_addr):
+        mine = {ipaddress.ip_interface(e.ip).network: e for e in plan.ends_of(here) if e.ip}
+        theirs = [e for e in plan.ends_of(nxt) if e.ip and ipaddress.ip_interface(e.ip).network in mine]
+        if not theirs:
+            raise PlanError(f"{here!r} and {nxt!r} share no subnet")
+        net = ipaddress.ip_interface(theirs[0].ip).network
+        total += sum(lk.delay_ms for lk in l2_path(plan, mine[net].intf, theirs[0].intf))
+        here = nxt
+    return total

@@ -1,0 +1,153 @@
+"""Place the appliances in a built network: origin and control plane in the cloud region, OCAs in
+their hosts, players in viewer hosts. Every process goes through the network's ProcessGroup
+(tracked by handle and in the ledger) and is stopped with the network.
+
+Arms select which OCAs exist: `origin` (none), `ixp` (IXP site only), `embedded` (all).
+"""
+from __future__ import annotations
+
+import json
+import secrets
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from topologies.build import Network, read_ready
+from topologies.linkemu import EmulationError
+from topologies.plan import Plan
+from topologies.routes import l3_path, path_delay_ms
+
+ARMS = ("origin", "ixp", "embedded")
+OCA_PORT = 8080
+CONTROL_PORT = 8000
+
+
+@dataclass(frozen=True)
+class ServiceOptions:
+    arm: str = "embedded"
+    catalog: dict = field(default_factory=lambda: {"seed": 1, "n_titles": 100, "duration_s": 120})
+    capacity_mb: float = 2000.0
+    miss: str = "proxy"
+    push_fill: bool = False
+    fill_segments_per_title: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.arm not in ARMS:
+            raise ValueError(f"arm: {self.arm!r} is not one of {ARMS}")
+
+
+def _catalog_args(catalog: dict) -> list[str]:
+    flags = {"seed": "--catalog-seed", "n_titles": "--titles", "duration_s": "--duration-s",
+             "zipf_alpha": "--zipf-alpha"}
+    out: list[str] = []
+    for k, v in catalog.items():
+        if k not in flags:
+            raise ValueError(f"catalog: unknown key {k!r}; known: {', '.join(flags)}")
+        out += [flags[k], str(v)]
+    return out
+
+
+def isp_prefixes(plan: Plan) -> dict[str, str]:
+    """ISP domain -> the LAN prefix its viewers live in."""
+    out = {}
+    for v in plan.nodes_of(role="viewer"):
+        ip = next(e.ip for e in plan.ends_of(v.name) if e.ip)
+        import ipaddress
+        out[v.domain] = str(ipaddress.ip_interface(ip).network)
+    return out
+
+
+def ocas_for_arm(plan: Plan, arm: str) -> list:
+    tiers = {"origin": (), "ixp": ("ixp",), "embedded": ("ixp", "embedded")}[arm]
+    return [n for n in plan.nodes_of(role="oca") if n.tier in tiers]
+
+
+def deployment(plan: Plan, opts: ServiceOptions) -> dict:
+    """The control plane's deployment description, derived from the plan (hops and RTT too)."""
+    prefixes = isp_prefixes(plan)
+    origin_ip = plan.primary_ip(plan.nodes_of(role="origin")[0].name)
+    ocas = []
+    for n in ocas_for_arm(plan, opts.arm):
+        ip = plan.primary_ip(n.name)
+        serves = [prefixes[n.domain]] if n.tier == "embedded" else sorted(prefixes.values())
+        viewer = next(v.name for v in plan.nodes_of(role="viewer")
+                      if prefixes[v.domain] in serves)
+        ocas.append({"name": n.name, "tier": n.tier, "url": f"http://{ip}:{OCA_PORT}", "serves": serves,
+                     "distance_hops": len(l3_path(plan, viewer, ip)),
+                     "rtt_ms": round(2 * path_delay_ms(plan, viewer, ip), 3),
+                     "capacity_mb": opts.capacity_mb})
+    regions = {d: {"prefixes": [p], "preference_seed": 10 + i} for i, (d, p) in enumerate(sorted(prefixes.items()))}
+    return {"ocas": ocas, "origin": {"name": "origin", "url": f"http://{origin_ip}:{OCA_PORT}", "tier": "origin"},
+            "catalog": opts.catalog, "regions": regions}
+
+
+class Services:
+    """The appliance processes of one arm inside `net`; logs go to `run_dir/logs`."""
+
+    def __init__(self, net: Network, run_dir: Path, opts: ServiceOptions) -> None:
+        self.net, self.plan, self.opts = net, net.plan, opts
+        self.logs = run_dir / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.store = run_dir / "store"
+        self.key_file = run_dir / "token.key"
+        self.control_url = ""
+        self.origin_url = ""
+
+    def _start(self, label: str, host: str, argv: list[str], timeout_s: float = 30) -> str:
+        err = open(self.logs / f"{label}.stderr", "wb")
+        proc = self.net.procs.start(label, [sys.executable, "-m", *argv], node=self.net.host(host),
+                                    stdout=__import__("subprocess").PIPE, stderr=err)
+        line = read_ready(proc, label, timeout_s)
+        return line.split()[1]
+
+    def start(self) -> "Services":
+        self.key_file.write_text(secrets.token_hex(32))
+        dep = deployment(self.plan, self.opts)
+        dep_file = self.logs.parent / "deployment.json"
+        dep_file.write_text(json.dumps(dep, indent=1))
+        cat = _catalog_args(self.opts.catalog)
+        origin = self.plan.nodes_of(role="origin")[0].name
+        origin_ip = self.plan.primary_ip(origin)
+        self._start("origin", origin, ["appliances.origin", "--listen", f"{origin_ip}:{OCA_PORT}",
+                                       "--access-log", str(self.logs / "origin.access.jsonl"), *cat])
+        self.origin_url = f"http://{origin_ip}:{OCA_PORT}"
+        ctl = self.plan.nodes_of(role="control")[0].name
+        ctl_ip = self.plan.primary_ip(ctl)
+        self.control_url = f"http://{ctl_ip}:{CONTROL_PORT}"
+        ctl_argv = ["appliances.control", "--listen", f"{ctl_ip}:{CONTROL_PORT}", "--deployment", str(dep_file),
+                    "--token-key", str(self.key_file), "--telemetry-log", str(self.logs / "telemetry.jsonl"),
+                    "--steering-log", str(self.logs / "steering.jsonl"), "--warm-titles", "5"]
+        if self.opts.push_fill:
+            ctl_argv += ["--push-fill", "--fill-wait-s", "10"]
+            if self.opts.fill_segments_per_title:
+                ctl_argv += ["--fill-segments-per-title", str(self.opts.fill_segments_per_title)]
+        for o in dep["ocas"]:
+            name = o["name"]
+            ip = self.plan.primary_ip(name)
+            self._start(name, name, ["appliances.oca", "--listen", f"{ip}:{OCA_PORT}", "--name", name,
+                                     "--upstream", self.origin_url, "--store", str(self.store / name),
+                                     "--capacity-mb", str(self.opts.capacity_mb), "--miss", self.opts.miss,
+                                     "--token-key", str(self.key_file), "--cache-control", self.control_url,
+                                     "--access-log", str(self.logs / f"{name}.access.jsonl"), *cat])
+        self._start("control", ctl, ctl_argv, timeout_s=60)
+        return self
+
+    def play(self, viewer: str, n_viewers: int, segments: int, seed: int, abr: str = "bba",
+             titles: str | None = None, max_wall_s: float = 300, speed: float = 1.0):
+        """Start a player process in `viewer`'s host; returns its Popen (caller waits)."""
+        ip = self.plan.primary_ip(viewer)
+        argv = [sys.executable, "-m", "appliances.player", "--control", self.control_url,
+                "--viewers", str(n_viewers), "--seed", str(seed), "--abr", abr, "--segments", str(segments),
+                "--chunk-log", str(self.logs / f"chunks-{viewer}.csv"),
+                "--session-log", str(self.logs / f"sessions-{viewer}.jsonl"), "--bind-ip", ip,
+                "--account-prefix", viewer, "--max-wall-s", str(max_wall_s), "--speed", str(speed)]
+        argv += ["--titles", titles] if titles else ["--workload", "zipf"]
+        err = open(self.logs / f"player-{viewer}.stderr", "wb")
+        return self.net.procs.start(f"player:{viewer}", argv, node=self.net.host(viewer),
+                                    stdout=err, stderr=err)
+
+    def wait_players(self, procs: list, timeout_s: float) -> None:
+        for p in procs:
+            rc = p.wait(timeout_s)
+            if rc != 0:
+                raise EmulationError(f"a player exited with {rc}; see {self.logs}/player-*.stderr")
