@@ -47,7 +47,8 @@ def _network(a, **kw):
     from topologies.build import Network, Options
     from topologies.catalog import by_name
     plan = by_name(a.name, _overrides(a.set))
-    return Network(plan, Options(link_backend=a.link_backend, datapath=a.datapath, **kw))
+    return Network(plan, Options(link_backend=a.link_backend, datapath=a.datapath,
+                                 verify=not a.no_verify, **kw))
 
 
 def cmd_cli(a) -> int:
@@ -76,6 +77,11 @@ def cmd_run(a) -> int:
     return run_scenario(a)
 
 
+def cmd_report(a) -> int:
+    from .report import report
+    return report([Path(d) for d in a.run_dirs])
+
+
 def cmd_bench(a) -> int:
     from .bench import run_bench
     return run_bench(a)
@@ -102,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--set", action="append", metavar="KEY=VALUE", default=[])
         sp.add_argument("--link-backend", choices=["auto", "netem", "relay"], default="auto")
         sp.add_argument("--datapath", choices=["auto", "kernel", "user"], default="auto")
+        sp.add_argument("--no-verify", action="store_true",
+                        help="skip the fidelity gate (results are marked unverified in manifest.json)")
 
     c = sub.add_parser("cli", help="build a topology and open Mininet's CLI")
     c.add_argument("name", nargs="?", default="metro")
@@ -117,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--name", default="metro", help="topology")
     net_args(r)
     r.set_defaults(fn=cmd_run)
+
+    rp = sub.add_parser("report", help="rebuild tables and figures of run folders (no root)")
+    rp.add_argument("run_dirs", nargs="+")
+    rp.set_defaults(fn=cmd_report)
 
     b = sub.add_parser("bench", help="benchmarks that print measured figures")
     b.add_argument("what", choices=["links", "oca", "scale"])

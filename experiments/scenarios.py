@@ -42,7 +42,12 @@ def run_fidelity(a) -> int:
     return 0 if not bad else 4
 
 
-SCENARIOS = {"fidelity": run_fidelity}
+def run_placement(a) -> int:
+    from .placement import run
+    return run(a)
+
+
+SCENARIOS = {"fidelity": run_fidelity, "placement": run_placement}
 
 
 def run_scenario(a) -> int:

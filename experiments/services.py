@@ -92,17 +92,19 @@ class Services:
         self.key_file = run_dir / "token.key"
         self.control_url = ""
         self.origin_url = ""
+        self.procs = net.process_group()
+        self.dep: dict = {}
 
     def _start(self, label: str, host: str, argv: list[str], timeout_s: float = 30) -> str:
         err = open(self.logs / f"{label}.stderr", "wb")
-        proc = self.net.procs.start(label, [sys.executable, "-m", *argv], node=self.net.host(host),
+        proc = self.procs.start(label, [sys.executable, "-m", *argv], node=self.net.host(host),
                                     stdout=__import__("subprocess").PIPE, stderr=err)
         line = read_ready(proc, label, timeout_s)
         return line.split()[1]
 
     def start(self) -> "Services":
         self.key_file.write_text(secrets.token_hex(32))
-        dep = deployment(self.plan, self.opts)
+        self.dep = dep = deployment(self.plan, self.opts)
         dep_file = self.logs.parent / "deployment.json"
         dep_file.write_text(json.dumps(dep, indent=1))
         cat = _catalog_args(self.opts.catalog)
@@ -143,8 +145,40 @@ class Services:
                 "--account-prefix", viewer, "--max-wall-s", str(max_wall_s), "--speed", str(speed)]
         argv += ["--titles", titles] if titles else ["--workload", "zipf"]
         err = open(self.logs / f"player-{viewer}.stderr", "wb")
-        return self.net.procs.start(f"player:{viewer}", argv, node=self.net.host(viewer),
+        return self.procs.start(f"player:{viewer}", argv, node=self.net.host(viewer),
                                     stdout=err, stderr=err)
+
+    def stop(self) -> None:
+        self.procs.stop_all()
+
+    def server_addr(self, name: str) -> str:
+        """Address of a delivery location named in chunk logs (an OCA or the origin)."""
+        return self.plan.primary_ip(name)
+
+    def oca_status(self, name: str, path: str) -> dict:
+        ip = self.plan.primary_ip(name)
+        out = self.net.host(self.plan.nodes_of(role="control")[0].name).cmd(
+            f"{sys.executable} -c \"import urllib.request,sys;"
+            f"sys.stdout.write(urllib.request.urlopen('http://{ip}:{OCA_PORT}{path}',timeout=3).read().decode())\"")
+        try:
+            return json.loads(out)
+        except json.JSONDecodeError:
+            return {"error": out.strip()[-300:]}
+
+    def wait_fill(self, timeout_s: float) -> dict:
+        """Wait until every OCA's fill plan is done; returns name -> fill status."""
+        import time
+        deadline = time.monotonic() + timeout_s
+        status: dict = {}
+        while time.monotonic() < deadline:
+            status = {o["name"]: self.oca_status(o["name"], "/fill/status") for o in self.dep["ocas"]}
+            if all(s.get("plan_id", 0) >= 1 and s.get("state") in ("done", "window_closed")
+                   for s in status.values()):
+                return status
+            time.sleep(0.5)
+        raise EmulationError(f"fill did not finish in {timeout_s} s: "
+                             + json.dumps({k: (v.get('state'), v.get('filled'), v.get('total'))
+                                           for k, v in status.items()}))
 
     def wait_players(self, procs: list, timeout_s: float) -> None:
         for p in procs:

@@ -1,0 +1,118 @@
+"""Measurements taken from packets and counters inside a built network.
+
+Pure parsers (traceroute, ping, counters) are separate from the shells that run the tools in
+hosts, so they are tested on saved text.
+"""
+from __future__ import annotations
+
+import re
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from topologies.plan import Plan
+
+_HOP_RE = re.compile(r"^\s*(\d+)\s+(\S+)")
+
+
+def parse_traceroute(text: str) -> list[str]:
+    """Addresses per hop ('*' when a hop did not answer), from `traceroute -n -q 1` output."""
+    hops = []
+    for line in text.splitlines()[1:]:
+        m = _HOP_RE.match(line)
+        if m:
+            hops.append(m.group(2))
+    return hops
+
+
+def traceroute(net, src: str, dst_addr: str) -> list[str]:
+    out = net.host(src).cmd(f"traceroute -n -q 1 -w 2 -m 16 {dst_addr}")
+    return parse_traceroute(out)
+
+
+def ping_rtts(net, src: str, dst_addr: str, count: int = 10) -> list[float]:
+    from topologies.fidelity import parse_ping
+    out = net.host(src).cmd(f"ping -n -c {count} -i 0.05 -W 1 {dst_addr}")
+    return parse_ping(out)
+
+
+CONNECT_PROBE = """
+import socket, sys, time, json
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+out = []
+for _ in range(n):
+    t = time.perf_counter()
+    s = socket.create_connection((host, port), timeout=5)
+    out.append((time.perf_counter() - t) * 1000)
+    s.close()
+    time.sleep(0.02)
+print(json.dumps(out))
+"""
+
+
+def connect_ms(net, src: str, dst_addr: str, port: int, count: int = 5) -> list[float]:
+    """TCP connect times (SYN to SYN-ACK as the client sees it), in ms."""
+    import json
+    proc = net.host(src).popen([sys.executable, "-c", CONNECT_PROBE, dst_addr, str(port), str(count)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = proc.communicate(timeout=60)
+    if proc.returncode != 0:
+        raise RuntimeError(f"connect probe {src}->{dst_addr}:{port} failed: {err.decode()[-300:]}")
+    return json.loads(out)
+
+
+def link_counters(net) -> dict[str, dict]:
+    """Kernel byte counters of every plan link, read at its switch-side interface.
+
+    tx of the switch port = bytes toward the L3 node, rx = bytes from it. Links with no switch
+    end are read at the `a` end (tx = a->b).
+    """
+    plan: Plan = net.plan
+    out = {}
+    for lk in plan.links:
+        if plan.node(lk.b.node).kind == "switch":
+            sw, l3 = lk.b, lk.a
+        elif plan.node(lk.a.node).kind == "switch":
+            sw, l3 = lk.a, lk.b
+        else:
+            sw, l3 = None, lk.a
+        if sw is not None:
+            base = Path(f"/sys/class/net/{sw.intf}/statistics")
+            tx, rx = int((base / "tx_bytes").read_text()), int((base / "rx_bytes").read_text())
+            out[lk.name] = {"cls": lk.cls, "node": l3.node, "to_node_bytes": tx, "from_node_bytes": rx}
+        else:
+            txt = net.host(l3.node).cmd(f"cat /sys/class/net/{l3.intf}/statistics/tx_bytes "
+                                        f"/sys/class/net/{l3.intf}/statistics/rx_bytes").split()
+            out[lk.name] = {"cls": lk.cls, "node": l3.node, "to_node_bytes": int(txt[1]),
+                            "from_node_bytes": int(txt[0])}
+    return out
+
+
+def counter_delta(before: dict, after: dict) -> list[dict]:
+    rows = []
+    for name, a in after.items():
+        b = before.get(name, {"to_node_bytes": 0, "from_node_bytes": 0})
+        rows.append({"link": name, "cls": a["cls"], "node": a["node"],
+                     "to_node_bytes": a["to_node_bytes"] - b["to_node_bytes"],
+                     "from_node_bytes": a["from_node_bytes"] - b["from_node_bytes"]})
+    return rows
+
+
+def bytes_by_class(rows: list[dict], plan: Plan) -> dict[str, int]:
+    """Bytes that crossed each link class, counted once per link crossing.
+
+    Transit and peering are counted on the ISP border's port only (bytes entering or leaving
+    the ISP), so one transfer is not counted at both ends of the exchange.
+    """
+    out: dict[str, int] = {}
+    for r in rows:
+        node = plan.node(r["node"])
+        if r["cls"] in ("transit", "peering") and node.role != "border":
+            continue
+        out[r["cls"]] = out.get(r["cls"], 0) + r["to_node_bytes"] + r["from_node_bytes"]
+    return out
+
+
+def median(xs: list[float]) -> float:
+    return round(statistics.median(xs), 3) if xs else float("nan")
