@@ -105,6 +105,7 @@ class Network:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.ledger = Ledger.create(self.opts.label)
         self.procs = ProcessGroup(self.ledger)
+        self.child_groups: list[ProcessGroup] = []  # e.g. services; stopped before the network
         self.mn = Mininet(topo=None, build=False, controller=None, autoSetMacs=False,
                           autoStaticArp=False, ipBase="198.18.0.0/15", waitConnected=False)
         self.nodes: dict = {}
@@ -135,6 +136,8 @@ class Network:
         if getattr(self, "mn", None) is None and getattr(self, "procs", None) is None:
             return
         t0 = time.monotonic()
+        for group in reversed(getattr(self, "child_groups", [])):
+            group.stop_all()
         procs = getattr(self, "procs", None)
         if procs is not None:
             procs.stop_all()
@@ -297,6 +300,12 @@ class Network:
                 return json.loads(r.read())
         except OSError as e:
             return {"error": str(e)}
+
+    def process_group(self) -> ProcessGroup:
+        """A group of processes stopped before the network's own (services, players)."""
+        group = ProcessGroup(self.ledger)
+        self.child_groups.append(group)
+        return group
 
     def host(self, name: str):
         return self.nodes[name]

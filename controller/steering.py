@@ -1,0 +1,203 @@
+"""Steering policy: rank delivery locations for (viewer, title). Pure: state and `now` passed in.
+
+`rank()` invariants:
+- candidates are the OCAs whose served prefixes contain the viewer address (served_prefixes
+  None means "serves everyone"); the origin is always appended and is assumed healthy;
+- sort key: (group, tier rank embedded < ixp < origin, hops, [load,] rtt_ms, name), so the
+  order is total and deterministic; `load` is in the key only for policy "load_aware";
+- groups: 0 usable; 1 overloaded (load_aware only: load > load_threshold); 2 content miss
+  (stored_titles known and without the title: the OCA would have to fill first); 3 the origin;
+  4 health miss (no heartbeat, heartbeat older than STALE_AFTER_S, status != "ok", or no path
+  from the viewer), kept as a last resort;
+- every location carries a reason: hops, rtt_ms, load, content_miss, health_miss, overloaded,
+  group, policy and a short `why`.
+`network_view()` derives hops and RTT from the plan: hops as traceroute counts them
+(`topologies.routes.l3_path`), RTT as twice the sum of one-way link delays along the path.
+"""
+from __future__ import annotations
+
+import ipaddress
+from collections import deque
+from dataclasses import dataclass
+
+from topologies.plan import Plan, PlanError
+from topologies.routes import l3_path
+
+POLICIES = ("nearest", "load_aware")
+TIER_RANK = {"embedded": 0, "ixp": 1, "origin": 2}
+STALE_AFTER_S = 3.0
+G_OK, G_OVERLOADED, G_CONTENT_MISS, G_ORIGIN, G_HEALTH_MISS = range(5)
+
+
+@dataclass(frozen=True)
+class OcaState:
+    """What the controller knows of one OCA. heartbeat_s is the time of the last heartbeat
+    (same clock as `now`), None if never; stored_titles None means unknown."""
+    name: str
+    tier: str
+    address: str
+    served_prefixes: tuple[str, ...] | None = None
+    status: str = "ok"
+    load: float = 0.0
+    heartbeat_s: float | None = None
+    stored_titles: frozenset[str] | None = None
+    url: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.tier not in ("embedded", "ixp"):
+            raise ValueError(f"OCA {self.name!r}: tier must be embedded or ixp, got {self.tier!r}")
+        if isinstance(self.load, bool) or not isinstance(self.load, (int, float)) or not 0 <= self.load <= 1:
+            raise ValueError(f"OCA {self.name!r}: load must be a number in [0, 1], got {self.load!r}")
+        ipaddress.ip_address(self.address)  # raises ValueError naming the bad address
+
+    def serves(self, viewer_ip: str) -> bool:
+        if self.served_prefixes is None:
+            return True
+        ip = ipaddress.ip_address(viewer_ip)
+        return any(ip in ipaddress.ip_network(p) for p in self.served_prefixes)
+
+
+@dataclass(frozen=True)
+class Origin:
+    name: str
+    address: str
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class PathMetrics:
+    hops: int
+    rtt_ms: float
+
+
+@dataclass(frozen=True)
+class RankedLocation:
+    name: str
+    tier: str
+    address: str
+    url: str | None
+    reason: dict
+
+    def to_json(self) -> dict:
+        """The shape appliances.steering_local.Location.from_json reads."""
+        return {"name": self.name, "tier": self.tier, "address": self.address,
+                "base_url_root": self.url or f"http://{self.address}", "reason": self.reason}
+
+
+def _health(oca: OcaState, now: float) -> str | None:
+    """None if healthy, else why not."""
+    if oca.heartbeat_s is None:
+        return "no_heartbeat"
+    if now - oca.heartbeat_s > STALE_AFTER_S:
+        return f"stale_heartbeat:{now - oca.heartbeat_s:.1f}s"
+    if oca.status != "ok":
+        return f"status:{oca.status}"
+    return None
+
+
+def rank(viewer_ip: str, title: str, ocas: list[OcaState], view: dict[str, PathMetrics],
+         origin: Origin, now: float, policy: str = "nearest",
+         load_threshold: float = 0.8) -> list[RankedLocation]:
+    """Ranked locations, best first (see module invariants). `view` maps OCA and origin names
+    to path metrics from the viewer; a missing entry means no path (a health miss)."""
+    if policy not in POLICIES:
+        raise ValueError(f"unknown steering policy {policy!r}; known: {', '.join(POLICIES)}")
+    if not 0 <= load_threshold <= 1:
+        raise ValueError(f"load_threshold must be in [0, 1], got {load_threshold}")
+    ipaddress.ip_address(viewer_ip)
+    keyed = []
+    for oca in ocas:
+        if not oca.serves(viewer_ip):
+            continue
+        pm = view.get(oca.name)
+        health = _health(oca, now) if pm is not None else "no_path"
+        content_miss = oca.stored_titles is not None and title not in oca.stored_titles
+        overloaded = policy == "load_aware" and oca.load > load_threshold
+        group = (G_HEALTH_MISS if health else G_OVERLOADED if overloaded
+                 else G_CONTENT_MISS if content_miss else G_OK)
+        why = health or ("overloaded" if overloaded else "content_miss" if content_miss else "ok")
+        keyed.append((_key(group, oca.tier, pm, oca.load, oca.name, policy),
+                      RankedLocation(oca.name, oca.tier, oca.address, oca.url,
+                                     _reason(pm, oca.load, content_miss, health, overloaded, group,
+                                             policy, why))))
+    pm = view.get(origin.name)
+    keyed.append((_key(G_ORIGIN, "origin", pm, 0.0, origin.name, policy),
+                  RankedLocation(origin.name, "origin", origin.address, origin.url,
+                                 _reason(pm, None, False, None, False, G_ORIGIN, policy, "origin"))))
+    keyed.sort(key=lambda kv: kv[0])
+    return [loc for _, loc in keyed]
+
+
+def _key(group, tier, pm: PathMetrics | None, load, name, policy) -> tuple:
+    hops = pm.hops if pm else 1 << 30
+    rtt = pm.rtt_ms if pm else float("inf")
+    if policy == "load_aware":
+        return (group, TIER_RANK[tier], hops, load, rtt, name)
+    return (group, TIER_RANK[tier], hops, rtt, name)
+
+
+def _reason(pm, load, content_miss, health, overloaded, group, policy, why) -> dict:
+    return {"hops": pm.hops if pm else None, "rtt_ms": pm.rtt_ms if pm else None, "load": load,
+            "content_miss": content_miss, "health_miss": health is not None, "overloaded": overloaded,
+            "group": group, "policy": policy, "why": why}
+
+
+# ---- network view from the plan --------------------------------------------------------
+
+def network_view(plan: Plan, viewer_ip: str, targets: dict[str, str]) -> dict[str, PathMetrics]:
+    """Path metrics from the viewer owning `viewer_ip` to each target name -> address.
+    Targets without a route are left out (rank() then treats them as health misses)."""
+    src = plan.owner_of(viewer_ip)
+    out = {}
+    for name, addr in sorted(targets.items()):
+        try:
+            path = l3_path(plan, src, addr)
+        except PlanError:
+            continue
+        one_way = sum(hop_delay_ms(plan, a, b) for a, b in zip([src] + path, path))
+        out[name] = PathMetrics(hops=len(path), rtt_ms=round(2 * one_way, 3))
+    return out
+
+
+def hop_delay_ms(plan: Plan, a: str, b: str) -> float:
+    """One-way delay between two L3 nodes sharing a segment: their access links to the
+    segment's switches plus the fewest-hop switch path between those (or the direct link)."""
+    for lk in plan.links:
+        if {lk.a.node, lk.b.node} == {a, b}:
+            return lk.delay_ms
+    best = None
+    for la in plan.links_of(a):
+        sa = la.other(a).node
+        if plan.node(sa).kind != "switch":
+            continue
+        for lb in plan.links_of(b):
+            sb = lb.other(b).node
+            if plan.node(sb).kind != "switch":
+                continue
+            mid = _switch_path_delay_ms(plan, sa, sb)
+            if mid is not None:
+                d = la.delay_ms + mid + lb.delay_ms
+                best = d if best is None else min(best, d)
+    if best is None:
+        raise PlanError(f"nodes {a!r} and {b!r} share no segment")
+    return best
+
+
+def _switch_path_delay_ms(plan: Plan, s: str, t: str) -> float | None:
+    """Delay along the fewest-hop switch path from s to t (what forwarding.py installs)."""
+    prev: dict[str, tuple[str, float] | None] = {s: None}
+    queue = deque([s])
+    while queue:
+        here = queue.popleft()
+        if here == t:
+            total, node = 0.0, t
+            while prev[node] is not None:
+                node, d = prev[node]
+                total += d
+            return total
+        for lk in sorted(plan.links_of(here), key=lambda lk: lk.name):
+            nxt = lk.other(here).node
+            if plan.node(nxt).kind == "switch" and nxt not in prev:
+                prev[nxt] = (here, lk.delay_ms)
+                queue.append(nxt)
+    return None

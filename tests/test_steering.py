@@ -1,0 +1,104 @@
+"""Steering policy: tier order, content and health misses, load threshold, ties, plan-derived view."""
+import pytest
+
+from controller.steering import (STALE_AFTER_S, OcaState, Origin, PathMetrics, hop_delay_ms,
+                                 network_view, rank)
+from topologies.catalog import metro
+
+NOW = 10_000.0
+VIEWER = "198.18.1.10"
+ORIGIN = Origin("origin", "198.19.10.11")
+
+
+def oca(name, tier="embedded", prefixes=("198.18.1.0/24",), **kw):
+    kw.setdefault("heartbeat_s", NOW - 1)
+    addr = kw.pop("address", "198.18.1.100")
+    return OcaState(name, tier, addr, prefixes, **kw)
+
+
+VIEW = {"e1": PathMetrics(1, 6.0), "e2": PathMetrics(1, 6.5), "x1": PathMetrics(3, 23.0),
+        "other": PathMetrics(4, 30.0), "origin": PathMetrics(4, 98.0)}
+
+
+def names(ranked):
+    return [r.name for r in ranked]
+
+
+def test_embedded_then_ixp_then_origin_and_prefix_filter():
+    ocas = [oca("x1", "ixp", ("198.18.0.0/16",), address="198.19.1.10"), oca("e2"), oca("e1"),
+            oca("other", prefixes=("198.18.2.0/24",), address="198.18.2.100")]
+    ranked = rank(VIEWER, "t1", ocas, VIEW, ORIGIN, NOW)
+    assert names(ranked) == ["e1", "e2", "x1", "origin"]  # e1 before e2 by RTT; other not serving
+    assert ranked[0].reason == {"hops": 1, "rtt_ms": 6.0, "load": 0.0, "content_miss": False,
+                                "health_miss": False, "overloaded": False, "group": 0,
+                                "policy": "nearest", "why": "ok"}
+    assert ranked[-1].tier == "origin" and ranked[-1].reason["why"] == "origin"
+    assert ranked[2].to_json()["base_url_root"] == "http://198.19.1.10"
+
+
+def test_content_miss_goes_below_hits_but_above_origin():
+    ocas = [oca("e1", stored_titles=frozenset({"t2"})), oca("e2", stored_titles=frozenset({"t1"})),
+            oca("x1", "ixp", None, address="198.19.1.10")]  # x1: titles unknown -> not a miss
+    ranked = rank(VIEWER, "t1", ocas, VIEW, ORIGIN, NOW)
+    assert names(ranked) == ["e2", "x1", "e1", "origin"]
+    assert ranked[2].reason["content_miss"] and ranked[2].reason["why"] == "content_miss"
+
+
+@pytest.mark.parametrize("bad", [
+    {"heartbeat_s": None}, {"heartbeat_s": NOW - STALE_AFTER_S - 0.1}, {"status": "draining"}])
+def test_health_miss_goes_below_origin(bad):
+    ranked = rank(VIEWER, "t1", [oca("e1", **bad), oca("e2")], VIEW, ORIGIN, NOW)
+    assert names(ranked) == ["e2", "origin", "e1"]
+    assert ranked[-1].reason["health_miss"] and ranked[-1].reason["group"] == 4
+
+
+def test_fresh_heartbeat_at_the_limit_is_healthy():
+    ranked = rank(VIEWER, "t1", [oca("e1", heartbeat_s=NOW - STALE_AFTER_S)], VIEW, ORIGIN, NOW)
+    assert names(ranked) == ["e1", "origin"]
+
+
+def test_oca_without_path_is_a_health_miss():
+    ranked = rank(VIEWER, "t1", [oca("e9")], VIEW, ORIGIN, NOW)
+    assert names(ranked) == ["origin", "e9"] and ranked[1].reason["why"] == "no_path"
+
+
+def test_load_threshold_only_in_load_aware_policy():
+    ocas = [oca("e1", load=0.95), oca("e2", load=0.2), oca("x1", "ixp", None, address="198.19.1.10")]
+    assert names(rank(VIEWER, "t1", ocas, VIEW, ORIGIN, NOW)) == ["e1", "e2", "x1", "origin"]
+    ranked = rank(VIEWER, "t1", ocas, VIEW, ORIGIN, NOW, policy="load_aware", load_threshold=0.9)
+    assert names(ranked) == ["e2", "x1", "e1", "origin"]
+    assert ranked[2].reason["overloaded"] and ranked[2].reason["why"] == "overloaded"
+    # below the threshold, load_aware prefers the less loaded of equally near OCAs
+    ocas = [oca("e1", load=0.5), oca("e2", load=0.1)]
+    assert names(rank(VIEWER, "t1", ocas, VIEW, ORIGIN, NOW, policy="load_aware")) == ["e2", "e1", "origin"]
+
+
+def test_ties_are_broken_by_name_and_input_order_does_not_matter():
+    view = {"b": PathMetrics(1, 6.0), "a": PathMetrics(1, 6.0), "c": PathMetrics(1, 6.0), "origin": None}
+    ocas = [oca("c"), oca("a"), oca("b")]
+    first = names(rank(VIEWER, "t1", ocas, view, ORIGIN, NOW))
+    assert first == ["a", "b", "c", "origin"]
+    assert names(rank(VIEWER, "t1", ocas[::-1], view, ORIGIN, NOW)) == first
+
+
+def test_bad_inputs_are_named():
+    with pytest.raises(ValueError, match="unknown steering policy 'fastest'"):
+        rank(VIEWER, "t1", [], VIEW, ORIGIN, NOW, policy="fastest")
+    with pytest.raises(ValueError, match="load must be"):
+        oca("e1", load=1.5)
+    with pytest.raises(ValueError, match="tier"):
+        OcaState("e1", "origin", "198.18.1.100")
+    with pytest.raises(ValueError):
+        rank("not-an-ip", "t1", [], VIEW, ORIGIN, NOW)
+
+
+def test_network_view_from_metro_plan():
+    plan = metro()
+    view = network_view(plan, VIEWER, {"i1oca1": "198.18.1.100", "nfxoca1": "198.19.1.10",
+                                       "origin": "198.19.10.11", "i2oca1": "198.18.2.100"})
+    assert view["i1oca1"] == PathMetrics(1, 2 * 3.0)  # access 3 ms + OCA link 0 ms, both ways
+    assert view["nfxoca1"].hops == 3  # i1br, nfxr, nfxoca1
+    assert view["nfxoca1"].rtt_ms == pytest.approx(2 * (3.0 + 1.0 + 7.0 + 0.5))
+    assert view["origin"].hops > view["nfxoca1"].hops
+    assert view["i1oca1"].rtt_ms < view["nfxoca1"].rtt_ms < view["origin"].rtt_ms
+    assert hop_delay_ms(plan, "i1br", "nfxr") == pytest.approx(7.5)
