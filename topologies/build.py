@@ -7,7 +7,9 @@ or any error during start. Every command is checked: a failure raises EmulationE
 """
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import select
 import socket
 import subprocess
@@ -29,6 +31,7 @@ from .linkemu import EmulationError
 from .plan import PREFIX, Link, Plan
 
 RELAY_NODE = f"{PREFIX}rly"
+LOCK_FILE = Path("/run/ocalab/network.lock")
 
 
 @dataclass
@@ -39,6 +42,7 @@ class Options:
     verify: bool = True             # run the fidelity gate after the build
     work_dir: Path | None = None    # logs and plan file; a temp dir when None
     label: str = "net"
+    lock_wait_s: float = 900.0      # wait this long for another ocalab network to finish
 
 
 @dataclass
@@ -95,24 +99,16 @@ class Network:
 
     # ---- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
+        self._lock()
         t0 = time.monotonic()
-        setLogLevel("error")
-        self.link_backend, self.reasons["link_backend"] = linkemu.choose(
-            self.opts.link_backend, linkemu.probe_netem(), "netem", "relay")
-        self.datapath, self.reasons["datapath"] = linkemu.choose(
-            self.opts.datapath, linkemu.probe_ovs_kernel(), "kernel", "user")
-        self.work_dir = Path(self.opts.work_dir or tempfile.mkdtemp(prefix="ocalab-net-"))
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        self.ledger = Ledger.create(self.opts.label)
-        self.procs = ProcessGroup(self.ledger)
-        self.child_groups: list[ProcessGroup] = []  # e.g. services; stopped before the network
-        self.mn = Mininet(topo=None, build=False, controller=None, autoSetMacs=False,
-                          autoStaticArp=False, ipBase="198.18.0.0/15", waitConnected=False)
-        self.nodes: dict = {}
-        self.relay = None
-        self._relay_ports: dict[str, tuple[str, str]] = {}
-        self.started = False
         try:
+            self._prepare()
+            self.mn = Mininet(topo=None, build=False, controller=None, autoSetMacs=False,
+                              autoStaticArp=False, ipBase="198.18.0.0/15", waitConnected=False)
+            self.nodes: dict = {}
+            self.relay = None
+            self._relay_ports: dict[str, tuple[str, str]] = {}
+            self.started = False
             self._add_nodes()
             self._add_links()
             self._configure()
@@ -131,9 +127,22 @@ class Network:
             self.stop()
             raise
 
+    def _prepare(self) -> None:
+        setLogLevel("error")
+        self.link_backend, self.reasons["link_backend"] = linkemu.choose(
+            self.opts.link_backend, linkemu.probe_netem(), "netem", "relay")
+        self.datapath, self.reasons["datapath"] = linkemu.choose(
+            self.opts.datapath, linkemu.probe_ovs_kernel(), "kernel", "user")
+        self.work_dir = Path(self.opts.work_dir or tempfile.mkdtemp(prefix="ocalab-net-"))
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.ledger = Ledger.create(self.opts.label)
+        self.procs = ProcessGroup(self.ledger)
+        self.child_groups: list[ProcessGroup] = []  # e.g. services; stopped before the network
+
     def stop(self) -> None:
         """Stop everything this network started; safe to call twice."""
         if getattr(self, "mn", None) is None and getattr(self, "procs", None) is None:
+            self._unlock()
             return
         t0 = time.monotonic()
         for group in reversed(getattr(self, "child_groups", [])):
@@ -157,6 +166,38 @@ class Network:
         if getattr(self, "ledger", None) is not None:
             self.ledger.close()
         self.timings_s["teardown"] = time.monotonic() - t0
+        self._unlock()
+
+    def _lock(self) -> None:
+        """One emulated network per machine: node and bridge names are the plan's."""
+        LOCK_FILE.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + self.opts.lock_wait_s
+        told = False
+        while True:
+            try:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = os.pread(self._lock_fd, 64, 0).decode(errors="replace").strip()
+                if time.monotonic() > deadline:
+                    os.close(self._lock_fd)
+                    self._lock_fd = None
+                    raise EmulationError(f"another ocalab network is running ({holder}); "
+                                         f"waited {self.opts.lock_wait_s:g} s") from None
+                if not told:
+                    print(f"ocalab: waiting for another ocalab network to finish ({holder})", file=sys.stderr)
+                    told = True
+                time.sleep(0.5)
+        os.ftruncate(self._lock_fd, 0)
+        os.pwrite(self._lock_fd, f"pid {os.getpid()} {self.opts.label}".encode(), 0)
+
+    def _unlock(self) -> None:
+        fd = getattr(self, "_lock_fd", None)
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            self._lock_fd = None
 
     # ---- building ------------------------------------------------------------------
     def _add_nodes(self) -> None:
