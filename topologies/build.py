@@ -32,6 +32,9 @@ from .plan import PREFIX, Link, Plan
 
 RELAY_NODE = f"{PREFIX}rly"
 LOCK_FILE = Path("/run/ocalab/network.lock")
+# Management link: root namespace <-> control-plane host, outside every switch (so outside the
+# data-plane byte accounting). The controller API listens on MGMT_ROOT_ADDR besides 127.0.0.1.
+MGMT_ROOT_INTF, MGMT_ROOT_ADDR, MGMT_HOST_ADDR, MGMT_PREFIX_LEN = f"{PREFIX}mgmt0", "198.19.255.1", "198.19.255.2", 30
 
 
 @dataclass
@@ -112,6 +115,7 @@ class Network:
             self._add_nodes()
             self._add_links()
             self._configure()
+            self._add_mgmt_link()
             self._start_relays()
             if self.opts.controller:
                 self._start_controller()
@@ -280,6 +284,23 @@ class Network:
             out, err, rc = self.relay.pexec(["sh", "-c", "\n".join(lines)])
             if rc != 0:
                 raise EmulationError(f"configuring relay node failed: {(err or out).strip()}")
+
+    def _add_mgmt_link(self) -> None:
+        """A veth from the root namespace to the control-plane host, if the plan has one."""
+        ctl = self.plan.nodes_of(role="control")
+        self.mgmt_url = None
+        if not ctl:
+            return
+        host = self.nodes[ctl[0].name]
+        self.ledger.add("root_intfs", MGMT_ROOT_INTF)
+        intf = f"{ctl[0].name}-mgmt"
+        r = subprocess.run(["sh", "-c", f"set -e; ip link add {MGMT_ROOT_INTF} type veth peer name {intf} "
+                            f"netns {host.pid}; ip addr add {MGMT_ROOT_ADDR}/{MGMT_PREFIX_LEN} dev {MGMT_ROOT_INTF}; "
+                            f"ip link set {MGMT_ROOT_INTF} up"], capture_output=True, text=True)
+        out, err, rc = host.pexec(["sh", "-c", f"set -e; ip addr add {MGMT_HOST_ADDR}/{MGMT_PREFIX_LEN} dev {intf}; "
+                                   f"ip link set {intf} up"]) if r.returncode == 0 else ("", r.stderr, 1)
+        if rc != 0:
+            raise EmulationError(f"management link to {ctl[0].name} failed: {(err or out).strip()}")
 
     def _start_relays(self) -> None:
         if self.relay is None:
