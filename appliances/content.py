@@ -1,0 +1,211 @@
+"""Synthetic video catalog: titles, bitrate ladder, deterministic segment bytes.
+
+Invariants:
+- Every value (sizes, bytes, SHA-256, popularity) is a pure function of the CatalogSpec,
+  so origin, OCAs, players and tests agree without exchanging data.
+- Segment path is `/v/<title>/<kbps>/<index>`; titles are `t0000`, `t0001`, ...; index from 0.
+- Every segment lasts `segment_s` seconds; a title has ceil(duration_s / segment_s) segments.
+- Mean segment size is kbps*1000*segment_s/8 bytes; per-segment size varies within +-30%
+  (a scene-complexity term shared by all rungs of one index, plus a small per-rung term).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import hashlib
+import json
+import math
+import random
+import re
+from dataclasses import dataclass
+
+LADDER_KBPS: tuple[int, ...] = (235, 750, 1750, 3000, 5800)
+SEGMENT_S = 4
+SCENE_VARIATION = 0.25  # shared by all rungs of one segment index
+RUNG_VARIATION = 0.05  # independent per (kbps, index); total stays within +-30%
+
+_PATH_RE = re.compile(r"^/v/(t[0-9]{4,6})/([0-9]{1,6})/([0-9]{1,6})$")
+
+
+class ContentError(ValueError):
+    """A path, title, rung or index that is not a valid segment of the catalog."""
+
+
+@dataclass(frozen=True)
+class CatalogSpec:
+    """Parameters of a synthetic catalog; validated on construction."""
+
+    seed: int = 1
+    n_titles: int = 100
+    duration_s: int = 120
+    ladder_kbps: tuple[int, ...] = LADDER_KBPS
+    segment_s: int = SEGMENT_S
+    zipf_alpha: float = 0.9
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ladder_kbps", tuple(int(k) for k in self.ladder_kbps))
+        if not 1 <= self.n_titles <= 100_000:
+            raise ValueError(f"n_titles must be in 1..100000, got {self.n_titles}")
+        if not 1 <= self.duration_s <= 86_400:
+            raise ValueError(f"duration_s must be in 1..86400, got {self.duration_s}")
+        if not 1 <= self.segment_s <= 60:
+            raise ValueError(f"segment_s must be in 1..60, got {self.segment_s}")
+        if not self.ladder_kbps:
+            raise ValueError("ladder_kbps must not be empty")
+        if list(self.ladder_kbps) != sorted(set(self.ladder_kbps)):
+            raise ValueError(f"ladder_kbps must be strictly increasing, got {self.ladder_kbps}")
+        if not all(16 <= k <= 100_000 for k in self.ladder_kbps):
+            raise ValueError(f"ladder_kbps values must be in 16..100000, got {self.ladder_kbps}")
+        if not 0.0 <= self.zipf_alpha <= 5.0:
+            raise ValueError(f"zipf_alpha must be in 0..5, got {self.zipf_alpha}")
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | dict) -> "CatalogSpec":
+        data = json.loads(text) if isinstance(text, str) else dict(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown CatalogSpec fields: {sorted(unknown)}")
+        if "ladder_kbps" in data:
+            data["ladder_kbps"] = tuple(data["ladder_kbps"])
+        return cls(**data)
+
+    @staticmethod
+    def add_cli_args(parser: argparse.ArgumentParser) -> None:
+        d = CatalogSpec()
+        parser.add_argument("--catalog-seed", type=int, default=d.seed, help="catalog seed")
+        parser.add_argument("--titles", type=int, default=d.n_titles, help="number of titles")
+        parser.add_argument("--duration-s", type=int, default=d.duration_s,
+                            help="duration of every title in seconds")
+        parser.add_argument("--zipf-alpha", type=float, default=d.zipf_alpha,
+                            help="Zipf exponent of title popularity")
+
+    @classmethod
+    def from_cli_args(cls, ns: argparse.Namespace) -> "CatalogSpec":
+        return cls(seed=ns.catalog_seed, n_titles=ns.titles, duration_s=ns.duration_s,
+                   zipf_alpha=ns.zipf_alpha)
+
+
+def _unit(*parts: object) -> float:
+    """Deterministic float in [0, 1) from the parts (SHA-256 based)."""
+    h = hashlib.sha256("|".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(h[:8], "big") / 2.0**64
+
+
+class Catalog:
+    """The catalog of one CatalogSpec. Thread-safe for reads (caches are pure)."""
+
+    def __init__(self, spec: CatalogSpec | None = None) -> None:
+        self.spec = spec or CatalogSpec()
+        self._titles = [f"t{i:04d}" for i in range(self.spec.n_titles)]
+        self._title_set = frozenset(self._titles)
+        self._ladder_set = frozenset(self.spec.ladder_kbps)
+        self._n_segments = math.ceil(self.spec.duration_s / self.spec.segment_s)
+        self._sha_cache: dict[tuple[str, int, int], str] = {}
+
+    def titles(self) -> list[str]:
+        return list(self._titles)
+
+    def segment_count(self, title: str) -> int:
+        self._check_title(title)
+        return self._n_segments
+
+    def _check_title(self, title: str) -> None:
+        if title not in self._title_set:
+            raise ContentError(f"unknown title {title!r}")
+
+    def check_segment(self, title: str, kbps: int, index: int) -> None:
+        """Raise ContentError unless (title, kbps, index) is a segment of this catalog."""
+        self._check_title(title)
+        if kbps not in self._ladder_set:
+            raise ContentError(f"bitrate {kbps} kbps is not on the ladder")
+        if not 0 <= index < self._n_segments:
+            raise ContentError(f"segment index {index} out of range 0..{self._n_segments - 1}")
+
+    def segment_size(self, title: str, kbps: int, index: int) -> int:
+        """Size in bytes; mean kbps*1000*segment_s/8, within +-30% of it."""
+        self.check_segment(title, kbps, index)
+        mean_bytes = kbps * 1000 * self.spec.segment_s / 8
+        scene = 2 * _unit(self.spec.seed, "scene", title, index) - 1
+        rung = 2 * _unit(self.spec.seed, "rung", title, kbps, index) - 1
+        return max(1, int(mean_bytes * (1 + SCENE_VARIATION * scene + RUNG_VARIATION * rung)))
+
+    def segment_bytes(self, title: str, kbps: int, index: int) -> bytes:
+        """Deterministic pseudo-random payload (Mersenne Twister seeded by a SHA-256)."""
+        size = self.segment_size(title, kbps, index)
+        seed = hashlib.sha256(f"{self.spec.seed}|bytes|{title}|{kbps}|{index}".encode()).digest()
+        return random.Random(int.from_bytes(seed, "big")).randbytes(size)
+
+    def segment_sha256(self, title: str, kbps: int, index: int) -> str:
+        key = (title, kbps, index)
+        sha = self._sha_cache.get(key)
+        if sha is None:
+            sha = hashlib.sha256(self.segment_bytes(title, kbps, index)).hexdigest()
+            self._sha_cache[key] = sha
+        return sha
+
+    def title_manifest(self, title: str) -> dict:
+        """{"title", "segment_s", "ladder_kbps", "segments": {kbps: [[size, sha256], ...]}}.
+
+        The first call for a title generates and hashes all its segments (~0.3 s for the
+        default ladder and 120 s); results are cached.
+        """
+        m = _title_manifest_cached(self, title)
+        segments = {k: [list(pair) for pair in v] for k, v in m["segments"].items()}
+        return {**m, "ladder_kbps": list(m["ladder_kbps"]), "segments": segments}
+
+    def popularity(self) -> dict[str, float]:
+        """Seeded Zipf: a seeded permutation of titles gets probabilities ~ 1/rank**alpha."""
+        return dict(_popularity_cached(self))
+
+    def parse_path(self, path: str) -> tuple[str, int, int]:
+        """Map `/v/<title>/<kbps>/<index>` to (title, kbps, index) or raise ContentError.
+
+        Strict: no query, no percent-encoding, no leading zeros, no dot segments.
+        """
+        if not isinstance(path, str):
+            raise ContentError("path must be a string")
+        m = _PATH_RE.match(path)
+        if m is None:
+            raise ContentError("not a segment path of the form /v/<title>/<kbps>/<index>")
+        title, kbps_s, index_s = m.groups()
+        for s in (kbps_s, index_s):
+            if len(s) > 1 and s[0] == "0":
+                raise ContentError("leading zeros are not allowed in segment paths")
+        kbps, index = int(kbps_s), int(index_s)
+        self.check_segment(title, kbps, index)
+        return title, kbps, index
+
+    def __hash__(self) -> int:
+        return hash(self.spec)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Catalog) and other.spec == self.spec
+
+
+def segment_path(title: str, kbps: int, index: int) -> str:
+    return f"/v/{title}/{kbps}/{index}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _title_manifest_cached(cat: Catalog, title: str) -> dict:
+    cat._check_title(title)
+    segments = {}
+    for kbps in cat.spec.ladder_kbps:
+        segments[kbps] = [[cat.segment_size(title, kbps, i), cat.segment_sha256(title, kbps, i)]
+                          for i in range(cat._n_segments)]
+    return {"title": title, "segment_s": cat.spec.segment_s,
+            "ladder_kbps": list(cat.spec.ladder_kbps), "segments": segments}
+
+
+@functools.lru_cache(maxsize=64)
+def _popularity_cached(cat: Catalog) -> tuple[tuple[str, float], ...]:
+    order = list(cat._titles)
+    random.Random(f"{cat.spec.seed}|popularity").shuffle(order)
+    weights = [1.0 / (rank ** cat.spec.zipf_alpha) for rank in range(1, len(order) + 1)]
+    total = sum(weights)
+    return tuple((t, w / total) for t, w in zip(order, weights))

@@ -1,0 +1,385 @@
+"""Open Connect Appliance: a bounded segment cache serving `/v/<title>/<kbps>/<index>`.
+
+`python -m appliances.oca --listen HOST:PORT --upstream URL --store DIR --capacity-mb N ...`
+prints `READY host:port` and exits cleanly on SIGTERM.
+Endpoints: GET/HEAD segments (RFC 9110 ranges and conditionals), `GET /health`,
+`POST /fill` (fill plan, 202), `GET /fill/status`.
+Invariants:
+- Request order: token (403 bad / 410 expired, only with --token-key) -> catalog path (404)
+  -> admission (503 + Retry-After when streams or egress are at the limit; a health miss)
+  -> store hit (sendfile from disk or the memory hot set) or miss.
+- Miss `redirect`: 302 to upstream + same path + same query (cache "miss").
+  Miss `proxy`: one coalesced pull per object from upstream, verified against the catalog
+  size (and SHA-256), stored atomically, counted as a fill, then served (cache "fill").
+- Only complete, verified objects are ever served (see store.py).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from appliances import ranges, tokens
+from appliances.content import Catalog, CatalogSpec, ContentError
+from appliances.httpcore import Request
+from appliances.oca_fill import FillSourceError, Filler, parse_fill_plan
+from appliances.oca_http import HttpServer, Response, json_response, parse_listen, \
+    run_until_signal, text_response
+from appliances.store import EVICTION_POLICIES, Key, Store, StoreError
+
+MISS_MODES = ("redirect", "proxy")
+
+
+class EgressMeter:
+    """Bytes scheduled for sending in a sliding window -> Mbit/s (pure; caller passes now)."""
+
+    def __init__(self, window_s: float = 1.0) -> None:
+        self.window_s = window_s
+        self._events: collections.deque[tuple[float, int]] = collections.deque()
+        self._sum = 0
+
+    def add(self, n_bytes: int, now: float) -> None:
+        self._events.append((now, n_bytes))
+        self._sum += n_bytes
+        self._expire(now)
+
+    def _expire(self, now: float) -> None:
+        while self._events and self._events[0][0] <= now - self.window_s:
+            self._sum -= self._events.popleft()[1]
+
+    def mbps(self, now: float) -> float:
+        self._expire(now)
+        return self._sum * 8 / self.window_s / 1e6
+
+
+def load_of(active_streams: int, max_streams: int | None, egress_mbps: float,
+            egress_limit_mbps: float | None) -> float:
+    """Load in [0, inf): the larger of stream and egress utilisation (0 without limits)."""
+    parts = [0.0]
+    if max_streams:
+        parts.append(active_streams / max_streams)
+    if egress_limit_mbps:
+        parts.append(egress_mbps / egress_limit_mbps)
+    return max(parts)
+
+
+@dataclass
+class OcaConfig:
+    name: str
+    upstream: str
+    store_dir: Path
+    capacity_bytes: int
+    mem_bytes: int = 64 * 2**20
+    miss: str = "redirect"
+    eviction: str = "lru"
+    egress_mbps: float | None = None
+    max_streams: int | None = None
+    token_key: bytes | None = None
+    cache_control: str | None = None
+    heartbeat_s: float = 1.0
+    verify_sha: bool = True
+    egress_window_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.miss not in MISS_MODES:
+            raise ValueError(f"miss must be one of {MISS_MODES}, got {self.miss!r}")
+        if self.eviction not in EVICTION_POLICIES:
+            raise ValueError(f"eviction must be one of {EVICTION_POLICIES}")
+        if not self.upstream.startswith(("http://", "https://")):
+            raise ValueError(f"upstream must be an http(s) URL, got {self.upstream!r}")
+        self.upstream = self.upstream.rstrip("/")
+        if self.heartbeat_s <= 0:
+            raise ValueError("heartbeat_s must be > 0")
+        if self.egress_window_s <= 0:
+            raise ValueError("egress_window_s must be > 0")
+
+
+class Oca:
+    def __init__(self, cfg: OcaConfig, catalog: Catalog, fill_log=None) -> None:
+        self.cfg, self.catalog = cfg, catalog
+        self.store = Store(cfg.store_dir, cfg.capacity_bytes, cfg.mem_bytes, cfg.eviction,
+                           expected_size=self._expected_size)
+        self.meter = EgressMeter(cfg.egress_window_s)
+        self.active_streams = 0
+        self.counters = collections.Counter()
+        self.draining = False
+        self._inflight: dict[Key, asyncio.Task] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self.filler = Filler(self.store, catalog, self.session, self._sign_query, fill_log,
+                             cfg.verify_sha)
+        self._hb_task: asyncio.Task | None = None
+
+    def _expected_size(self, key: Key) -> int | None:
+        try:
+            return self.catalog.segment_size(*key)
+        except ContentError:
+            return None
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=64), auto_decompress=False)
+        return self._session
+
+    def _sign_query(self, path: str) -> str | None:
+        """Own token for upstream/peer pulls (any client prefix, 5 minutes)."""
+        if self.cfg.token_key is None:
+            return None
+        title = path.split("/")[2]
+        return tokens.sign(self.cfg.token_key, f"/v/{title}/", "0.0.0.0/0", int(time.time()) + 300)
+
+    # --- health ----------------------------------------------------------------
+    def health(self) -> dict:
+        now = time.monotonic()
+        egress = self.meter.mbps(now)
+        load = load_of(self.active_streams, self.cfg.max_streams, egress, self.cfg.egress_mbps)
+        status = "draining" if self.draining else ("overloaded" if load >= 1.0 else "ok")
+        return {"name": self.cfg.name, "status": status, "load": round(min(load, 1.0), 4),
+                "egress_mbps": round(egress, 3), "active_streams": self.active_streams,
+                "stored_titles": self.store.titles(), "capacity_bytes": self.store.capacity_bytes,
+                "used_bytes": self.store.used_bytes, "stored_objects": len(self.store.keys()),
+                "miss_mode": self.cfg.miss, "eviction": self.cfg.eviction,
+                "max_streams": self.cfg.max_streams, "egress_limit_mbps": self.cfg.egress_mbps,
+                "counters": dict(self.counters), "fill": {
+                    k: v for k, v in self.filler.status.to_dict().items() if k != "recent"},
+                "ts": time.time()}
+
+    def _overloaded(self) -> bool:
+        egress = self.meter.mbps(time.monotonic())
+        if self.cfg.max_streams is not None and self.active_streams >= self.cfg.max_streams:
+            return True
+        return self.cfg.egress_mbps is not None and egress >= self.cfg.egress_mbps
+
+    # --- request handling ------------------------------------------------------
+    async def handle(self, req: Request, client: str) -> Response:
+        if req.path == "/health":
+            return json_response(200, self.health())
+        if req.path == "/fill":
+            return self._handle_fill(req)
+        if req.path == "/fill/status":
+            return json_response(200, self.filler.status.to_dict())
+        if not req.path.startswith("/v/"):
+            return text_response(404)
+        if req.method not in ("GET", "HEAD"):
+            return text_response(405, headers=[("Allow", "GET, HEAD")])
+        if self.cfg.token_key is not None:
+            verdict = tokens.verify(self.cfg.token_key, req.path, client, req.query, time.time())
+            if verdict is tokens.TokenResult.FORBIDDEN:
+                self.counters["forbidden"] += 1
+                return text_response(403, "bad or missing token")
+            if verdict is tokens.TokenResult.EXPIRED:
+                self.counters["expired"] += 1
+                return text_response(410, "token expired")
+        try:
+            key = self.catalog.parse_path(req.path)
+        except ContentError:
+            return text_response(404, "no such segment")
+        if self._overloaded():
+            self.counters["overloaded_503"] += 1
+            return text_response(503, "at capacity", [("Retry-After", "1")])
+        obj = self.store.lookup(key)
+        if obj is not None:
+            data = self.store.hot_bytes(obj)
+            try:
+                f = None if data is not None else open(obj.path, "rb")
+            except FileNotFoundError:  # deleted behind our back: forget it, treat as a miss
+                print(f"{self.cfg.name}: stored file vanished: {obj.path}", file=sys.stderr)
+                self.store.remove(key)
+            else:
+                self.counters["hits"] += 1
+                return self._object_response(req, obj.size_bytes, obj.etag, data, f, "hit")
+        self.counters["misses"] += 1
+        if self.cfg.miss == "redirect":
+            loc = self.cfg.upstream + req.path + (f"?{req.query}" if req.query else "")
+            return text_response(302, "see upstream", [("Location", loc)], cache="miss")
+        return await self._proxy(req, key)
+
+    def _object_response(self, req: Request, size: int, etag: str, data, f, cache: str):
+        d = ranges.evaluate(req.method, req.headers, size, etag)
+        if d.send_body and req.method == "GET":
+            self.meter.add(d.content_length, time.monotonic())
+        self.active_streams += 1
+
+        def done() -> None:
+            self.active_streams -= 1
+        return Response(d.status, list(d.headers), decision=d, data=data, file=f, cache=cache,
+                        on_done=done)
+
+    async def _proxy(self, req: Request, key: Key) -> Response:
+        task = self._inflight.get(key)
+        if task is None:
+            task = asyncio.create_task(self._pull_through(key, req.query))
+            self._inflight[key] = task
+            task.add_done_callback(lambda _t: self._inflight.pop(key, None))
+        result = await asyncio.shield(task)
+        if result is None:
+            self.counters["upstream_errors"] += 1
+            return text_response(502, "upstream fetch failed")
+        data, etag = result
+        return self._object_response(req, len(data), etag, data, None, "fill")
+
+    async def _pull_through(self, key: Key, client_query: str) -> tuple[bytes, str] | None:
+        """Fetch, verify and store one object; None (reported on stderr) on failure."""
+        path = f"/v/{key[0]}/{key[1]}/{key[2]}"
+        query = self._sign_query(path) or client_query
+        url = self.cfg.upstream + path + (f"?{query}" if query else "")
+        want = self.catalog.segment_size(*key)
+        timeout = aiohttp.ClientTimeout(total=60, sock_connect=5)
+        try:
+            async with self.session().get(url, allow_redirects=False, timeout=timeout) as r:
+                if r.status != 200:
+                    raise FillSourceError(f"upstream status {r.status}")
+                data = await r.read()
+            if len(data) != want:
+                raise FillSourceError(f"upstream sent {len(data)} bytes, catalog says {want}")
+            sha = self.catalog.segment_sha256(*key) if self.cfg.verify_sha else None
+            obj = self.store.put(key, data, pinned=False, expected_sha256=sha)
+        except (aiohttp.ClientError, asyncio.TimeoutError, FillSourceError, StoreError,
+                OSError) as exc:
+            print(f"{self.cfg.name}: upstream pull of {path} failed: {type(exc).__name__}: {exc}",
+                  file=sys.stderr, flush=True)
+            return None
+        self.counters["fills"] += 1
+        self.counters["fill_bytes"] += len(data)
+        if obj is None:  # not admitted (everything pinned): serve once without storing
+            return data, f'"{hashlib.sha256(data).hexdigest()[:32]}"'
+        return data, obj.etag
+
+    def _handle_fill(self, req: Request) -> Response:
+        if req.method == "GET":
+            return json_response(200, self.filler.status.to_dict())
+        if req.method != "POST":
+            return text_response(405, headers=[("Allow", "POST")])
+        try:
+            plan = parse_fill_plan(json.loads(req.body.decode("utf-8")), self.catalog)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return text_response(400, "fill plan is not valid JSON")
+        except ValueError as exc:
+            return text_response(400, f"bad fill plan: {exc}")
+        plan_id = self.filler.submit(plan)
+        return json_response(202, {"accepted": len(plan.segments), "plan_id": plan_id})
+
+    # --- lifecycle ---------------------------------------------------------------
+    async def start(self) -> None:
+        if self.cfg.cache_control:
+            self._hb_task = asyncio.create_task(self._heartbeat())
+
+    async def stop(self) -> None:
+        self.draining = True
+        if self._hb_task is not None:
+            self._hb_task.cancel()
+            await asyncio.gather(self._hb_task, return_exceptions=True)
+        await self.filler.close()
+        if self._session is not None:
+            await self._session.close()
+
+    async def _heartbeat(self) -> None:
+        url = self.cfg.cache_control.rstrip("/") + "/heartbeat"
+        failing = False
+        while True:
+            try:
+                async with self.session().post(url, json=self.health(),
+                                               timeout=aiohttp.ClientTimeout(total=2)) as r:
+                    await r.read()
+                    ok = r.status < 300
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                ok = False
+                if not failing:
+                    print(f"{self.cfg.name}: heartbeat to {url} failed: {type(exc).__name__}",
+                          file=sys.stderr, flush=True)
+            if ok and failing:
+                print(f"{self.cfg.name}: heartbeat to {url} recovered", file=sys.stderr, flush=True)
+            failing = not ok
+            await asyncio.sleep(self.cfg.heartbeat_s)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m appliances.oca", description=__doc__)
+    p.add_argument("--listen", required=True, help="HOST:PORT (port 0 = free port)")
+    p.add_argument("--upstream", required=True, help="base URL of the next location / origin")
+    p.add_argument("--store", required=True, help="store directory")
+    p.add_argument("--capacity-mb", type=float, required=True, help="disk capacity in MiB")
+    p.add_argument("--name", default="oca")
+    p.add_argument("--miss", choices=MISS_MODES, default="redirect")
+    p.add_argument("--eviction", choices=EVICTION_POLICIES, default="lru")
+    p.add_argument("--egress-mbps", type=float, default=None)
+    p.add_argument("--egress-window-s", type=float, default=1.0,
+                   help="sliding window of the egress rate estimate")
+    p.add_argument("--max-streams", type=int, default=None)
+    p.add_argument("--token-key", default=None, help="hex key file; enables token checks")
+    p.add_argument("--cache-control", default=None, help="base URL for heartbeats")
+    p.add_argument("--heartbeat-s", type=float, default=1.0)
+    p.add_argument("--access-log", default=None, help="JSON-lines access log file")
+    p.add_argument("--fill-log", default=None,
+                   help="JSON-lines fill log (default STORE/fill-log.jsonl)")
+    p.add_argument("--mem-mb", type=float, default=64.0, help="memory hot set size in MiB")
+    p.add_argument("--header-timeout-s", type=float, default=10.0)
+    p.add_argument("--idle-timeout-s", type=float, default=60.0)
+    p.add_argument("--max-conns", type=int, default=512)
+    p.add_argument("--sendfile-threads", type=int, default=2,
+                   help="worker threads running non-blocking os.sendfile, so kernel copies "
+                        "use several cores (0: asyncio loop.sendfile in the event loop)")
+    p.add_argument("--no-verify-sha", action="store_true", help="skip SHA-256 checks of fills")
+    CatalogSpec.add_cli_args(p)
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> OcaConfig:
+    if args.capacity_mb <= 0 or args.mem_mb < 0:
+        raise ValueError("--capacity-mb must be > 0 and --mem-mb >= 0")
+    if not 0 <= args.sendfile_threads <= 64:
+        raise ValueError("--sendfile-threads must be in 0..64")
+    for name in ("max_streams", "egress_mbps", "max_conns"):
+        v = getattr(args, name)
+        if v is not None and v <= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be > 0")
+    key = tokens.load_key(args.token_key) if args.token_key else None
+    return OcaConfig(name=args.name, upstream=args.upstream, store_dir=Path(args.store),
+                     capacity_bytes=int(args.capacity_mb * 2**20),
+                     mem_bytes=int(args.mem_mb * 2**20), miss=args.miss, eviction=args.eviction,
+                     egress_mbps=args.egress_mbps, max_streams=args.max_streams, token_key=key,
+                     cache_control=args.cache_control, heartbeat_s=args.heartbeat_s,
+                     verify_sha=not args.no_verify_sha, egress_window_s=args.egress_window_s)
+
+
+async def amain(args: argparse.Namespace, cfg: OcaConfig, catalog: Catalog) -> None:
+    host, port = parse_listen(args.listen)
+    cfg.store_dir.mkdir(parents=True, exist_ok=True)
+    fill_log = open(args.fill_log or cfg.store_dir / "fill-log.jsonl", "a", encoding="utf-8")
+    log = open(args.access_log, "a", encoding="utf-8") if args.access_log else None
+    try:
+        oca = Oca(cfg, catalog, fill_log)
+        server = HttpServer(oca.handle, max_conns=args.max_conns,
+                            header_timeout_s=args.header_timeout_s,
+                            idle_timeout_s=args.idle_timeout_s, access_log=log, name=cfg.name,
+                            sendfile_threads=args.sendfile_threads)
+        await run_until_signal(server, host, port, oca.start, oca.stop)
+    finally:
+        fill_log.close()
+        if log is not None:
+            log.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        parse_listen(args.listen)
+        cfg = config_from_args(args)
+        catalog = Catalog(CatalogSpec.from_cli_args(args))
+    except (ValueError, OSError) as exc:
+        print(f"oca: {exc}", file=sys.stderr)
+        return 2
+    asyncio.run(amain(args, cfg, catalog))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

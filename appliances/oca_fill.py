@@ -1,0 +1,215 @@
+"""Fill engine of the OCA: executes a fill plan from cache-control.
+
+Plan JSON (contract): {"segments": [[title, kbps, index], ...], "sources": [base URLs, ranked:
+peer, tier, origin], "rate_mbps": R, "window_end_unix": T, optional "window_start_unix": S}.
+Invariants:
+- `parse_fill_plan` is pure and rejects any malformed plan with a ValueError naming the field.
+- Objects are pulled one at a time, ranked sources tried in order per object; a source that
+  answers anything but 200 with the expected size (or whose bytes fail the catalog SHA-256
+  when verify_sha is on) is skipped. Bytes stream into a store temp file and become visible
+  only on commit, so a crash mid-fill never exposes a partial object.
+- The cumulative pull rate stays <= rate_mbps (pacing after every chunk); no object is
+  started before window_start_unix or after window_end_unix.
+- A new plan replaces the running one; under the `pinned` policy its segments become the
+  pinned set. Every object outcome is one JSON line in the fill log and in `status()`.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Callable, TextIO
+
+import aiohttp
+
+from appliances.content import Catalog, ContentError, segment_path
+from appliances.store import Key, Store, StoreError
+
+MAX_PLAN_SEGMENTS = 200_000
+MAX_SOURCES = 8
+CHUNK_BYTES = 64 * 1024
+
+
+class FillSourceError(Exception):
+    """A fill source that did not deliver the object (status or size)."""
+
+
+@dataclass(frozen=True)
+class FillPlan:
+    segments: tuple[Key, ...]
+    sources: tuple[str, ...]
+    rate_mbps: float
+    window_end_unix: float | None = None
+    window_start_unix: float | None = None
+
+
+def parse_fill_plan(obj, catalog: Catalog) -> FillPlan:
+    """Validate a decoded JSON fill plan against the catalog."""
+    if not isinstance(obj, dict):
+        raise ValueError("fill plan must be a JSON object")
+    unknown = set(obj) - {"segments", "sources", "rate_mbps", "window_end_unix",
+                          "window_start_unix", "plan_id"}
+    if unknown:
+        raise ValueError(f"unknown fill plan fields: {sorted(unknown)}")
+    segs = obj.get("segments")
+    if not isinstance(segs, list) or len(segs) > MAX_PLAN_SEGMENTS:
+        raise ValueError(f"segments must be a list of at most {MAX_PLAN_SEGMENTS} items")
+    keys: list[Key] = []
+    seen = set()
+    for item in segs:
+        if (not isinstance(item, list) or len(item) != 3 or not isinstance(item[0], str)
+                or not all(isinstance(x, int) and not isinstance(x, bool) for x in item[1:])):
+            raise ValueError("each segment must be [title, kbps, index]")
+        key = (item[0], item[1], item[2])
+        try:
+            catalog.check_segment(*key)
+        except ContentError as exc:
+            raise ValueError(f"segment not in catalog: {exc}") from None
+        if key not in seen:
+            seen.add(key)
+            keys.append(key)
+    sources = obj.get("sources")
+    if (not isinstance(sources, list) or not 1 <= len(sources) <= MAX_SOURCES
+            or not all(isinstance(s, str) and s.startswith(("http://", "https://"))
+                       for s in sources)):
+        raise ValueError(f"sources must be a list of 1..{MAX_SOURCES} http(s) base URLs")
+    rate = obj.get("rate_mbps", 100)
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= 100_000:
+        raise ValueError("rate_mbps must be a number in (0, 100000]")
+    windows = []
+    for name in ("window_end_unix", "window_start_unix"):
+        v = obj.get(name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise ValueError(f"{name} must be a unix time number")
+        windows.append(None if v is None else float(v))
+    return FillPlan(tuple(keys), tuple(s.rstrip("/") for s in sources), float(rate), *windows)
+
+
+@dataclass
+class FillStatus:
+    plan_id: int = 0
+    state: str = "idle"  # idle | waiting | running | done | window_closed | replaced
+    total: int = 0
+    filled: int = 0
+    present: int = 0
+    failed: int = 0
+    no_room: int = 0
+    bytes: int = 0
+    current: list | None = None
+    current_bytes: int = 0
+    by_source: dict = field(default_factory=dict)
+    recent: collections.deque = field(default_factory=lambda: collections.deque(maxlen=200))
+
+    def to_dict(self) -> dict:
+        return {"plan_id": self.plan_id, "state": self.state, "total": self.total,
+                "filled": self.filled, "present": self.present, "failed": self.failed,
+                "no_room": self.no_room, "bytes": self.bytes, "current": self.current,
+                "current_bytes": self.current_bytes, "by_source": dict(self.by_source),
+                "recent": list(self.recent)}
+
+
+class Filler:
+    def __init__(self, store: Store, catalog: Catalog, session: Callable[[], aiohttp.ClientSession],
+                 sign_query: Callable[[str], str | None], log: TextIO | None,
+                 verify_sha: bool = True) -> None:
+        self.store, self.catalog, self.session = store, catalog, session
+        self.sign_query, self.log, self.verify_sha = sign_query, log, verify_sha
+        self.status = FillStatus()
+        self._task: asyncio.Task | None = None
+        self.fills_total = 0
+
+    def submit(self, plan: FillPlan) -> int:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            self.status.state = "replaced"
+        if self.store.policy.kind == "pinned":
+            self.store.set_pins(plan.segments)
+        self.status = FillStatus(plan_id=self.status.plan_id + 1, state="waiting",
+                                 total=len(plan.segments))
+        self._task = asyncio.create_task(self._run(plan, self.status))
+        return self.status.plan_id
+
+    async def close(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def _record(self, st: FillStatus, **rec) -> None:
+        rec.update(ts=round(time.time(), 6), plan_id=st.plan_id)
+        st.recent.append(rec)
+        if self.log is not None:
+            self.log.write(json.dumps(rec, sort_keys=True) + "\n")
+            self.log.flush()
+
+    async def _run(self, plan: FillPlan, st: FillStatus) -> None:
+        if plan.window_start_unix is not None and plan.window_start_unix > time.time():
+            await asyncio.sleep(plan.window_start_unix - time.time())
+        st.state = "running"
+        t_start = time.monotonic()
+        for key in plan.segments:
+            if plan.window_end_unix is not None and time.time() > plan.window_end_unix:
+                st.state = "window_closed"
+                return
+            if key in self.store:
+                st.present += 1
+                self._record(st, event="fill", title=key[0], kbps=key[1], index=key[2],
+                             status="present", source=None, bytes=0)
+                continue
+            await self._fill_one(key, plan, st, t_start)
+        st.state = "done"
+        st.current, st.current_bytes = None, 0
+
+    async def _fill_one(self, key: Key, plan: FillPlan, st: FillStatus, t_start: float) -> None:
+        want_size = self.catalog.segment_size(*key)
+        want_sha = self.catalog.segment_sha256(*key) if self.verify_sha else None
+        st.current, st.current_bytes = list(key), 0
+        errors = []
+        for source in plan.sources:
+            t0 = time.monotonic()
+            try:
+                obj = await self._pull(source, key, want_size, want_sha, plan, st, t_start)
+            except (aiohttp.ClientError, asyncio.TimeoutError, FillSourceError, StoreError,
+                    OSError) as exc:
+                errors.append(f"{source}: {type(exc).__name__}: {exc}"[:200])
+                continue
+            rec = dict(event="fill", title=key[0], kbps=key[1], index=key[2], source=source,
+                       bytes=want_size, duration_ms=round((time.monotonic() - t0) * 1000, 3),
+                       attempts=len(errors) + 1, errors=errors)
+            if obj is None:
+                st.no_room += 1
+                self._record(st, status="no_room", **rec)
+            else:
+                st.filled += 1
+                self.fills_total += 1
+                st.by_source[source] = st.by_source.get(source, 0) + want_size
+                self._record(st, status="ok", **rec)
+            return
+        st.failed += 1
+        self._record(st, event="fill", title=key[0], kbps=key[1], index=key[2], source=None,
+                     bytes=0, status="failed", errors=errors)
+
+    async def _pull(self, source: str, key: Key, want_size: int, want_sha: str | None,
+                    plan: FillPlan, st: FillStatus, t_start: float):
+        path = segment_path(*key)
+        query = self.sign_query(path)
+        url = source + path + (f"?{query}" if query else "")
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=15)
+        async with self.session().get(url, allow_redirects=False, timeout=timeout) as r:
+            if r.status != 200:
+                raise FillSourceError(f"status {r.status}")
+            if r.content_length is not None and r.content_length != want_size:
+                raise FillSourceError(f"size {r.content_length} != catalog {want_size}")
+            writer = self.store.open_writer(key, want_size, want_sha, pinned=True)
+            try:
+                async for chunk in r.content.iter_chunked(CHUNK_BYTES):
+                    writer.write(chunk)
+                    st.current_bytes += len(chunk)
+                    st.bytes += len(chunk)
+                    ahead_s = st.bytes * 8 / (plan.rate_mbps * 1e6) - (time.monotonic() - t_start)
+                    if ahead_s > 0:
+                        await asyncio.sleep(ahead_s)
+                return writer.commit()
+            finally:
+                writer.abort()  # no-op after commit; removes the temp file otherwise

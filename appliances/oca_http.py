@@ -1,0 +1,353 @@
+"""Thin asyncio HTTP/1.1 server shell shared by the origin and the OCA.
+
+Invariants:
+- Requests are parsed by the sans-IO `httpcore`; every malformed shape gets a 4xx with a
+  generic body (never client input) and the connection is closed; the server keeps serving.
+- Limits: at most `max_conns` connections (extra ones get 503 and are closed), request head
+  <= `max_head_bytes` (431), whole head within `header_timeout_s` once its first byte arrived
+  (408); a new connection silent for `header_timeout_s`, or a keep-alive connection idle for
+  `idle_timeout_s`, is closed without a response.
+- Object bodies are sent from memory (`data`) or zero-copy from a file: `os.sendfile` in worker
+  threads (`sendfile_threads` > 0; each call runs only until the socket would block, so a slow
+  client never holds a thread) or asyncio's `loop.sendfile`. A handler exception is logged to
+  stderr with its traceback and answered 500.
+- One JSON line per request goes to the access log.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import os
+import socket
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Awaitable, BinaryIO, Callable, TextIO
+
+from appliances.httpcore import REASONS, HttpError, Request, parse_request_head, \
+    render_response_head
+from appliances.ranges import Decision
+
+SEND_TIMEOUT_S = 120.0
+
+
+@dataclass
+class Response:
+    status: int
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+    decision: Decision | None = None  # object body: parts of `data` or of `file`
+    data: bytes | None = None
+    file: BinaryIO | None = None  # opened by the handler (survives eviction); closed here
+    cache: str = "none"
+    close: bool = False
+    on_done: Callable[[], None] | None = None
+    range_header: str | None = None
+
+
+def text_response(status: int, message: str | None = None, headers=None, **kw) -> Response:
+    body = f"{status} {message or REASONS.get(status, 'error')}\n".encode()
+    hdrs = [("Content-Type", "text/plain; charset=utf-8")] + list(headers or [])
+    return Response(status, hdrs, body, **kw)
+
+
+def json_response(status: int, obj, **kw) -> Response:
+    return Response(status, [("Content-Type", "application/json")],
+                    json.dumps(obj, sort_keys=True).encode(), **kw)
+
+
+Handler = Callable[[Request, str], Awaitable[Response]]
+
+
+class HttpServer:
+    def __init__(self, handler: Handler, *, max_conns: int = 512, header_timeout_s: float = 10.0,
+                 idle_timeout_s: float = 60.0, max_head_bytes: int = 16384,
+                 access_log: TextIO | None = None, name: str = "server",
+                 on_bytes: Callable[[int], None] | None = None,
+                 sendfile_threads: int = 0) -> None:
+        self.handler, self.max_conns, self.name = handler, max_conns, name
+        self.header_timeout_s, self.idle_timeout_s = header_timeout_s, idle_timeout_s
+        self.max_head_bytes, self.access_log, self.on_bytes = max_head_bytes, access_log, on_bytes
+        self.n_conns = 0
+        self.requests = 0
+        self._tasks: set[asyncio.Task] = set()
+        self._server: asyncio.base_events.Server | None = None
+        self._pool = (concurrent.futures.ThreadPoolExecutor(sendfile_threads, "sendfile")
+                      if sendfile_threads > 0 else None)
+
+    async def start(self, host: str, port: int) -> tuple[str, int]:
+        self._server = await asyncio.start_server(self._on_conn, host, port,
+                                                  limit=self.max_head_bytes, backlog=1024,
+                                                  reuse_address=True)
+        sock = self._server.sockets[0]
+        addr = sock.getsockname()
+        return addr[0], addr[1]
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for t in list(self._tasks):
+            t.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+    def _log(self, **rec) -> None:
+        if self.access_log is None:
+            return
+        rec["server"] = self.name
+        self.access_log.write(json.dumps(rec, sort_keys=True) + "\n")
+        self.access_log.flush()
+
+    async def _on_conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        self._tasks.add(task)
+        peer = writer.get_extra_info("peername") or ("-", 0)
+        client = str(peer[0])
+        try:
+            if self.n_conns >= self.max_conns:
+                await self._send_simple(writer, text_response(503, "too many connections",
+                                                              [("Retry-After", "1")]), client)
+                return
+            self.n_conns += 1
+            try:
+                sock = writer.get_extra_info("socket")
+                if sock is not None:
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                await self._serve_conn(reader, writer, client)
+            finally:
+                self.n_conns -= 1
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
+            pass  # client went away or stalled mid-response: nothing left to answer
+        except (EOFError, OSError) as exc:  # server-side I/O fault: report, drop the connection
+            print(f"{self.name}: connection from {client} aborted: {type(exc).__name__}: {exc}",
+                  file=sys.stderr, flush=True)
+        finally:
+            self._tasks.discard(task)
+            writer.close()
+
+    async def _read_head(self, reader: asyncio.StreamReader,
+                         new_conn: bool) -> bytes | Response | None:
+        """The next request head, an error Response, or None on clean idle/EOF close.
+
+        A new connection must start its request within header_timeout_s; between requests
+        of a keep-alive connection the client may idle for idle_timeout_s.
+        """
+        try:
+            async with asyncio.timeout(self.header_timeout_s if new_conn else self.idle_timeout_s):
+                first = await reader.readexactly(1)
+        except (TimeoutError, asyncio.IncompleteReadError):
+            return None
+        try:
+            async with asyncio.timeout(self.header_timeout_s):
+                rest = await reader.readuntil(b"\r\n\r\n")
+        except TimeoutError:
+            return text_response(408, "request header timeout")
+        except asyncio.IncompleteReadError:
+            return text_response(400, "incomplete request head")
+        except asyncio.LimitOverrunError:
+            return text_response(431, "request head too large")
+        return first + rest
+
+    async def _serve_conn(self, reader, writer, client: str) -> None:
+        new_conn = True
+        while True:
+            head = await self._read_head(reader, new_conn)
+            new_conn = False
+            if head is None:
+                return
+            t0 = time.monotonic()
+            if isinstance(head, Response):
+                await self._send_simple(writer, head, client, t0)
+                return
+            try:
+                req = parse_request_head(head)
+                n = req.content_length()
+                if n:
+                    if req.headers.get("expect", "").lower() == "100-continue":
+                        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    async with asyncio.timeout(self.header_timeout_s):
+                        req.body = await reader.readexactly(n)
+            except HttpError as exc:
+                await self._send_simple(writer, text_response(exc.status, exc.message), client, t0)
+                return
+            except TimeoutError:
+                await self._send_simple(writer, text_response(408, "request body timeout"),
+                                        client, t0)
+                return
+            self.requests += 1
+            try:
+                resp = await self.handler(req, client)
+            except Exception:  # noqa: BLE001 - reported on stderr, answered 500, server lives on
+                traceback.print_exc(file=sys.stderr)
+                resp = text_response(500, "internal error", close=True)
+            keep = req.keep_alive and not resp.close
+            try:
+                sent = await self._send(writer, req, resp, keep, client, t0)
+            finally:
+                if resp.file is not None:
+                    resp.file.close()
+                if resp.on_done is not None:
+                    resp.on_done()
+            if not keep or not sent:
+                return
+
+    async def _send_simple(self, writer, resp: Response, client: str, t0: float | None = None):
+        t0 = time.monotonic() if t0 is None else t0
+        head = render_response_head(resp.status, resp.headers, len(resp.body), False)
+        writer.write(head + resp.body)
+        try:
+            async with asyncio.timeout(5.0):
+                await writer.drain()
+        finally:
+            ms = (time.monotonic() - t0) * 1000
+            self._log(ts=time.time(), client=client, method="-", path="-", range=None,
+                      status=resp.status, bytes=len(resp.body), cache="none",
+                      ttfb_ms=round(ms, 3), duration_ms=round(ms, 3))
+
+    async def _send(self, writer, req: Request, resp: Response, keep: bool, client: str,
+                    t0: float) -> bool:
+        """Write one response; returns False if the body could not be completed."""
+        d = resp.decision
+        length = d.content_length if d is not None else len(resp.body)
+        head = render_response_head(resp.status, resp.headers, length, keep)
+        send_body = req.method != "HEAD" and (d.send_body if d is not None else True)
+        writer.write(head)
+        ttfb_ms = (time.monotonic() - t0) * 1000
+        sent, ok = 0, False
+        try:
+            async with asyncio.timeout(SEND_TIMEOUT_S):
+                if not send_body:
+                    pass
+                elif d is None:
+                    writer.write(resp.body)
+                    sent = len(resp.body)
+                else:
+                    sent = await self._send_parts(writer, resp, d)
+                await writer.drain()
+            ok = True
+        finally:
+            if self.on_bytes is not None and sent:
+                self.on_bytes(sent)
+            self._log(ts=time.time(), client=client, method=req.method, path=req.path,
+                      range=req.headers.get("range"), status=resp.status, bytes=sent,
+                      cache=resp.cache, ttfb_ms=round(ttfb_ms, 3),
+                      duration_ms=round((time.monotonic() - t0) * 1000, 3))
+        return ok
+
+    async def _send_parts(self, writer, resp: Response, d: Decision) -> int:
+        sent = 0
+        if resp.data is not None:
+            view = memoryview(resp.data)
+            for p in d.parts:
+                writer.write(p.prefix + view[p.start:p.end] if p.prefix else view[p.start:p.end])
+                sent += len(p.prefix) + p.end - p.start
+                await writer.drain()
+        elif resp.file is not None:
+            loop = asyncio.get_running_loop()
+            for p in d.parts:
+                if p.prefix:
+                    writer.write(p.prefix)
+                    sent += len(p.prefix)
+                if p.end > p.start and self._pool is not None:
+                    await writer.drain()
+                    sent += await threaded_sendfile(self._pool, writer.get_extra_info("socket"),
+                                                    resp.file, p.start, p.end - p.start)
+                elif p.end > p.start:
+                    try:
+                        sent += await loop.sendfile(writer.transport, resp.file, p.start,
+                                                    p.end - p.start)
+                    except RuntimeError as exc:  # asyncio's way to say the peer went away
+                        if writer.transport.is_closing():
+                            raise ConnectionResetError("transport closed mid-sendfile") from exc
+                        raise
+        if d.trailer:
+            writer.write(d.trailer)
+            sent += len(d.trailer)
+        return sent
+
+
+def _sendfile_until_blocked(out_fd: int, in_fd: int, offset: int, count: int) -> int:
+    """os.sendfile on a non-blocking socket until done or EAGAIN (runs in a worker thread)."""
+    sent = 0
+    while sent < count:
+        try:
+            n = os.sendfile(out_fd, in_fd, offset + sent, count - sent)
+        except BlockingIOError:
+            break
+        if n == 0:
+            raise EOFError("file shorter than the response announced")
+        sent += n
+    return sent
+
+
+async def threaded_sendfile(pool: concurrent.futures.Executor, sock: socket.socket,
+                            f: BinaryIO, offset: int, count: int) -> int:
+    """Zero-copy send from worker threads, so kernel copies use more than one core.
+
+    The transport's write buffer must be empty (caller drains first) and nothing else may
+    write meanwhile. Private dups of both fds keep their numbers from being reused while a
+    thread still uses them, even if this coroutine is cancelled and the connection closed.
+    """
+    loop = asyncio.get_running_loop()
+    out_fd, in_fd = os.dup(sock.fileno()), os.dup(f.fileno())
+
+    def close_fds(_fut=None, fds=(out_fd, in_fd)) -> None:
+        for fd in fds:
+            os.close(fd)
+    handed_off = False  # True once a running thread owns closing the fds
+    sent = 0
+    try:
+        while sent < count:
+            cf = loop.run_in_executor(pool, _sendfile_until_blocked, out_fd, in_fd,
+                                      offset + sent, count - sent)
+            try:
+                sent += await asyncio.shield(cf)
+            except asyncio.CancelledError:
+                cf.add_done_callback(close_fds)
+                handed_off = True
+                raise
+            if sent < count:
+                writable = loop.create_future()
+                loop.add_writer(out_fd, lambda: writable.done() or writable.set_result(None))
+                try:
+                    await writable
+                finally:
+                    loop.remove_writer(out_fd)
+        return sent
+    finally:
+        if not handed_off:
+            close_fds()
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """`HOST:PORT` -> (host, port); port 0 picks a free port."""
+    host, sep, port_s = value.rpartition(":")
+    if not sep or not host or not port_s.isdigit() or not 0 <= int(port_s) <= 65535:
+        raise ValueError(f"--listen must be HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port_s)
+
+
+async def run_until_signal(server: HttpServer, host: str, port: int,
+                           on_start: Callable[[], Awaitable[None]] | None = None,
+                           on_stop: Callable[[], Awaitable[None]] | None = None) -> None:
+    """Start, print `READY host:port`, serve until SIGTERM/SIGINT, then close cleanly."""
+    import signal
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    bound_host, bound_port = await server.start(host, port)
+    if on_start is not None:
+        await on_start()
+    print(f"READY {bound_host}:{bound_port}", flush=True)
+    await stop.wait()
+    if on_stop is not None:
+        await on_stop()
+    await server.close()
