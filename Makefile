@@ -54,5 +54,8 @@ doctor: setup
 bench: setup
 	$(VENV)/bin/ocalab bench links
 
+reliability: setup
+	$(VENV)/bin/ocalab bench reliability
+
 clean: check-root
 	@test -x $(VENV)/bin/ocalab && $(VENV)/bin/ocalab clean || echo "ocalab: not set up; nothing to clean"

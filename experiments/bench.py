@@ -58,6 +58,9 @@ def run_bench(a) -> int:
     elif a.what == "oca":
         from appliances.bench_oca import run_bench_oca
         result["oca"] = run_bench_oca(out_dir, quick=a.quick)
+    elif a.what == "reliability":
+        from .reliability import run_reliability
+        result["reliability"] = run_reliability(out_dir, quick=a.quick)
     else:
         raise SystemExit(f"ocalab bench {a.what}: not implemented yet (see the open issues)")
     path = out_dir / f"{a.what}-{time.strftime('%Y%m%dT%H%M%S')}.json"

@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.set_defaults(fn=cmd_report)
 
     b = sub.add_parser("bench", help="benchmarks that print measured figures")
-    b.add_argument("what", choices=["links", "oca", "scale"])
+    b.add_argument("what", choices=["links", "oca", "reliability", "scale"])
     b.add_argument("--quick", action="store_true")
     b.add_argument("--out", type=Path, default=None)
     b.set_defaults(fn=cmd_bench)
