@@ -27,6 +27,7 @@ from mininet.node import Host, Node, OVSSwitch
 
 from . import linkemu
 from .ledger import Ledger, ProcessGroup
+from .ledger import clean as clean_leftovers
 from .linkemu import EmulationError
 from .plan import PREFIX, Link, Plan
 
@@ -133,6 +134,11 @@ class Network:
 
     def _prepare(self) -> None:
         setLogLevel("error")
+        # We hold the machine-wide lock, so ledgers of dead owners are leftovers of crashed runs.
+        removed = clean_leftovers(log=lambda m: print(m, file=sys.stderr))
+        if any(removed.values()):
+            print("ocalab: removed leftovers of a crashed run: "
+                  + ", ".join(f"{v} {k}" for k, v in removed.items() if v), file=sys.stderr)
         self.link_backend, self.reasons["link_backend"] = linkemu.choose(
             self.opts.link_backend, linkemu.probe_netem(), "netem", "relay")
         self.datapath, self.reasons["datapath"] = linkemu.choose(
@@ -334,10 +340,15 @@ class Network:
         argv = [sys.executable, "-m", "controller.launcher", "--plan", str(plan_file),
                 "--of-port", str(of_port), "--api-port", str(api_port),
                 "--log", str(self.work_dir / "controller.log")]
+        if self.plan.nodes_of(role="control"):  # _add_mgmt_link made the management veth
+            argv += ["--mgmt-host", MGMT_ROOT_ADDR]
         proc = self.procs.start("controller", argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         read_ready(proc, "controller", 30)
+        self.controller_argv = argv  # same ports: a restarted controller is found again
         self.of_port = of_port
         self.api_url = f"http://127.0.0.1:{api_port}"
+        if self.plan.nodes_of(role="control"):
+            self.mgmt_url = f"http://{MGMT_ROOT_ADDR}:{api_port}"  # the controller API, from the control host
 
     def _start_switches(self) -> None:
         ctls = [_Ctl(self.of_port)] if self.opts.controller else []

@@ -1,0 +1,57 @@
+"""Pure parts of the experiment layer: parsers, byte accounting by class, deployment, run folders."""
+import json
+
+import pytest
+
+from experiments import measure
+from experiments.rundir import new_run_dir, write_manifest
+from experiments.services import ServiceOptions, deployment, ocas_for_arm
+from topologies.catalog import metro
+
+TRACEROUTE = """traceroute to 198.19.10.11 (198.19.10.11), 16 hops max, 60 byte packets
+ 1  198.18.1.1  8.512 ms
+ 2  198.19.2.254  38.400 ms
+ 3  *
+ 4  198.19.10.11  98.770 ms
+"""
+
+
+def test_parse_traceroute_keeps_silent_hops():
+    assert measure.parse_traceroute(TRACEROUTE) == ["198.18.1.1", "198.19.2.254", "*", "198.19.10.11"]
+
+
+def test_bytes_by_class_counts_interdomain_bytes_once_at_the_isp_border():
+    plan = metro()
+    rows = [{"link": "a", "cls": "transit", "node": "i1br", "to_node_bytes": 100, "from_node_bytes": 5},
+            {"link": "b", "cls": "transit", "node": "trr", "to_node_bytes": 105, "from_node_bytes": 100},
+            {"link": "c", "cls": "peering", "node": "nfxr", "to_node_bytes": 7, "from_node_bytes": 70},
+            {"link": "d", "cls": "peering", "node": "i2br", "to_node_bytes": 70, "from_node_bytes": 7},
+            {"link": "e", "cls": "access", "node": "i1v1", "to_node_bytes": 50, "from_node_bytes": 1}]
+    assert measure.bytes_by_class(rows, plan) == {"transit": 105, "peering": 77, "access": 51}
+
+
+@pytest.mark.parametrize("arm,tiers", [("origin", set()), ("ixp", {"ixp"}), ("embedded", {"ixp", "embedded"})])
+def test_arms_select_oca_tiers(arm, tiers):
+    assert {n.tier for n in ocas_for_arm(metro(), arm)} == tiers
+
+
+def test_deployment_from_plan_has_hops_rtt_and_prefixes():
+    dep = deployment(metro(), ServiceOptions(arm="embedded"))
+    by = {o["name"]: o for o in dep["ocas"]}
+    assert by["i1oca1"]["serves"] == ["198.18.1.0/24"] and by["i1oca1"]["distance_hops"] == 1
+    assert by["i1oca1"]["rtt_ms"] == 6.0  # 2 x 3 ms access link
+    assert by["nfxoca1"]["distance_hops"] == 3 and len(by["nfxoca1"]["serves"]) == 3
+    assert dep["origin"]["url"] == "http://198.19.10.11:8080"
+
+
+def test_bad_arm_is_rejected():
+    with pytest.raises(ValueError, match="arm"):
+        ServiceOptions(arm="edge")
+
+
+def test_run_dirs_never_collide(tmp_path):
+    a, b = new_run_dir("x", tmp_path), new_run_dir("x", tmp_path)
+    assert a != b and a.exists() and b.exists()
+    write_manifest(a, scenario="x", seed=3)
+    m = json.loads((a / "manifest.json").read_text())
+    assert m["seed"] == 3 and "commit" in m["git"] and m["versions"]["python"]
