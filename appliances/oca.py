@@ -260,8 +260,8 @@ class Oca:
             return text_response(405, headers=[("Allow", "POST")])
         try:
             plan = parse_fill_plan(json.loads(req.body.decode("utf-8")), self.catalog)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            return text_response(400, "fill plan is not valid JSON")
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            return text_response(400, "fill plan is not valid JSON (or nested too deeply)")
         except ValueError as exc:
             return text_response(400, f"bad fill plan: {exc}")
         plan_id = self.filler.submit(plan)

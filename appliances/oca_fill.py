@@ -19,6 +19,7 @@ import asyncio
 import collections
 import json
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Callable, TextIO
 
@@ -52,39 +53,55 @@ def parse_fill_plan(obj, catalog: Catalog) -> FillPlan:
     unknown = set(obj) - {"segments", "sources", "rate_mbps", "window_end_unix",
                           "window_start_unix", "plan_id"}
     if unknown:
-        raise ValueError(f"unknown fill plan fields: {sorted(unknown)}")
+        raise ValueError(f"{len(unknown)} unknown fill plan field(s); allowed: segments, "
+                         "sources, rate_mbps, window_start_unix, window_end_unix, plan_id")
     segs = obj.get("segments")
     if not isinstance(segs, list) or len(segs) > MAX_PLAN_SEGMENTS:
         raise ValueError(f"segments must be a list of at most {MAX_PLAN_SEGMENTS} items")
     keys: list[Key] = []
     seen = set()
-    for item in segs:
+    for i, item in enumerate(segs):
         if (not isinstance(item, list) or len(item) != 3 or not isinstance(item[0], str)
                 or not all(isinstance(x, int) and not isinstance(x, bool) for x in item[1:])):
-            raise ValueError("each segment must be [title, kbps, index]")
+            raise ValueError(f"segments[{i}] must be [title, kbps, index]")
         key = (item[0], item[1], item[2])
         try:
             catalog.check_segment(*key)
-        except ContentError as exc:
-            raise ValueError(f"segment not in catalog: {exc}") from None
+        except ContentError:  # its message quotes the client's value: name the item instead
+            raise ValueError(f"segments[{i}] is not a segment of the catalog") from None
         if key not in seen:
             seen.add(key)
             keys.append(key)
     sources = obj.get("sources")
     if (not isinstance(sources, list) or not 1 <= len(sources) <= MAX_SOURCES
-            or not all(isinstance(s, str) and s.startswith(("http://", "https://"))
-                       for s in sources)):
-        raise ValueError(f"sources must be a list of 1..{MAX_SOURCES} http(s) base URLs")
+            or not all(isinstance(s, str) and _valid_source(s) for s in sources)):
+        raise ValueError(f"sources must be a list of 1..{MAX_SOURCES} http(s) base URLs "
+                         "(host, optional port, optional path; no query)")
     rate = obj.get("rate_mbps", 100)
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= 100_000:
         raise ValueError("rate_mbps must be a number in (0, 100000]")
     windows = []
     for name in ("window_end_unix", "window_start_unix"):
         v = obj.get(name)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
-            raise ValueError(f"{name} must be a unix time number")
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
+                              or not 0 <= v < 2**40):
+            raise ValueError(f"{name} must be a finite unix time number")
         windows.append(None if v is None else float(v))
     return FillPlan(tuple(keys), tuple(s.rstrip("/") for s in sources), float(rate), *windows)
+
+
+def _valid_source(url: str) -> bool:
+    """An http(s) base URL aiohttp can fetch: visible ASCII, a host, a valid port, no query."""
+    if len(url) > 2048 or not url.isascii() or any(not 0x21 <= ord(c) <= 0x7E for c in url):
+        return False
+    try:
+        u = urllib.parse.urlsplit(url)
+        port = u.port  # ValueError when out of range or not a number
+    except ValueError:
+        return False
+    del port
+    return (u.scheme in ("http", "https") and bool(u.hostname) and not u.query
+            and not u.fragment and u.username is None)
 
 
 @dataclass

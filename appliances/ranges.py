@@ -113,6 +113,16 @@ def _parse_http_date(value: str) -> float | None:
     return dt.timestamp()
 
 
+_NUM_CAP = 10**18  # above any object size; keeps int() off 4300-digit inputs
+
+
+def _bounded_int(digits: str) -> int:
+    """ASCII digits -> int, capped at _NUM_CAP. Any position >= _NUM_CAP is beyond every
+    object, so capping only turns some invalid specs into unsatisfiable ones: 416 either way."""
+    digits = digits.lstrip("0") or "0"
+    return _NUM_CAP if len(digits) > 18 else int(digits)
+
+
 def parse_byte_ranges(spec: str, size_bytes: int) -> list[tuple[int, int]] | None:
     """Parse a `bytes` range-set (without the unit) into satisfiable [start, end) pairs.
 
@@ -133,14 +143,14 @@ def parse_byte_ranges(spec: str, size_bytes: int) -> list[tuple[int, int]] | Non
         if not first:  # suffix-range
             if not last:
                 return None
-            suffix = int(last)
+            suffix = _bounded_int(last)
             if suffix > 0:
                 out.append((max(0, size_bytes - suffix), size_bytes))
             continue
-        start = int(first)
-        if last and int(last) < start:
+        start = _bounded_int(first)
+        if last and _bounded_int(last) < start:
             return None
-        end = size_bytes if not last else min(int(last) + 1, size_bytes)
+        end = size_bytes if not last else min(_bounded_int(last) + 1, size_bytes)
         if start < size_bytes:
             out.append((start, end))
     return out

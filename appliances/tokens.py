@@ -87,7 +87,8 @@ def verify(key: bytes, path: str, client_ip: str, query: str, now_unix: float) -
     if set(params) != {"exp", "cp", "tok"}:
         return TokenResult.FORBIDDEN
     exp_s = params["exp"]
-    if not exp_s.isdigit() or len(exp_s) > 12 or (len(exp_s) > 1 and exp_s[0] == "0"):
+    if (not exp_s.isascii() or not exp_s.isdigit() or len(exp_s) > 12
+            or (len(exp_s) > 1 and exp_s[0] == "0")):  # isdigit alone admits '²' (int() fails)
         return TokenResult.FORBIDDEN
     expected = _mac(bytes(key), m.group(1), params["cp"], int(exp_s))
     if not hmac.compare_digest(expected.encode(), params["tok"].encode("utf-8", "replace")):

@@ -1,0 +1,202 @@
+"""Control plane service (cloud region): playback API + steering, cache-control, telemetry.
+
+CLI:
+  python -m appliances.control --listen HOST:PORT --deployment FILE --token-key FILE
+      [--steering URL] [--telemetry-log FILE] [--steering-log FILE] [--token-ttl-s N]
+      [--push-fill] [--fill-wait-s S] [--fill-window-s S] [--fill-rate-mbps R]
+      [--fill-segments-per-title N] [--drop-health-misses] [--warm-titles N]
+Prints `READY host:port` (the bound port, also for port 0) once listening; exits 0 on
+SIGTERM/SIGINT. Every error answer is JSON {"error": ...} with a 4xx/5xx status; a handler bug
+is logged with its traceback on stderr and answered 500 without one.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import TextIO
+
+import aiohttp
+from aiohttp import web
+
+from appliances import tokens
+from appliances.content import Catalog, CatalogSpec
+from appliances.control_cache import CacheControl, Telemetry
+from appliances.control_deployment import (Deployment, DeploymentError, HealthRegistry,
+                                           load_deployment)
+from appliances.control_playback import PlaybackService, json_error
+from appliances.steering_local import LocalSteering, RemoteSteering, Steering
+
+log = logging.getLogger("ocalab.control")
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler):
+    """Turn aiohttp HTTP errors and unexpected exceptions into JSON error bodies."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.content_type == "application/json" or exc.status < 400:
+            raise
+        return json_error(exc.status, exc.reason)
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # a bug: log it loudly, answer without a traceback
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return json_error(500, "internal error")
+
+
+@dataclass
+class ControlPlane:
+    app: web.Application
+    playback: PlaybackService
+    cache: CacheControl
+    telemetry: Telemetry
+    registry: HealthRegistry
+    catalog_check: str = "pending"  # origin /catalog vs deployment: ok|mismatch|unreachable
+
+    async def health(self, request: web.Request) -> web.Response:
+        tables = self.playback.tables
+        return web.json_response({"name": "control", "status": "ok",
+                                  "catalog_check": self.catalog_check,
+                                  "telemetry_sessions": self.telemetry.count,
+                                  "ocas_heard": sorted(self.registry.snapshot()),
+                                  "warm": {"titles_done": tables.warmed_titles,
+                                           "titles_target": tables.warm_target}})
+
+
+def build_control(deployment: Deployment, key: bytes, steering_url: str | None = None,
+                  telemetry_sink: TextIO | None = None, steering_log: TextIO | None = None,
+                  token_ttl_s: int = 3600, drop_health_misses: bool = False,
+                  fill_window_s: float = 12 * 3600.0, fill_rate_mbps: float = 100.0,
+                  fill_segments_per_title: int | None = None) -> ControlPlane:
+    """Wire the three services into one aiohttp application."""
+    catalog = Catalog(deployment.catalog)
+    registry = HealthRegistry()
+    local = LocalSteering(deployment, registry, drop_health_misses=drop_health_misses)
+    steering: Steering = RemoteSteering(steering_url) if steering_url else local
+    playback = PlaybackService(deployment, catalog, key, steering, local,
+                               token_ttl_s=token_ttl_s, steering_log=steering_log)
+    cache = CacheControl(deployment, catalog, registry, fill_window_s=fill_window_s,
+                         fill_rate_mbps=fill_rate_mbps,
+                         segments_per_title=fill_segments_per_title)
+    telemetry = Telemetry(sink=telemetry_sink)
+    app = web.Application(middlewares=[json_errors], client_max_size=4 * 1024 * 1024)
+    app.add_routes(playback.routes() + cache.routes() + telemetry.routes())
+    cp = ControlPlane(app, playback, cache, telemetry, registry)
+    app.add_routes([web.get("/health", cp.health)])
+    return cp
+
+
+async def check_origin_catalog(cp: ControlPlane, origin_url: str, wait_s: float = 30.0) -> str:
+    """Compare the origin's GET /catalog with the deployment's catalog (bounded retries).
+
+    A mismatch means every segment fails the players' SHA-256 check, so it is logged loudly.
+    """
+    want = cp.playback.catalog.spec
+    deadline = time.monotonic() + wait_s
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as http:
+        while True:
+            try:
+                async with http.get(f"{origin_url}/catalog") as r:
+                    got = CatalogSpec.from_json(await r.json())
+                break
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
+                if time.monotonic() > deadline:
+                    log.warning("origin catalog check: %s unreachable (%s)", origin_url, exc)
+                    cp.catalog_check = "unreachable"
+                    return cp.catalog_check
+                await asyncio.sleep(1.0)
+    cp.catalog_check = "ok" if got == want else "mismatch"
+    if got != want:
+        log.error("CATALOG MISMATCH: deployment %s but origin %s serves %s; every segment "
+                  "will fail verification", want.to_json(), origin_url, got.to_json())
+    return cp.catalog_check
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
+    return host, int(port)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m appliances.control", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--listen", type=parse_listen, required=True, help="HOST:PORT")
+    p.add_argument("--deployment", required=True, help="deployment JSON file")
+    p.add_argument("--token-key", required=True, help="hex key file shared with the OCAs")
+    p.add_argument("--steering", help="controller steering API base URL (else local policy)")
+    p.add_argument("--telemetry-log", help="append session summaries here (JSON lines)")
+    p.add_argument("--steering-log", help="append steering decisions here (JSON lines)")
+    p.add_argument("--token-ttl-s", type=int, default=3600)
+    p.add_argument("--drop-health-misses", action="store_true",
+                   help="leave unhealthy OCAs out of manifests instead of ranking them last")
+    p.add_argument("--push-fill", action="store_true", help="push fill plans at start")
+    p.add_argument("--fill-wait-s", type=float, default=30.0,
+                   help="with --push-fill: how long to wait for OCA capacities (heartbeats)")
+    p.add_argument("--fill-window-s", type=float, default=12 * 3600.0)
+    p.add_argument("--fill-rate-mbps", type=float, default=100.0)
+    p.add_argument("--fill-segments-per-title", type=int, default=None)
+    p.add_argument("--warm-titles", type=int, default=20,
+                   help="precompute manifests (sizes, SHA-256) of the N most popular titles "
+                        "in the background at start, so cold manifests do not skew startup")
+    return p
+
+
+async def serve(args: argparse.Namespace, stack: ExitStack) -> int:
+    deployment = load_deployment(args.deployment)
+    key = tokens.load_key(args.token_key)
+    if args.token_ttl_s < 1 or args.warm_titles < 0:
+        raise ValueError("--token-ttl-s must be >= 1 and --warm-titles >= 0")
+    tsink = stack.enter_context(open(args.telemetry_log, "a")) if args.telemetry_log else None
+    ssink = stack.enter_context(open(args.steering_log, "a")) if args.steering_log else None
+    cp = build_control(deployment, key, args.steering, tsink, ssink, args.token_ttl_s,
+                       args.drop_health_misses, args.fill_window_s, args.fill_rate_mbps,
+                       args.fill_segments_per_title)
+    runner = web.AppRunner(cp.app, access_log=None, handle_signals=False)
+    await runner.setup()
+    host, port = args.listen
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = runner.addresses[0][1] if runner.addresses else port
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"READY {host}:{bound}", flush=True)  # only now: a SIGTERM after READY is clean
+    warm_task = asyncio.create_task(asyncio.to_thread(cp.playback.tables.warm, args.warm_titles))
+    check_task = asyncio.create_task(check_origin_catalog(cp, deployment.origin.url))
+    fill_task = None
+    if args.push_fill:
+        fill_task = asyncio.create_task(cp.cache.push_when_ready(args.fill_wait_s))
+    await stop.wait()
+    cp.playback.tables.stop()
+    for task in (fill_task, check_task):
+        if task is not None and not task.done():
+            task.cancel()
+    await runner.cleanup()
+    await warm_task
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s control %(levelname)s %(message)s")
+    try:
+        with ExitStack() as stack:
+            return asyncio.run(serve(args, stack))
+    except (DeploymentError, ValueError, OSError) as exc:
+        print(f"control: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""Playback API: account tokens, manifests with ranked signed locations (Content Steering shape).
+
+Endpoints (all JSON):
+  POST /login {"account": NAME}            -> {"account", "account_token"}  (testbed: no password)
+  GET  /catalog                            -> {"spec", "titles", "popularity"} (caller's region)
+  GET  /play/<title>[?segments=N]          -> manifest (Authorization: Bearer <account_token>);
+                                              N caps the segment list (first N segments)
+  GET  /steering/<title>                   -> steering document only (the RELOAD-URI)
+  GET  /rank?viewer=IP&title=T             -> {"locations": [...]} from the local policy (the
+                                              same shape RemoteSteering expects)
+Invariants:
+- Account tokens are `<account>.<hex HMAC>` with a key derived from the control key, so an
+  account token can never be confused with a URL token.
+- Every location of one manifest shares one URL token: path_prefix `/v/<title>/`, client
+  prefix = the viewer's region prefix (or the viewer's /32), expiry now + token_ttl_s.
+- A location entry is {"pathway", "tier", "base_url": root + "/v/<title>/", "query", "reason"};
+  the player fetches base_url + f"{kbps}/{index}?" + query.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass
+from typing import Callable, TextIO
+
+from aiohttp import web
+
+from appliances import tokens
+from appliances.content import Catalog, ContentError
+from appliances.control_deployment import Deployment
+from appliances.control_tables import SegmentTables
+from appliances.fillplan import regional_popularity
+from appliances.steering_local import Location, Steering, SteeringUnavailable
+
+log = logging.getLogger("ocalab.control")
+ACCOUNT_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+STEERING_TTL_S = 60
+
+
+def _account_key(key: bytes) -> bytes:
+    return hmac.new(key, b"ocalab-account-tokens-v1", hashlib.sha256).digest()
+
+
+def account_token(key: bytes, account: str) -> str:
+    if not ACCOUNT_RE.match(account or ""):
+        raise ValueError("account must be 1-64 characters of [A-Za-z0-9_.-]")
+    mac = hmac.new(_account_key(key), account.encode(), hashlib.sha256).hexdigest()[:32]
+    return f"{account}.{mac}"
+
+
+def check_account_token(key: bytes, token: str) -> str | None:
+    """The account name if the token is genuine, else None."""
+    account, _, mac = (token or "").rpartition(".")
+    if not ACCOUNT_RE.match(account):
+        return None
+    good = account_token(key, account).rpartition(".")[2]
+    return account if hmac.compare_digest(good.encode(), mac.encode()) else None
+
+
+def json_error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def steering_document(title: str, locations: list[Location], query: str,
+                      ttl_s: int = STEERING_TTL_S) -> dict:
+    """HLS/DASH Content Steering fields plus our signed location entries."""
+    return {"VERSION": 1, "TTL": ttl_s, "RELOAD-URI": f"/steering/{title}",
+            "PATHWAY-PRIORITY": [loc.name for loc in locations],
+            "locations": [{"pathway": loc.name, "tier": loc.tier,
+                           "base_url": f"{loc.base_url_root}/v/{title}/", "query": query,
+                           "reason": loc.reason} for loc in locations]}
+
+
+@dataclass
+class PlaybackService:
+    deployment: Deployment
+    catalog: Catalog
+    key: bytes
+    steering: Steering
+    fallback_steering: Steering
+    token_ttl_s: int = 3600
+    steering_log: TextIO | None = None
+    clock: Callable[[], float] = time.time
+    tables: SegmentTables | None = None
+
+    def __post_init__(self) -> None:
+        if self.tables is None:
+            self.tables = SegmentTables(self.catalog)
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/login", self.login), web.get("/catalog", self.catalog_info),
+                web.get("/play/{title}", self.play), web.get("/steering/{title}", self.steer),
+                web.get("/rank", self.rank)]
+
+    async def rank(self, request: web.Request) -> web.Response:
+        """The local policy behind the RemoteSteering HTTP shape (for comparison and tests)."""
+        viewer, title = request.query.get("viewer", ""), request.query.get("title", "")
+        try:
+            ipaddress.ip_address(viewer)
+            self.catalog.segment_count(title)
+        except ValueError as exc:  # ContentError is a ValueError
+            return json_error(400, f"need ?viewer=IP&title=T: {exc}")
+        locs = self.fallback_steering.rank(viewer, title, self.clock())
+        return web.json_response({"locations": [loc.to_json() for loc in locs]})
+
+    async def login(self, request: web.Request) -> web.Response:
+        body = await read_json_object(request)
+        try:
+            tok = account_token(self.key, str(body.get("account", "")))
+        except ValueError as exc:
+            return json_error(400, str(exc))
+        return web.json_response({"account": body["account"], "account_token": tok})
+
+    async def catalog_info(self, request: web.Request) -> web.Response:
+        base = self.catalog.popularity()
+        region = self.deployment.region_of_ip(viewer_ip(request))
+        pop = regional_popularity(base, region.preference_seed) if region else base
+        return web.json_response({"spec": json.loads(self.catalog.spec.to_json()),
+                                  "region": region.name if region else None,
+                                  "titles": self.catalog.titles(), "popularity": pop})
+
+    def _authorize(self, request: web.Request) -> str | None:
+        auth = request.headers.get("Authorization", "")
+        return check_account_token(self.key, auth[7:]) if auth.startswith("Bearer ") else None
+
+    def _title_or_error(self, request: web.Request) -> tuple[str, int] | web.Response:
+        title = request.match_info["title"]
+        try:
+            total = self.catalog.segment_count(title)
+        except ContentError:
+            return json_error(404, "unknown title")
+        return title, total
+
+    async def _rank(self, ip: str, title: str, now: float) -> list[Location]:
+        if getattr(self.steering, "blocking", False):
+            try:
+                return await asyncio.to_thread(self.steering.rank, ip, title, now)
+            except SteeringUnavailable as exc:
+                log.warning("steering unavailable, using local policy: %s", exc)
+                locs = self.fallback_steering.rank(ip, title, now)
+                return [Location(l.name, l.tier, l.base_url_root,
+                                 {**l.reason, "steering": "local-fallback"}) for l in locs]
+        return self.steering.rank(ip, title, now)
+
+    async def _document(self, request: web.Request, title: str, account: str) -> tuple[dict, int]:
+        now = self.clock()
+        ip = viewer_ip(request)
+        locations = await self._rank(ip, title, now)
+        exp = int(now + self.token_ttl_s)
+        cp = self.deployment.client_prefix(ip)
+        query = tokens.sign(self.key, f"/v/{title}/", cp, exp)
+        doc = steering_document(title, locations, query)
+        if self.steering_log is not None:
+            self.steering_log.write(json.dumps({
+                "ts": now, "viewer": ip, "account": account, "title": title,
+                "ranked": doc["PATHWAY-PRIORITY"],
+                "reasons": {l.name: l.reason for l in locations}}) + "\n")
+            self.steering_log.flush()
+        return {**doc, "client_prefix": cp, "viewer_ip": ip}, exp
+
+    async def play(self, request: web.Request) -> web.Response:
+        account = self._authorize(request)
+        if account is None:
+            return json_error(401, "missing or invalid account token")
+        found = self._title_or_error(request)
+        if isinstance(found, web.Response):
+            return found
+        title, total = found
+        n = total
+        if "segments" in request.query:
+            try:
+                n = int(request.query["segments"])
+            except ValueError:
+                return json_error(400, "segments must be an integer")
+            if n < 1:
+                return json_error(400, "segments must be >= 1")
+            n = min(n, total)  # "the first N segments" of a shorter title: all of them
+        table = await self.tables.get(title, n)
+        doc, exp = await self._document(request, title, account)
+        return web.json_response({"title": title, "account": account,
+                                  "segment_s": self.catalog.spec.segment_s,
+                                  "ladder_kbps": list(self.catalog.spec.ladder_kbps),
+                                  "n_segments": n, "segments": table, "expires_unix": exp,
+                                  "steering": doc})
+
+    async def steer(self, request: web.Request) -> web.Response:
+        account = self._authorize(request)
+        if account is None:
+            return json_error(401, "missing or invalid account token")
+        found = self._title_or_error(request)
+        if isinstance(found, web.Response):
+            return found
+        doc, _ = await self._document(request, found[0], account)
+        return web.json_response(doc)
+
+
+def viewer_ip(request: web.Request) -> str:
+    ip = request.remote or ""
+    return ip[7:] if ip.startswith("::ffff:") else ip
+
+
+async def read_json_object(request: web.Request) -> dict:
+    """The request body as a JSON object, or raise HTTPBadRequest with a JSON error."""
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise web.HTTPBadRequest(text=json.dumps({"error": "body is not valid JSON"}),
+                                 content_type="application/json") from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text=json.dumps({"error": "body must be a JSON object"}),
+                                 content_type="application/json")
+    return body

@@ -1,0 +1,54 @@
+"""Pure player decisions besides ABR: which ranked location to use next (fallback / re-probe).
+
+Invariants of LocationCursor over a ranked list of n locations (0 = best):
+- `pick(now)` returns `current`, except when a re-probe is due: after a fallback, once
+  `reprobe_segments` segments were fetched below the best location or `reprobe_s` seconds
+  passed, it returns 0 (the top-ranked location) for one attempt.
+- `failed(i, now)` on the current location moves current to i + 1 (exhausted when >= n); a
+  failed re-probe leaves current where it was and restarts the re-probe clock.
+- `succeeded(i)` with i < current moves current up to i (the better location recovered).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class LocationCursor:
+    n_locations: int
+    reprobe_segments: int = 4
+    reprobe_s: float = 10.0
+    current: int = 0
+    _since_segments: int = 0
+    _since_unix: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.n_locations < 1:
+            raise ValueError("a cursor needs at least one location")
+        if self.reprobe_segments < 1 or self.reprobe_s <= 0:
+            raise ValueError("reprobe_segments must be >= 1 and reprobe_s > 0")
+
+    @property
+    def exhausted(self) -> bool:
+        return self.current >= self.n_locations
+
+    def reprobe_due(self, now: float) -> bool:
+        return (0 < self.current < self.n_locations
+                and (self._since_segments >= self.reprobe_segments
+                     or now - self._since_unix >= self.reprobe_s))
+
+    def pick(self, now: float) -> int:
+        if self.exhausted:
+            raise IndexError("every location failed; reload steering")
+        return 0 if self.reprobe_due(now) else self.current
+
+    def failed(self, index: int, now: float) -> None:
+        if index == self.current:
+            self.current += 1
+        self._since_segments = 0
+        self._since_unix = now
+
+    def succeeded(self, index: int) -> None:
+        if index < self.current:
+            self.current = index
+        self._since_segments += 1

@@ -1,0 +1,251 @@
+"""One viewer's playback session: login, manifest, real-time buffer, ABR, verified fetches.
+
+Invariants:
+- Every segment is checked against the manifest's size and SHA-256; a mismatch is a failed
+  attempt (-> fallback), never accepted into the buffer.
+- Errors that trigger fallback: connection failure, timeout, non-200 status, short body,
+  wrong hash. When every location failed, the session reloads steering (bounded).
+- Media clock = wall clock * speed. Buffer, stalls and startup are in media seconds; the
+  throughput the ABR sees is divided by speed, so a run at speed k is the same experiment as
+  speed 1 over a network k times slower (bandwidth / k, latency * k). Use speed 1 for data.
+  (Timeouts and the re-probe period reprobe_s stay in wall seconds.)
+- A session ends when its last segment is buffered: the remaining playout cannot stall.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import aiohttp
+
+from appliances.abr import Abr, AbrInput
+from appliances.player_model import LocationCursor
+from appliances.qoe import PlaybackBuffer, summarize
+
+log = logging.getLogger("ocalab.player")
+MAX_ERRORS = 20
+FETCH_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    control_url: str
+    abr: Abr
+    segments: int | None = None  # play only the first N segments
+    speed: float = 1.0
+    max_buffer_s: float = 30.0
+    reprobe_segments: int = 4
+    reprobe_s: float = 10.0
+    max_steering_reloads: int = 5
+    connect_timeout_s: float = 3.0
+    read_timeout_s: float = 5.0
+    segment_timeout_s: float = 20.0
+
+
+class SegmentError(Exception):
+    """A fetched segment was refused (status, size or hash); the message says why."""
+
+
+@dataclass
+class Attempt:
+    ok: bool
+    location: dict
+    error: str = ""
+    size_bytes: int = 0
+    ttfb_ms: float = 0.0
+    download_ms: float = 0.0
+
+
+@dataclass
+class ViewerSession:
+    """State of one viewer; `summary()` is valid at any point (also after cancellation)."""
+
+    viewer: str
+    title: str
+    cfg: SessionConfig
+    on_chunk: Callable[[dict], None]
+    status: str = "pending"
+    error: str = ""
+    bitrates: list[int] = field(default_factory=list)
+    tput_kbps: list[float] = field(default_factory=list)
+    servers: dict[str, int] = field(default_factory=dict)
+    startup_s: float | None = None
+    bytes_total: int = 0
+    failed_attempts: int = 0
+    hash_failures: int = 0
+    fallback_chunks: int = 0
+    steering_reloads: int = 0
+    redirects: int = 0
+    errors: list[str] = field(default_factory=list)  # first MAX_ERRORS failed attempts
+    _locations: list = field(default_factory=list)  # latest ranked list, to name redirect targets
+    first_location: str | None = None
+    segment_s: float = 4.0
+    started_unix: float = 0.0
+    buffer: PlaybackBuffer | None = None
+    _last_mono: float = 0.0
+    _start_mono: float = 0.0
+    _stall_mark: float = 0.0  # buffer.rebuffer_s when the previous chunk arrived
+    _token: str = ""
+
+    def _media_tick(self) -> None:
+        now = time.monotonic()
+        if self.buffer is not None:
+            self.buffer.drain((now - self._last_mono) * self.cfg.speed)
+        self._last_mono = now
+
+    async def run(self, http: aiohttp.ClientSession) -> None:
+        self.started_unix = time.time()
+        self._start_mono = self._last_mono = time.monotonic()
+        self.status = "running"
+        manifest = await self._manifest(http)
+        self.segment_s = float(manifest["segment_s"])
+        self.buffer = PlaybackBuffer(start_threshold_s=self.segment_s)
+        ladder = tuple(manifest["ladder_kbps"])
+        locations = self._locations = manifest["steering"]["locations"]
+        self.first_location = locations[0]["pathway"] if locations else None
+        cursor = self._cursor(locations)
+        for index in range(int(manifest["n_segments"])):
+            await self._wait_for_room()
+            kbps = self.cfg.abr.choose(AbrInput(
+                buffer_s=self.buffer.level_s, ladder_kbps=ladder,
+                throughput_kbps=tuple(self.tput_kbps[-10:]),
+                last_kbps=self.bitrates[-1] if self.bitrates else None))
+            size, sha = manifest["segments"][str(kbps)][index]
+            locations, cursor = await self._fetch_with_fallback(
+                http, locations, cursor, kbps, index, size, sha)
+        self.status = "ok"
+
+    def _cursor(self, locations: list) -> LocationCursor:
+        if not locations:
+            raise SegmentError("steering returned no locations")
+        return LocationCursor(len(locations), self.cfg.reprobe_segments, self.cfg.reprobe_s)
+
+    async def _wait_for_room(self) -> None:
+        self._media_tick()
+        excess_s = self.buffer.level_s + self.segment_s - self.cfg.max_buffer_s
+        if excess_s > 0:
+            await asyncio.sleep(excess_s / self.cfg.speed)
+            self._media_tick()
+
+    async def _manifest(self, http: aiohttp.ClientSession) -> dict:
+        base = self.cfg.control_url
+        async with http.post(f"{base}/login", json={"account": self.viewer}) as r:
+            r.raise_for_status()
+            self._token = (await r.json())["account_token"]
+        params = {"segments": str(self.cfg.segments)} if self.cfg.segments else {}
+        async with http.get(f"{base}/play/{self.title}", params=params,
+                            headers=self._auth()) as r:
+            if r.status != 200:
+                raise SegmentError(f"playback API answered {r.status}: {(await r.text())[:200]}")
+            return await r.json()
+
+    def _auth(self) -> dict:
+        return {"Authorization": f"Bearer {self._token}"}
+
+    async def _reload_steering(self, http: aiohttp.ClientSession) -> list:
+        self.steering_reloads += 1
+        if self.steering_reloads > self.cfg.max_steering_reloads:
+            raise SegmentError("every location failed and steering reloads are used up")
+        await asyncio.sleep(0.5 / self.cfg.speed * min(self.steering_reloads, 4))
+        async with http.get(f"{self.cfg.control_url}/steering/{self.title}",
+                            headers=self._auth()) as r:
+            if r.status != 200:
+                raise SegmentError(f"steering reload answered {r.status}")
+            self._locations = (await r.json())["locations"]
+            return self._locations
+
+    async def _fetch_with_fallback(self, http, locations, cursor, kbps, index, size, sha):
+        failures = 0
+        while True:
+            if cursor.exhausted:
+                try:
+                    locations = await self._reload_steering(http)
+                except FETCH_ERRORS as exc:
+                    log.warning("%s: steering reload failed: %s", self.viewer, exc)
+                    continue
+                cursor = self._cursor(locations)
+            i = cursor.pick(time.monotonic())
+            att = await self._fetch(http, locations[i], kbps, index, size, sha)
+            if att.ok:
+                cursor.succeeded(i)
+                self._accept(att, kbps, index, fallback=failures > 0 or i > 0)
+                return locations, cursor
+            failures += 1
+            self.failed_attempts += 1
+            if len(self.errors) < MAX_ERRORS:
+                self.errors.append(f"seg {index} {att.location['pathway']}: {att.error}")
+            log.info("%s: %s seg %d from %s failed: %s", self.viewer, self.title, index,
+                     att.location["pathway"], att.error)
+            cursor.failed(i, time.monotonic())
+
+    async def _fetch(self, http, loc: dict, kbps: int, index: int, size: int, sha: str) -> Attempt:
+        url = f"{loc['base_url']}{kbps}/{index}?{loc['query']}"
+        timeout = aiohttp.ClientTimeout(total=self.cfg.segment_timeout_s,
+                                        sock_connect=self.cfg.connect_timeout_s,
+                                        sock_read=self.cfg.read_timeout_s)
+        t0 = time.monotonic()
+        try:
+            async with http.get(url, timeout=timeout) as resp:
+                ttfb_ms = (time.monotonic() - t0) * 1000
+                served_by = self._served_by(loc, resp)
+                if resp.status != 200:
+                    raise SegmentError(f"HTTP {resp.status}")
+                body = await resp.read()
+            if len(body) != size:
+                raise SegmentError(f"size {len(body)} != manifest {size}")
+            if hashlib.sha256(body).hexdigest() != sha:
+                self.hash_failures += 1
+                raise SegmentError("SHA-256 mismatch")
+        except (SegmentError, *FETCH_ERRORS) as exc:
+            return Attempt(False, loc, error=f"{type(exc).__name__}: {exc}")
+        return Attempt(True, served_by, size_bytes=len(body), ttfb_ms=ttfb_ms,
+                       download_ms=(time.monotonic() - t0) * 1000)
+
+    def _served_by(self, loc: dict, resp: aiohttp.ClientResponse) -> dict:
+        """The location that actually sent the bytes (an OCA may redirect a miss upstream)."""
+        if not resp.history:
+            return loc
+        self.redirects += 1
+        root = f"http://{resp.url.host}:{resp.url.port}"
+        for cand in self._locations:
+            if cand["base_url"].startswith(root + "/"):
+                return cand
+        return {"pathway": resp.url.host + f":{resp.url.port}", "tier": "unknown"}
+
+    def _accept(self, att: Attempt, kbps: int, index: int, fallback: bool) -> None:
+        self._media_tick()
+        stall_s = self.buffer.rebuffer_s - self._stall_mark
+        if self.buffer.add_segment(self.segment_s):
+            self.startup_s = (time.monotonic() - self._start_mono) * self.cfg.speed
+        self.bitrates.append(kbps)
+        self.tput_kbps.append(att.size_bytes * 8 / max(att.download_ms, 1e-3) / self.cfg.speed)
+        name = att.location["pathway"]
+        self.servers[name] = self.servers.get(name, 0) + 1
+        self.bytes_total += att.size_bytes
+        self.fallback_chunks += int(fallback)
+        self.on_chunk({
+            "time": round(time.time(), 4), "viewer": self.viewer, "title": self.title,
+            "index": index, "kbps": kbps, "bytes": att.size_bytes,
+            "download_ms": round(att.download_ms, 3), "ttfb_ms": round(att.ttfb_ms, 3),
+            "buffer_s": round(self.buffer.level_s, 4),
+            "rebuffer_s": round(stall_s, 4),
+            "server": name, "tier": att.location["tier"], "fallback": int(fallback)})
+        self._stall_mark = self.buffer.rebuffer_s
+
+    def summary(self, abr_name: str) -> dict:
+        buf = self.buffer or PlaybackBuffer(start_threshold_s=1.0)
+        q = summarize(self.bitrates, self.segment_s, self.startup_s, buf.rebuffer_count,
+                      buf.rebuffer_s)
+        return {"viewer": self.viewer, "account": self.viewer, "title": self.title,
+                "abr": abr_name, "status": self.status, "error": self.error, **q.to_dict(),
+                "segments_verified": len(self.bitrates), "bytes": self.bytes_total,
+                "failed_attempts": self.failed_attempts, "hash_failures": self.hash_failures,
+                "fallback_chunks": self.fallback_chunks, "steering_reloads": self.steering_reloads,
+                "redirects": self.redirects, "errors": self.errors,
+                "first_location": self.first_location, "servers": self.servers,
+                "started_unix": self.started_unix, "ended_unix": time.time(),
+                "speed": self.cfg.speed}

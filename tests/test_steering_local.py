@@ -1,0 +1,153 @@
+"""Plan-distance steering: tier order, prefix filter, content and health misses, determinism."""
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from appliances.control_deployment import DeploymentError, HealthRegistry, parse_deployment
+from appliances.steering_local import (LocalSteering, Location, RemoteSteering,
+                                       SteeringUnavailable)
+
+NOW = 1_000_000.0
+
+
+def deployment(extra_ocas=()):
+    return parse_deployment({
+        "ocas": [
+            {"name": "ixp1", "tier": "ixp", "url": "http://198.18.9.10:8080",
+             "serves": ["198.18.1.0/24", "198.18.2.0/24"], "distance_hops": 3, "rtt_ms": 12},
+            {"name": "i1oca2", "tier": "embedded", "url": "http://198.18.1.101:8080",
+             "serves": ["198.18.1.0/24"], "distance_hops": 1, "rtt_ms": 4.5},
+            {"name": "i1oca1", "tier": "embedded", "url": "http://198.18.1.100:8080",
+             "serves": ["198.18.1.0/24"], "distance_hops": 1, "rtt_ms": 4.2},
+            {"name": "i2oca1", "tier": "embedded", "url": "http://198.18.2.100:8080",
+             "serves": ["198.18.2.0/24"], "distance_hops": 1, "rtt_ms": 4.0},
+            *extra_ocas],
+        "origin": {"name": "origin", "url": "http://198.18.100.10:8080", "tier": "origin"},
+        "catalog": {"n_titles": 10, "duration_s": 40},
+        "regions": {"isp1": {"prefixes": ["198.18.1.0/24"], "preference_seed": 11},
+                    "isp2": {"prefixes": ["198.18.2.0/24"], "preference_seed": 12}},
+    })
+
+
+def healthy(reg, name, titles=None, now=NOW, status="ok"):
+    h = {"name": name, "status": status, "load": 0.1}
+    if titles is not None:
+        h["stored_titles"] = titles
+    reg.update(name, h, now)
+
+
+def names(locs):
+    return [loc.name for loc in locs]
+
+
+def test_tier_then_distance_then_rtt_and_prefix_filter():
+    reg = HealthRegistry()
+    for n in ("ixp1", "i1oca1", "i1oca2", "i2oca1"):
+        healthy(reg, n)
+    s = LocalSteering(deployment(), reg)
+    assert names(s.rank("198.18.1.7", "t0001", NOW)) == ["i1oca1", "i1oca2", "ixp1", "origin"]
+    assert names(s.rank("198.18.2.7", "t0001", NOW)) == ["i2oca1", "ixp1", "origin"]
+    # a viewer no OCA serves only gets the origin
+    assert names(s.rank("198.18.50.1", "t0001", NOW)) == ["origin"]
+    loc = s.rank("198.18.1.7", "t0001", NOW)[0]
+    assert loc.base_url_root == "http://198.18.1.100:8080" and loc.tier == "embedded"
+    assert loc.reason["health"] == "ok"
+
+
+def test_content_miss_pushed_below_hits_but_above_origin():
+    reg = HealthRegistry()
+    healthy(reg, "i1oca1", titles=["t0002"])
+    healthy(reg, "i1oca2", titles=["t0001"])
+    healthy(reg, "ixp1", titles=["t0001", "t0002"])
+    s = LocalSteering(deployment(), reg)
+    locs = s.rank("198.18.1.7", "t0001", NOW)
+    assert names(locs) == ["i1oca2", "ixp1", "i1oca1", "origin"]
+    assert locs[2].reason["content"] == "miss"
+    assert names(s.rank("198.18.1.7", "t0002", NOW)) == ["i1oca1", "ixp1", "i1oca2", "origin"]
+    # unknown content (no stored_titles in the heartbeat) counts as a hit
+    healthy(reg, "i1oca1")
+    assert names(s.rank("198.18.1.7", "t0001", NOW))[:2] == ["i1oca1", "i1oca2"]
+
+
+def test_health_misses_stale_status_and_missing_heartbeat():
+    reg = HealthRegistry()
+    healthy(reg, "i1oca1", now=NOW - 3.5)            # stale (> 3 s)
+    healthy(reg, "i1oca2", status="overloaded")        # status != ok
+    healthy(reg, "ixp1", now=NOW - 2.9)               # fresh enough
+    s = LocalSteering(deployment(), reg)
+    locs = s.rank("198.18.1.7", "t0001", NOW)
+    assert names(locs) == ["ixp1", "origin", "i1oca1", "i1oca2"]
+    assert locs[2].reason["health"] == "stale"
+    assert locs[3].reason["health"] == "status:overloaded"
+    # the one with no heartbeat at all is a health miss too
+    assert s.rank("198.18.2.7", "t0001", NOW)[-1].reason["health"] == "no_heartbeat"
+    dropping = LocalSteering(deployment(), reg, drop_health_misses=True)
+    assert names(dropping.rank("198.18.1.7", "t0001", NOW)) == ["ixp1", "origin"]
+
+
+def test_ties_are_broken_by_name_deterministically():
+    twin = {"name": "i1oca0", "tier": "embedded", "url": "http://198.18.1.99:8080",
+            "serves": ["198.18.1.0/24"], "distance_hops": 1, "rtt_ms": 4.2}
+    reg = HealthRegistry()
+    for n in ("ixp1", "i1oca1", "i1oca2", "i1oca0"):
+        healthy(reg, n)
+    s = LocalSteering(deployment([twin]), reg)
+    first = names(s.rank("198.18.1.7", "t0001", NOW))
+    assert first[:2] == ["i1oca0", "i1oca1"]
+    assert all(names(s.rank("198.18.1.7", "t0001", NOW)) == first for _ in range(5))
+
+
+def test_deployment_errors_name_the_field():
+    bad = json.loads(json.dumps({"ocas": [{"name": "x", "tier": "moon", "url": "http://a:1",
+                                           "serves": ["198.18.1.0/24"], "distance_hops": 1,
+                                           "rtt_ms": 1}],
+                                 "origin": {"name": "origin", "url": "http://a:2"}}))
+    with pytest.raises(DeploymentError, match=r"ocas\[0\]\.tier"):
+        parse_deployment(bad)
+    bad["ocas"][0]["tier"] = "ixp"
+    bad["ocas"][0]["serves"] = ["198.18.1.1/24"]
+    with pytest.raises(DeploymentError, match="serves"):
+        parse_deployment(bad)
+    bad["ocas"][0]["serves"] = ["198.18.1.0/24"]
+    bad["origin"]["url"] = "http://a:2/path"
+    with pytest.raises(DeploymentError, match="origin.url"):
+        parse_deployment(bad)
+
+
+def test_client_prefix_is_region_prefix_or_host():
+    d = deployment()
+    assert d.client_prefix("198.18.2.9") == "198.18.2.0/24"
+    assert d.client_prefix("127.0.0.1") == "127.0.0.1/32"
+    assert d.region_of_ip("198.18.1.3").name == "isp1"
+
+
+class _RankHandler(BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 (http.server API)
+        body = json.dumps({"locations": [
+            {"name": "ixp1", "tier": "ixp", "base_url_root": "http://198.18.9.10:8080",
+             "reason": {"path": self.path}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_remote_steering_round_trip_and_failure():
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _RankHandler)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        url = f"http://127.0.0.1:{srv.server_address[1]}"
+        locs = RemoteSteering(url).rank("198.18.1.7", "t0003", NOW)
+        assert locs == [Location("ixp1", "ixp", "http://198.18.9.10:8080")]
+        assert locs[0].reason["path"] == "/rank?viewer=198.18.1.7&title=t0003"
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    with pytest.raises(SteeringUnavailable):
+        RemoteSteering(url, timeout_s=1.0).rank("198.18.1.7", "t0003", NOW)
