@@ -256,7 +256,8 @@ class Network:
             for e in (lk.a, lk.b):
                 s = scripts[e.node]
                 s.append(linkemu.offload_script(e.intf, relay_end=False))
-                s.append(linkemu.shaping_script(e.intf, lk, self.link_backend))
+                if self.plan.node(e.node).kind != "switch":  # switch ports: after add-port
+                    s.append(linkemu.shaping_script(e.intf, lk, self.link_backend))
                 if e.ip:
                     s.append(f"ip addr add {e.ip} dev {e.intf}")
                 s.append(f"ip link set {e.intf} up")
@@ -354,6 +355,7 @@ class Network:
         ctls = [_Ctl(self.of_port)] if self.opts.controller else []
         for sw in self.mn.switches:
             sw.start(ctls)
+        self._shape_switch_ports()
         if not self.opts.controller:
             return
         n = len(self.mn.switches)
@@ -367,6 +369,32 @@ class Network:
         raise EmulationError(f"controller did not program all {n} switches in 30 s: {health}")
 
     # ---- helpers for callers ---------------------------------------------------------
+    def _shape_switch_ports(self) -> None:
+        """Shape switch ports once OVS has them: `add-port` replaces a port's root qdisc."""
+        lines = ["set -e"]
+        for lk in self.plan.links:
+            for e in (lk.a, lk.b):
+                if self.plan.node(e.node).kind == "switch":
+                    lines.append(linkemu.shaping_script(e.intf, lk, self.link_backend))
+        r = subprocess.run(["sh", "-c", "\n".join(lines)], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise EmulationError(f"shaping switch ports failed: {r.stderr.strip()}")
+        self.verify_shaping()
+
+    def verify_shaping(self) -> None:
+        """Read back every link end's qdisc: an HTB class at the plan's rate must be there."""
+        bad = []
+        for lk in self.plan.links:
+            for e in (lk.a, lk.b):
+                node = self.plan.node(e.node)
+                cmd = f"tc class show dev {e.intf}"
+                out = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True).stdout \
+                    if node.kind == "switch" else self.nodes[e.node].cmd(cmd)
+                if not linkemu.shaped_at(out, lk.bw_mbps):
+                    bad.append(f"{e.intf} (plan {lk.bw_mbps:g} Mbit/s): {out.strip() or 'no HTB class'}")
+        if bad:
+            raise EmulationError("link shaping is not in place on: " + "; ".join(bad[:6]))
+
     def api(self, path: str) -> dict:
         try:
             with urllib.request.urlopen(self.api_url + path, timeout=2) as r:

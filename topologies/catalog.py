@@ -42,8 +42,12 @@ class MetroParams:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise PlanError(f"metro.{f.name}: must be a number, got {v!r}")
+            want = (int,) if f.type in (int, "int") else (int, float)
+            if isinstance(v, bool) or not isinstance(v, want):
+                raise PlanError(f"metro.{f.name}: must be {'an integer' if want == (int,) else 'a number'}, got {v!r}")
+        if self.jitter_ms > self.access_delay_ms:
+            raise PlanError(f"metro.jitter_ms: {self.jitter_ms} ms exceeds access_delay_ms {self.access_delay_ms} ms "
+                            "(jitter applies to access links)")
         if not 1 <= self.isps <= 9:
             raise PlanError(f"metro.isps: must be 1..9, got {self.isps}")
         if not 1 <= self.viewers_per_isp <= 80:
@@ -93,8 +97,9 @@ class _Builder:
         return LinkEnd(node, port, mac, ip)
 
     def link(self, a, a_ip, b, b_ip, cls, bw_mbps, delay_ms, p: MetroParams) -> None:
+        # jitter and loss model the last mile: they apply to access links only
         self.links.append(Link(self._end(a, a_ip), self._end(b, b_ip), cls, float(bw_mbps),
-                               float(delay_ms), jitter_ms=p.jitter_ms if delay_ms >= p.jitter_ms else 0.0,
+                               float(delay_ms), jitter_ms=p.jitter_ms if cls == "access" else 0.0,
                                loss_pct=p.loss_pct if cls == "access" else 0.0))
 
 
@@ -150,7 +155,7 @@ def metro(params: MetroParams | None = None) -> Plan:
 def _finish(name: str, b: _Builder, as_links, params: dict) -> Plan:
     draft = Plan(name, tuple(b.nodes), tuple(b.links), (), tuple(as_links), tuple(sorted(params.items())))
     routes = compute_routes(draft.nodes, draft.links, draft.as_links, l2_segments(draft))
-    return dataclasses.replace(draft, routes=routes, _index={})
+    return dataclasses.replace(draft, routes=routes)
 
 
 CATALOG = {"metro": metro}

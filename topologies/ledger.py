@@ -36,8 +36,13 @@ def proc_start_time(pid: int) -> int | None:
 
 
 def alive(pid: int, start_time: int | None) -> bool:
-    st = proc_start_time(pid)
-    return st is not None and (start_time is None or st == start_time)
+    """True if `pid` runs and is the process started at `start_time` (zombies are not alive)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return fields[0] != "Z" and (start_time is None or int(fields[19]) == start_time)
 
 
 @dataclass

@@ -104,6 +104,16 @@ def shaping_script(intf: str, link: Link, backend: str) -> str:
     return "\n".join(lines)
 
 
+def shaped_at(tc_class_show: str, bw_mbps: float) -> bool:
+    """Whether `tc class show` output has our HTB class 1:1 at bw_mbps (within tc's rounding)."""
+    import re
+    m = re.search(r"class htb 1:1 .*?rate (\d+(?:\.\d+)?)([KMG]?)bit", tc_class_show)
+    if not m:
+        return False
+    scale = {"": 1e-6, "K": 1e-3, "M": 1.0, "G": 1e3}[m.group(2)]
+    return abs(float(m.group(1)) * scale - bw_mbps) <= max(0.01 * bw_mbps, 0.01)
+
+
 def offload_script(intf: str, relay_end: bool) -> str:
     """Turn off offloads that break the userspace datapath and relays (frames must fit the MTU)."""
     feats = "tx off tso off gso off" + (" gro off lro off rx off" if relay_end else "")

@@ -21,7 +21,7 @@ import hashlib
 import ipaddress
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 PREFIX = "oc"
@@ -119,16 +119,16 @@ class Plan:
     routes: tuple[Route, ...] = ()
     as_links: tuple[tuple[str, str, str], ...] = ()
     params: tuple[tuple[str, Any], ...] = ()
-    _index: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         self.validate()
-        self._index.update({n.name: n for n in self.nodes})
+        # a cache, not a field: every Plan (also one made by dataclasses.replace) builds its own
+        object.__setattr__(self, "_by_name", {n.name: n for n in self.nodes})
 
     # ---- queries -------------------------------------------------------------------
     def node(self, name: str) -> Node:
         try:
-            return self._index[name]
+            return self._by_name[name]
         except KeyError:
             raise PlanError(f"node {name!r} is not in plan {self.name!r}") from None
 
@@ -165,7 +165,6 @@ class Plan:
     # ---- export --------------------------------------------------------------------
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        d.pop("_index")
         d["params"] = dict(self.params)
         d["as_links"] = [list(x) for x in self.as_links]
         d["format"] = "ocalab-plan/1"
@@ -183,7 +182,7 @@ class Plan:
         fmt = d.pop("format", "ocalab-plan/1")
         if fmt != "ocalab-plan/1":
             _fail("format", f"unsupported plan format {fmt!r}")
-        _check_keys("plan", d, {f.name for f in dataclasses.fields(cls) if f.name != "_index"})
+        _check_keys("plan", d, {f.name for f in dataclasses.fields(cls)})
         nodes = tuple(_build(Node, n, f"nodes[{i}]") for i, n in enumerate(d.get("nodes", [])))
         links = []
         for i, lk in enumerate(d.get("links", [])):
@@ -308,6 +307,8 @@ def _validate_end(where, e: LinkEnd, names, ports, macs, ips) -> None:
         if e.ip is None:
             _fail(f"{where}.ip", f"{kind} interface {e.intf} needs an address")
         try:
+            if not isinstance(e.ip, str) or "/" not in e.ip:
+                raise ValueError
             iface = ipaddress.ip_interface(e.ip)
         except ValueError:
             _fail(f"{where}.ip", f"{e.ip!r} is not an address with prefix length")
@@ -353,8 +354,9 @@ def _validate_subnets(plan: Plan, segments: list[list[LinkEnd]]) -> None:
             _fail("links", f"segment with {', '.join(e.intf for e in seg)} mixes subnets "
                            f"{', '.join(sorted(map(str, nets)))}")
         net = nets.pop()
-        if net in seen:
-            _fail("links", f"subnet {net} is used on two segments ({seen[net]} and {seg[0].intf})")
+        for other, where in seen.items():
+            if net.overlaps(other):
+                _fail("links", f"subnet {net} overlaps {other}: two segments ({where} and {seg[0].intf})")
         seen[net] = seg[0].intf
 
 

@@ -1,0 +1,194 @@
+"""The emulated metro network, measured (root): reachability, traceroute hops, access-link rate,
+loss, and the fidelity gate itself. metro is built once for this module by the `metro_net` fixture;
+the loss test runs first, on its own small network.
+
+Measured figures are printed (run with -s to see them); assertions compare against the plan.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import subprocess
+import time
+
+import pytest
+
+from conftest import emulation_unavailable
+from topologies import fidelity
+from topologies.ledger import alive, ovs_bridges, root_intfs
+from topologies.plan import Link, LinkEnd, Node, Plan
+from topologies.routes import l3_path
+
+pytestmark = pytest.mark.emulation
+
+VIEWERS = ["i1v1", "i2v1", "i3v1"]
+
+
+def popen(net, node: str, argv: list[str]):
+    return net.host(node).popen(argv)
+
+
+def run(net, node: str, argv: list[str], timeout_s: float = 30) -> str:
+    p = popen(net, node, argv)
+    try:
+        out, err = p.communicate(timeout=timeout_s)
+    except BaseException:
+        p.kill()
+        p.wait(5)
+        raise
+    return out.decode(errors="replace") + err.decode(errors="replace")
+
+
+def ping_loss_pct(text: str) -> float:
+    m = re.search(r"(\d+) packets transmitted, (\d+) received", text)
+    assert m, text
+    sent, got = int(m.group(1)), int(m.group(2))
+    return 100.0 * (sent - got) / sent
+
+
+# ---- loss -----------------------------------------------------------------------------------
+def lossy_plan(loss_pct: float) -> Plan:
+    """Two hosts on one switch; lsa's access link drops loss_pct % in each direction."""
+    nodes = (Node("lsa", "host", "viewer", "isp1"), Node("lsb", "host", "oca", "isp1"),
+             Node("oclss", "switch", "lan", "isp1", dpid=0x0CEE))
+    links = (
+        Link(LinkEnd("lsa", 0, "02:0e:00:00:00:00", "198.18.200.10/24"),
+             LinkEnd("oclss", 0, "02:0e:00:00:02:00"), "access", 50.0, 1.0, loss_pct=loss_pct),
+        Link(LinkEnd("lsb", 0, "02:0e:00:00:01:00", "198.18.200.11/24"),
+             LinkEnd("oclss", 1, "02:0e:00:00:02:01"), "internal", 1000.0, 0.0),
+    )
+    return Plan("lossy", nodes, links, ())
+
+
+def test_access_loss_matches_round_trip_probability():
+    """First in this module: it builds its own network, which must not wait for `metro_net`'s
+    machine-wide network lock held by this same process."""
+    reason = emulation_unavailable()
+    if reason:
+        pytest.skip(reason)
+    from topologies.build import Network, Options
+    loss_pct, count = 10.0, 600
+    expected = 100 * (1 - (1 - loss_pct / 100) ** 2)  # lost on the way out or back: 19 %
+    with Network(lossy_plan(loss_pct), Options(controller=False, verify=False,
+                                                label="pytest-loss", lock_wait_s=300)) as net:
+        run(net, "lsa", ["ping", "-n", "-c", "3", "-i", "0.2", "198.18.200.11"])  # ARP
+        out = run(net, "lsa", ["ping", "-n", "-q", "-c", str(count), "-i", "0.005", "-W", "1",
+                               "198.18.200.11"], timeout_s=60)
+        procs = list(net.ledger.entries["procs"])
+        assert any(p["label"].startswith("relay:") for p in procs)
+    # a clean exit leaves nothing behind and no ledger
+    assert not net.ledger.path.exists()
+    assert "oclss" not in ovs_bridges()
+    assert not {"oclss-0", "oclss-1"} & set(root_intfs())
+    assert not [p for p in procs if alive(p["pid"], p["start"])]
+    got = ping_loss_pct(out)
+    # binomial sd at n=600, p=0.19 is 1.6 points; 5 points is about 3 sd
+    print(f"ping loss over {count} pings: {got:.1f}% (expected {expected:.1f}% round trip)")
+    assert abs(got - expected) <= 5.0, out
+
+
+# ---- reachability ---------------------------------------------------------------------------
+def test_every_viewer_reaches_every_domain(metro_net):
+    """One viewer per ISP pings one host in every domain that has hosts (its own included)."""
+    plan = metro_net.plan
+    domains = sorted({n.domain for n in plan.nodes_of(kind="host")})
+    assert {"isp1", "isp2", "isp3", "netflix", "cloud"} <= set(domains)
+    procs = []
+    for v in VIEWERS:
+        for d in domains:
+            t = next(n.name for n in plan.nodes_of(kind="host", domain=d) if n.name != v)
+            argv = ["ping", "-n", "-c", "3", "-i", "0.2", "-W", "2", plan.primary_ip(t)]
+            procs.append((v, t, popen(metro_net, v, argv)))
+    failures = []
+    for v, t, p in procs:
+        out, _ = p.communicate(timeout=30)
+        loss = ping_loss_pct(out.decode())
+        print(f"ping {v} -> {t}: {loss:.0f}% loss, rtt {fidelity.parse_ping(out.decode())} ms")
+        if loss != 0:
+            failures.append(f"{v} -> {t}: {loss:.0f}% loss")
+    assert len(procs) == len(VIEWERS) * len(domains)
+    assert not failures, failures
+
+
+# ---- traceroute -----------------------------------------------------------------------------
+def expected_hop_addrs(plan: Plan, src: str, dst_addr: str) -> list[str]:
+    """Addresses traceroute should print: each router's next-hop address, then the target."""
+    dst = ipaddress.ip_address(dst_addr)
+    path = l3_path(plan, src, dst_addr)
+    addrs, here = [], src
+    for node in path[:-1]:
+        best = max((r for r in plan.routes if r.node == here and dst in ipaddress.ip_network(
+            "0.0.0.0/0" if r.dst == "default" else r.dst)),
+            key=lambda r: 0 if r.dst == "default" else ipaddress.ip_network(r.dst).prefixlen)
+        assert plan.owner_of(best.via) == node
+        addrs.append(best.via)
+        here = node
+    return addrs + [dst_addr]
+
+
+def parse_traceroute(text: str) -> list[str]:
+    hops = []
+    for line in text.splitlines():
+        m = re.match(r"^\s*(\d+)\s+(\S+)", line)
+        if m:
+            assert int(m.group(1)) == len(hops) + 1, text
+            hops.append(m.group(2))
+    return hops
+
+
+@pytest.mark.parametrize("dst,n_hops", [("i1oca1", 1), ("nfxoca1", 3), ("origin", 4), ("i2v1", 3)])
+def test_traceroute_matches_l3_path(metro_net, dst, n_hops):
+    plan = metro_net.plan
+    addr = plan.primary_ip(dst)
+    want = expected_hop_addrs(plan, "i1v1", addr)
+    assert len(want) == len(l3_path(plan, "i1v1", addr)) == n_hops
+    out = run(metro_net, "i1v1", ["traceroute", "-n", "-q", "1", "-w", "2", addr])
+    print(out)
+    assert parse_traceroute(out) == want, out
+
+
+# ---- access-link rate -----------------------------------------------------------------------
+def iperf(net, client: str, server: str, reverse: bool, port: int = 5201) -> dict:
+    addr = net.plan.primary_ip(server)
+    srv = popen(net, server, ["iperf3", "-s", "-1", "-B", addr, "-p", str(port)])
+    try:
+        time.sleep(0.5)
+        argv = ["iperf3", "-c", addr, "-p", str(port), "-t", "3", "-J"] + (["-R"] if reverse else [])
+        out = run(net, client, argv, timeout_s=30)
+        srv.wait(10)
+    finally:
+        if srv.poll() is None:
+            srv.terminate()
+            srv.wait(5)
+    return json.loads(out[out.index("{"):])
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["upload", "download"])
+def test_access_link_rate(metro_net, reverse):
+    plan = metro_net.plan
+    access = next(lk for lk in plan.links_of("i1v1") if lk.cls == "access")
+    report = iperf(metro_net, "i1v1", "i1oca1", reverse)
+    assert "error" not in report, report.get("error")
+    got_mbps = report["end"]["sum_received"]["bits_per_second"] / 1e6
+    print(f"iperf3 i1v1 {'<-' if reverse else '->'} i1oca1: {got_mbps:.2f} Mbit/s "
+          f"(plan {access.bw_mbps:g} Mbit/s)")
+    sw_port = access.b.intf if plan.node(access.b.node).kind == "switch" else access.a.intf
+    qdisc = subprocess.run(["tc", "qdisc", "show", "dev", sw_port], capture_output=True,
+                           text=True).stdout.strip()
+    assert abs(got_mbps - access.bw_mbps) <= 0.10 * access.bw_mbps, \
+        f"{got_mbps:.1f} Mbit/s; qdisc on switch port {sw_port}: {qdisc!r}"
+
+
+# ---- the fidelity gate ----------------------------------------------------------------------
+def test_fidelity_gate_every_pair_ok(metro_net):
+    results = fidelity.gate(metro_net, raise_on_fail=False)
+    assert len(results) == len(fidelity.pairs(metro_net.plan))
+    for m in results:
+        err = m.median_rtt_ms - m.pair.expected_rtt_ms
+        print(f"gate {m.pair.src:>7} -> {m.pair.dst:<7} plan {m.pair.expected_rtt_ms:6.1f} ms  "
+              f"median {m.median_rtt_ms:7.3f} ms  min {m.min_rtt_ms:7.3f}  err {err:+6.3f}  "
+              f"tol {m.tolerance_ms:.2f}  {'ok' if m.ok else 'FAIL'}")
+    bad = [f"{m.pair.src}->{m.pair.dst}: {m.median_rtt_ms} vs {m.pair.expected_rtt_ms} "
+           f"(tol {m.tolerance_ms:.2f})" for m in results if not m.ok]
+    assert not bad, f"{len(bad)} of {len(results)} pairs off the plan: " + "; ".join(bad)

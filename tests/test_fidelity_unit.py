@@ -1,0 +1,153 @@
+"""The pure parts of the fidelity gate: tolerance, judge, parse_ping, pair choice (no root)."""
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+
+import pytest
+
+from topologies.catalog import MetroParams, metro
+from topologies.fidelity import Pair, judge, pairs, parse_ping, tolerance_ms
+from topologies.plan import Link, LinkEnd, Node, Plan, Route
+
+# Captured from iputils ping in an emulated metro viewer (first reply includes flow setup).
+PING_METRO = """\
+PING 198.19.10.11 (198.19.10.11) 56(84) bytes of data.
+64 bytes from 198.19.10.11: icmp_seq=1 ttl=61 time=204 ms
+64 bytes from 198.19.10.11: icmp_seq=2 ttl=61 time=103 ms
+64 bytes from 198.19.10.11: icmp_seq=3 ttl=61 time=102.878 ms
+
+--- 198.19.10.11 ping statistics ---
+3 packets transmitted, 3 received, 0% packet loss, time 2000ms
+rtt min/avg/max/mdev = 102.878/136.712/203.896/47.506 ms
+"""
+PING_UNREACHABLE = """\
+PING 198.18.2.99 (198.18.2.99) 56(84) bytes of data.
+From 198.18.1.1 icmp_seq=1 Destination Host Unreachable
+From 198.18.1.1 icmp_seq=2 Destination Host Unreachable
+
+--- 198.18.2.99 ping statistics ---
+2 packets transmitted, 0 received, +2 errors, 100% packet loss, time 1015ms
+"""
+PING_BIG = """\
+PING 127.0.0.1 (127.0.0.1) 2000(2028) bytes of data.
+2008 bytes from 127.0.0.1: icmp_seq=1 ttl=64 time=0.055 ms
+2008 bytes from 127.0.0.1: icmp_seq=2 ttl=64 time=0.063 ms
+"""
+
+
+def pair(expected_ms: float, jitter_ms: float = 0.0) -> Pair:
+    return Pair("a", "b", "198.18.1.1", ("a:0-b:0",), ("access",), expected_ms, jitter_ms)
+
+
+# ---- tolerance ------------------------------------------------------------------------------
+@pytest.mark.parametrize("expected,jitter,tol", [
+    (0.0, 0.0, 0.5), (2.0, 0.0, 0.5), (10.0, 0.0, 0.5), (20.0, 0.0, 1.0), (60.0, 0.0, 3.0),
+    (90.0, 0.0, 4.5), (20.0, 2.0, 5.0), (4.0, 1.0, 2.5),
+])
+def test_tolerance_is_max_of_half_ms_and_5pct_plus_twice_jitter(expected, jitter, tol):
+    assert tolerance_ms(expected, jitter) == pytest.approx(tol)
+
+
+# ---- judge ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("expected,median,ok", [
+    (10.0, 10.5, True), (10.0, 10.51, False), (10.0, 9.5, True), (10.0, 9.49, False),
+    (60.0, 63.0, True), (60.0, 63.01, False), (60.0, 57.0, True), (60.0, 56.99, False),
+    (0.0, 0.5, True), (0.0, 0.51, False),
+])
+def test_judge_at_the_boundary(expected, median, ok):
+    m = judge(pair(expected), [median] * 5)
+    assert m.ok is ok
+    assert m.median_rtt_ms == pytest.approx(median)
+    assert m.samples == 5
+
+
+def test_judge_uses_median_and_min():
+    m = judge(pair(10.0), [10.1, 10.2, 10.0, 55.0, 9.9])
+    assert m.ok and m.median_rtt_ms == pytest.approx(10.1) and m.min_rtt_ms == pytest.approx(9.9)
+    m = judge(pair(10.0), [15.0, 15.0, 15.0, 10.0, 10.0])
+    assert not m.ok
+
+
+def test_judge_with_jitter_widens_tolerance():
+    assert judge(pair(20.0, 2.0), [24.9] * 4).ok
+    assert not judge(pair(20.0, 2.0), [25.1] * 4).ok
+
+
+@pytest.mark.parametrize("samples", [[], [10.0], [10.0, 10.0]])
+def test_judge_too_few_samples_fails(samples):
+    m = judge(pair(10.0), samples)
+    assert not m.ok and m.samples == len(samples) and math.isnan(m.median_rtt_ms)
+
+
+# ---- parse_ping -----------------------------------------------------------------------------
+def test_parse_ping_metro_output():
+    assert parse_ping(PING_METRO) == [204.0, 103.0, 102.878]
+
+
+def test_parse_ping_unreachable_has_no_samples():
+    assert parse_ping(PING_UNREACHABLE) == []
+
+
+def test_parse_ping_large_packets():
+    assert parse_ping(PING_BIG) == [0.055, 0.063]
+
+
+@pytest.mark.skipif(shutil.which("ping") is None, reason="ping not installed")
+def test_parse_ping_live_loopback():
+    r = subprocess.run(["ping", "-n", "-c", "3", "-i", "0.2", "127.0.0.1"], capture_output=True,
+                       text=True, timeout=10)
+    if r.returncode != 0:
+        pytest.skip(f"ping 127.0.0.1 not permitted here: {r.stderr.strip()}")
+    samples = parse_ping(r.stdout)
+    assert len(samples) == 3 and all(0 < s < 1000 for s in samples)
+
+
+# ---- pairs ----------------------------------------------------------------------------------
+def test_pairs_cover_every_metro_link():
+    plan = metro()
+    ps = pairs(plan)
+    covered = {name for p in ps for name in p.links}
+    assert covered == {lk.name for lk in plan.links}
+
+
+def test_pairs_are_same_segment_and_expect_twice_the_delay():
+    plan = metro()
+    by_name = {lk.name: lk for lk in plan.links}
+    for p in pairs(plan):
+        assert p.src != p.dst
+        assert plan.owner_of(p.dst_addr) == p.dst
+        assert p.expected_rtt_ms == pytest.approx(2 * sum(by_name[n].delay_ms for n in p.links))
+        assert p.classes == tuple(by_name[n].cls for n in p.links)
+        assert p.jitter_ms == 0.0
+    ps = {(p.src, p.dst): p for p in pairs(plan)}
+    assert ps[("i1v1", "i1br")].expected_rtt_ms == 8.0       # 2 x (3 access + 1 internal)
+    assert ps[("i3v1", "i3br")].expected_rtt_ms == 10.0      # ISP 3 access is 4 ms
+    assert ps[("i1br", "trr")].expected_rtt_ms == 30.0
+    assert ps[("cldr", "nfxr")].expected_rtt_ms == 40.0
+
+
+def test_pairs_sum_jitter_on_the_path():
+    ps = {(p.src, p.dst): p for p in pairs(metro(MetroParams(jitter_ms=1.0)))}
+    assert ps[("i1v1", "i1br")].jitter_ms == 1.0          # jitter is on the access link only
+    assert ps[("i1oca1", "i1br")].jitter_ms == 0.0        # no access link on this path
+
+
+def test_pairs_walk_a_chain_of_switches():
+    nodes = (Node("r1", "router", "border", "a"), Node("h1", "host", "viewer", "a"),
+             Node("ocs1", "switch", "lan", "a", dpid=1), Node("ocs2", "switch", "lan", "a", dpid=2))
+    links = (
+        Link(LinkEnd("h1", 0, "02:00:00:00:01:00", "198.18.1.10/24"),
+             LinkEnd("ocs1", 0, "02:00:00:00:02:00"), "access", 50.0, 3.0),
+        Link(LinkEnd("ocs1", 1, "02:00:00:00:02:01"), LinkEnd("ocs2", 0, "02:00:00:00:03:00"),
+             "internal", 1000.0, 2.0),
+        Link(LinkEnd("ocs2", 1, "02:00:00:00:03:01"),
+             LinkEnd("r1", 0, "02:00:00:00:00:00", "198.18.1.1/24"), "internal", 1000.0, 0.5),
+    )
+    plan = Plan("chain", nodes, links, (Route("h1", "default", "198.18.1.1"),))
+    ps = {(p.src, p.dst): p for p in pairs(plan)}
+    assert set(ps) == {("h1", "r1"), ("r1", "h1")}
+    assert ps[("h1", "r1")].links == tuple(lk.name for lk in links)
+    assert ps[("h1", "r1")].expected_rtt_ms == 11.0
+    assert ps[("r1", "h1")].links == tuple(lk.name for lk in reversed(links))

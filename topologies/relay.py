@@ -1,0 +1,306 @@
+"""Userspace link-emulation relay: a delay line between two interfaces.
+
+Run inside the relay namespace, one process per emulated link:
+
+    python -m topologies.relay --a RA --b RB --delay-ms-ab 10 --delay-ms-ba 10 \
+        [--jitter-ms J] [--loss-pct L] [--seed S] [--queue-pkts Q] \
+        [--stats-file F] [--ready-file F]
+
+Frames received on --a leave through --b after the a->b delay ("ab"), and
+vice versa.  Frames the kernel reports as PACKET_OUTGOING (our own sends) are
+never relayed.  All timing/loss logic lives in `topologies.delayline`; this
+module is the thin IO shell: AF_PACKET sockets, a select() loop that sleeps
+until the next due frame, signals, ready and stats files.
+
+Exit status: 0 after SIGTERM/SIGINT, 2 on bad arguments, 1 on runtime errors
+(missing interface, no CAP_NET_RAW, ...), each with a message on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import errno
+import gc
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from topologies.delayline import JITTER_DISTS, DelayLine, LineParams
+
+ETH_P_ALL = 0x0003
+SOL_PACKET = 263
+PACKET_IGNORE_OUTGOING = 23
+PACKET_OUTGOING = 4
+PR_SET_TIMERSLACK = 29
+SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33  # asm-generic/socket.h
+RECV_BUF_BYTES = 65536
+DRAIN_BATCH = 128          # max frames read per socket per wakeup
+SOCK_BUF_BYTES = 8 << 20   # SO_RCVBUFFORCE / SO_SNDBUFFORCE request
+DEFAULT_RT_PRIORITY = 10
+SPIN_NS = 60_000           # below this, poll instead of sleeping (wakeup latency)
+
+
+class RelayError(RuntimeError):
+    """A runtime problem with a message fit for the user."""
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    """Validated command line of one relay process."""
+
+    a: str
+    b: str
+    ab: LineParams
+    ba: LineParams
+    seed: int = 0
+    stats_file: str | None = None
+    ready_file: str | None = None
+    rt_priority: int = DEFAULT_RT_PRIORITY
+    kernel_outgoing_filter: bool = True  # False: test the pre-4.20 sll_pkttype path
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m topologies.relay",
+                                description="Delay/jitter/loss relay between two interfaces.")
+    p.add_argument("--a", required=True, help="interface A side (frames in -> out of --b)")
+    p.add_argument("--b", required=True, help="interface B side")
+    p.add_argument("--delay-ms-ab", type=float, default=0.0, help="one-way delay a->b (ms)")
+    p.add_argument("--delay-ms-ba", type=float, default=0.0, help="one-way delay b->a (ms)")
+    p.add_argument("--jitter-ms", type=float, default=0.0, help="jitter, each direction (ms)")
+    p.add_argument("--jitter-dist", choices=JITTER_DISTS, default="uniform")
+    p.add_argument("--loss-pct", type=float, default=0.0, help="Bernoulli loss, each direction (%%)")
+    p.add_argument("--seed", type=int, default=0, help="RNG seed (loss, jitter)")
+    p.add_argument("--queue-pkts", type=int, default=None, help="drop-tail limit per direction")
+    p.add_argument("--stats-file", default=None, help="JSON stats written on exit")
+    p.add_argument("--ready-file", default=None, help="written once sockets are bound")
+    p.add_argument("--no-kernel-outgoing-filter", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--rt-priority", type=int, default=DEFAULT_RT_PRIORITY,
+                   help="SCHED_FIFO priority 1-99, 0 = normal scheduling (default %(default)s)")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> RelayConfig:
+    """Parse and validate; exits with status 2 and a message on bad input."""
+    parser = _parser()
+    ns = parser.parse_args(argv)
+    if ns.a == ns.b:
+        parser.error(f"--a and --b must differ (both {ns.a!r})")
+    for name in (ns.a, ns.b):
+        if not name or len(name) > 15 or "/" in name or any(c.isspace() for c in name):
+            parser.error(f"invalid interface name {name!r}")
+    if not 0 <= ns.rt_priority <= 99:
+        parser.error(f"--rt-priority must be within 0..99, got {ns.rt_priority}")
+    try:
+        common = dict(jitter_ms=ns.jitter_ms, loss_pct=ns.loss_pct,
+                      queue_pkts=ns.queue_pkts, jitter_dist=ns.jitter_dist)
+        ab = LineParams(delay_ms=ns.delay_ms_ab, **common)
+        ba = LineParams(delay_ms=ns.delay_ms_ba, **common)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return RelayConfig(a=ns.a, b=ns.b, ab=ab, ba=ba, seed=ns.seed,
+                       stats_file=ns.stats_file, ready_file=ns.ready_file,
+                       rt_priority=ns.rt_priority,
+                       kernel_outgoing_filter=not ns.no_kernel_outgoing_filter)
+
+
+def _set_buf(sock: socket.socket, force_opt: int, plain_opt: int, size_bytes: int) -> None:
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, force_opt, size_bytes)
+    except PermissionError:
+        sock.setsockopt(socket.SOL_SOCKET, plain_opt, size_bytes)
+
+
+def open_rx(ifname: str, kernel_filter: bool = True) -> tuple[socket.socket, bool]:
+    """Non-blocking ETH_P_ALL socket on ifname; bool: kernel drops outgoing frames."""
+    try:
+        socket.if_nametoindex(ifname)
+    except OSError:
+        raise RelayError(f"interface {ifname!r} does not exist in this network namespace") from None
+    try:
+        # protocol 0 until bind(): an ETH_P_ALL socket would queue frames of every interface
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+    except PermissionError:
+        raise RelayError("AF_PACKET sockets need root (CAP_NET_RAW)") from None
+    ignores_outgoing = False  # pre-4.20 kernel: filter by sll_pkttype instead
+    if kernel_filter:
+        try:
+            sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+            ignores_outgoing = True
+        except OSError:
+            pass
+    _set_buf(sock, SO_RCVBUFFORCE, socket.SO_RCVBUF, SOCK_BUF_BYTES)
+    sock.bind((ifname, ETH_P_ALL))  # CPython applies htons() itself
+    sock.setblocking(False)
+    return sock, ignores_outgoing
+
+
+def open_tx(ifname: str) -> socket.socket:
+    """Blocking send-only socket on ifname (protocol 0: receives nothing)."""
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+    _set_buf(sock, SO_SNDBUFFORCE, socket.SO_SNDBUF, SOCK_BUF_BYTES)
+    sock.bind((ifname, 0))
+    return sock
+
+
+def _drain_rx(sock: socket.socket, ignores_outgoing: bool, out: list) -> None:
+    """Append up to DRAIN_BATCH pending frames (bytes) to out, skipping outgoing ones."""
+    try:
+        if ignores_outgoing:
+            recv = sock.recv
+            append = out.append
+            for _ in range(DRAIN_BATCH):
+                append(recv(RECV_BUF_BYTES))
+        else:
+            recvfrom = sock.recvfrom
+            for _ in range(DRAIN_BATCH):
+                frame, addr = recvfrom(RECV_BUF_BYTES)
+                if addr[2] != PACKET_OUTGOING:
+                    out.append(frame)
+    except BlockingIOError:
+        pass
+    except OSError as exc:  # interface set down (link failure): keep running
+        if exc.errno not in (errno.ENETDOWN, errno.ENXIO):
+            raise
+
+
+def _send_all(send, frames: list, errors: dict, direction: str) -> None:
+    """Send frames in order; a failed send drops the frame and is counted in errors."""
+    for frame in frames:
+        try:
+            send(frame)
+        except OSError as exc:  # e.g. ENETDOWN while a link is failed, EMSGSIZE
+            errors[direction] += 1
+            errors["last_error"] = f"{direction}: {exc}"
+
+
+def _reduce_timer_slack() -> None:
+    """Ask for 1 us timer slack so select() timeouts fire on time (best effort)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_TIMERSLACK, 1000, 0, 0, 0) != 0:
+        print(f"relay: prctl(PR_SET_TIMERSLACK) failed: errno {ctypes.get_errno()}", file=sys.stderr)
+
+
+def _set_rt_priority(priority: int) -> None:
+    """SCHED_FIFO at priority (0: keep SCHED_OTHER); warns and continues if not permitted.
+
+    Like netem, which runs in softirq context above every process, the relay
+    must not wait behind the endpoints' processes for a CPU; it sleeps between
+    frames, and the kernel's RT throttling bounds it if it ever spins.
+    """
+    if priority == 0:
+        return
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+    except OSError as exc:
+        print(f"relay: warning: cannot use SCHED_FIFO {priority} ({exc}); delays may "
+              "stretch when CPUs are busy", file=sys.stderr)
+
+
+def relay_loop(rx_a, rx_b, tx_a, tx_b, ign_a: bool, ign_b: bool,
+               line_ab: DelayLine, line_ba: DelayLine, stop_fd: int) -> dict:
+    """Forward frames until stop_fd becomes readable; returns send error counts and the last one."""
+    mono = time.monotonic_ns
+    sel = select.select
+    fa, fb = rx_a.fileno(), rx_b.fileno()
+    rlist = [fa, fb, stop_fd]
+    send_a, send_b = tx_a.send, tx_b.send
+    pop_ab, pop_ba = line_ab.pop_due, line_ba.pop_due
+    next_ab, next_ba = line_ab.next_due_ns, line_ba.next_due_ns
+    errors: dict = {"ab": 0, "ba": 0, "last_error": None}
+    while True:
+        now = mono()
+        due_ab, due_ba = next_ab(), next_ba()
+        if due_ab is not None and due_ab <= now:
+            _send_all(send_b, pop_ab(now), errors, "ab")
+            due_ab = next_ab()
+        if due_ba is not None and due_ba <= now:
+            _send_all(send_a, pop_ba(now), errors, "ba")
+            due_ba = next_ba()
+        if due_ab is None:
+            nxt = due_ba
+        elif due_ba is None or due_ab < due_ba:
+            nxt = due_ab
+        else:
+            nxt = due_ba
+        if nxt is None:
+            timeout = None
+        else:
+            wait_ns = nxt - mono()
+            timeout = 0 if wait_ns < SPIN_NS else (wait_ns - SPIN_NS // 2) * 1e-9
+        ready = sel(rlist, [], [], timeout)[0]
+        if not ready:
+            continue
+        now = mono()
+        if fa in ready:
+            frames: list = []
+            _drain_rx(rx_a, ign_a, frames)
+            if frames:
+                line_ab.push_many(frames, now)
+        if fb in ready:
+            frames = []
+            _drain_rx(rx_b, ign_b, frames)
+            if frames:
+                line_ba.push_many(frames, now)
+        if stop_fd in ready:
+            return errors
+
+
+def _write_atomic(path: str, text: str) -> None:
+    tmp = Path(f"{path}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def run(cfg: RelayConfig) -> dict:
+    """Open sockets, signal readiness, relay until SIGTERM/SIGINT; returns stats."""
+    stop_r, stop_w = os.pipe()
+    os.set_blocking(stop_w, False)
+    signal.set_wakeup_fd(stop_w)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: None)  # the wakeup fd ends the loop
+    rx_a, ign_a = open_rx(cfg.a, cfg.kernel_outgoing_filter)
+    rx_b, ign_b = open_rx(cfg.b, cfg.kernel_outgoing_filter)
+    tx_a, tx_b = open_tx(cfg.a), open_tx(cfg.b)
+    line_ab = DelayLine(cfg.ab, seed=f"{cfg.seed}:ab")
+    line_ba = DelayLine(cfg.ba, seed=f"{cfg.seed}:ba")
+    _reduce_timer_slack()
+    _set_rt_priority(cfg.rt_priority)
+    gc.disable()  # the loop makes no reference cycles; avoids collector pauses
+    started = time.monotonic()
+    if cfg.ready_file:
+        _write_atomic(cfg.ready_file, f"{os.getpid()}\n")
+    print("READY", flush=True)
+    errors = relay_loop(rx_a, rx_b, tx_a, tx_b, ign_a, ign_b, line_ab, line_ba, stop_r)
+    for sock in (rx_a, rx_b, tx_a, tx_b):
+        sock.close()
+    stats = {"a": cfg.a, "b": cfg.b, "seed": cfg.seed, "rt_priority": cfg.rt_priority,
+             "kernel_outgoing_filter": ign_a and ign_b,
+             "duration_s": round(time.monotonic() - started, 3),
+             "params_ab": asdict(cfg.ab), "params_ba": asdict(cfg.ba),
+             "ab": {**line_ab.stats(), "frames_send_errors": errors["ab"]},
+             "ba": {**line_ba.stats(), "frames_send_errors": errors["ba"]},
+             "last_send_error": errors["last_error"]}
+    return stats
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_args(argv)
+    try:
+        stats = run(cfg)
+    except (RelayError, OSError) as exc:
+        print(f"relay: error: {exc}", file=sys.stderr)
+        return 1
+    if cfg.stats_file:
+        _write_atomic(cfg.stats_file, json.dumps(stats, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
