@@ -17,7 +17,6 @@ import json
 import os
 import re
 import select
-import statistics
 import subprocess
 import sys
 import tempfile

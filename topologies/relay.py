@@ -4,13 +4,16 @@ Run inside the relay namespace, one process per emulated link:
 
     python -m topologies.relay --a RA --b RB --delay-ms-ab 10 --delay-ms-ba 10 \
         [--jitter-ms J] [--loss-pct L] [--seed S] [--queue-pkts Q] \
-        [--stats-file F] [--ready-file F]
+        [--stats-file F] [--ready-file F] [--jitter-dist uniform|normal] [--rt-priority P]
 
 Frames received on --a leave through --b after the a->b delay ("ab"), and
 vice versa.  Frames the kernel reports as PACKET_OUTGOING (our own sends) are
-never relayed.  All timing/loss logic lives in `topologies.delayline`; this
-module is the thin IO shell: AF_PACKET sockets, a select() loop that sleeps
-until the next due frame, signals, ready and stats files.
+never relayed.  Timing: select() sleeps until SPIN_NS/2 before the next due
+frame, then polls; the process runs SCHED_FIFO (--rt-priority, default 10; 0 =
+normal) so that busy endpoints do not stretch the emulated delay.
+
+All timing/loss logic lives in `topologies.delayline`; this module is the thin
+IO shell: AF_PACKET sockets, the select() loop, signals, ready and stats files.
 
 Exit status: 0 after SIGTERM/SIGINT, 2 on bad arguments, 1 on runtime errors
 (missing interface, no CAP_NET_RAW, ...), each with a message on stderr.
@@ -44,7 +47,7 @@ RECV_BUF_BYTES = 65536
 DRAIN_BATCH = 128          # max frames read per socket per wakeup
 SOCK_BUF_BYTES = 8 << 20   # SO_RCVBUFFORCE / SO_SNDBUFFORCE request
 DEFAULT_RT_PRIORITY = 10
-SPIN_NS = 60_000           # below this, poll instead of sleeping (wakeup latency)
+SPIN_NS = 200_000          # closer than this to a due time, poll instead of sleeping
 
 
 class RelayError(RuntimeError):
