@@ -20,9 +20,8 @@ def run_fidelity(a) -> int:
     net = Network(plan, Options(link_backend=a.link_backend, datapath=a.datapath, verify=False,
                                 work_dir=run_dir / "logs", label="fidelity"))
     with net:
-        from topologies.fidelity import gate
         try:
-            results = gate(net, raise_on_fail=False)
+            results = net.verify(raise_on_fail=False)
         finally:
             (run_dir / "plan.json").write_text(plan.to_json())
     rows = as_rows(results)

@@ -123,6 +123,9 @@ class Services:
             ctl_argv += ["--push-fill", "--fill-wait-s", "10"]
             if self.opts.fill_segments_per_title:
                 ctl_argv += ["--fill-segments-per-title", str(self.opts.fill_segments_per_title)]
+        mgmt_url = getattr(self.net, "mgmt_url", None)
+        if mgmt_url:  # the controller steers: it learns OCA health from a 250 ms prober in ctl
+            ctl_argv += ["--steering", mgmt_url]
         for o in dep["ocas"]:
             name = o["name"]
             ip = self.plan.primary_ip(name)
@@ -131,6 +134,9 @@ class Services:
                                      "--capacity-mb", str(self.opts.capacity_mb), "--miss", self.opts.miss,
                                      "--token-key", str(self.key_file), "--cache-control", self.control_url,
                                      "--access-log", str(self.logs / f"{name}.access.jsonl"), *cat])
+        if mgmt_url:
+            self._start("probe", ctl, ["controller.probe", "--deployment", str(dep_file),
+                                       "--push", f"{mgmt_url}/ocas"])
         self._start("control", ctl, ctl_argv, timeout_s=60)
         return self
 

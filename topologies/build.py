@@ -91,6 +91,7 @@ class Network:
     datapath: str = ""
     reasons: dict = field(default_factory=dict)
     fidelity: list = field(default_factory=list)
+    compensation_ms: dict = field(default_factory=dict)
     timings_s: dict = field(default_factory=dict)
     api_url: str | None = None
 
@@ -123,10 +124,7 @@ class Network:
             self._start_switches()
             self.timings_s["build"] = time.monotonic() - t0
             if self.opts.verify:
-                from .fidelity import gate
-                t1 = time.monotonic()
-                self.fidelity = gate(self)
-                self.timings_s["fidelity"] = time.monotonic() - t1
+                self.verify()
             self.started = True
         except BaseException:
             self.stop()
@@ -309,30 +307,61 @@ class Network:
         if rc != 0:
             raise EmulationError(f"management link to {ctl[0].name} failed: {(err or out).strip()}")
 
-    def _start_relays(self) -> None:
+    def _start_relays(self, only: dict[str, float] | None = None) -> None:
+        """Start one relay per impaired link (or restart those in `only`, with the given
+        compensation in ms taken off their delay) and wait until each is ready."""
         if self.relay is None:
             return
+        self._relay_procs = getattr(self, "_relay_procs", {})
         pending = []
         for i, lk in enumerate(self.plan.links):
-            if lk.name not in self._relay_ports:
+            if lk.name not in self._relay_ports or (only is not None and lk.name not in only):
                 continue
             ra, rb = self._relay_ports[lk.name]
+            delay_ms = lk.delay_ms - (only or {}).get(lk.name, 0.0)
             ready = self.work_dir / f"relay-{i}.ready"
+            ready.unlink(missing_ok=True)
             argv = [sys.executable, "-m", "topologies.relay", "--a", ra, "--b", rb,
-                    "--delay-ms-ab", f"{lk.delay_ms:g}", "--delay-ms-ba", f"{lk.delay_ms:g}",
+                    "--delay-ms-ab", f"{delay_ms:g}", "--delay-ms-ba", f"{delay_ms:g}",
                     "--jitter-ms", f"{lk.jitter_ms:g}", "--loss-pct", f"{lk.loss_pct:g}",
                     "--seed", str(1000 + i), "--ready-file", str(ready),
                     "--stats-file", str(self.work_dir / f"relay-{i}.stats.json")]
-            log = open(self.work_dir / f"relay-{i}.log", "wb")
+            log = open(self.work_dir / f"relay-{i}.log", "ab")
             proc = self.procs.start(f"relay:{lk.name}", argv, node=self.relay, stdout=log, stderr=log)
-            pending.append((lk, ready, proc))
+            self._relay_procs[lk.name] = proc
+            pending.append((i, lk, ready, proc))
         deadline = time.monotonic() + 20
-        for lk, ready, proc in pending:
+        for i, lk, ready, proc in pending:
             while not ready.exists():
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    log = (self.work_dir / f"relay-{self.plan.links.index(lk)}.log").read_text()[-1500:]
+                    log = (self.work_dir / f"relay-{i}.log").read_text()[-1500:]
                     raise EmulationError(f"relay for {lk.name} failed to start: {log.strip()}")
                 time.sleep(0.02)
+
+    def verify(self, raise_on_fail: bool = True) -> list:
+        """The fidelity gate (after calibrating relays); results kept in self.fidelity."""
+        from .fidelity import gate
+        t1 = time.monotonic()
+        self._calibrate()
+        self.fidelity = gate(self, raise_on_fail=raise_on_fail)
+        self.timings_s["fidelity"] = time.monotonic() - t1
+        return self.fidelity
+
+    def _calibrate(self) -> None:
+        """Measure once, take the emulator's own latency off each relayed link, restart those."""
+        if self.relay is None:
+            return
+        from .fidelity import calibrate, gate
+        first = gate(self, raise_on_fail=False)
+        comp = calibrate(first, self.plan, set(self._relay_ports))
+        if not comp:
+            return
+        for name in comp:
+            proc = self._relay_procs.pop(name)
+            proc.terminate()
+            proc.wait(5)
+        self._start_relays(only=comp)
+        self.compensation_ms = comp
 
     def _start_controller(self) -> None:
         plan_file = self.work_dir / "plan.json"
@@ -415,7 +444,7 @@ class Network:
         return {"plan": self.plan.name, "plan_hash": self.plan.plan_hash(),
                 "link_backend": self.link_backend, "switch_datapath": self.datapath,
                 "reasons": self.reasons, "timings_s": self.timings_s,
-                "relays": len(self._relay_ports)}
+                "relays": len(self._relay_ports), "compensation_ms": self.compensation_ms}
 
 
 def _relay_mac(i: int) -> str:

@@ -30,6 +30,7 @@ class MetroParams:
     access_delay_ms: float = 3.0      # 2-5 ms is realistic; ISP k adds 0.5 ms * (k-1)
     access_bw_mbps: float = 50.0
     internal_delay_ms: float = 1.0    # ISP LAN to border router
+    lan_delay_ms: float = 0.25        # hosts and routers on a LAN or exchange switch
     peering_delay_ms: float = 7.0     # ISP border to IXP fabric (5-10 ms)
     transit_delay_ms: float = 15.0    # ISP border to transit provider (10-20 ms)
     transit_bw_mbps: float = 200.0
@@ -118,19 +119,19 @@ def metro(params: MetroParams | None = None) -> Plan:
     b.add("origin", "host", "origin", "cloud")
     core = p.core_bw_mbps
     b.link("nfxr", "198.19.0.250/24", "ocixp", None, "peering", core, 0.5, p)
-    b.link("nfxr", "198.19.1.1/24", "ocnfx", None, "internal", core, 0.0, p)
+    b.link("nfxr", "198.19.1.1/24", "ocnfx", None, "internal", core, p.lan_delay_ms, p)
     for m in range(1, p.ixp_ocas + 1):
         b.add(f"nfxoca{m}", "host", "oca", "netflix", tier="ixp")
-        b.link(f"nfxoca{m}", f"198.19.1.{9 + m}/24", "ocnfx", None, "internal", core, 0.0, p)
+        b.link(f"nfxoca{m}", f"198.19.1.{9 + m}/24", "ocnfx", None, "internal", core, p.lan_delay_ms, p)
     b.add("octrn", "switch", "lan", "transit")
     b.add("ocbb", "switch", "lan", "netflix")
-    b.link("trr", "198.19.2.254/24", "octrn", None, "transit", core, 0.0, p)
+    b.link("trr", "198.19.2.254/24", "octrn", None, "transit", core, p.lan_delay_ms, p)
     b.link("cldr", "198.19.2.253/24", "octrn", None, "transit", core, p.cloud_delay_ms, p)
     b.link("nfxr", "198.19.3.1/24", "ocbb", None, "backbone", core, p.backbone_delay_ms, p)
-    b.link("cldr", "198.19.3.2/24", "ocbb", None, "backbone", core, 0.0, p)
-    b.link("cldr", "198.19.10.1/24", "occld", None, "internal", core, 0.0, p)
-    b.link("ctl", "198.19.10.10/24", "occld", None, "internal", core, 0.0, p)
-    b.link("origin", "198.19.10.11/24", "occld", None, "internal", core, 0.0, p)
+    b.link("cldr", "198.19.3.2/24", "ocbb", None, "backbone", core, p.lan_delay_ms, p)
+    b.link("cldr", "198.19.10.1/24", "occld", None, "internal", core, p.lan_delay_ms, p)
+    b.link("ctl", "198.19.10.10/24", "occld", None, "internal", core, p.lan_delay_ms, p)
+    b.link("origin", "198.19.10.11/24", "occld", None, "internal", core, p.lan_delay_ms, p)
     as_links += [("cloud", "transit", "customer"), ("netflix", "cloud", "peer")]
     for k in range(1, p.isps + 1):
         isp, lan, br = f"isp{k}", f"oci{k}lan", f"i{k}br"
@@ -143,7 +144,7 @@ def metro(params: MetroParams | None = None) -> Plan:
                    p.access_bw_mbps, p.access_delay_ms + 0.5 * (k - 1), p)
         for m in range(1, p.ocas_per_isp + 1):
             b.add(f"i{k}oca{m}", "host", "oca", isp, tier="embedded")
-            b.link(f"i{k}oca{m}", f"198.18.{k}.{99 + m}/24", lan, None, "internal", core, 0.0, p)
+            b.link(f"i{k}oca{m}", f"198.18.{k}.{99 + m}/24", lan, None, "internal", core, p.lan_delay_ms, p)
         b.link(br, f"198.19.0.{k}/24", "ocixp", None, "peering", core, p.peering_delay_ms, p)
         b.link(br, f"198.19.2.{k}/24", "octrn", None, "transit", p.transit_bw_mbps,
                p.transit_delay_ms, p)

@@ -121,3 +121,28 @@ def as_rows(results: list[Measurement]) -> list[dict]:
                  tolerance_ms=m.tolerance_ms, ok=m.ok)
         rows.append(d)
     return rows
+
+
+def calibrate(results: list[Measurement], plan: Plan, relayed: set[str]) -> dict[str, float]:
+    """Per relayed link, the one-way delay (ms) to take off so paths match the plan.
+
+    The excess of each measured pair (median - plan) is the emulator's own latency (userspace
+    switch, relay wake-ups). It is shared out equally over the relayed links on the pair's path,
+    both directions, and each link takes the median of its shares. Compensation never exceeds
+    80% of a link's delay and never goes below zero; links without a relay get none.
+    """
+    delays = {lk.name: lk.delay_ms for lk in plan.links}
+    shares: dict[str, list[float]] = {}
+    for m in results:
+        on_path = [name for name in m.pair.links if name in relayed]
+        if not on_path or m.samples < 3:
+            continue
+        excess = m.median_rtt_ms - m.pair.expected_rtt_ms
+        for name in on_path:
+            shares.setdefault(name, []).append(excess / (2 * len(on_path)))
+    comp = {}
+    for name, xs in shares.items():
+        c = min(max(statistics.median(xs), 0.0), 0.8 * delays[name])
+        if c > 0:
+            comp[name] = round(c, 3)
+    return comp

@@ -93,7 +93,10 @@ def shaping_script(intf: str, link: Link, backend: str) -> str:
              f"tc class add dev {intf} parent 1: classid 1:1 htb rate {rate} ceil {rate} "
              f"burst {burst} cburst {burst}"]
     if backend == "netem" and link.impaired:
-        netem = f"netem limit {link.queue_pkts} delay {link.delay_ms:g}ms"
+        # netem's limit counts packets still "on the wire" too: add the bandwidth-delay product so
+        # that, as with the relay, only the queue_pkts bottleneck queue can overflow
+        bdp_pkts = int(link.bw_mbps * 1e6 / 8 * (link.delay_ms + 2 * link.jitter_ms) / 1000 / 1500) + 1
+        netem = f"netem limit {link.queue_pkts + bdp_pkts} delay {link.delay_ms:g}ms"
         if link.jitter_ms:
             netem += f" {link.jitter_ms:g}ms"
         if link.loss_pct:
