@@ -1,15 +1,27 @@
-"""Small HTTP/JSON API on 127.0.0.1 (stdlib http.server in a daemon thread).
+"""Small HTTP/JSON API on 127.0.0.1, and optionally the management address (stdlib http.server,
+one daemon thread per listening address, one route table).
 
 Routes are a table `(method, path) -> handler`; a handler takes the parsed query (dict of
 lists) and the request body (bytes, empty for GET) and returns a JSON-ready object, or raises
 ApiError(status, message). Any other exception is logged with its traceback and answered
 with 500, so a broken view is visible to the caller. Later issues add routes with `add_route`.
+
+Controller endpoints (`controller_api`):
+  GET  /health /switches /ports /classes     controller, switch and port views
+  GET  /links                                per plan link: byte/packet counters, rates, `up`
+  GET  /rank?viewer=IP[&title=T][&policy=P]  {"locations": [...usable, best first], "excluded": [...]}
+  GET  /ocas                                 OCA state as last pushed (status, load, heartbeat age)
+  POST /ocas                                 a full OCA snapshot from controller.probe
+  GET  /anycast                              anycast address, per-location counts, recent connections
+  GET  /anycast/rank?viewer=IP[&title=T]     SDN anycast mode for the control plane
+                                             (--steering <api>/anycast): anycast address, then origin
 """
 from __future__ import annotations
 
 import json
 import logging
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
@@ -32,12 +44,22 @@ class ApiError(Exception):
 class ApiServer:
     """Owns the listening socket and the route table."""
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, extra_hosts: tuple[str, ...] = ()) -> None:
+        """Listen on LISTEN_HOST:port (0: pick one) and on the same port of every extra host."""
         self.routes: dict[tuple[str, str], Handler] = {}
         self.httpd = ThreadingHTTPServer((LISTEN_HOST, port), self._handler_class())
-        self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
-        self._thread: threading.Thread | None = None
+        self.servers = [self.httpd]
+        try:
+            for host in extra_hosts:
+                self.servers.append(ThreadingHTTPServer((host, self.port), self._handler_class()))
+        except OSError:
+            for srv in self.servers:
+                srv.server_close()
+            raise
+        for srv in self.servers:
+            srv.daemon_threads = True
+        self.hosts = (LISTEN_HOST, *extra_hosts)
 
     def add_route(self, method: str, path: str, handler: Handler) -> None:
         key = (method.upper(), path)
@@ -50,12 +72,13 @@ class ApiServer:
         self.add_route("GET", path, lambda query, body: view())
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="ocalab-api", daemon=True)
-        self._thread.start()
+        for srv, host in zip(self.servers, self.hosts):
+            threading.Thread(target=srv.serve_forever, name=f"ocalab-api-{host}", daemon=True).start()
 
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        for srv in self.servers:
+            srv.shutdown()
+            srv.server_close()
 
     def dispatch(self, method: str, target: str, body: bytes) -> tuple[int, Any]:
         """Route one request; returns (status, JSON-ready object). No socket involved."""
@@ -114,12 +137,55 @@ class ApiServer:
         return _Handler
 
 
-def controller_api(state, port: int = 0) -> ApiServer:
+def _one(query: dict[str, list[str]], key: str, required: bool = True) -> str | None:
+    vals = query.get(key)
+    if not vals:
+        if required:
+            raise ApiError(400, f"missing query parameter {key!r}")
+        return None
+    if len(vals) > 1:
+        raise ApiError(400, f"query parameter {key!r} given {len(vals)} times")
+    return vals[0]
+
+
+def controller_api(state, port: int = 0, extra_hosts: tuple[str, ...] = ()) -> ApiServer:
     """The controller's API over a ControllerState (see controller.app)."""
-    api = ApiServer(port)
+    from topologies.plan import PlanError
+
+    api = ApiServer(port, extra_hosts)
     api.add_view("/health", state.health)
     api.add_view("/switches", state.switches_view)
     api.add_view("/links", state.links_view)
     api.add_view("/classes", state.classes_view)
     api.add_view("/ports", state.ports_view)
+    api.add_view("/ocas", state.ocas_view)
+    api.add_view("/anycast", state.anycast_view)
+
+    def ranking(view):
+        def handler(query, body):
+            viewer = _one(query, "viewer")
+            title = _one(query, "title", required=False)
+            try:
+                return view(viewer, title, query)
+            except (PlanError, ValueError) as e:
+                raise ApiError(400, str(e)) from None
+            except LookupError as e:
+                raise ApiError(503, str(e)) from None
+        return handler
+
+    rank = ranking(lambda viewer, title, query: state.rank_view(
+        viewer, title, time.time(), _one(query, "policy", required=False) or "nearest"))
+    anycast_rank = ranking(lambda viewer, title, query: state.anycast_rank_view(viewer, title, time.time()))
+
+    def push(query, body):
+        try:
+            return state.ocas_push(json.loads(body or b"null"), time.time())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ApiError(400, f"body is not JSON: {e}") from None
+        except ValueError as e:
+            raise ApiError(400, str(e)) from None
+
+    api.add_route("GET", "/rank", rank)
+    api.add_route("GET", "/anycast/rank", anycast_rank)
+    api.add_route("POST", "/ocas", push)
     return api

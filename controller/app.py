@@ -8,7 +8,13 @@ app. Invariants:
   "ready" after the barrier that follows the install; on every (re)install this app first
   deletes all flows with its cookies, so a restarted controller leaves no stale entries;
 - the poll thread only posts an event; requests are sent from the event loop;
-- shared state lives in ControllerState behind one lock (the HTTP API reads it from its thread).
+- shared state lives in ControllerState (controller.state) behind one lock (the HTTP API reads
+  it from its threads);
+- a plan link is down as soon as a port status (or port description) shows one of its switch
+  ports absent, administratively down or without carrier, on a switch whose ports are known;
+  steering (GET /rank and anycast) leaves out every location whose path crosses a down link;
+- anycast: a SYN punted by the anycast rule gets per-connection rules (controller.anycast) and
+  is sent on with the forward rule's actions; anything else punted is counted and dropped.
 """
 from __future__ import annotations
 
@@ -19,17 +25,18 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from os_ken.base import app_manager
 from os_ken.controller import event, ofp_event
 from os_ken.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
+from os_ken.lib.packet import ipv4, packet, tcp
 from os_ken.ofproto import ofproto_v1_3
 
-from topologies.plan import Plan
-
+from . import anycast as ac
 from . import forwarding as fw
-from .accounting import COUNTERS, Accounting
+from .accounting import COUNTERS
+from .state import ControllerState, SwitchState  # noqa: F401 - ControllerState is this module's API too
 
 LOG = logging.getLogger("ocalab.controller")
 FATAL_EXIT_CODE = 70
@@ -60,90 +67,6 @@ def fatal_on_exception(name: str):
                 fatal_exit(name, e)
         return wrapper
     return deco
-
-
-@dataclass
-class SwitchState:
-    name: str
-    dpid: int
-    connected: bool = False
-    ports: dict[str, int] = field(default_factory=dict)  # interface name -> OF port number
-    installed_ports: dict[str, int] | None = None  # port map the current flows were built for
-    flows_installed: int = 0
-    pending_barrier: int | None = None
-    pending_count: int = 0
-    connects: int = 0
-    miss_packets: int | None = None  # counters of the table-miss (drop) flow
-    miss_bytes: int | None = None
-
-
-class ControllerState:
-    """Everything the API shows; all access under `lock`."""
-
-    def __init__(self, plan: Plan) -> None:
-        self.plan = plan
-        self.lock = threading.Lock()
-        self.specs = fw.flow_specs(plan)
-        self.plan_ports = fw.switch_ports(plan)
-        self.switches = {dpid: SwitchState(name, dpid) for dpid, name in fw.dpid_map(plan).items()}
-        self.accounting = Accounting(plan)
-        self.errors: list[str] = []
-        self.started_unix_s = time.time()
-
-    def error(self, msg: str) -> None:
-        LOG.error("%s", msg)
-        with self.lock:
-            self.errors.append(msg)
-
-    def missing_ports(self, sw: SwitchState) -> list[str]:
-        return [p for p in self.plan_ports[sw.name] if p not in sw.ports]
-
-    def ready(self, sw: SwitchState) -> bool:
-        return sw.connected and sw.pending_barrier is None and sw.installed_ports is not None \
-            and sw.installed_ports == self._plan_port_map(sw)
-
-    def _plan_port_map(self, sw: SwitchState) -> dict[str, int]:
-        return {p: sw.ports[p] for p in self.plan_ports[sw.name] if p in sw.ports}
-
-    # ---- JSON views (called from the API thread) -------------------------------------
-    def health(self) -> dict:
-        with self.lock:
-            ready = sum(self.ready(s) for s in self.switches.values())
-            return {"ok": not self.errors, "plan": self.plan.name,
-                    "switches_expected": len(self.switches), "switches_ready": ready,
-                    "errors": list(self.errors), "uptime_s": round(time.time() - self.started_unix_s, 3)}
-
-    def switches_view(self) -> dict:
-        with self.lock:
-            return {str(dpid): {"name": s.name, "dpid": dpid, "connected": s.connected,
-                                "ready": self.ready(s), "flows_installed": s.flows_installed,
-                                "flows_expected": len(self.specs[s.name]), "connects": s.connects,
-                                "miss_packets": s.miss_packets, "miss_bytes": s.miss_bytes,
-                                "ports": dict(sorted(s.ports.items())),
-                                "missing_ports": self.missing_ports(s)}
-                    for dpid, s in sorted(self.switches.items())}
-
-    def links_view(self) -> list[dict]:
-        with self.lock:
-            return self.accounting.link_rows()
-
-    def classes_view(self) -> dict:
-        with self.lock:
-            return self.accounting.class_rows()
-
-    def ports_view(self) -> list[dict]:
-        with self.lock:
-            rows = []
-            for s in sorted(self.switches.values(), key=lambda s: s.name):
-                for intf, no in sorted(s.ports.items(), key=lambda kv: kv[1]):
-                    pc = self.accounting.ports.get(intf)
-                    rows.append({"switch": s.name, "dpid": s.dpid, "port": intf, "port_no": no,
-                                 "in_plan": intf in self.plan_ports[s.name],
-                                 **(pc.totals if pc else {}),
-                                 "tx_mbps": pc.rates_mbps["tx"] if pc else None,
-                                 "rx_mbps": pc.rates_mbps["rx"] if pc else None,
-                                 "updated_unix_s": pc.wall_s if pc else None})
-            return rows
 
 
 @dataclass
@@ -215,6 +138,7 @@ class OcalabController(app_manager.OSKenApp):
         with self.st.lock:
             sw.connected = ev.state == MAIN_DISPATCHER
             sw.pending_barrier, sw.installed_ports, sw.ports, sw.flows_installed = None, None, {}, 0
+            sw.port_up, sw.ports_known = {}, False
             sw.connects += sw.connected
         if ev.state == MAIN_DISPATCHER:
             LOG.info("switch %s (dpid %#x) connected", sw.name, dp.id)
@@ -238,7 +162,9 @@ class OcalabController(app_manager.OSKenApp):
     def port_desc_handler(self, ev):
         body = self._collect(ev, "port_desc")
         if body is not None:
-            self._set_ports(ev.msg.datapath, {_port_name(p): p.port_no for p in body})
+            ofp = ev.msg.datapath.ofproto
+            self._set_ports(ev.msg.datapath, {_port_name(p): p.port_no for p in body},
+                            {_port_name(p): _is_up(ofp, p) for p in body})
 
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
     @fatal_on_exception("port_status")
@@ -247,23 +173,28 @@ class OcalabController(app_manager.OSKenApp):
         sw = self.st.switches.get(dp.id)
         if sw is None:
             return
-        ports = dict(sw.ports)
+        ports, up = dict(sw.ports), dict(sw.port_up)
         name = _port_name(msg.desc)
         if msg.reason == dp.ofproto.OFPPR_DELETE:
             ports.pop(name, None)
+            up.pop(name, None)
         else:
             ports[name] = msg.desc.port_no
-        self._set_ports(dp, ports)
+            up[name] = _is_up(dp.ofproto, msg.desc)
+        self._set_ports(dp, ports, up)
 
-    def _set_ports(self, dp, ports: dict[str, int]) -> None:
+    def _set_ports(self, dp, ports: dict[str, int], up: dict[str, bool]) -> None:
         sw = self.st.switches.get(dp.id)
         if sw is None:
             return
         with self.st.lock:
-            sw.ports = ports
+            sw.ports, sw.port_up, sw.ports_known = ports, up, True
+            changes = self.st.note_link_changes(self.st.plan.links_of(sw.name), time.time())
             missing = self.st.missing_ports(sw)
             current = self.st._plan_port_map(sw)
             stale = sw.installed_ports != current and sw.pending_barrier is None
+        for line in changes:
+            LOG.warning("switch %s: %s", sw.name, line)
         if missing:
             LOG.info("switch %s: waiting for ports %s", sw.name, ", ".join(missing))
         elif stale:
@@ -277,11 +208,14 @@ class OcalabController(app_manager.OSKenApp):
             command=ofp.OFPFC_DELETE, out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY))
         for spec in specs:
             dp.send_msg(flow_mod(dp, spec, ports))
+        for rule in self.st.rules.get(sw.name, []):
+            dp.send_msg(rule_mod(dp, rule, ports))
         barrier = parser.OFPBarrierRequest(dp)
         dp.send_msg(barrier)
+        n = self.st.expected_flows(sw.name)
         with self.st.lock:
-            sw.installed_ports, sw.pending_barrier, sw.pending_count = ports, barrier.xid, len(specs)
-        LOG.info("switch %s: installing %d flows (barrier xid %s)", sw.name, len(specs), barrier.xid)
+            sw.installed_ports, sw.pending_barrier, sw.pending_count = ports, barrier.xid, n
+        LOG.info("switch %s: installing %d flows (barrier xid %s)", sw.name, n, barrier.xid)
 
     @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
     @fatal_on_exception("barrier")
@@ -292,7 +226,7 @@ class OcalabController(app_manager.OSKenApp):
         with self.st.lock:
             sw.flows_installed, sw.pending_barrier = sw.pending_count, None
         LOG.info("switch %s: %d flows installed", sw.name, sw.flows_installed)
-        self._set_ports(ev.msg.datapath, sw.ports)  # reinstall if ports changed meanwhile
+        self._set_ports(ev.msg.datapath, sw.ports, sw.port_up)  # reinstall if ports changed meanwhile
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
     @fatal_on_exception("error_msg")
@@ -339,6 +273,68 @@ class OcalabController(app_manager.OSKenApp):
                 if name is not None:
                     values = {c: getattr(s, c) for c in COUNTERS}
                     self.st.accounting.update(name, values, t_s, wall_s)
+
+    # ---- anycast ---------------------------------------------------------------------
+    @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
+    @fatal_on_exception("packet_in")
+    def packet_in_handler(self, ev):
+        msg, dp = ev.msg, ev.msg.datapath
+        sw = self.st.switches.get(dp.id)
+        if sw is None or msg.cookie != ac.COOKIE_ANYCAST_PUNT:
+            return
+        pkt = packet.Packet(msg.data)
+        ip4, seg = pkt.get_protocol(ipv4.ipv4), pkt.get_protocol(tcp.tcp)
+        if ip4 is None or seg is None or not seg.bits & tcp.TCP_SYN or seg.bits & tcp.TCP_ACK:
+            with self.st.lock:
+                self.st.steering.count("dropped_not_syn")
+            return
+        conn = ac.Conn(ip4.src, seg.src_port, ip4.dst, seg.dst_port)
+        with self.st.lock:
+            down = self.st.down_links()
+            snap = self.st.steering.snapshot()
+            ports = dict(sw.ports)
+        rules = self.st.steering.anycast_rules(sw.name, conn, time.time(), down, snap, self.st.specs)
+        if rules is None:  # logged and counted by the view (unknown viewer, no OCA state yet)
+            return
+        missing = [a[1] for r in rules for a in r.actions if a[0] == "out" and a[1] not in ports]
+        if missing:  # the way out is a port that is gone (its link failed): no steering possible
+            LOG.warning("anycast: %s:%d on %s: ports %s are gone", conn.viewer_ip, conn.viewer_port,
+                        sw.name, ", ".join(missing))
+            with self.st.lock:
+                self.st.steering.count("no_port")
+            return
+        for rule in rules:
+            dp.send_msg(rule_mod(dp, rule, ports))
+        ofp, parser = dp.ofproto, dp.ofproto_parser
+        dp.send_msg(parser.OFPPacketOut(dp, ofp.OFP_NO_BUFFER, msg.match["in_port"],
+                                        _actions(dp, rules[0], ports), msg.data))
+
+
+def _is_up(ofp, desc) -> bool:
+    return not (desc.config & ofp.OFPPC_PORT_DOWN or desc.state & ofp.OFPPS_LINK_DOWN)
+
+
+def _actions(dp, rule: ac.RuleSpec, ports: dict[str, int]) -> list:
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    out = []
+    for a in rule.actions:
+        if a[0] == "set":
+            out.append(parser.OFPActionSetField(**{a[1]: a[2]}))
+        elif a[1] == ac.CONTROLLER:
+            out.append(parser.OFPActionOutput(ofp.OFPP_CONTROLLER, ofp.OFPCML_NO_BUFFER))
+        else:
+            out.append(parser.OFPActionOutput(ports[a[1]]))
+    return out
+
+
+def rule_mod(dp, rule: ac.RuleSpec, ports: dict[str, int]):
+    """OFPFlowMod (add) for one anycast RuleSpec."""
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    actions = _actions(dp, rule, ports)
+    inst = [parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, actions)] if actions else []
+    return parser.OFPFlowMod(dp, cookie=rule.cookie, priority=rule.priority,
+                             match=parser.OFPMatch(**dict(rule.match)), instructions=inst,
+                             idle_timeout=rule.idle_timeout_s, command=ofp.OFPFC_ADD)
 
 
 def flow_mod(dp, spec: fw.FlowSpec, ports: dict[str, int]):

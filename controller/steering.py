@@ -12,7 +12,9 @@
 - every location carries a reason: hops, rtt_ms, load, content_miss, health_miss, overloaded,
   group, policy and a short `why`.
 `network_view()` derives hops and RTT from the plan: hops as traceroute counts them
-(`topologies.routes.l3_path`), RTT as twice the sum of one-way link delays along the path.
+(`topologies.routes.l3_path`), RTT as twice the sum of one-way link delays along the path; a
+target whose path crosses a link named in `down_links` is left out (no path: a health miss).
+`title=None` (anycast: the title is unknown when a connection opens) never counts as a content miss.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from topologies.plan import Plan, PlanError
-from topologies.routes import l3_path
+from topologies.routes import l2_path, l3_path
 
 POLICIES = ("nearest", "load_aware")
 TIER_RANK = {"embedded": 0, "ixp": 1, "origin": 2}
@@ -84,20 +86,20 @@ class RankedLocation:
                 "base_url_root": self.url or f"http://{self.address}", "reason": self.reason}
 
 
-def _health(oca: OcaState, now: float) -> str | None:
+def _health(oca: OcaState, now: float, stale_after_s: float = STALE_AFTER_S) -> str | None:
     """None if healthy, else why not."""
     if oca.heartbeat_s is None:
         return "no_heartbeat"
-    if now - oca.heartbeat_s > STALE_AFTER_S:
+    if now - oca.heartbeat_s > stale_after_s:
         return f"stale_heartbeat:{now - oca.heartbeat_s:.1f}s"
     if oca.status != "ok":
         return f"status:{oca.status}"
     return None
 
 
-def rank(viewer_ip: str, title: str, ocas: list[OcaState], view: dict[str, PathMetrics],
+def rank(viewer_ip: str, title: str | None, ocas: list[OcaState], view: dict[str, PathMetrics],
          origin: Origin, now: float, policy: str = "nearest",
-         load_threshold: float = 0.8) -> list[RankedLocation]:
+         load_threshold: float = 0.8, stale_after_s: float = STALE_AFTER_S) -> list[RankedLocation]:
     """Ranked locations, best first (see module invariants). `view` maps OCA and origin names
     to path metrics from the viewer; a missing entry means no path (a health miss)."""
     if policy not in POLICIES:
@@ -110,8 +112,9 @@ def rank(viewer_ip: str, title: str, ocas: list[OcaState], view: dict[str, PathM
         if not oca.serves(viewer_ip):
             continue
         pm = view.get(oca.name)
-        health = _health(oca, now) if pm is not None else "no_path"
-        content_miss = oca.stored_titles is not None and title not in oca.stored_titles
+        health = _health(oca, now, stale_after_s) if pm is not None else "no_path"
+        content_miss = title is not None and oca.stored_titles is not None \
+            and title not in oca.stored_titles
         overloaded = policy == "load_aware" and oca.load > load_threshold
         group = (G_HEALTH_MISS if health else G_OVERLOADED if overloaded
                  else G_CONTENT_MISS if content_miss else G_OK)
@@ -144,19 +147,39 @@ def _reason(pm, load, content_miss, health, overloaded, group, policy, why) -> d
 
 # ---- network view from the plan --------------------------------------------------------
 
-def network_view(plan: Plan, viewer_ip: str, targets: dict[str, str]) -> dict[str, PathMetrics]:
+def network_view(plan: Plan, viewer_ip: str, targets: dict[str, str],
+                 down_links: frozenset[str] | set[str] = frozenset()) -> dict[str, PathMetrics]:
     """Path metrics from the viewer owning `viewer_ip` to each target name -> address.
-    Targets without a route are left out (rank() then treats them as health misses)."""
+    Targets without a route, or whose path crosses a down link, are left out (rank() then
+    treats them as health misses)."""
     src = plan.owner_of(viewer_ip)
     out = {}
     for name, addr in sorted(targets.items()):
         try:
             path = l3_path(plan, src, addr)
+            if down_links and not down_links.isdisjoint(path_links(plan, src, addr)):
+                continue
         except PlanError:
             continue
         one_way = sum(hop_delay_ms(plan, a, b) for a, b in zip([src] + path, path))
         out[name] = PathMetrics(hops=len(path), rtt_ms=round(2 * one_way, 3))
     return out
+
+
+def path_links(plan: Plan, src: str, dst_addr: str) -> tuple[str, ...]:
+    """Names of the plan links a packet from node `src` to `dst_addr` crosses, in order
+    (layer-3 path, and within each segment a fewest-hop switch path, `routes.l2_path`)."""
+    out: list[str] = []
+    here = src
+    for nxt in l3_path(plan, src, dst_addr):
+        mine = {ipaddress.ip_interface(e.ip).network: e for e in plan.ends_of(here) if e.ip}
+        theirs = [e for e in plan.ends_of(nxt) if e.ip and ipaddress.ip_interface(e.ip).network in mine]
+        if not theirs:
+            raise PlanError(f"{here!r} and {nxt!r} share no subnet")
+        net = ipaddress.ip_interface(theirs[0].ip).network
+        out += [lk.name for lk in l2_path(plan, mine[net].intf, theirs[0].intf)]
+        here = nxt
+    return tuple(out)
 
 
 def hop_delay_ms(plan: Plan, a: str, b: str) -> float:

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from controller import forwarding as fw
+from controller.anycast import ANYCAST_IP, punt_specs
 from topologies.plan import Link, LinkEnd, Node, Plan
 
 PID = os.getpid()
@@ -177,6 +178,50 @@ def test_launcher_rejects_bad_plan(tmp_path):
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("args,msg", [(["--mgmt-host", "nope"], "--mgmt-host must be an IP address"),
+                                      (["--anycast-ip", "198.18.251.7"], "on the subnet of")])
+def test_launcher_rejects_bad_mgmt_and_anycast_addresses(plan_file, args, msg):
+    r = subprocess.run([sys.executable, "-m", "controller.launcher", "--plan", str(plan_file),
+                        "--of-port", "0", "--api-port", "0", *args], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and r.stdout == "" and msg in r.stderr, r.stderr
+
+
+def post(api_port: int, path: str, body: bytes):
+    req = urllib.request.Request(f"http://127.0.0.1:{api_port}{path}", data=body, method="POST")
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return json.loads(r.read())
+
+
+@pytest.mark.integration
+def test_rank_and_oca_push_over_http(plan_file):
+    c = Controller(plan_file)
+    try:
+        codes = {}
+        for path in ("/rank?viewer=198.18.251.1", "/rank", "/rank?viewer=198.18.251.9"):
+            with pytest.raises(urllib.error.HTTPError) as e:
+                get(c.api_port, path)
+            codes[path] = e.value.code
+        assert codes == {"/rank?viewer=198.18.251.1": 503, "/rank": 400, "/rank?viewer=198.18.251.9": 400}
+        with pytest.raises(urllib.error.HTTPError) as e:
+            post(c.api_port, "/ocas", b"{not json")
+        assert e.value.code == 400
+        body = {"origin": {"name": "origin", "url": f"http://{ADDR['b']}:8080"},
+                "ocas": [{"name": "o1", "tier": "embedded", "url": f"http://{ADDR['b']}:8081", "serves": None,
+                          "probe": {"ok": True}, "health": {"status": "ok", "load": 0.5}},
+                         {"name": "o2", "tier": "ixp", "url": f"http://{ADDR['b']}:8082", "serves": None,
+                          "probe": {"ok": False, "error": "refused"}, "health": None}]}
+        assert post(c.api_port, "/ocas", json.dumps(body).encode()) == {"ok": True, "ocas": 2, "unreachable": ["o2"]}
+        ranked = get(c.api_port, f"/rank?viewer={ADDR['a']}&title=t0001")
+        assert [(x["name"], x["base_url_root"]) for x in ranked["locations"]] == [
+            ("o1", f"http://{ADDR['b']}:8081"), ("origin", f"http://{ADDR['b']}:8080")]
+        assert ranked["excluded"] == [{"name": "o2", "tier": "ixp", "why": "no_heartbeat"}]  # never probed ok
+        assert [o["status"] for o in get(c.api_port, "/ocas")["ocas"]] == ["ok", "unreachable"]
+        assert get(c.api_port, "/anycast")["address"] == ANYCAST_IP
+    finally:
+        assert c.stop() == 0
+
+
+@pytest.mark.integration
 def test_poll_thread_fault_is_fatal(plan_file, tmp_path):
     log = tmp_path / "ctl.log"
     c = Controller(plan_file, env={"OCALAB_CONTROLLER_FAULT": "poll"}, log=log)
@@ -283,8 +328,13 @@ def kernel_counter(intf: str, name: str) -> int:
     return int(Path(f"/sys/class/net/{intf}/statistics/{name}").read_text())
 
 
+def expected_flows(sw: str) -> int:
+    """Forwarding flows plus the anycast punt rule on switches with viewers (on by default)."""
+    return len(fw.flow_specs(tiny_plan())[sw]) + len(punt_specs(tiny_plan(), ANYCAST_IP).get(sw, []))
+
+
 def expected_flow_count() -> int:
-    return sum(len(v) for v in fw.flow_specs(tiny_plan()).values())
+    return sum(expected_flows(sw) for sw in SWITCHES)
 
 
 @pytest.mark.emulation
@@ -296,9 +346,9 @@ def test_secure_mode_blocks_until_controller_installs(lab, plan_file, controller
     connect(c.of_port)
     h = c.wait_ready()
     assert h["ok"] and h["errors"] == [] and h["switches_ready"] == 3
-    for sw, specs in fw.flow_specs(tiny_plan()).items():
+    for sw in SWITCHES:
         view = get(c.api_port, "/switches")[str(DPIDS[sw])]
-        assert view["connected"] and view["flows_installed"] == view["flows_expected"] == len(specs)
+        assert view["connected"] and view["flows_installed"] == view["flows_expected"] == expected_flows(sw)
         assert view["missing_ports"] == []
     assert ping("a", ADDR["b"]) and ping("b", ADDR["a"])
     # frames to a MAC the plan does not know hit S's table-miss drop, which is counted
@@ -393,6 +443,31 @@ def test_restart_leaves_same_flow_table_without_stale_cookies(lab, plan_file, co
     assert [ln for ln in after if "cookie=0x77" in ln], "foreign cookie flows must be left alone"
     sh("ovs-ofctl", "-O", "OpenFlow13", "del-flows", S, "cookie=0x77/-1")
     assert dump_flows() == fresh
+    assert ping("a", ADDR["b"])
+
+
+@pytest.mark.emulation
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for namespaces and OVS")
+def test_far_end_down_is_a_port_status_and_a_down_link(lab, controllers):
+    """The host side of ha's veth goes down: S's port loses carrier, OVS sends a port status,
+    and the plan link is reported down (then up again) without any polling."""
+    c = _current(controllers)
+    link = lambda: get(c.api_port, "/links")[0]  # noqa: E731 - ha's access link, measured at S-0
+    assert link()["up"] is True
+    t0 = time.monotonic()
+    sh("ip", "netns", "exec", NS["a"], "ip", "link", "set", HOST_DEV["a"], "down")
+    try:
+        while link()["up"] is not False:
+            assert time.monotonic() - t0 < 5, "port status for the downed far end never arrived"
+            time.sleep(0.005)
+        print(f"\nfar end down -> link down in the API after {(time.monotonic() - t0) * 1000:.1f} ms")
+        assert [p["up"] for p in get(c.api_port, "/ports") if p["port"] == f"{S}-0"] == [False]
+    finally:
+        sh("ip", "netns", "exec", NS["a"], "ip", "link", "set", HOST_DEV["a"], "up")
+    deadline = time.monotonic() + 5
+    while link()["up"] is not True:
+        assert time.monotonic() < deadline, "link never came back up"
+        time.sleep(0.01)
     assert ping("a", ADDR["b"])
 
 

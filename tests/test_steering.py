@@ -96,9 +96,13 @@ def test_network_view_from_metro_plan():
     plan = metro()
     view = network_view(plan, VIEWER, {"i1oca1": "198.18.1.100", "nfxoca1": "198.19.1.10",
                                        "origin": "198.19.10.11", "i2oca1": "198.18.2.100"})
-    assert view["i1oca1"] == PathMetrics(1, 2 * 3.0)  # access 3 ms + OCA link 0 ms, both ways
+    p = dict(plan.params)
+    access, lan = p["access_delay_ms"], p["lan_delay_ms"]
+    assert view["i1oca1"] == PathMetrics(1, 2 * (access + lan))  # access + OCA link, both ways
     assert view["nfxoca1"].hops == 3  # i1br, nfxr, nfxoca1
-    assert view["nfxoca1"].rtt_ms == pytest.approx(2 * (3.0 + 1.0 + 7.0 + 0.5))
+    # access, ISP LAN to border, border to IXP, IXP to site router, site LAN in and out
+    assert view["nfxoca1"].rtt_ms == pytest.approx(
+        2 * (access + p["internal_delay_ms"] + p["peering_delay_ms"] + 0.5 + 2 * lan))
     assert view["origin"].hops > view["nfxoca1"].hops
     assert view["i1oca1"].rtt_ms < view["nfxoca1"].rtt_ms < view["origin"].rtt_ms
     assert hop_delay_ms(plan, "i1br", "nfxr") == pytest.approx(7.5)

@@ -372,6 +372,11 @@ class Network:
                 "--log", str(self.work_dir / "controller.log")]
         if self.plan.nodes_of(role="control"):  # _add_mgmt_link made the management veth
             argv += ["--mgmt-host", MGMT_ROOT_ADDR]
+        if self.relay is not None and self._relay_ports:  # far-end link failures hide behind relays
+            relay_map = self.work_dir / "relay-map.json"
+            relay_map.write_text(json.dumps({"netns": f"/proc/{self.relay.pid}/ns/net",
+                                             "links": {k: list(v) for k, v in self._relay_ports.items()}}))
+            argv += ["--relay-map", str(relay_map)]
         proc = self.procs.start("controller", argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         read_ready(proc, "controller", 30)
         self.controller_argv = argv  # same ports: a restarted controller is found again

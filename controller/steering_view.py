@@ -1,0 +1,122 @@
+"""Steering as the controller serves it: pushed OCA state + plan paths + link state -> rankings
+(GET /rank) and anycast connection rules. Pure of OpenFlow and sockets; time and the set of
+down links are passed in.
+
+Invariants:
+- `rank_json` lists usable locations only (best first, origin last among them) in the shape
+  appliances.steering_local.Location.from_json reads; health misses (no path, a down link on
+  the path, an unreachable or stale OCA) are listed under "excluded" with their reason;
+- before the first OCA push there is no origin to offer: rank_json raises LookupError;
+- path metrics per (viewer, target) come from the plan once and are cached; link state is
+  applied on every call, so a link going down changes the very next ranking.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+
+from topologies.plan import PlanError
+
+from . import anycast as ac
+from .ocas import STALE_AFTER_S, OcaRegistry
+from .steering import G_HEALTH_MISS, OcaState, Origin, PathMetrics, network_view, path_links, rank
+
+LOG = logging.getLogger("ocalab.controller.steering")
+RECENT_CONNS = 200
+
+
+class SteeringView:
+    def __init__(self, plan, anycast_ip: str | None, stale_after_s: float = STALE_AFTER_S) -> None:
+        self.plan, self.anycast_ip, self.stale_after_s = plan, anycast_ip, stale_after_s
+        self.ocas = OcaRegistry()  # guarded by the caller's (ControllerState) lock
+        self._lock = threading.Lock()
+        self._paths: dict[tuple[str, str], tuple[PathMetrics | None, frozenset[str]]] = {}
+        self._conns: collections.deque = collections.deque(maxlen=RECENT_CONNS)
+        self._counts: collections.Counter = collections.Counter()
+
+    def snapshot(self) -> tuple[tuple[OcaState, ...], Origin | None]:
+        """Immutable copy of the OCA inputs (call with the caller's lock held)."""
+        return tuple(self.ocas.states()), self.ocas.origin
+
+    def count(self, key: str) -> None:
+        with self._lock:
+            self._counts[key] += 1
+
+    def _path(self, viewer_ip: str, addr: str) -> tuple[PathMetrics | None, frozenset[str]]:
+        key = (viewer_ip, addr)
+        with self._lock:
+            hit = self._paths.get(key)
+        if hit is not None:
+            return hit
+        src = self.plan.owner_of(viewer_ip)  # PlanError for an unknown viewer
+        try:
+            pm = network_view(self.plan, viewer_ip, {"t": addr}).get("t")
+            links = frozenset(path_links(self.plan, src, addr)) if pm else frozenset()
+        except PlanError:
+            pm, links = None, frozenset()
+        with self._lock:
+            self._paths[key] = (pm, links)
+        return pm, links
+
+    def ranked(self, viewer_ip: str, title: str | None, now: float, down: frozenset[str],
+               snap, policy: str = "nearest"):
+        states, origin = snap
+        self.plan.owner_of(viewer_ip)  # PlanError for an address no plan node owns
+        if origin is None:
+            raise LookupError("no OCA state pushed to POST /ocas yet (is controller.probe running?)")
+        view = {}
+        for name, addr in [(s.name, s.address) for s in states] + [(origin.name, origin.address)]:
+            pm, links = self._path(viewer_ip, addr)
+            if pm is not None and down.isdisjoint(links):
+                view[name] = pm
+        return rank(viewer_ip, title, list(states), view, origin, now, policy,
+                    stale_after_s=self.stale_after_s)
+
+    def rank_json(self, viewer_ip: str, title: str | None, now: float, down: frozenset[str],
+                  snap, policy: str = "nearest") -> dict:
+        ranked = self.ranked(viewer_ip, title, now, down, snap, policy)
+        usable = [r for r in ranked if r.reason["group"] != G_HEALTH_MISS]
+        excluded = [{"name": r.name, "tier": r.tier, "why": r.reason["why"]}
+                    for r in ranked if r.reason["group"] == G_HEALTH_MISS]
+        return {"viewer": viewer_ip, "title": title, "policy": policy, "now_unix": now,
+                "down_links": sorted(down), "locations": [r.to_json() for r in usable],
+                "excluded": excluded}
+
+    def anycast_rank_json(self, viewer_ip: str, title: str | None, now: float, down: frozenset[str],
+                          snap) -> dict:
+        """The manifest shape for SDN anycast mode: the anycast address first (tier of the location
+        a new connection would be steered to now), then the origin as the player's fallback."""
+        if self.anycast_ip is None:
+            raise LookupError("anycast is disabled (--anycast-ip none)")
+        ranked = self.ranked(viewer_ip, None, now, down, snap)  # as the switch sees a SYN: no title
+        now_choice = ac.choose(ranked)
+        origin = next(r for r in ranked if r.tier == "origin")
+        anycast = {"name": "anycast", "tier": now_choice.tier, "address": self.anycast_ip,
+                   "base_url_root": f"http://{self.anycast_ip}:{ac.SERVICE_PORT}",
+                   "reason": {"policy": "sdn-anycast", "why": "per-connection steering at the ISP switch",
+                              "now_choice": now_choice.name}}
+        return {"viewer": viewer_ip, "title": title, "policy": "sdn-anycast", "now_unix": now,
+                "down_links": sorted(down), "locations": [anycast, origin.to_json()], "excluded": []}
+
+    def anycast_rules(self, switch: str, conn: ac.Conn, now: float, down: frozenset[str], snap,
+                      specs) -> tuple[ac.RuleSpec, ac.RuleSpec] | None:
+        """Rules for a new anycast connection, or None (logged, counted) if it cannot be steered."""
+        try:
+            loc = ac.choose(self.ranked(conn.viewer_ip, None, now, down, snap))
+            rules = ac.conn_rules(self.plan, specs, switch, conn, loc.address)
+        except (PlanError, LookupError, ValueError) as e:
+            LOG.warning("anycast: cannot steer %s:%d on %s: %s", conn.viewer_ip, conn.viewer_port, switch, e)
+            self.count("unsteerable")
+            return None
+        with self._lock:
+            self._counts[f"to:{loc.name}"] += 1
+            self._conns.append({"t_unix": now, "switch": switch, "viewer": conn.viewer_ip,
+                                "viewer_port": conn.viewer_port, "location": loc.name,
+                                "address": loc.address, "why": loc.reason.get("why")})
+        return rules
+
+    def anycast_view(self) -> dict:
+        with self._lock:
+            return {"address": self.anycast_ip, "port": ac.SERVICE_PORT, "counts": dict(self._counts),
+                    "recent": list(self._conns)}
