@@ -58,6 +58,17 @@ def cmd_cli(a) -> int:
     install_signal_handlers()
     with _network(a, label="cli") as net:
         print(json.dumps(net.summary(), indent=1))
+        if a.services != "none":
+            import tempfile
+            from .services import ServiceOptions, Services
+            svc = Services(net, Path(tempfile.mkdtemp(prefix="ocalab-cli-")), ServiceOptions(arm=a.services))
+            svc.start()
+            print(f"services up ({a.services} arm): control plane {svc.control_url}, origin {svc.origin_url}, "
+                  f"controller API {net.api_url}; logs in {svc.logs}")
+            print(f"try: i1v1 {sys.executable} -m appliances.player --control " + svc.control_url +
+                  " --viewers 1 --titles t0001 --segments 3 --chunk-log /tmp/c.csv --session-log /tmp/s.jsonl")
+        from mininet.log import setLogLevel
+        setLogLevel("output")  # the build runs quietly; the CLI must print what commands print
         CLI(net.mn)
     return 0
 
@@ -113,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("cli", help="build a topology and open Mininet's CLI")
     c.add_argument("name", nargs="?", default="metro")
+    c.add_argument("--services", choices=["embedded", "ixp", "origin", "none"], default="embedded",
+                   help="which appliances to start in the hosts (default: all OCAs)")
     net_args(c)
     c.set_defaults(fn=cmd_cli)
 
