@@ -3,15 +3,18 @@
 Invariants:
 - Requests are parsed by the sans-IO `httpcore`; every malformed shape gets a 4xx with a
   generic body (never client input) and the connection is closed; the server keeps serving.
-- Limits: at most `max_conns` connections (extra ones get 503 and are closed), request head
-  <= `max_head_bytes` (431), whole head within `header_timeout_s` once its first byte arrived
-  (408); a new connection silent for `header_timeout_s`, or a keep-alive connection idle for
-  `idle_timeout_s`, is closed without a response.
+- Limits: at most `max_conns` connections (extra ones get 503 + Retry-After), request head
+  <= `max_head_bytes` (431); a new connection's first head must be complete within
+  `header_timeout_s` of its accept, a later head within `header_timeout_s` of its first byte
+  (408 if started, closed without a response if silent); a keep-alive connection idle for
+  `idle_timeout_s` is closed without a response. Error responses end with a bounded
+  lingering close (see `linger`), so the client reads them instead of a connection reset.
 - Object bodies are sent from memory (`data`) or zero-copy from a file: `os.sendfile` in worker
   threads (`sendfile_threads` > 0; each call runs only until the socket would block, so a slow
   client never holds a thread) or asyncio's `loop.sendfile`. A handler exception is logged to
   stderr with its traceback and answered 500.
-- One JSON line per request goes to the access log.
+- One JSON line per request goes to the access log; client-supplied text in it (method,
+  path, Range) is cut to LOG_FIELD_MAX characters each, so a line stays under about 1 KB.
 """
 from __future__ import annotations
 
@@ -31,6 +34,8 @@ from appliances.httpcore import REASONS, HttpError, Request, parse_request_head,
 from appliances.ranges import Decision
 
 SEND_TIMEOUT_S = 120.0
+LINGER_S, LINGER_BYTES = 1.0, 256 * 1024  # lingering close after an error response
+LOG_FIELD_MAX = 200  # client text in an access-log field is cut to this many chars
 
 
 @dataclass
@@ -111,8 +116,8 @@ class HttpServer:
         client = str(peer[0])
         try:
             if self.n_conns >= self.max_conns:
-                await self._send_simple(writer, text_response(503, "too many connections",
-                                                              [("Retry-After", "1")]), client)
+                refusal = text_response(503, "too many connections", [("Retry-After", "1")])
+                await self._send_simple(reader, writer, refusal, client)
                 return
             self.n_conns += 1
             try:
@@ -135,16 +140,21 @@ class HttpServer:
                          new_conn: bool) -> bytes | Response | None:
         """The next request head, an error Response, or None on clean idle/EOF close.
 
-        A new connection must start its request within header_timeout_s; between requests
-        of a keep-alive connection the client may idle for idle_timeout_s.
+        A new connection must deliver its whole first head within header_timeout_s of being
+        accepted (one deadline: a client that waits before its first byte gets no extra
+        time); between requests of a keep-alive connection the client may idle for
+        idle_timeout_s, then has header_timeout_s from its first byte.
         """
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             async with asyncio.timeout(self.header_timeout_s if new_conn else self.idle_timeout_s):
                 first = await reader.readexactly(1)
         except (TimeoutError, asyncio.IncompleteReadError):
             return None
+        deadline = (started if new_conn else loop.time()) + self.header_timeout_s
         try:
-            async with asyncio.timeout(self.header_timeout_s):
+            async with asyncio.timeout_at(deadline):
                 rest = await reader.readuntil(b"\r\n\r\n")
         except TimeoutError:
             return text_response(408, "request header timeout")
@@ -163,7 +173,7 @@ class HttpServer:
                 return
             t0 = time.monotonic()
             if isinstance(head, Response):
-                await self._send_simple(writer, head, client, t0)
+                await self._send_simple(reader, writer, head, client, t0)
                 return
             try:
                 req = parse_request_head(head)
@@ -174,10 +184,11 @@ class HttpServer:
                     async with asyncio.timeout(self.header_timeout_s):
                         req.body = await reader.readexactly(n)
             except HttpError as exc:
-                await self._send_simple(writer, text_response(exc.status, exc.message), client, t0)
+                await self._send_simple(reader, writer, text_response(exc.status, exc.message),
+                                        client, t0)
                 return
             except TimeoutError:
-                await self._send_simple(writer, text_response(408, "request body timeout"),
+                await self._send_simple(reader, writer, text_response(408, "request body timeout"),
                                         client, t0)
                 return
             self.requests += 1
@@ -197,7 +208,9 @@ class HttpServer:
             if not keep or not sent:
                 return
 
-    async def _send_simple(self, writer, resp: Response, client: str, t0: float | None = None):
+    async def _send_simple(self, reader, writer, resp: Response, client: str,
+                           t0: float | None = None):
+        """Send a final response (Connection: close), then close lingeringly."""
         t0 = time.monotonic() if t0 is None else t0
         head = render_response_head(resp.status, resp.headers, len(resp.body), False)
         writer.write(head + resp.body)
@@ -209,6 +222,7 @@ class HttpServer:
             self._log(ts=time.time(), client=client, method="-", path="-", range=None,
                       status=resp.status, bytes=len(resp.body), cache="none",
                       ttfb_ms=round(ms, 3), duration_ms=round(ms, 3))
+        await linger(reader, writer)
 
     async def _send(self, writer, req: Request, resp: Response, keep: bool, client: str,
                     t0: float) -> bool:
@@ -234,8 +248,9 @@ class HttpServer:
         finally:
             if self.on_bytes is not None and sent:
                 self.on_bytes(sent)
-            self._log(ts=time.time(), client=client, method=req.method, path=req.path,
-                      range=req.headers.get("range"), status=resp.status, bytes=sent,
+            self._log(ts=time.time(), client=client, method=_log_field(req.method),
+                      path=_log_field(req.path), range=_log_field(req.headers.get("range")),
+                      status=resp.status, bytes=sent,
                       cache=resp.cache, ttfb_ms=round(ttfb_ms, 3),
                       duration_ms=round((time.monotonic() - t0) * 1000, 3))
         return ok
@@ -270,6 +285,29 @@ class HttpServer:
             writer.write(d.trailer)
             sent += len(d.trailer)
         return sent
+
+
+def _log_field(value: str | None) -> str | None:
+    """Client-supplied text for the access log, cut to LOG_FIELD_MAX characters."""
+    if value is None or len(value) <= LOG_FIELD_MAX:
+        return value
+    return f"{value[:LOG_FIELD_MAX]}...(+{len(value) - LOG_FIELD_MAX} chars)"
+
+
+async def linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Lingering close: send FIN, then discard what the client still sends (at most
+    LINGER_BYTES for LINGER_S). Closing with unread input makes the kernel answer with a RST,
+    which can destroy the error response (e.g. the 503 to a client over the connection cap
+    that sent its request at once) before the client reads it."""
+    if writer.can_write_eof():
+        writer.write_eof()
+    n = 0
+    try:
+        async with asyncio.timeout(LINGER_S):
+            while n < LINGER_BYTES and (chunk := await reader.read(65536)):
+                n += len(chunk)
+    except (TimeoutError, ConnectionError):
+        pass  # client went quiet or away: nothing left to protect
 
 
 def _sendfile_until_blocked(out_fd: int, in_fd: int, offset: int, count: int) -> int:

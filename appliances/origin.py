@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--access-log", default=None, help="JSON-lines access log file")
     p.add_argument("--max-conns", type=int, default=512)
     p.add_argument("--header-timeout-s", type=float, default=10.0)
+    p.add_argument("--idle-timeout-s", type=float, default=60.0)
     CatalogSpec.add_cli_args(p)
     return p
 
@@ -96,7 +97,8 @@ async def amain(args: argparse.Namespace) -> None:
     log = open(args.access_log, "a", encoding="utf-8") if args.access_log else None
     try:
         server = HttpServer(origin.handle, max_conns=args.max_conns,
-                            header_timeout_s=args.header_timeout_s, access_log=log,
+                            header_timeout_s=args.header_timeout_s,
+                            idle_timeout_s=args.idle_timeout_s, access_log=log,
                             name=args.name, on_bytes=origin.count_bytes)
         await run_until_signal(server, host, port)
     finally:

@@ -286,13 +286,17 @@ async def run_fuzz(host: str, port: int, cases: list[FuzzCase], deadline_s: floa
 
 
 # --- slow and greedy clients ----------------------------------------------------------------
-async def slow_client(host: str, port: int, kind: str, step_s: float, max_s: float) -> dict:
-    """One slowloris connection: `head` (header bytes trickle), `body` (body bytes trickle)
-    or `silent` (connects, sends nothing). Returns seconds from its first byte (or connect)
-    until the server cut it, and the status it answered (None = closed without response)."""
+async def slow_client(host: str, port: int, kind: str, step_s: float, max_s: float,
+                      start_delay_s: float = 0.0) -> dict:
+    """One slowloris connection: `head` (header bytes trickle), `late` (the same after
+    start_delay_s of silence), `body` (body bytes trickle) or `silent` (sends nothing).
+    Returns seconds from connect until the server cut it, and the status it answered
+    (None = closed without a response)."""
     reader, writer = await asyncio.open_connection(host, port)
     t0 = time.monotonic()
-    head = (b"GET /v/t0000/235/0 HTTP/1.1\r\nHost: x\r\n" if kind == "head" else
+    if kind == "late":
+        await asyncio.sleep(start_delay_s)
+    head = (b"GET /v/t0000/235/0 HTTP/1.1\r\nHost: x\r\n" if kind in ("head", "late") else
             b"POST /fill HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n{")
     data, cut = b"", None
     try:
@@ -307,7 +311,7 @@ async def slow_client(host: str, port: int, kind: str, step_s: float, max_s: flo
                 cut = time.monotonic() - t0
                 break
             if kind != "silent":
-                writer.write(b"X-a: b\r\n" if kind == "head" else b" ")
+                writer.write(b" " if kind == "body" else b"X-a: b\r\n")
                 await writer.drain()
         else:
             read.cancel()

@@ -380,6 +380,42 @@ def test_malformed_requests_get_clear_4xx_and_server_survives(oca_factory):
 
 
 @integration
+def test_access_log_cuts_client_text(oca_factory, tmp_path):
+    """Regression (reliability fuzz): a 16 KB Range value or path was copied whole into every
+    access-log line; client text is now cut to LOG_FIELD_MAX characters per field."""
+    proc, port = oca_factory("--miss", "proxy")
+    r, _ = req(port, "GET", "/v/t0000/235/0", {"Range": "bytes=0-0" + ",0-0" * 3000})
+    assert r.status == 416
+    req(port, "GET", "/v/" + "a" * 3000)
+    assert stop(proc) == 0
+    lines = (tmp_path / "access0.log").read_text().splitlines()
+    assert len(lines) == 2 and all(len(line) < 1024 for line in lines)
+    assert "...(+" in lines[0] and "...(+" in lines[1]
+
+
+@integration
+def test_late_starting_slow_head_is_cut_at_the_header_timeout(oca_factory):
+    """Regression (reliability slowloris check): the header timeout restarted at the first
+    byte, so a client silent for almost header_timeout_s and then trickling a head held the
+    connection for up to twice the timeout. Now one deadline runs from accept."""
+    _, port = oca_factory("--header-timeout-s", "2")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        t0 = time.monotonic()
+        time.sleep(1.6)
+        s.sendall(b"GET /v/t0000/235/0 HTTP/1.1\r\n")
+        s.settimeout(0.3)
+        out = b""
+        while not out and time.monotonic() - t0 < 8:
+            try:
+                out = s.recv(4096)
+            except socket.timeout:
+                s.sendall(b"X-a: b\r\n")
+        cut_s = time.monotonic() - t0
+    assert out.startswith(b"HTTP/1.1 408 ")
+    assert cut_s < 3.0, f"cut after {cut_s:.2f} s; the old behaviour was about 3.6 s"
+
+
+@integration
 def test_connection_cap(oca_factory):
     _, port = oca_factory("--max-conns", "2")
     a = socket.create_connection(("127.0.0.1", port))
@@ -400,6 +436,24 @@ def test_connection_cap(oca_factory):
             break
         time.sleep(0.05)
     assert out.startswith(b"HTTP/1.1 200 ")
+
+
+@integration
+def test_over_cap_client_sending_at_once_reads_503_not_reset(oca_factory):
+    """Regression (reliability conn-cap check): the 503 to a connection over the cap was
+    followed by close() with the client's request unread, so the kernel sent a RST and most
+    clients saw 'connection reset' instead of 503 + Retry-After. Now: lingering close."""
+    _, port = oca_factory("--max-conns", "2")
+    held = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+    try:
+        time.sleep(0.2)
+        for _ in range(10):
+            payload = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 2000 + b"\r\n\r\n"
+            out = raw(port, payload)
+            assert out.startswith(b"HTTP/1.1 503 ") and b"\r\nRetry-After: 1\r\n" in out, out
+    finally:
+        for s in held:
+            s.close()
 
 
 @integration
@@ -548,6 +602,44 @@ def test_parse_fill_plan_validates():
     for b in bad:
         with pytest.raises(ValueError):
             parse_fill_plan(b, CAT)
+
+
+@pytest.mark.parametrize("plan", [
+    {"segments": [], "sources": ["http://127.0.0.1:99999"]},
+    {"segments": [], "sources": ["http://"]},
+    {"segments": [], "sources": ["http://a b"]},
+    {"segments": [], "sources": ["http://a/?q=1"]},
+    {"segments": [], "sources": ["http://user@a"]},
+    {"segments": [], "sources": ["http://a"], "window_start_unix": 1e308},
+    {"segments": [], "sources": ["http://a"], "window_end_unix": float("nan")},
+])
+def test_parse_fill_plan_refuses_unusable_sources_and_windows(plan):
+    """Hardening: a plan that could never be fetched, or whose window is not a finite time,
+    is refused with 400 up front instead of failing (or sleeping forever) in the fill task."""
+    with pytest.raises(ValueError):
+        parse_fill_plan(plan, CAT)
+
+
+def test_parse_fill_plan_errors_never_quote_client_values():
+    """Regression (reliability fuzz): 400 bodies quoted unknown field names and titles."""
+    for plan in ({"segments": [], "sources": ["http://a"], "ZQXmarker": 1},
+                 {"segments": [["ZQXmarker", 235, 0]], "sources": ["http://a"]}):
+        with pytest.raises(ValueError) as err:
+            parse_fill_plan(plan, CAT)
+        assert "ZQX" not in str(err.value)
+
+
+@integration
+def test_fill_endpoint_survives_hostile_bodies(oca_factory):
+    """Regression (reliability fuzz): deeply nested JSON raised RecursionError -> 500 and a
+    traceback; client values were echoed in 400 bodies."""
+    proc, port = oca_factory()
+    for body in (b"[" * 200_000, b'{"ZQXecho": 1}', b'{"segments": [["ZQXecho", 1, 1]]}'):
+        r, data = req(port, "POST", "/fill", {"Content-Type": "application/json"}, body)
+        assert r.status == 400 and b"ZQX" not in data, (body[:30], r.status, data)
+    assert req(port, "GET", "/health")[0].status == 200
+    assert stop(proc) == 0
+    assert "Traceback" not in proc.stderr.read()
 
 
 @given(st.binary(max_size=300))

@@ -94,3 +94,11 @@ def test_key_file_roundtrip(tmp_path):
     (tmp_path / "short").write_text("abcd")
     with pytest.raises(ValueError):
         tokens.load_key(tmp_path / "short")
+
+
+@pytest.mark.parametrize("exp", ["%C2%B2", "\u0662", "%D9%A2", "%EF%BC%91"])
+def test_non_ascii_digit_expiry_is_forbidden_not_a_crash(exp):
+    """Regression (reliability fuzz): str.isdigit() admits '²' and Arabic-Indic digits, on
+    which int() raised ValueError -> 500 with a traceback on the OCA."""
+    s = q().replace(f"exp={NOW + 60}", f"exp={exp}")
+    assert v(s) is TokenResult.FORBIDDEN
