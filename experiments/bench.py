@@ -66,4 +66,7 @@ def run_bench(a) -> int:
     path = out_dir / f"{a.what}-{time.strftime('%Y%m%dT%H%M%S')}.json"
     path.write_text(json.dumps(result, indent=1, default=str))
     print(f"wrote {path}")
-    return 0
+    failed = a.what == "reliability" and not result["reliability"].get("ok", False)
+    if failed:
+        print("ocalab bench reliability: some pass/fail checks FAILED; see the report")
+    return 1 if failed else 0

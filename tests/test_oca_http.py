@@ -244,8 +244,14 @@ def test_pinned_eviction_keeps_fill_plan_objects(oca_factory, origin, tmp_path):
         assert r.status == 200
     req(port, "GET", "/v/t0001/750/1")
     req(port, "GET", "/v/t0001/1750/0")
-    log = [json.loads(x) for x in (tmp_path / "access0.log").read_text().splitlines()]
-    by_path = [(x["path"], x["cache"]) for x in log if x["path"].startswith("/v/t0001/")]
+    # the server logs a request after its last byte left; poll so a busy CI host cannot race
+    deadline = time.monotonic() + 10
+    while True:
+        log = [json.loads(x) for x in (tmp_path / "access0.log").read_text().splitlines()]
+        by_path = [(x["path"], x["cache"]) for x in log if x["path"].startswith("/v/t0001/")]
+        if len(by_path) >= 5 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert by_path[-2:] == [("/v/t0001/750/1", "hit"), ("/v/t0001/1750/0", "fill")]
 
 
@@ -398,21 +404,21 @@ def test_late_starting_slow_head_is_cut_at_the_header_timeout(oca_factory):
     """Regression (reliability slowloris check): the header timeout restarted at the first
     byte, so a client silent for almost header_timeout_s and then trickling a head held the
     connection for up to twice the timeout. Now one deadline runs from accept."""
-    _, port = oca_factory("--header-timeout-s", "2")
+    _, port = oca_factory("--header-timeout-s", "3")
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         t0 = time.monotonic()
-        time.sleep(1.6)
+        time.sleep(2.0)
         s.sendall(b"GET /v/t0000/235/0 HTTP/1.1\r\n")
         s.settimeout(0.3)
         out = b""
-        while not out and time.monotonic() - t0 < 8:
+        while not out and time.monotonic() - t0 < 10:
             try:
                 out = s.recv(4096)
             except socket.timeout:
                 s.sendall(b"X-a: b\r\n")
         cut_s = time.monotonic() - t0
     assert out.startswith(b"HTTP/1.1 408 ")
-    assert cut_s < 3.0, f"cut after {cut_s:.2f} s; the old behaviour was about 3.6 s"
+    assert cut_s < 4.2, f"cut after {cut_s:.2f} s; the old behaviour was about 5 s"
 
 
 @integration
