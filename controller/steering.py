@@ -19,11 +19,10 @@ target whose path crosses a link named in `down_links` is left out (no path: a h
 from __future__ import annotations
 
 import ipaddress
-from collections import deque
 from dataclasses import dataclass
 
 from topologies.plan import Plan, PlanError
-from topologies.routes import l2_path, l3_path
+from topologies.routes import l3_path, path_links
 
 POLICIES = ("nearest", "load_aware")
 TIER_RANK = {"embedded": 0, "ixp": 1, "origin": 2}
@@ -153,74 +152,17 @@ def network_view(plan: Plan, viewer_ip: str, targets: dict[str, str],
     Targets without a route, or whose path crosses a down link, are left out (rank() then
     treats them as health misses)."""
     src = plan.owner_of(viewer_ip)
+    delays = {lk.name: lk.delay_ms for lk in plan.links}
     out = {}
     for name, addr in sorted(targets.items()):
         try:
-            path = l3_path(plan, src, addr)
-            if down_links and not down_links.isdisjoint(path_links(plan, src, addr)):
-                continue
+            hops = len(l3_path(plan, src, addr))
+            links = path_links(plan, src, addr)
         except PlanError:
             continue
-        one_way = sum(hop_delay_ms(plan, a, b) for a, b in zip([src] + path, path))
-        out[name] = PathMetrics(hops=len(path), rtt_ms=round(2 * one_way, 3))
+        if down_links and not down_links.isdisjoint(links):
+            continue
+        out[name] = PathMetrics(hops=hops, rtt_ms=round(2 * sum(delays[n] for n in links), 3))
     return out
 
 
-def path_links(plan: Plan, src: str, dst_addr: str) -> tuple[str, ...]:
-    """Names of the plan links a packet from node `src` to `dst_addr` crosses, in order
-    (layer-3 path, and within each segment a fewest-hop switch path, `routes.l2_path`)."""
-    out: list[str] = []
-    here = src
-    for nxt in l3_path(plan, src, dst_addr):
-        mine = {ipaddress.ip_interface(e.ip).network: e for e in plan.ends_of(here) if e.ip}
-        theirs = [e for e in plan.ends_of(nxt) if e.ip and ipaddress.ip_interface(e.ip).network in mine]
-        if not theirs:
-            raise PlanError(f"{here!r} and {nxt!r} share no subnet")
-        net = ipaddress.ip_interface(theirs[0].ip).network
-        out += [lk.name for lk in l2_path(plan, mine[net].intf, theirs[0].intf)]
-        here = nxt
-    return tuple(out)
-
-
-def hop_delay_ms(plan: Plan, a: str, b: str) -> float:
-    """One-way delay between two L3 nodes sharing a segment: their access links to the
-    segment's switches plus the fewest-hop switch path between those (or the direct link)."""
-    for lk in plan.links:
-        if {lk.a.node, lk.b.node} == {a, b}:
-            return lk.delay_ms
-    best = None
-    for la in plan.links_of(a):
-        sa = la.other(a).node
-        if plan.node(sa).kind != "switch":
-            continue
-        for lb in plan.links_of(b):
-            sb = lb.other(b).node
-            if plan.node(sb).kind != "switch":
-                continue
-            mid = _switch_path_delay_ms(plan, sa, sb)
-            if mid is not None:
-                d = la.delay_ms + mid + lb.delay_ms
-                best = d if best is None else min(best, d)
-    if best is None:
-        raise PlanError(f"nodes {a!r} and {b!r} share no segment")
-    return best
-
-
-def _switch_path_delay_ms(plan: Plan, s: str, t: str) -> float | None:
-    """Delay along the fewest-hop switch path from s to t (what forwarding.py installs)."""
-    prev: dict[str, tuple[str, float] | None] = {s: None}
-    queue = deque([s])
-    while queue:
-        here = queue.popleft()
-        if here == t:
-            total, node = 0.0, t
-            while prev[node] is not None:
-                node, d = prev[node]
-                total += d
-            return total
-        for lk in sorted(plan.links_of(here), key=lambda lk: lk.name):
-            nxt = lk.other(here).node
-            if plan.node(nxt).kind == "switch" and nxt not in prev:
-                prev[nxt] = (here, lk.delay_ms)
-                queue.append(nxt)
-    return None

@@ -20,7 +20,9 @@ from topologies.plan import PlanError
 
 from . import anycast as ac
 from .ocas import STALE_AFTER_S, OcaRegistry
-from .steering import G_HEALTH_MISS, OcaState, Origin, PathMetrics, network_view, path_links, rank
+from topologies.routes import path_links
+
+from .steering import G_HEALTH_MISS, OcaState, Origin, PathMetrics, network_view, rank
 
 LOG = logging.getLogger("ocalab.controller.steering")
 RECENT_CONNS = 200

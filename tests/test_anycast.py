@@ -10,7 +10,7 @@ from controller import anycast as ac
 from controller import forwarding as fw
 from controller.ocas import TIMEOUT_ERROR, TIMEOUTS_TO_EXCLUDE, OcaRegistry
 from controller.probe import snapshot, targets
-from controller.steering import path_links
+from topologies.routes import path_links
 from controller.steering_view import SteeringView
 from topologies.catalog import metro
 from topologies.plan import PlanError

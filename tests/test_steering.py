@@ -1,7 +1,8 @@
 """Steering policy: tier order, content and health misses, load threshold, ties, plan-derived view."""
 import pytest
 
-from controller.steering import (STALE_AFTER_S, OcaState, Origin, PathMetrics, hop_delay_ms,
+from topologies.routes import path_delay_ms
+from controller.steering import (STALE_AFTER_S, OcaState, Origin, PathMetrics,
                                  network_view, rank)
 from topologies.catalog import metro
 
@@ -105,4 +106,4 @@ def test_network_view_from_metro_plan():
         2 * (access + p["internal_delay_ms"] + p["peering_delay_ms"] + 0.5 + 2 * lan))
     assert view["origin"].hops > view["nfxoca1"].hops
     assert view["i1oca1"].rtt_ms < view["nfxoca1"].rtt_ms < view["origin"].rtt_ms
-    assert hop_delay_ms(plan, "i1br", "nfxr") == pytest.approx(7.5)
+    assert path_delay_ms(plan, "i1br", "198.19.0.250") == pytest.approx(7.5)  # border -> IXP -> site router

@@ -29,7 +29,7 @@ from . import linkemu
 from .ledger import Ledger, ProcessGroup
 from .ledger import clean as clean_leftovers
 from .linkemu import EmulationError
-from .plan import PREFIX, Link, Plan
+from .plan import PREFIX, Plan
 
 RELAY_NODE = f"{PREFIX}rly"
 LOCK_FILE = Path("/run/ocalab/network.lock")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from .plan import Link, Node, PlanError, Route
+from .plan import Link, Node, Plan, PlanError, Route
 
 PREF = {"customer": 3, "peer": 2, "provider": 1, "own": 4}
 
@@ -184,15 +184,23 @@ def l2_path(plan: Plan, src_intf: str, dst_intf: str) -> list[Link]:
     raise PlanError(f"no layer-2 path between {src_intf} and {dst_intf}")
 
 
-def path_delay_ms(plan, src: str, dst_addr: str) -> float:
-    """One-way delay the plan implies from `src` to `dst_addr` (sum over every link crossed)."""
-    total, here = 0.0, src
+def path_links(plan, src: str, dst_addr: str) -> tuple[str, ...]:
+    """Names of the plan links a packet from node `src` to `dst_addr` crosses, in order
+    (the layer-3 path, and within each segment the fewest-hop switch path, `l2_path`)."""
+    out: list[str] = []
+    here = src
     for nxt in l3_path(plan, src, dst_addr):
         mine = {ipaddress.ip_interface(e.ip).network: e for e in plan.ends_of(here) if e.ip}
         theirs = [e for e in plan.ends_of(nxt) if e.ip and ipaddress.ip_interface(e.ip).network in mine]
         if not theirs:
             raise PlanError(f"{here!r} and {nxt!r} share no subnet")
         net = ipaddress.ip_interface(theirs[0].ip).network
-        total += sum(lk.delay_ms for lk in l2_path(plan, mine[net].intf, theirs[0].intf))
+        out += [lk.name for lk in l2_path(plan, mine[net].intf, theirs[0].intf)]
         here = nxt
-    return total
+    return tuple(out)
+
+
+def path_delay_ms(plan, src: str, dst_addr: str) -> float:
+    """One-way delay the plan implies from `src` to `dst_addr` (sum over every link crossed)."""
+    delays = {lk.name: lk.delay_ms for lk in plan.links}
+    return sum(delays[name] for name in path_links(plan, src, dst_addr))
