@@ -11,12 +11,11 @@ def report(run_dirs: list[Path]) -> int:
         if not manifest.exists():
             raise SystemExit(f"ocalab report: {d} is not a run folder (no manifest.json)")
         scenario = json.loads(manifest.read_text()).get("scenario")
-        if scenario == "placement":
-            from .placement import format_table, summarize
-            print(f"== {d}")
-            print(format_table(summarize(d)))
-        elif scenario == "fidelity":
-            print(f"== {d}\n" + (d / "summary.csv").read_text())
-        else:
-            raise SystemExit(f"ocalab report: no report for scenario {scenario!r} in {d}")
+        print(f"== {d}")
+        if scenario == "fidelity":
+            print((d / "summary.csv").read_text())
+            continue
+        from .scenarios import scenario_module
+        mod = scenario_module(scenario)
+        print(mod.format_table(mod.summarize(d)))
     return 0

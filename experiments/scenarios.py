@@ -41,16 +41,45 @@ def run_fidelity(a) -> int:
     return 0 if not bad else 4
 
 
-def run_placement(a) -> int:
-    from .placement import run
-    return run(a)
+# scenario name -> module with run(a) -> int, and (for report) summarize(run_dir) and format_table(rows)
+MODULES = {"placement": "experiments.placement", "fill": "experiments.fill",
+           "failover": "experiments.failover", "flashcrowd": "experiments.flashcrowd",
+           "steering": "experiments.steering_exp"}
+SCENARIOS = {"fidelity": run_fidelity}
 
 
-SCENARIOS = {"fidelity": run_fidelity, "placement": run_placement}
+def scenario_module(name: str):
+    """The module of a scenario, or a clear error naming the known ones."""
+    import importlib
+    if name not in MODULES:
+        raise SystemExit(f"ocalab: unknown scenario {name!r}; known: {', '.join(sorted(set(MODULES) | set(SCENARIOS)))}")
+    try:
+        return importlib.import_module(MODULES[name])
+    except ModuleNotFoundError as e:
+        if e.name == MODULES[name]:
+            raise SystemExit(f"ocalab: scenario {name!r} is not implemented yet") from None
+        raise
+
+
+def run_all(a) -> int:
+    """Every scenario in turn, each into its own run folder; non-zero if any failed."""
+    failed = []
+    for name in ["placement", "fill", "failover", "flashcrowd", "steering"]:
+        print(f"=== ocalab run {name}", flush=True)
+        try:
+            rc = scenario_module(name).run(a)
+        except SystemExit as e:
+            print(e)
+            rc = 1
+        if rc:
+            failed.append(name)
+    print("all scenarios done" if not failed else f"failed: {', '.join(failed)}")
+    return 1 if failed else 0
 
 
 def run_scenario(a) -> int:
-    fn = SCENARIOS.get(a.scenario)
-    if fn is None:
-        raise SystemExit(f"ocalab run: unknown scenario {a.scenario!r}; known: {', '.join(sorted(SCENARIOS))}")
-    return fn(a)
+    if a.scenario == "all":
+        return run_all(a)
+    if a.scenario in SCENARIOS:
+        return SCENARIOS[a.scenario](a)
+    return scenario_module(a.scenario).run(a)
