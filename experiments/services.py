@@ -30,10 +30,15 @@ class ServiceOptions:
     miss: str = "proxy"
     push_fill: bool = False
     fill_segments_per_title: int | None = None
+    steering: str = "manifest"            # manifest (controller ranks OCA URLs) | anycast (SDN)
+    oca_args: tuple[str, ...] = ()        # extra OCA flags, e.g. ("--max-streams", "4")
+    control_args: tuple[str, ...] = ()    # extra control-plane flags, e.g. ("--fill-window-s", "60")
 
     def __post_init__(self) -> None:
         if self.arm not in ARMS:
             raise ValueError(f"arm: {self.arm!r} is not one of {ARMS}")
+        if self.steering not in ("manifest", "anycast"):
+            raise ValueError(f"steering: {self.steering!r} is not manifest or anycast")
 
 
 def _catalog_args(catalog: dict) -> list[str]:
@@ -125,7 +130,10 @@ class Services:
                 ctl_argv += ["--fill-segments-per-title", str(self.opts.fill_segments_per_title)]
         mgmt_url = getattr(self.net, "mgmt_url", None)
         if mgmt_url:  # the controller steers: it learns OCA health from a 250 ms prober in ctl
-            ctl_argv += ["--steering", mgmt_url]
+            ctl_argv += ["--steering", mgmt_url + ("/anycast" if self.opts.steering == "anycast" else "")]
+        elif self.opts.steering == "anycast":
+            raise EmulationError("anycast steering needs the controller (Options(controller=True))")
+        ctl_argv += list(self.opts.control_args)
         for o in dep["ocas"]:
             name = o["name"]
             ip = self.plan.primary_ip(name)
@@ -133,7 +141,9 @@ class Services:
                                      "--upstream", self.origin_url, "--store", str(self.store / name),
                                      "--capacity-mb", str(self.opts.capacity_mb), "--miss", self.opts.miss,
                                      "--token-key", str(self.key_file), "--cache-control", self.control_url,
-                                     "--access-log", str(self.logs / f"{name}.access.jsonl"), *cat])
+                                     "--access-log", str(self.logs / f"{name}.access.jsonl"),
+                                     "--fill-log", str(self.logs / f"{name}.fill.jsonl"), *cat,
+                                     *self.opts.oca_args])
         if mgmt_url:
             self._start("probe", ctl, ["controller.probe", "--deployment", str(dep_file),
                                        "--push", f"{mgmt_url}/ocas"])
