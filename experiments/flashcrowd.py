@@ -1,0 +1,236 @@
+"""Scenario `flashcrowd`: a new title (the least popular of the catalog, so in no fill plan)
+launches and becomes the most requested: many sessions start within a few seconds while a
+baseline of Zipf viewers keeps watching. Arms: `prepositioned` (before the spike every OCA gets
+POST /fill with all rungs of the new title's segments, from the origin) and `cold` (OCAs pull
+it through on first request). Same embedded deployment, pull-through LRU OCAs, in both.
+
+Saved tidy tables (`arm` column; `capacity_mb` as in fill): links_ts.csv (controller port
+counters per link per second), links.csv (kernel counter deltas), requests.csv (OCA access-log
+segment requests with `cache`), fills.csv, sessions.csv (with `role`: spike|baseline).
+`summarize(run_dir)` (pure) writes summary.csv, transit_ts.csv and flashcrowd.png.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from .fill import (LinkSampler, UPSTREAM, _read_csv, collect, hit_ratios, per_second, start_player,
+                   viewer_requests, viewers_by_isp)
+from .rundir import new_run_dir, write_csv, write_manifest
+
+ARMS = ("prepositioned", "cold")
+
+
+def _settings(quick: bool) -> dict:
+    if quick:
+        return {"segments": 3, "catalog": {"seed": 1, "n_titles": 10, "duration_s": 12},
+                "capacity_mb": 100.0, "baseline_per_host": 1, "spike_per_host": 4, "spike_at_s": 4.0,
+                "spike_ramp_s": 2.0, "tail_s": 3.0}
+    return {"segments": 5, "catalog": {"seed": 1, "n_titles": 40, "duration_s": 20},
+            "capacity_mb": 200.0, "baseline_per_host": 2, "spike_per_host": 8, "spike_at_s": 8.0,
+            "spike_ramp_s": 3.0, "tail_s": 5.0}
+
+
+def new_title(catalog: dict) -> str:
+    """The launch title: the least popular title of the catalog (ties by name)."""
+    from appliances.content import Catalog, CatalogSpec
+    from appliances.fillplan import popularity_order
+    return popularity_order(Catalog(CatalogSpec(**catalog)).popularity())[-1]
+
+
+def run(a) -> int:
+    from topologies.build import Network, Options
+    from topologies.catalog import by_name
+    from topologies.fidelity import as_rows
+    from topologies.ledger import install_signal_handlers
+    from .cli import _overrides
+    install_signal_handlers()
+    cfg = _settings(a.quick)
+    cfg["new_title"] = new_title(cfg["catalog"])
+    plan = by_name(a.name, _overrides(a.set))
+    run_dir = new_run_dir("flashcrowd", a.out)
+    (run_dir / "plan.json").write_text(plan.to_json())
+    started = time.time()
+    if a.no_verify:
+        print("WARNING: fidelity gate skipped (--no-verify); results are marked unverified")
+    net = Network(plan, Options(link_backend=a.link_backend, datapath=a.datapath, verify=not a.no_verify,
+                                work_dir=run_dir / "logs" / "net", label="flashcrowd"))
+    tables: dict[str, list] = {k: [] for k in ("links_ts", "links", "requests", "fills", "sessions")}
+    with net:
+        write_csv(run_dir / "fidelity.csv", as_rows(net.fidelity))
+        for arm in ARMS:
+            print(f"flashcrowd: arm {arm} (new title {cfg['new_title']}) ...", flush=True)
+            _run_arm(net, run_dir, arm, cfg, a.seed, tables)
+    for name, rows in tables.items():
+        write_csv(run_dir / f"{name}.csv", rows)
+    write_manifest(run_dir, scenario="flashcrowd", seed=a.seed, quick=a.quick, settings=cfg, arms=ARMS,
+                   plan=plan.name, plan_hash=plan.plan_hash(), network=net.summary(),
+                   fidelity_verified=not a.no_verify, started=started, ended=time.time())
+    summary = summarize(run_dir)
+    print(format_table(summary))
+    print(f"run folder: {run_dir}")
+    return 0
+
+
+POST_FILL = """
+import json, sys, urllib.request
+body = open(sys.argv[2], "rb").read()
+req = urllib.request.Request(sys.argv[1] + "/fill", data=body, method="POST",
+                             headers={"Content-Type": "application/json"})
+with urllib.request.urlopen(req, timeout=5) as r:
+    print(r.status)
+"""
+
+
+def preposition(svc, title: str, cfg: dict, arm_dir: Path) -> None:
+    """POST /fill with every rung of the first `segments` segments of `title` to each OCA."""
+    from appliances.content import LADDER_KBPS
+    from topologies.linkemu import EmulationError
+    body = {"segments": [[title, k, i] for k in LADDER_KBPS for i in range(cfg["segments"])],
+            "sources": [svc.origin_url], "rate_mbps": 200, "window_end_unix": time.time() + 120}
+    body_file = arm_dir / "preposition.json"
+    body_file.write_text(json.dumps(body))
+    script = arm_dir / "post_fill.py"
+    script.write_text(POST_FILL)
+    ctl = svc.net.host(svc.plan.nodes_of(role="control")[0].name)
+    for o in svc.dep["ocas"]:
+        out = ctl.cmd(f"{sys.executable} {script} {o['url']} {body_file}").strip()
+        if not out.endswith("202"):
+            raise EmulationError(f"POST /fill to {o['name']} answered {out[-300:]!r}")
+
+
+def _run_arm(net, run_dir: Path, arm: str, cfg: dict, seed: int, tables: dict) -> None:
+    from .measure import counter_delta, link_counters
+    from .services import ServiceOptions, Services
+    tags = {"arm": arm, "capacity_mb": cfg["capacity_mb"]}
+    arm_dir = run_dir / "arms" / arm
+    svc = Services(net, arm_dir, ServiceOptions(arm="embedded", catalog=cfg["catalog"],
+                                                capacity_mb=cfg["capacity_mb"], miss="proxy"))
+    procs = []
+    try:
+        svc.start()
+        if arm == "prepositioned":
+            preposition(svc, cfg["new_title"], cfg, arm_dir)
+            svc.wait_fill(120)
+            time.sleep(1.5)  # a heartbeat so the control plane knows the OCAs hold the title
+        t0 = time.time()
+        before = link_counters(net)  # the kernel cross-check covers the same span as links_ts
+        by_isp = viewers_by_isp(net.plan)
+        hosts = [h for _, hs in sorted(by_isp.items()) for h in hs]
+        with LinkSampler(net, t0, tags) as sampler:
+            for j, h in enumerate(hosts):
+                procs.append(start_player(svc, h, f"{h}-base", cfg["baseline_per_host"], cfg["segments"],
+                                          seed=seed * 1000 + j, ramp_s=cfg["spike_at_s"]))
+            time.sleep(max(0.0, t0 + cfg["spike_at_s"] - time.time()))
+            for j, h in enumerate(hosts):
+                procs.append(start_player(svc, h, f"{h}-spike", cfg["spike_per_host"], cfg["segments"],
+                                          seed=seed * 1000 + 100 + j, titles=cfg["new_title"],
+                                          ramp_s=cfg["spike_ramp_s"]))
+            svc.wait_players(procs, 120)
+            time.sleep(cfg["tail_s"])
+        tables["links_ts"] += sampler.rows
+        tables["links"] += [{**tags, **r} for r in counter_delta(before, link_counters(net))]
+    finally:
+        svc.stop()
+    got = collect(svc.logs, tags, t0, t0)
+    for s in got["sessions"]:
+        s["role"] = "spike" if s["account"].split("-")[1] == "spike" else "baseline"
+    for k, rows in got.items():
+        tables[k] += rows
+
+
+def _q(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    if not xs:
+        return float("nan")
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def summarize(run_dir: Path) -> list[dict]:
+    """summary.csv, transit_ts.csv and flashcrowd.png from the tidy tables; no root, no network."""
+    import statistics as st
+    from topologies.plan import Plan
+    plan = Plan.from_json((run_dir / "plan.json").read_text())
+    cfg = json.loads((run_dir / "manifest.json").read_text())["settings"]
+    roles = {n.name: n.role for n in plan.nodes}
+    t = {k: _read_csv(run_dir / f"{k}.csv") for k in ("links_ts", "links", "requests", "sessions")}
+    rows, series = [], []
+    title = cfg["new_title"]
+    for arm in ARMS:
+        sel = {k: [r for r in v if r["arm"] == arm] for k, v in t.items()}
+        if not sel["links_ts"]:
+            continue
+        key = (arm, sel["links_ts"][0]["capacity_mb"])
+        ts = per_second(t["links_ts"], roles, key)
+        per_s: dict[float, float] = {}
+        for r in ts:
+            if r["cls"] in UPSTREAM:
+                per_s[r["t_s"]] = per_s.get(r["t_s"], 0) + r["mbps"]
+        series += [{"arm": arm, "t_s": k, "upstream_mbps": round(v, 3)} for k, v in sorted(per_s.items())]
+        spike = [float(s["startup_s"]) for s in sel["sessions"] if s["role"] == "spike"]
+        base = [float(s["startup_s"]) for s in sel["sessions"] if s["role"] == "baseline"]
+        kernel = sum(int(r["to_node_bytes"]) + int(r["from_node_bytes"]) for r in sel["links"]
+                     if r["cls"] in UPSTREAM and roles.get(r["node"]) == "border")
+        new_req = [r for r in sel["requests"] if r["path"].startswith(f"/v/{title}/")]
+        hr, _ = hit_ratios([r for r in viewer_requests(new_req, plan) if float(r["t_s"]) >= 0])
+        rows.append({
+            "arm": arm, "spike_sessions": len(spike),
+            "spike_ok": sum(s["status"] == "ok" for s in sel["sessions"] if s["role"] == "spike"),
+            "startup_p50_s": round(st.median(spike), 3) if spike else float("nan"),
+            "startup_p90_s": round(_q(spike, 0.9), 3), "startup_max_s": round(max(spike, default=float("nan")), 3),
+            "baseline_startup_p50_s": round(st.median(base), 3) if base else float("nan"),
+            "upstream_peak_mbps": round(max(per_s.values(), default=0.0), 2),
+            "spike_peak_mbps": round(max((v for k, v in per_s.items() if k > cfg["spike_at_s"]), default=0.0), 2),
+            "spike_upstream_mb": round(sum(r["bytes"] for r in ts if r["cls"] in UPSTREAM
+                                           and r["t_s"] > cfg["spike_at_s"]) / 1e6, 2),
+            "upstream_mb": round(sum(r["bytes"] for r in ts if r["cls"] in UPSTREAM) / 1e6, 2),
+            "upstream_kernel_mb": round(kernel / 1e6, 2),
+            "new_title_hit_ratio": round(hr, 3),
+            "origin_new_title_mb": round(sum(int(r["bytes"]) for r in new_req
+                                             if r["oca"] == "origin" and float(r["t_s"]) >= 0) / 1e6, 2),
+            "prefill_mb": round(sum(int(r["bytes"]) for r in new_req
+                                    if r["oca"] == "origin" and float(r["t_s"]) < 0) / 1e6, 2),
+        })
+    write_csv(run_dir / "summary.csv", rows)
+    write_csv(run_dir / "transit_ts.csv", series)
+    if rows:
+        _figure(t["sessions"], series, cfg["spike_at_s"], run_dir / "flashcrowd.png")
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    cols = ["arm", "spike_sessions", "spike_ok", "startup_p50_s", "startup_p90_s", "startup_max_s",
+            "baseline_startup_p50_s", "spike_peak_mbps", "spike_upstream_mb", "upstream_mb", "upstream_kernel_mb",
+            "new_title_hit_ratio", "origin_new_title_mb", "prefill_mb"]
+    width = {c: max([len(c)] + [len(str(r[c])) for r in rows]) for c in cols}
+    lines = ["  ".join(f"{c:>{width[c]}s}" for c in cols)]
+    for r in rows:
+        lines.append("  ".join(f"{r[c]!s:>{width[c]}s}" for c in cols))
+    return "\n".join(lines)
+
+
+def _figure(sessions: list[dict], series: list[dict], spike_at_s: float, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for arm in ARMS:
+        xs = sorted(float(s["startup_s"]) for s in sessions if s["arm"] == arm and s["role"] == "spike")
+        if xs:
+            ax1.step(xs, [(i + 1) / len(xs) for i in range(len(xs))], where="post", label=arm)
+        pts = [(float(r["t_s"]), float(r["upstream_mbps"])) for r in series if r["arm"] == arm]
+        if pts:
+            ax2.plot([p[0] for p in pts], [p[1] for p in pts], label=arm)
+    ax1.set_xlabel("startup delay of spike sessions (s)")
+    ax1.set_ylabel("CDF")
+    ax1.legend(fontsize=8)
+    ax2.axvline(spike_at_s, color="grey", ls="--", label="launch spike")
+    ax2.set_xlabel("time (s)")
+    ax2.set_ylabel("upstream (transit+peering) Mbit/s")
+    ax2.legend(fontsize=8)
+    fig.suptitle("flashcrowd: new title launch, prepositioned vs cold")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

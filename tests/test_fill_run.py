@@ -1,0 +1,41 @@
+"""`ocalab run fill --quick` end to end on the emulated metro (root): asserts directions on the
+saved summary, not timings."""
+from __future__ import annotations
+
+import csv
+import os
+
+import pytest
+
+pytestmark = [pytest.mark.emulation,
+              pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, OVS)")]
+
+
+def test_fill_quick(tmp_path):
+    from experiments.cli import main
+    assert main(["run", "fill", "--quick", "--out", str(tmp_path)]) == 0
+    (run_dir,) = list(tmp_path.glob("fill-*"))
+    with (run_dir / "summary.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    by = {(r["arm"], float(r["capacity_mb"])): r for r in rows}
+    main_cap = min(c for a, c in by if a == "proactive")
+    none, rea, pro = by[("none", main_cap)], by[("reactive", main_cap)], by[("proactive", main_cap)]
+    for r in rows:
+        assert int(r["sessions"]) > 0 and int(r["sessions_ok"]) == int(r["sessions"])
+    # proactive fill moves fill bytes into the night window; reactive fills only on demand
+    assert float(pro["fill_in_window_mb"]) > float(pro["fill_outside_mb"])
+    assert float(rea["fill_in_window_mb"]) < float(rea["fill_outside_mb"])
+    assert float(pro["upstream_night_mb"]) > float(rea["upstream_night_mb"])
+    # OCAs take load off the upstream links during the day, pre-positioned content more so
+    assert float(pro["upstream_day_mb"]) < float(none["upstream_day_mb"])
+    assert float(rea["upstream_day_mb"]) < float(none["upstream_day_mb"])
+    assert float(pro["hit_ratio"]) > float(rea["hit_ratio"])
+    # controller samples and kernel counters agree on upstream bytes (within 15%)
+    for r in rows:
+        ctl = float(r["upstream_night_mb"]) + float(r["upstream_day_mb"])
+        assert ctl == pytest.approx(float(r["upstream_kernel_mb"]), rel=0.15, abs=1.0)
+    # a bigger LRU cache hits more, and Che's approximation is a probability
+    sweep = sorted((c, float(r["hit_ratio"])) for (a, c), r in by.items() if a == "reactive")
+    assert len(sweep) >= 2 and sweep[-1][1] >= sweep[0][1]
+    assert all(0 <= float(r["che_hit_ratio"]) <= 1 for r in rows if r["arm"] == "reactive")
+    assert (run_dir / "links_ts.csv").stat().st_size > 0 and (run_dir / "fill.png").exists()

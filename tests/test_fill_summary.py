@@ -1,0 +1,140 @@
+"""Pure parts of the `fill` scenario: diurnal curve, Che's approximation, per-second series and
+the summarizer on small synthetic tidy tables (no root, no network)."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from experiments import fill
+from experiments.rundir import write_csv
+
+
+def test_diurnal_shape_trough_peak_and_bounds():
+    assert fill.diurnal_shape(0.0) == pytest.approx(0.0)
+    assert fill.diurnal_shape(0.75) == pytest.approx(1.0)
+    assert fill.diurnal_shape(1.0) == pytest.approx(0.0)
+    assert fill.diurnal_shape(0.2) < fill.diurnal_shape(0.5) < fill.diurnal_shape(0.7)
+    with pytest.raises(ValueError, match="frac"):
+        fill.diurnal_shape(1.5)
+
+
+def test_slot_counts_night_is_quiet_and_peak_is_late():
+    counts = fill.slot_counts(6, 3)
+    assert counts == [0, 1, 2, 3, 3, 1]
+    assert max(counts) == 3 and counts[0] == 0
+    with pytest.raises(ValueError):
+        fill.slot_counts(0, 3)
+
+
+def test_che_known_values():
+    # uniform popularity over N items, cache C: T solves N(1-exp(-T/N)) = C and the hit ratio
+    # is 1 - exp(-T/N) = C/N exactly
+    assert fill.che_hit_ratio([1.0] * 10, 4) == pytest.approx(0.4, abs=1e-9)
+    assert fill.che_hit_ratio([1.0] * 10, 0) == 0.0
+    assert fill.che_hit_ratio([1.0] * 10, 10) == 1.0
+    with pytest.raises(ValueError):
+        fill.che_hit_ratio([0.0, 0.0], 1)
+
+
+@pytest.mark.parametrize("cache_items", [2, 5, 10])
+def test_che_matches_lru_simulation_under_irm(cache_items):
+    pop = [1 / (i + 1) ** 0.9 for i in range(30)]
+    che = fill.che_hit_ratio(pop, cache_items)
+    sim = fill.lru_simulate(pop, cache_items, 60000, seed=3)
+    assert che == pytest.approx(sim, abs=0.02)
+    assert fill.che_hit_ratio(pop, cache_items + 3) > che  # more cache, more hits
+
+
+ROLES = {"i1br": "border", "nfxr": "router", "i1v1": "viewer"}
+
+
+def _ts(arm, t, link, cls, node, to, frm):
+    return {"arm": arm, "capacity_mb": "40.0", "t_s": t, "link": link, "cls": cls, "node": node,
+            "to_node_bytes": to, "from_node_bytes": frm}
+
+
+def test_per_second_counts_upstream_at_borders_only():
+    rows = [_ts("a", 0, "L1", "transit", "i1br", 0, 0), _ts("a", 0, "L2", "transit", "nfxr", 0, 0),
+            _ts("a", 0, "L3", "access", "i1v1", 0, 0),
+            _ts("a", 1, "L1", "transit", "i1br", 1_000_000, 250_000),
+            _ts("a", 1, "L2", "transit", "nfxr", 9_000_000, 0),
+            _ts("a", 1, "L3", "access", "i1v1", 500_000, 0),
+            _ts("b", 1, "L1", "transit", "i1br", 7, 7)]
+    out = {r["cls"]: r for r in fill.per_second(rows, ROLES, ("a", "40.0"))}
+    assert out["transit"]["bytes"] == 1_250_000 and out["transit"]["mbps"] == pytest.approx(10.0)
+    assert out["access"]["bytes"] == 500_000
+
+
+def test_hit_ratios_skip_origin_and_weigh_bytes():
+    reqs = [{"oca": "i1oca1", "cache": "hit", "bytes": 300}, {"oca": "i1oca1", "cache": "fill", "bytes": 100},
+            {"oca": "origin", "cache": "none", "bytes": 999}, {"oca": "i1oca1", "cache": "hit", "bytes": 100}]
+    req, byte = fill.hit_ratios(reqs)
+    assert req == pytest.approx(2 / 3) and byte == pytest.approx(0.8)
+    assert all(math.isnan(x) for x in fill.hit_ratios([]))
+
+
+def test_compulsory_bound_counts_first_requests_per_oca():
+    reqs = [{"oca": o, "cache": "hit", "path": p} for o, p in
+            (("a", "/v/t1/235/0"), ("a", "/v/t1/235/0"), ("a", "/v/t2/235/0"), ("b", "/v/t1/235/0"))]
+    assert fill.compulsory_bound(reqs) == pytest.approx(0.25)
+
+
+def _synthetic_run(tmp_path):
+    from topologies.catalog import metro
+    plan = metro()
+    (tmp_path / "plan.json").write_text(plan.to_json())
+    cfg = {"day_s": 24, "slots": 6, "window_slots": 2, "catalog": {"seed": 1, "n_titles": 20, "duration_s": 12}}
+    (tmp_path / "manifest.json").write_text(json.dumps({"settings": cfg}))
+    border = next(lk for lk in plan.links if lk.cls == "transit" and
+                  any(plan.node(e.node).role == "border" for e in (lk.a, lk.b)))
+    node = next(e.node for e in (border.a, border.b) if plan.node(e.node).role == "border")
+    ts, fills, reqs, sessions, links = [], [], [], [], []
+    for arm, night_mb, day_mb in (("reactive", 0, 30), ("proactive", 20, 5)):
+        cum = 0
+        for t in range(0, 13):
+            cum += (night_mb if t <= 8 else day_mb) * 1_000_000 // 8
+            ts.append({"arm": arm, "capacity_mb": 40.0, "t_s": t, "link": border.name, "cls": "transit",
+                       "node": node, "to_node_bytes": cum, "from_node_bytes": 0})
+        links.append({"arm": arm, "capacity_mb": 40.0, "link": border.name, "cls": "transit", "node": node,
+                      "to_node_bytes": cum, "from_node_bytes": 0})
+        fills.append({"arm": arm, "capacity_mb": 40.0, "oca": "i1oca1", "t_s": 2, "kind": "push",
+                      "bytes": 5_000_000 if arm == "proactive" else 0, "in_window": True})
+        fills.append({"arm": arm, "capacity_mb": 40.0, "oca": "i1oca1", "t_s": 10, "kind": "pull",
+                      "bytes": 4_000_000 if arm == "reactive" else 1_000_000, "in_window": False})
+        for c in ("hit", "fill", "fill") if arm == "reactive" else ("hit", "hit", "fill"):
+            reqs.append({"arm": arm, "capacity_mb": 40.0, "oca": "i1oca1", "t_s": 9, "path": "/v/t0001/235/0",
+                         "status": 200, "bytes": 1000, "cache": c})
+        sessions.append({"arm": arm, "capacity_mb": 40.0, "t_s": 9, "status": "ok", "bytes": 4_000_000,
+                         "startup_s": 0.5 if arm == "proactive" else 0.9, "account": "i1v1-s02-0000"})
+    for name, rows in (("links_ts", ts), ("fills", fills), ("requests", reqs), ("sessions", sessions),
+                       ("links", links)):
+        write_csv(tmp_path / f"{name}.csv", rows)
+    return tmp_path
+
+
+def test_summarize_synthetic_run(tmp_path):
+    rows = {r["arm"]: r for r in fill.summarize(_synthetic_run(tmp_path))}
+    re, pro = rows["reactive"], rows["proactive"]
+    assert pro["upstream_night_mb"] > re["upstream_night_mb"] == 0
+    assert pro["upstream_peak_mbps"] < re["upstream_peak_mbps"]
+    assert re["upstream_peak_mbps"] == pytest.approx(30.0)
+    assert pro["fill_in_window_mb"] == 5.0 and re["fill_outside_mb"] == 4.0
+    assert re["hit_ratio"] == pytest.approx(0.333) and pro["hit_ratio"] == pytest.approx(0.667)
+    assert 0 < re["che_hit_ratio"] < 1
+    assert re["upstream_kernel_mb"] > 0
+    assert (tmp_path / "summary.csv").exists() and (tmp_path / "fill.png").stat().st_size > 0
+    assert (tmp_path / "upstream_ts.csv").exists()
+    per_oca = (tmp_path / "oca_summary.csv").read_text().splitlines()
+    assert per_oca[0].startswith("arm,capacity_mb,oca,requests") and len(per_oca) == 3
+    table = fill.format_table(list(rows.values()))
+    assert "proactive" in table and "che_hit_ratio" in table
+
+
+def test_viewer_requests_drop_fill_traffic_between_ocas():
+    from topologies.catalog import metro
+    plan = metro()
+    viewer, oca = plan.primary_ip("i1v1"), plan.primary_ip("i1oca1")
+    reqs = [{"client": viewer, "oca": "nfxoca1"}, {"client": oca, "oca": "nfxoca1"}, {"oca": "i1oca1"}]
+    assert fill.viewer_requests(reqs, plan) == [reqs[0], reqs[2]]
