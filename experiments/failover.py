@@ -1,0 +1,299 @@
+"""Scenario `failover`: viewers of one ISP play while their embedded OCA is SIGKILLed, later the
+IXP OCA too. Two arms on one verified network, each with fresh services: `manifest` (the control
+plane ranks OCA URLs; the player falls back along the manifest) and `anycast` (one anycast
+address; the SDN controller steers every new connection).
+
+Saved tidy tables (every row has `arm`): chunks.csv (per-viewer timeline: time, server, tier,
+kbps, buffer_s, rebuffer_s, fallback; `pathway` is what the player asked, `server` who really
+sent the bytes, resolved for anycast from the OCA and origin access logs), access.csv (segment
+requests in the access logs), events.csv (kills), phases.csv (kernel byte counters per link class
+per phase: pre, after each kill), sessions.csv. `summarize(run_dir)` writes summary.csv and
+failover.png from them (no root).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+from .rundir import new_run_dir, write_csv, write_manifest
+
+ARMS = ("manifest", "anycast")
+ISP = "isp1"
+VICTIMS = (("embedded_kill", "i1oca1"), ("ixp_kill", "nfxoca1"))
+PHASES = ("pre", "embedded_kill", "ixp_kill")
+
+
+def _settings(quick: bool) -> dict:
+    if quick:
+        return {"viewers_per_host": 2, "segments": 17, "kill_embedded_s": 8.0, "kill_ixp_s": 22.0,
+                "catalog": {"seed": 1, "n_titles": 4, "duration_s": 68}, "capacity_mb": 200.0}
+    return {"viewers_per_host": 4, "segments": 40, "kill_embedded_s": 30.0, "kill_ixp_s": 70.0,
+            "catalog": {"seed": 1, "n_titles": 12, "duration_s": 160}, "capacity_mb": 800.0}
+
+
+def run(a) -> int:
+    from topologies.build import Network, Options
+    from topologies.catalog import by_name
+    from topologies.fidelity import as_rows
+    from topologies.ledger import install_signal_handlers
+    from .cli import _overrides
+    install_signal_handlers()
+    cfg = _settings(a.quick)
+    plan = by_name(a.name, _overrides(a.set))
+    for _, victim in VICTIMS:
+        plan.node(victim)  # a clear PlanError if the topology lacks the OCAs this scenario kills
+    run_dir = new_run_dir("failover", a.out)
+    (run_dir / "plan.json").write_text(plan.to_json())
+    started = time.time()
+    if a.no_verify:
+        print("WARNING: fidelity gate skipped (--no-verify); results are marked unverified")
+    net = Network(plan, Options(link_backend=a.link_backend, datapath=a.datapath, verify=not a.no_verify,
+                                work_dir=run_dir / "logs" / "net", label="failover"))
+    tables: dict[str, list] = {k: [] for k in ("chunks", "access", "events", "phases", "sessions")}
+    with net:
+        write_csv(run_dir / "fidelity.csv", as_rows(net.fidelity))
+        for arm in ARMS:
+            print(f"failover: arm {arm} ...", flush=True)
+            _run_arm(net, run_dir, arm, cfg, a.seed, tables)
+    for name, rows in tables.items():
+        write_csv(run_dir / f"{name}.csv", rows)
+    write_manifest(run_dir, scenario="failover", seed=a.seed, quick=a.quick, settings=cfg, arms=ARMS,
+                   isp=ISP, victims=dict(VICTIMS), plan=plan.name, plan_hash=plan.plan_hash(),
+                   network=net.summary(), fidelity_verified=not a.no_verify, started=started, ended=time.time())
+    summary = summarize(run_dir)
+    print(format_table(summary))
+    print(f"run folder: {run_dir}")
+    return 0
+
+
+def play(svc, viewer: str, n_viewers: int, segments: int, seed: int, ramp_s: float = 0.0,
+         max_wall_s: float = 300.0):
+    """A player process in `viewer` (like Services.play, plus --ramp-s); returns its Popen."""
+    ip = svc.plan.primary_ip(viewer)
+    argv = [sys.executable, "-m", "appliances.player", "--control", svc.control_url, "--viewers", str(n_viewers),
+            "--seed", str(seed), "--abr", "bba", "--segments", str(segments), "--workload", "zipf",
+            "--chunk-log", str(svc.logs / f"chunks-{viewer}.csv"),
+            "--session-log", str(svc.logs / f"sessions-{viewer}.jsonl"), "--bind-ip", ip,
+            "--account-prefix", viewer, "--max-wall-s", str(max_wall_s), "--ramp-s", str(ramp_s)]
+    err = open(svc.logs / f"player-{viewer}.stderr", "wb")
+    return svc.procs.start(f"player:{viewer}", argv, node=svc.net.host(viewer), stdout=err, stderr=err)
+
+
+def wait_players(procs: list, timeout_s: float) -> list[int]:
+    """Exit codes (1 = some session did not finish ok; its summary says why)."""
+    deadline = time.monotonic() + timeout_s
+    return [p.wait(max(1.0, deadline - time.monotonic())) for p in procs]
+
+
+def collect_logs(svc, arm: str, viewers: list[str], tables: dict) -> None:
+    """Chunks (server resolved), sessions and segment access-log rows of one arm into `tables`."""
+    access = read_access(svc.logs, arm)
+    ips = {v: svc.plan.primary_ip(v) for v in viewers}
+    chunks = []
+    for v in viewers:
+        path = svc.logs / f"chunks-{v}.csv"
+        rows = read_csv(path) if path.exists() else []
+        chunks += [{"arm": arm, "host": v, "client": ips[v], **r} for r in rows]
+        spath = svc.logs / f"sessions-{v}.jsonl"
+        for line in (spath.read_text().splitlines() if spath.exists() else []):
+            s = json.loads(line)
+            s.pop("servers", None)
+            s["errors"] = len(s.get("errors") or [])
+            tables["sessions"].append({"arm": arm, "host": v, **s})
+    tiers = {o["name"]: o["tier"] for o in svc.dep["ocas"]} | {"origin": "origin"}
+    tables["chunks"] += resolve_servers(chunks, access, tiers)
+    tables["access"] += access
+
+
+def read_access(logs: Path, arm: str) -> list[dict]:
+    """Segment requests (/v/...) of every access log in `logs` (OCAs and origin)."""
+    out = []
+    for path in sorted(logs.glob("*.access.jsonl")):
+        for line in path.read_text().splitlines():
+            r = json.loads(line)
+            if str(r.get("path", "")).startswith("/v/"):
+                out.append({"arm": arm, "server": r["server"], "ts": r["ts"], "client": r["client"],
+                            "method": r["method"],
+                            "path": r["path"], "status": r["status"], "cache": r["cache"], "bytes": r["bytes"]})
+    return out
+
+
+def resolve_servers(chunks: list[dict], access: list[dict], tiers: dict[str, str],
+                    max_skew_s: float = 5.0) -> list[dict]:
+    """Each chunk with `pathway` (what the player fetched) and `server`/`tier` (who sent the bytes).
+
+    A chunk whose server is not a known location (the anycast address) is matched to the 200
+    access-log row with the same client and path whose ts is nearest the chunk's time (within
+    max_skew_s); unmatched chunks keep server "unresolved". Pure."""
+    index: dict[tuple, list[dict]] = {}
+    for r in access:
+        if int(r["status"]) == 200:
+            index.setdefault((r["client"], r["path"]), []).append(r)
+    out = []
+    for c in chunks:
+        c = {**c, "pathway": c["server"]}
+        if c["server"] not in tiers:
+            path = f"/v/{c['title']}/{c['kbps']}/{c['index']}"
+            cands = [r for r in index.get((c["client"], path), [])
+                     if abs(float(r["ts"]) - float(c["time"])) <= max_skew_s]
+            best = min(cands, key=lambda r: abs(float(r["ts"]) - float(c["time"])), default=None)
+            c["server"] = best["server"] if best else "unresolved"
+            c["tier"] = tiers.get(c["server"], "unknown")
+        out.append(c)
+    return out
+
+
+def _run_arm(net, run_dir: Path, arm: str, cfg: dict, seed: int, tables: dict) -> None:
+    from .measure import bytes_by_class, counter_delta, link_counters
+    from .services import ServiceOptions, Services
+    arm_dir = run_dir / "arms" / arm
+    # caches start cold (miss proxy): pre-kill transit includes the embedded OCA's pull-through
+    svc = Services(net, arm_dir, ServiceOptions(arm="embedded", catalog=cfg["catalog"],
+                                                capacity_mb=cfg["capacity_mb"], steering=arm))
+    viewers = [v.name for v in net.plan.nodes_of(role="viewer") if v.domain == ISP]
+    try:
+        svc.start()
+        marks = [(time.time(), link_counters(net))]
+        procs = [play(svc, v, cfg["viewers_per_host"], cfg["segments"], seed * 1000 + i)
+                 for i, v in enumerate(viewers)]
+        for (event, victim), at_s in zip(VICTIMS, (cfg["kill_embedded_s"], cfg["kill_ixp_s"])):
+            time.sleep(max(0.0, marks[0][0] + at_s - time.time()))
+            proc = next(p for label, p in svc.procs.procs if label == victim)
+            proc.send_signal(signal.SIGKILL)
+            marks.append((time.time(), link_counters(net)))
+            tables["events"].append({"arm": arm, "event": event, "victim": victim,
+                                     "tier": net.plan.node(victim).tier, "t_unix": marks[-1][0]})
+            print(f"failover: {arm}: SIGKILL {victim} at +{marks[-1][0] - marks[0][0]:.1f} s", flush=True)
+        rcs = wait_players(procs, 300)
+        marks.append((time.time(), link_counters(net)))
+        if any(rcs):
+            print(f"failover: {arm}: player exit codes {rcs} (see sessions.csv status)", flush=True)
+        for phase, (t0, c0), (t1, c1) in zip(PHASES, marks, marks[1:]):
+            by = bytes_by_class(counter_delta(c0, c1), net.plan)
+            tables["phases"].append({"arm": arm, "phase": phase, "t_start": t0, "t_end": t1,
+                                     "duration_s": round(t1 - t0, 3),
+                                     **{f"{k}_bytes": v for k, v in sorted(by.items())}})
+    finally:
+        svc.stop()
+    collect_logs(svc, arm, viewers, tables)
+
+
+def read_csv(path: Path) -> list[dict]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+# ---- pure summary --------------------------------------------------------------------------
+
+def recovery(chunks: list[dict], t_kill: float, victim: str, t_end: float) -> list[dict]:
+    """Per viewer whose last chunk before the kill came from `victim`: recover_s (kill to the
+    first chunk completed from another server; None if none before t_end), rebuffer_s and
+    fallback chunks of its chunks in [t_kill, t_end). Pure; chunk values may be strings."""
+    by_viewer: dict[str, list[dict]] = {}
+    for c in sorted(chunks, key=lambda c: float(c["time"])):
+        by_viewer.setdefault(c["viewer"], []).append(c)
+    out = []
+    for viewer, cs in sorted(by_viewer.items()):
+        before = [c for c in cs if float(c["time"]) < t_kill]
+        if not before or before[-1]["server"] != victim:
+            continue
+        after = [c for c in cs if t_kill <= float(c["time"]) < t_end]
+        first = next((c for c in after if c["server"] != victim), None)
+        out.append({"viewer": viewer,
+                    "recover_s": round(float(first["time"]) - t_kill, 3) if first else None,
+                    "first_server": first["server"] if first else None,
+                    "rebuffer_s": round(sum(float(c["rebuffer_s"]) for c in after), 3),
+                    "fallback_chunks": sum(int(c["fallback"]) for c in after)})
+    return out
+
+
+def _mean(xs: list[float]) -> float | None:
+    return round(sum(xs) / len(xs), 3) if xs else None
+
+
+def summarize(run_dir: Path) -> list[dict]:
+    """summary.csv (one row per arm and kill) and failover.png; needs no root and no network."""
+    chunks, events = read_csv(run_dir / "chunks.csv"), read_csv(run_dir / "events.csv")
+    phases = read_csv(run_dir / "phases.csv")
+    rows = []
+    for arm in ARMS:
+        ev = sorted((e for e in events if e["arm"] == arm), key=lambda e: float(e["t_unix"]))
+        ph = {p["phase"]: p for p in phases if p["arm"] == arm}
+        ch = [c for c in chunks if c["arm"] == arm]
+        if not ev or not ch or "pre" not in ph:
+            continue
+        pre = ph["pre"]
+        pre_rate = int(pre.get("transit_bytes") or 0) / float(pre["duration_s"])
+        for i, e in enumerate(ev):
+            t_kill = float(e["t_unix"])
+            t_end = float(ev[i + 1]["t_unix"]) if i + 1 < len(ev) else float("inf")
+            rec = recovery(ch, t_kill, e["victim"], t_end)
+            times = [r["recover_s"] for r in rec if r["recover_s"] is not None]
+            window = [c for c in ch if t_kill <= float(c["time"]) < t_end]
+            total = sum(int(c["bytes"]) for c in window)
+            p = ph.get(e["event"], {})
+            transit = int(p.get("transit_bytes") or 0)
+            extra = transit - pre_rate * float(p.get("duration_s") or 0)
+            rows.append({
+                "arm": arm, "event": e["event"], "victim": e["victim"],
+                "viewers_affected": len(rec), "recovered": len(times),
+                "recover_s_median": round(sorted(times)[len(times) // 2], 3) if times else None,
+                "recover_s_max": max(times) if times else None,
+                "rebuffer_s": round(sum(r["rebuffer_s"] for r in rec), 3),
+                "fallback_chunks": sum(int(c["fallback"]) for c in window),
+                "chunks_after": len(window),
+                "mean_kbps_after": _mean([float(c["kbps"]) for c in window]),
+                **{f"{t}_share_after": round(sum(int(c["bytes"]) for c in window if c["tier"] == t) / total, 3)
+                   if total else 0.0 for t in ("embedded", "ixp", "origin")},
+                "pre_transit_mb": round(int(pre.get("transit_bytes") or 0) / 1e6, 2),
+                "transit_mb_after": round(transit / 1e6, 2),
+                "extra_transit_mb": round(extra / 1e6, 2)})
+    write_csv(run_dir / "summary.csv", rows)
+    if chunks:
+        _figure(chunks, events, run_dir / "failover.png")
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    cols = ["arm", "event", "viewers_affected", "recover_s_median", "recover_s_max", "rebuffer_s",
+            "fallback_chunks", "mean_kbps_after", "ixp_share_after", "origin_share_after", "extra_transit_mb"]
+    widths = [max([len(c)] + [len(str(r[c])) for r in rows]) for c in cols]
+    lines = ["  ".join(f"{c:>{w}s}" for c, w in zip(cols, widths))]
+    for r in rows:
+        lines.append("  ".join(f"{str(r[c]):>{w}s}" for c, w in zip(cols, widths)))
+    return "\n".join(lines)
+
+
+def _figure(chunks: list[dict], events: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    arms = [a for a in ARMS if any(c["arm"] == a for c in chunks)]
+    tier_y = {"embedded": 0, "ixp": 1, "origin": 2}
+    fig, axes = plt.subplots(3, len(arms), figsize=(6 * len(arms), 7), squeeze=False, sharex="col")
+    for j, arm in enumerate(arms):
+        ch = [c for c in chunks if c["arm"] == arm]
+        t0 = min(float(c["time"]) for c in ch)
+        for viewer in sorted({c["viewer"] for c in ch}):
+            cs = sorted((c for c in ch if c["viewer"] == viewer), key=lambda c: float(c["time"]))
+            ts = [float(c["time"]) - t0 for c in cs]
+            axes[0][j].plot(ts, [tier_y.get(c["tier"], 3) for c in cs], ".-", label=viewer, alpha=0.7)
+            axes[1][j].plot(ts, [int(c["kbps"]) for c in cs], ".-", alpha=0.7)
+            axes[2][j].plot(ts, [float(c["buffer_s"]) for c in cs], ".-", alpha=0.7)
+        for e in events:
+            if e["arm"] == arm:
+                for ax in axes[:, j]:
+                    ax.axvline(float(e["t_unix"]) - t0, color="red", ls="--", lw=1)
+        axes[0][j].set_yticks(list(tier_y.values()), list(tier_y))
+        axes[0][j].set_title(f"{arm}: server tier per chunk (red: kills)", fontsize=9)
+        axes[1][j].set_ylabel("kbps")
+        axes[2][j].set_ylabel("buffer (s)")
+        axes[2][j].set_xlabel("time since start (s)")
+        axes[0][j].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,41 @@
+"""`ocalab run failover --quick` end to end on the emulated metro (root): asserts directions on
+the saved tables, not timings."""
+from __future__ import annotations
+
+import csv
+import os
+
+import pytest
+
+pytestmark = [pytest.mark.emulation,
+              pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, OVS)")]
+
+
+def _rows(path):
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_failover_quick(tmp_path):
+    from experiments.cli import main
+    assert main(["run", "failover", "--quick", "--out", str(tmp_path)]) == 0
+    (run_dir,) = list(tmp_path.glob("failover-*"))
+    by = {(r["arm"], r["event"]): r for r in _rows(run_dir / "summary.csv")}
+    assert set(by) == {(a, e) for a in ("manifest", "anycast") for e in ("embedded_kill", "ixp_kill")}
+    sessions = _rows(run_dir / "sessions.csv")
+    assert sessions and all(s["status"] == "ok" for s in sessions)  # every viewer survived both kills
+    chunks = _rows(run_dir / "chunks.csv")
+    assert all(c["server"] != "unresolved" for c in chunks)  # anycast chunks joined with access logs
+    for arm in ("manifest", "anycast"):
+        emb, ixp = by[(arm, "embedded_kill")], by[(arm, "ixp_kill")]
+        # everyone watched from the embedded OCA when it died, and every one of them recovered
+        assert int(emb["viewers_affected"]) >= 1 and emb["recovered"] == emb["viewers_affected"]
+        assert float(emb["embedded_share_after"]) < 0.2  # (a transfer nearly done at the kill may end)
+        # with both OCAs dead only the origin is left, across transit: more transit than before
+        assert float(ixp["origin_share_after"]) > 0.8
+        assert float(ixp["extra_transit_mb"]) > 1.0
+    # manifest fallback goes to the next location, the IXP OCA (no transit); anycast's manifest
+    # holds only the anycast address and the origin, so its fallback crosses transit
+    assert float(by[("manifest", "embedded_kill")]["ixp_share_after"]) > 0.5
+    assert float(by[("manifest", "embedded_kill")]["extra_transit_mb"]) < \
+        float(by[("manifest", "ixp_kill")]["extra_transit_mb"])
