@@ -700,7 +700,7 @@ def summary_rows(res: dict) -> list[tuple[str, bool, str]]:
         ("integrity", i["ok"], f"{i['responses_verified']} responses, {i['bytes_verified']} bytes "
          f"verified, {i['mismatches']} mismatches"),
         *[(what, v["exit"] == 0, f"{v['summary']} ({v['seconds']} s, {v['test']})")
-          for what, v in res["emulation_faults"].items() if isinstance(v, dict)],
+          for what, v in res.get("emulation_faults", {}).items() if isinstance(v, dict)],
         ("servers", res["servers"]["ok"], f"exit codes {res['servers']['exit_codes']}, "
          f"tracebacks {sum(res['servers']['stderr_tracebacks'].values())}"),
     ]
