@@ -231,14 +231,14 @@ def test_readdressed_link_is_valid():
     assert q.addresses("h2") == ["198.18.3.10"]
 
 
-@pytest.mark.parametrize("ip", ["10.0.0.1/24", "192.168.1.1/24", "198.20.0.1/24",
+@pytest.mark.parametrize("ip", ["192.0.2.1/24", "203.0.113.1/24", "192.168.1.1/24", "198.20.0.1/24",
                                 "198.17.255.1/24", "198.18.0.1/14"])
 def test_address_outside_benchmark_space(ip):
     rejects(lambda: with_end(small_plan(), 2, "b", ip=ip), "links[2].b.ip")
 
 
 def test_address_outside_space_even_on_a_consistent_segment():
-    rejects(lambda: _readdress_h2("10.0.0.2/24", "10.0.0.1/24"), "links[2].a.ip", "198.18.0.0/15")
+    rejects(lambda: _readdress_h2("192.0.2.2/24", "192.0.2.1/24"), "links[2].a.ip", "198.18.0.0/15")
 
 
 @pytest.mark.parametrize("ip", ["198.18.2.300/24", "not-an-ip", "198.18.2.0/24", "198.18.2.255/24"])
@@ -307,7 +307,7 @@ def test_route_next_hop_not_on_subnet():
 
 def test_route_bad_destination():
     p = small_plan()
-    rejects(lambda: rebuild(p, routes=(Route("h1", "10.1.0.0/16", "198.18.1.1"),)), "routes[0].dst")
+    rejects(lambda: rebuild(p, routes=(Route("h1", "203.0.113.0/24", "198.18.1.1"),)), "routes[0].dst")
     rejects(lambda: rebuild(p, routes=(Route("h1", "198.18.9.1/24", "198.18.1.1"),)), "routes[0].dst")
     rejects(lambda: rebuild(p, routes=(Route("ocsw", "default", "198.18.1.1"),)), "routes[0].node")
 
