@@ -8,6 +8,9 @@ Invariants:
   buffer linearly onto [lowest, highest] rate and pick the highest rung <= that rate.
 - Throughput rule: harmonic mean of the last `window` throughput samples times a safety
   factor; pick the highest rung <= that estimate; no samples yet -> lowest rung.
+- Fixed: always the highest rung <= `kbps` (default 1750), whatever the state. Not adaptive:
+  it makes the requested objects a function of the seeded workload alone, so byte counts and
+  hit ratios repeat exactly across runs (the reproducibility mode of `ocalab run --abr fixed`).
 """
 from __future__ import annotations
 
@@ -120,13 +123,26 @@ class ThroughputAbr:
         return highest_at_most(state.ladder_kbps, est)
 
 
-ALGORITHMS = ("bba", "tput")
+@dataclass(frozen=True)
+class FixedAbr:
+    """The highest rung <= kbps on every segment (no adaptation)."""
+
+    kbps: float = 1750.0
+    name: str = field(default="fixed", init=False)
+
+    def choose(self, state: AbrInput) -> int:
+        return highest_at_most(state.ladder_kbps, self.kbps)
+
+
+ALGORITHMS = ("bba", "tput", "fixed")
 
 
 def make_abr(name: str) -> Abr:
-    """Build an ABR by name: 'bba' (reservoir 5 s, cushion 10 s) or 'tput' (HM of 5)."""
+    """Build an ABR by name: 'bba' (reservoir 5 s, cushion 10 s), 'tput' (HM of 5) or 'fixed' (1750)."""
     if name == "bba":
         return BBA()
     if name == "tput":
         return ThroughputAbr()
+    if name == "fixed":
+        return FixedAbr()
     raise ValueError(f"unknown ABR {name!r}; choose one of {', '.join(ALGORITHMS)}")

@@ -31,6 +31,7 @@ from appliances.control_deployment import (Deployment, DeploymentError, HealthRe
                                            load_deployment)
 from appliances.control_playback import PlaybackService, json_error
 from appliances.steering_local import LocalSteering, RemoteSteering, Steering
+from controller.steering import POLICIES as STEERING_POLICIES
 
 log = logging.getLogger("ocalab.control")
 
@@ -74,12 +75,14 @@ def build_control(deployment: Deployment, key: bytes, steering_url: str | None =
                   telemetry_sink: TextIO | None = None, steering_log: TextIO | None = None,
                   token_ttl_s: int = 3600, drop_health_misses: bool = False,
                   fill_window_s: float = 12 * 3600.0, fill_rate_mbps: float = 100.0,
-                  fill_segments_per_title: int | None = None) -> ControlPlane:
-    """Wire the three services into one aiohttp application."""
+                  fill_segments_per_title: int | None = None,
+                  steering_policy: str | None = None) -> ControlPlane:
+    """Wire the three services into one aiohttp application. `steering_policy` is sent to the
+    controller with every rank query (None: the controller's default)."""
     catalog = Catalog(deployment.catalog)
     registry = HealthRegistry()
     local = LocalSteering(deployment, registry, drop_health_misses=drop_health_misses)
-    steering: Steering = RemoteSteering(steering_url) if steering_url else local
+    steering: Steering = RemoteSteering(steering_url, policy=steering_policy) if steering_url else local
     playback = PlaybackService(deployment, catalog, key, steering, local,
                                token_ttl_s=token_ttl_s, steering_log=steering_log)
     cache = CacheControl(deployment, catalog, registry, fill_window_s=fill_window_s,
@@ -133,6 +136,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--deployment", required=True, help="deployment JSON file")
     p.add_argument("--token-key", required=True, help="hex key file shared with the OCAs")
     p.add_argument("--steering", help="controller steering API base URL (else local policy)")
+    p.add_argument("--steering-policy", choices=STEERING_POLICIES, default=None,
+                   help="with --steering: the controller's ranking policy (default: the controller's own)")
     p.add_argument("--telemetry-log", help="append session summaries here (JSON lines)")
     p.add_argument("--steering-log", help="append steering decisions here (JSON lines)")
     p.add_argument("--token-ttl-s", type=int, default=3600)
@@ -151,6 +156,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def serve(args: argparse.Namespace, stack: ExitStack) -> int:
+    if args.steering_policy and not args.steering:
+        raise ValueError("--steering-policy needs --steering (the local policy has no variants)")
     deployment = load_deployment(args.deployment)
     key = tokens.load_key(args.token_key)
     if args.token_ttl_s < 1 or args.warm_titles < 0:
@@ -159,7 +166,7 @@ async def serve(args: argparse.Namespace, stack: ExitStack) -> int:
     ssink = stack.enter_context(open(args.steering_log, "a")) if args.steering_log else None
     cp = build_control(deployment, key, args.steering, tsink, ssink, args.token_ttl_s,
                        args.drop_health_misses, args.fill_window_s, args.fill_rate_mbps,
-                       args.fill_segments_per_title)
+                       args.fill_segments_per_title, args.steering_policy)
     runner = web.AppRunner(cp.app, access_log=None, handle_signals=False)
     await runner.setup()
     host, port = args.listen

@@ -10,7 +10,11 @@ Invariants:
   -> store hit (sendfile from disk or the memory hot set) or miss.
 - Miss `redirect`: 302 to upstream + same path + same query (cache "miss").
   Miss `proxy`: one coalesced pull per object from upstream, verified against the catalog
-  size (and SHA-256), stored atomically, counted as a fill, then served (cache "fill").
+  size (and SHA-256), stored atomically, counted as a fill, then served (cache "fill" for the
+  request that started the pull, "coalesced" for requests that joined it in flight).
+- A fill request from another OCA (header `X-Ocalab-Fill: 1`) never pulls through: a miss is
+  404 (cache "miss") and the filler tries its next source. So a source's store holds only its
+  own plan and what its viewers asked for, whatever the order in which peers fill.
 - Only complete, verified objects are ever served (see store.py).
 """
 from __future__ import annotations
@@ -30,7 +34,7 @@ import aiohttp
 from appliances import ranges, tokens
 from appliances.content import Catalog, CatalogSpec, ContentError
 from appliances.httpcore import Request
-from appliances.oca_fill import FillSourceError, Filler, parse_fill_plan
+from appliances.oca_fill import FILL_HEADER, FillSourceError, Filler, parse_fill_plan
 from appliances.oca_http import HttpServer, Response, json_response, parse_listen, \
     run_until_signal, text_response
 from appliances.store import EVICTION_POLICIES, Key, Store, StoreError
@@ -197,6 +201,8 @@ class Oca:
                 self.counters["hits"] += 1
                 return self._object_response(req, obj.size_bytes, obj.etag, data, f, "hit")
         self.counters["misses"] += 1
+        if req.headers.get(FILL_HEADER.lower()) == "1":
+            return text_response(404, "not stored here (fill requests do not pull through)", cache="miss")
         if self.cfg.miss == "redirect":
             loc = self.cfg.upstream + req.path + (f"?{req.query}" if req.query else "")
             return text_response(302, "see upstream", [("Location", loc)], cache="miss")
@@ -215,6 +221,7 @@ class Oca:
 
     async def _proxy(self, req: Request, key: Key) -> Response:
         task = self._inflight.get(key)
+        cache = "coalesced" if task is not None else "fill"
         if task is None:
             task = asyncio.create_task(self._pull_through(key, req.query))
             self._inflight[key] = task
@@ -224,7 +231,7 @@ class Oca:
             self.counters["upstream_errors"] += 1
             return text_response(502, "upstream fetch failed")
         data, etag = result
-        return self._object_response(req, len(data), etag, data, None, "fill")
+        return self._object_response(req, len(data), etag, data, None, cache)
 
     async def _pull_through(self, key: Key, client_query: str) -> tuple[bytes, str] | None:
         """Fetch, verify and store one object; None (reported on stderr) on failure."""

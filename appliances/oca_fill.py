@@ -29,6 +29,7 @@ from appliances.content import Catalog, ContentError, segment_path
 from appliances.store import Key, Store, StoreError
 
 MAX_PLAN_SEGMENTS = 200_000
+FILL_HEADER = "X-Ocalab-Fill"  # sent with every fill pull; a source OCA answers a miss with 404
 MAX_SOURCES = 8
 CHUNK_BYTES = 64 * 1024
 
@@ -213,7 +214,8 @@ class Filler:
         query = self.sign_query(path)
         url = source + path + (f"?{query}" if query else "")
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=15)
-        async with self.session().get(url, allow_redirects=False, timeout=timeout) as r:
+        async with self.session().get(url, allow_redirects=False, timeout=timeout,
+                                      headers={FILL_HEADER: "1"}) as r:
             if r.status != 200:
                 raise FillSourceError(f"status {r.status}")
             if r.content_length is not None and r.content_length != want_size:

@@ -116,10 +116,11 @@ class RemoteSteering:
 
     url: str
     timeout_s: float = 2.0
+    policy: str | None = None  # sent as &policy=; None leaves the controller's default
     blocking: bool = field(default=True, init=False)
 
     def rank(self, viewer_ip: str, title: str, now: float) -> list[Location]:
-        query = urlencode({"viewer": viewer_ip, "title": title})
+        query = urlencode({"viewer": viewer_ip, "title": title, **({"policy": self.policy} if self.policy else {})})
         full = f"{self.url.rstrip('/')}/rank?{query}"
         try:
             with urllib.request.urlopen(full, timeout=self.timeout_s) as resp:

@@ -19,6 +19,16 @@ def _overrides(pairs: list[str]) -> dict[str, str]:
     return out
 
 
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
 def _need_root(what: str) -> None:
     if os.geteuid() != 0:
         raise SystemExit(f"ocalab {what}: needs root (network namespaces, OVS, tc). Run it with sudo.")
@@ -134,7 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quick", action="store_true")
     r.add_argument("--seed", type=int, default=1)
     r.add_argument("--out", type=Path, default=None)
-    r.add_argument("--repeat", type=int, default=1)
+    r.add_argument("--repeat", type=_positive_int, default=1, metavar="N",
+                   help="run the arms N times on one verified network: rep1..repN and their spread")
+    r.add_argument("--abr", choices=["bba", "tput", "fixed"], default="bba",
+                   help="players' ABR; 'fixed' (1750 kbps) makes byte counts and hit ratios repeat exactly")
     r.add_argument("--name", default="metro", help="topology")
     net_args(r)
     r.set_defaults(fn=cmd_run)

@@ -15,11 +15,11 @@ from __future__ import annotations
 import csv
 import json
 import signal
-import sys
 import time
 from pathlib import Path
 
-from .rundir import new_run_dir, write_csv, write_manifest
+from .rundir import write_csv
+from .runner import Scenario
 
 ARMS = ("manifest", "anycast")
 ISP = "isp1"
@@ -35,53 +35,15 @@ def _settings(quick: bool) -> dict:
             "catalog": {"seed": 1, "n_titles": 12, "duration_s": 160}, "capacity_mb": 800.0}
 
 
-def run(a) -> int:
-    from topologies.build import Network, Options
-    from topologies.catalog import by_name
-    from topologies.fidelity import as_rows
-    from topologies.ledger import install_signal_handlers
-    from .cli import _overrides
-    install_signal_handlers()
-    cfg = _settings(a.quick)
-    plan = by_name(a.name, _overrides(a.set))
+def body(net, run_dir: Path, cfg: dict, seed: int, tables: dict) -> None:
+    for arm in ARMS:
+        print(f"failover: arm {arm} ...", flush=True)
+        _run_arm(net, run_dir, arm, cfg, seed, tables)
+
+
+def check_plan(plan) -> None:
     for _, victim in VICTIMS:
         plan.node(victim)  # a clear PlanError if the topology lacks the OCAs this scenario kills
-    run_dir = new_run_dir("failover", a.out)
-    (run_dir / "plan.json").write_text(plan.to_json())
-    started = time.time()
-    if a.no_verify:
-        print("WARNING: fidelity gate skipped (--no-verify); results are marked unverified")
-    net = Network(plan, Options(link_backend=a.link_backend, datapath=a.datapath, verify=not a.no_verify,
-                                work_dir=run_dir / "logs" / "net", label="failover"))
-    tables: dict[str, list] = {k: [] for k in ("chunks", "access", "events", "phases", "sessions")}
-    with net:
-        write_csv(run_dir / "fidelity.csv", as_rows(net.fidelity))
-        for arm in ARMS:
-            print(f"failover: arm {arm} ...", flush=True)
-            _run_arm(net, run_dir, arm, cfg, a.seed, tables)
-    for name, rows in tables.items():
-        write_csv(run_dir / f"{name}.csv", rows)
-    write_manifest(run_dir, scenario="failover", seed=a.seed, quick=a.quick, settings=cfg, arms=ARMS,
-                   isp=ISP, victims=dict(VICTIMS), plan=plan.name, plan_hash=plan.plan_hash(),
-                   network=net.summary(), fidelity_verified=not a.no_verify, started=started, ended=time.time())
-    summary = summarize(run_dir)
-    print(format_table(summary))
-    print(f"run folder: {run_dir}")
-    return 0
-
-
-def play(svc, viewer: str, n_viewers: int, segments: int, seed: int, ramp_s: float = 0.0,
-         max_wall_s: float = 300.0):
-    """A player process in `viewer` (like Services.play, plus --ramp-s); returns its Popen."""
-    ip = svc.plan.primary_ip(viewer)
-    argv = [sys.executable, "-m", "appliances.player", "--control", svc.control_url, "--viewers", str(n_viewers),
-            "--seed", str(seed), "--abr", "bba", "--segments", str(segments), "--workload", "zipf",
-            "--chunk-log", str(svc.logs / f"chunks-{viewer}.csv"),
-            "--session-log", str(svc.logs / f"sessions-{viewer}.jsonl"), "--bind-ip", ip,
-            "--account-prefix", viewer, "--max-wall-s", str(max_wall_s), "--ramp-s", str(ramp_s)]
-    err = open(svc.logs / f"player-{viewer}.stderr", "wb")
-    return svc.procs.start(f"player:{viewer}", argv, node=svc.net.host(viewer), stdout=err, stderr=err)
-
 
 def wait_players(procs: list, timeout_s: float) -> list[int]:
     """Exit codes (1 = some session did not finish ok; its summary says why)."""
@@ -158,7 +120,7 @@ def _run_arm(net, run_dir: Path, arm: str, cfg: dict, seed: int, tables: dict) -
     try:
         svc.start()
         marks = [(time.time(), link_counters(net))]
-        procs = [play(svc, v, cfg["viewers_per_host"], cfg["segments"], seed * 1000 + i)
+        procs = [svc.play(v, cfg["viewers_per_host"], cfg["segments"], seed * 1000 + i)
                  for i, v in enumerate(viewers)]
         for (event, victim), at_s in zip(VICTIMS, (cfg["kill_embedded_s"], cfg["kill_ixp_s"])):
             time.sleep(max(0.0, marks[0][0] + at_s - time.time()))
@@ -297,3 +259,16 @@ def _figure(chunks: list[dict], events: list[dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+STABLE = ("victim", "viewers_affected", "recovered")  # seed-stable; the rest is timing
+
+
+SCENARIO = Scenario(
+    name="failover", settings=_settings, body=body, summarize=summarize, format_table=format_table,
+    tables=("chunks", "access", "events", "phases", "sessions"), key=("arm", "event"), stable=STABLE,
+    check_plan=check_plan, manifest=lambda cfg: {"arms": ARMS, "isp": ISP, "victims": dict(VICTIMS)})
+
+def run(a) -> int:
+    from .runner import run as run_scenario
+    return run_scenario(a, SCENARIO)

@@ -18,12 +18,12 @@ import csv
 import json
 import math
 import random
-import sys
 import threading
 import time
 from pathlib import Path
 
-from .rundir import new_run_dir, write_csv, write_manifest
+from .rundir import write_csv
+from .runner import Scenario
 
 ARMS = ("none", "reactive", "proactive")
 UPSTREAM = ("transit", "peering")
@@ -144,10 +144,8 @@ class LinkSampler:
         self.rows: list[dict] = []
         self.errors = 0
         self._stop = threading.Event()
-        self._nodes = {}
-        for lk in net.plan.links:
-            a_sw = net.plan.node(lk.a.node).kind == "switch"
-            self._nodes[lk.name] = lk.b.node if a_sw else lk.a.node
+        from .measure import l3_end
+        self._nodes = l3_end(net.plan)
         self._thread = threading.Thread(target=self._loop, name="ocalab-link-sampler", daemon=True)
 
     def __enter__(self) -> "LinkSampler":
@@ -176,21 +174,6 @@ class LinkSampler:
             self.rows.append({**self.tags, "t_s": t_s, "unix_s": round(now, 3), "link": r["name"],
                               "cls": r["cls"], "node": self._nodes.get(r["name"], ""),
                               "to_node_bytes": r.get("tx_bytes"), "from_node_bytes": r.get("rx_bytes")})
-
-
-def start_player(svc, viewer: str, tag: str, n: int, segments: int, seed: int,
-                 titles: str | None = None, ramp_s: float = 0.0, max_wall_s: float = 120):
-    """A player process in `viewer`'s host with its own log files (tagged), like Services.play
-    (which names logs per host only, so it cannot start several processes per host)."""
-    ip = svc.plan.primary_ip(viewer)
-    argv = [sys.executable, "-m", "appliances.player", "--control", svc.control_url,
-            "--viewers", str(n), "--seed", str(seed), "--abr", "bba", "--segments", str(segments),
-            "--chunk-log", str(svc.logs / f"chunks-{tag}.csv"),
-            "--session-log", str(svc.logs / f"sessions-{tag}.jsonl"), "--bind-ip", ip,
-            "--account-prefix", tag, "--max-wall-s", str(max_wall_s), "--ramp-s", str(ramp_s)]
-    argv += ["--titles", titles] if titles else ["--workload", "zipf"]
-    err = open(svc.logs / f"player-{tag}.stderr", "wb")
-    return svc.procs.start(f"player:{tag}", argv, node=svc.net.host(viewer), stdout=err, stderr=err)
 
 
 def viewers_by_isp(plan) -> dict[str, list[str]]:
@@ -238,43 +221,19 @@ def _runs(cfg: dict) -> list[tuple[str, float]]:
     return [("none", main), ("reactive", main), ("proactive", main)] + [("reactive", s) for s in cfg["sweep_mb"]]
 
 
-def run(a) -> int:
-    from topologies.build import Network, Options
-    from topologies.catalog import by_name
-    from topologies.fidelity import as_rows
-    from topologies.ledger import install_signal_handlers
-    from .cli import _overrides
-    from .measure import counter_delta, link_counters
-    install_signal_handlers()
-    cfg = _settings(a.quick)
-    cfg["slot_counts"] = slot_counts(cfg["slots"], cfg["peak_per_isp"])
-    plan = by_name(a.name, _overrides(a.set))
-    run_dir = new_run_dir("fill", a.out)
-    (run_dir / "plan.json").write_text(plan.to_json())
-    started = time.time()
-    if a.no_verify:
-        print("WARNING: fidelity gate skipped (--no-verify); results are marked unverified")
-    net = Network(plan, Options(link_backend=a.link_backend, datapath=a.datapath, verify=not a.no_verify,
-                                work_dir=run_dir / "logs" / "net", label="fill"))
-    tables: dict[str, list] = {k: [] for k in ("links_ts", "links", "requests", "fills", "sessions", "slots")}
-    with net:
-        write_csv(run_dir / "fidelity.csv", as_rows(net.fidelity))
-        for arm, cap in _runs(cfg):
-            print(f"fill: arm {arm} capacity {cap:g} MB ...", flush=True)
-            before = link_counters(net)
-            _run_day(net, run_dir, arm, cap, cfg, a.seed, tables)
-            tables["links"] += [{"arm": arm, "capacity_mb": cap, **r}
-                                for r in counter_delta(before, link_counters(net))]
-    for name, rows in tables.items():
-        write_csv(run_dir / f"{name}.csv", rows)
-    write_manifest(run_dir, scenario="fill", seed=a.seed, quick=a.quick, settings=cfg,
-                   runs=_runs(cfg), plan=plan.name, plan_hash=plan.plan_hash(), network=net.summary(),
-                   fidelity_verified=not a.no_verify, started=started, ended=time.time())
-    summary = summarize(run_dir)
-    print(format_table(summary))
-    print(f"run folder: {run_dir}")
-    return 0
+def settings(quick: bool) -> dict:
+    cfg = _settings(quick)
+    return {**cfg, "slot_counts": slot_counts(cfg["slots"], cfg["peak_per_isp"])}
 
+
+def body(net, run_dir: Path, cfg: dict, seed: int, tables: dict) -> None:
+    from .measure import counter_delta, link_counters
+    for arm, cap in _runs(cfg):
+        print(f"fill: arm {arm} capacity {cap:g} MB ...", flush=True)
+        before = link_counters(net)
+        _run_day(net, run_dir, arm, cap, cfg, seed, tables)
+        tables["links"] += [{"arm": arm, "capacity_mb": cap, **r}
+                            for r in counter_delta(before, link_counters(net))]
 
 def _run_day(net, run_dir: Path, arm: str, cap: float, cfg: dict, seed: int, tables: dict) -> None:
     from .services import ServiceOptions, Services
@@ -302,8 +261,8 @@ def _run_day(net, run_dir: Path, arm: str, cap: float, cfg: dict, seed: int, tab
                         continue
                     host = hosts[i % len(hosts)]
                     tag = f"{host}-s{i:02d}"
-                    procs.append(start_player(svc, host, tag, count, spt, seed=seed * 10000 + i * 100 + j,
-                                              ramp_s=slot_s * 0.8))
+                    procs.append(svc.play(host, count, spt, seed=seed * 10000 + i * 100 + j, tag=tag,
+                                          ramp_s=slot_s * 0.8, max_wall_s=120))
                 tables["slots"].append({**tags, "slot": i, "t_s": round(i * slot_s, 3),
                                         "viewers_per_isp": count, "in_window": i < cfg["window_slots"]})
             time.sleep(max(0.0, t0 + cfg["day_s"] - time.time()))
@@ -340,11 +299,12 @@ def _keys(rows: list[dict]) -> list[tuple[str, str]]:
 
 
 def hit_ratios(requests: list[dict]) -> tuple[float, float]:
-    """(request, byte) hit ratio of OCA segment requests (origin excluded); nan if none."""
-    rq = [r for r in requests if r["oca"] != "origin" and r["cache"] in ("hit", "miss", "fill")]
+    """(request, byte) hit ratio of OCA segment requests (origin excluded); nan if none. A request
+    that joined another's pull in flight (`coalesced`) is a hit: it cost no upstream bytes."""
+    rq = [r for r in requests if r["oca"] != "origin" and r["cache"] in ("hit", "coalesced", "miss", "fill")]
     if not rq:
         return float("nan"), float("nan")
-    hits = [r for r in rq if r["cache"] == "hit"]
+    hits = [r for r in rq if r["cache"] in ("hit", "coalesced")]  # coalesced: joined a pull in flight
     nbytes = sum(int(r["bytes"]) for r in rq)
     return len(hits) / len(rq), (sum(int(r["bytes"]) for r in hits) / nbytes if nbytes else float("nan"))
 
@@ -358,7 +318,7 @@ def viewer_requests(requests: list[dict], plan) -> list[dict]:
 def compulsory_bound(requests: list[dict]) -> float:
     """Highest request hit ratio any cache could reach on this request stream: every OCA misses
     at least the first request of each object (1 - distinct objects / requests, over OCAs)."""
-    rq = [r for r in requests if r["oca"] != "origin" and r["cache"] in ("hit", "miss", "fill")]
+    rq = [r for r in requests if r["oca"] != "origin" and r["cache"] in ("hit", "coalesced", "miss", "fill")]
     if not rq:
         return float("nan")
     return 1 - len({(r["oca"], r["path"]) for r in rq}) / len(rq)
@@ -476,3 +436,17 @@ def _figure(rows: list[dict], series: list[dict], window_s: float, pop: list[flo
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+# figures fixed by the seeded request set (with --abr fixed; LRU order under concurrency may still vary)
+STABLE = ("sessions", "hit_ratio", "byte_hit_ratio", "compulsory_bound", "che_hit_ratio", "item_mb")
+
+
+SCENARIO = Scenario(
+    name="fill", settings=settings, body=body, summarize=summarize, format_table=format_table,
+    tables=("links_ts", "links", "requests", "fills", "sessions", "slots"), key=("arm", "capacity_mb"),
+    stable=STABLE, manifest=lambda cfg: {"runs": _runs(cfg)})
+
+def run(a) -> int:
+    from .runner import run as run_scenario
+    return run_scenario(a, SCENARIO)

@@ -16,9 +16,10 @@ import sys
 import time
 from pathlib import Path
 
-from .fill import (LinkSampler, UPSTREAM, _read_csv, collect, hit_ratios, per_second, start_player,
+from .fill import (LinkSampler, UPSTREAM, _read_csv, collect, hit_ratios, per_second,
                    viewer_requests, viewers_by_isp)
-from .rundir import new_run_dir, write_csv, write_manifest
+from .rundir import write_csv
+from .runner import Scenario
 
 ARMS = ("prepositioned", "cold")
 
@@ -40,39 +41,15 @@ def new_title(catalog: dict) -> str:
     return popularity_order(Catalog(CatalogSpec(**catalog)).popularity())[-1]
 
 
-def run(a) -> int:
-    from topologies.build import Network, Options
-    from topologies.catalog import by_name
-    from topologies.fidelity import as_rows
-    from topologies.ledger import install_signal_handlers
-    from .cli import _overrides
-    install_signal_handlers()
-    cfg = _settings(a.quick)
-    cfg["new_title"] = new_title(cfg["catalog"])
-    plan = by_name(a.name, _overrides(a.set))
-    run_dir = new_run_dir("flashcrowd", a.out)
-    (run_dir / "plan.json").write_text(plan.to_json())
-    started = time.time()
-    if a.no_verify:
-        print("WARNING: fidelity gate skipped (--no-verify); results are marked unverified")
-    net = Network(plan, Options(link_backend=a.link_backend, datapath=a.datapath, verify=not a.no_verify,
-                                work_dir=run_dir / "logs" / "net", label="flashcrowd"))
-    tables: dict[str, list] = {k: [] for k in ("links_ts", "links", "requests", "fills", "sessions")}
-    with net:
-        write_csv(run_dir / "fidelity.csv", as_rows(net.fidelity))
-        for arm in ARMS:
-            print(f"flashcrowd: arm {arm} (new title {cfg['new_title']}) ...", flush=True)
-            _run_arm(net, run_dir, arm, cfg, a.seed, tables)
-    for name, rows in tables.items():
-        write_csv(run_dir / f"{name}.csv", rows)
-    write_manifest(run_dir, scenario="flashcrowd", seed=a.seed, quick=a.quick, settings=cfg, arms=ARMS,
-                   plan=plan.name, plan_hash=plan.plan_hash(), network=net.summary(),
-                   fidelity_verified=not a.no_verify, started=started, ended=time.time())
-    summary = summarize(run_dir)
-    print(format_table(summary))
-    print(f"run folder: {run_dir}")
-    return 0
+def settings(quick: bool) -> dict:
+    cfg = _settings(quick)
+    return {**cfg, "new_title": new_title(cfg["catalog"])}
 
+
+def body(net, run_dir: Path, cfg: dict, seed: int, tables: dict) -> None:
+    for arm in ARMS:
+        print(f"flashcrowd: arm {arm} (new title {cfg['new_title']}) ...", flush=True)
+        _run_arm(net, run_dir, arm, cfg, seed, tables)
 
 POST_FILL = """
 import json, sys, urllib.request
@@ -121,13 +98,13 @@ def _run_arm(net, run_dir: Path, arm: str, cfg: dict, seed: int, tables: dict) -
         hosts = [h for _, hs in sorted(by_isp.items()) for h in hs]
         with LinkSampler(net, t0, tags) as sampler:
             for j, h in enumerate(hosts):
-                procs.append(start_player(svc, h, f"{h}-base", cfg["baseline_per_host"], cfg["segments"],
-                                          seed=seed * 1000 + j, ramp_s=cfg["spike_at_s"]))
+                procs.append(svc.play(h, cfg["baseline_per_host"], cfg["segments"], seed=seed * 1000 + j,
+                                      tag=f"{h}-base", ramp_s=cfg["spike_at_s"], max_wall_s=120))
             time.sleep(max(0.0, t0 + cfg["spike_at_s"] - time.time()))
             for j, h in enumerate(hosts):
-                procs.append(start_player(svc, h, f"{h}-spike", cfg["spike_per_host"], cfg["segments"],
-                                          seed=seed * 1000 + 100 + j, titles=cfg["new_title"],
-                                          ramp_s=cfg["spike_ramp_s"]))
+                procs.append(svc.play(h, cfg["spike_per_host"], cfg["segments"], seed=seed * 1000 + 100 + j,
+                                      tag=f"{h}-spike", titles=cfg["new_title"], ramp_s=cfg["spike_ramp_s"],
+                                      max_wall_s=120))
             svc.wait_players(procs, 120)
             time.sleep(cfg["tail_s"])
         tables["links_ts"] += sampler.rows
@@ -234,3 +211,16 @@ def _figure(sessions: list[dict], series: list[dict], spike_at_s: float, path: P
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+STABLE = ("spike_sessions", "new_title_hit_ratio", "origin_new_title_mb", "prefill_mb")  # seed-stable
+
+
+SCENARIO = Scenario(
+    name="flashcrowd", settings=settings, body=body, summarize=summarize, format_table=format_table,
+    tables=("links_ts", "links", "requests", "fills", "sessions"), stable=STABLE,
+    manifest=lambda cfg: {"arms": ARMS})
+
+def run(a) -> int:
+    from .runner import run as run_scenario
+    return run_scenario(a, SCENARIO)

@@ -114,5 +114,51 @@ def bytes_by_class(rows: list[dict], plan: Plan) -> dict[str, int]:
     return out
 
 
+def l3_end(plan: Plan) -> dict[str, str]:
+    """Link name -> the node at its non-switch end (its `a` end if neither is a switch)."""
+    return {lk.name: lk.b.node if plan.node(lk.a.node).kind == "switch" else lk.a.node for lk in plan.links}
+
+
+def controller_counters(net) -> dict[str, dict]:
+    """The controller's port-stat counters per plan link, in the shape of `link_counters`
+    (to_node = tx of the switch port). Empty if the network runs without the controller."""
+    data = net.api("/links") if getattr(net, "api_url", None) else None
+    if not isinstance(data, list):
+        return {}
+    ends = l3_end(net.plan)
+    return {r["name"]: {"cls": r["cls"], "node": ends.get(r["name"], ""), "to_node_bytes": int(r.get("tx_bytes") or 0),
+                        "from_node_bytes": int(r.get("rx_bytes") or 0)} for r in data}
+
+
+def payload_by_class(access: list[dict], plan: Plan, origin: str) -> dict[str, int]:
+    """Response-body bytes of every logged transfer, laid over the plan path from the server to
+    the client and counted per link class like `bytes_by_class` (transit and peering at the
+    ISP border only). A function of the requests alone: no headers, retransmissions or probes,
+    so one seeded request set gives the same figures every run. `access` rows need server,
+    client and bytes; server "origin" is the plan node `origin`. Pure."""
+    from topologies.routes import path_links
+    links = {lk.name: lk for lk in plan.links}
+    ends = l3_end(plan)
+    owners = {e.addr: n.name for n in plan.nodes for e in plan.ends_of(n.name) if e.addr}
+    paths: dict[tuple[str, str], tuple[str, ...]] = {}
+    out: dict[str, int] = {}
+    for r in access:
+        size = int(r["bytes"])
+        if not size:
+            continue
+        src = origin if r["server"] == "origin" else r["server"]
+        pair = (src, r["client"])
+        if pair not in paths:
+            if r["client"] not in owners:
+                raise ValueError(f"access log client {r['client']!r} is no address of the plan")
+            paths[pair] = path_links(plan, src, r["client"])
+        for name in paths[pair]:
+            cls = links[name].cls
+            if cls in ("transit", "peering") and plan.node(ends[name]).role != "border":
+                continue
+            out[cls] = out.get(cls, 0) + size
+    return out
+
+
 def median(xs: list[float]) -> float:
     return round(statistics.median(xs), 3) if xs else float("nan")

@@ -17,5 +17,12 @@ def report(run_dirs: list[Path]) -> int:
             continue
         from .scenarios import scenario_module
         mod = scenario_module(scenario)
+        if "series" in json.loads(manifest.read_text()):
+            from .repeats import children, summarize_series
+            for child in children(d):
+                print(f"-- {child.name}")
+                print(mod.format_table(mod.summarize(child)))
+            print(summarize_series(d, mod.SCENARIO))
+            continue
         print(mod.format_table(mod.summarize(d)))
     return 0

@@ -33,12 +33,16 @@ class ServiceOptions:
     steering: str = "manifest"            # manifest (controller ranks OCA URLs) | anycast (SDN)
     oca_args: tuple[str, ...] = ()        # extra OCA flags, e.g. ("--max-streams", "4")
     control_args: tuple[str, ...] = ()    # extra control-plane flags, e.g. ("--fill-window-s", "60")
+    abr: str = "bba"                      # players' ABR (appliances.abr.ALGORITHMS)
 
     def __post_init__(self) -> None:
         if self.arm not in ARMS:
             raise ValueError(f"arm: {self.arm!r} is not one of {ARMS}")
         if self.steering not in ("manifest", "anycast"):
             raise ValueError(f"steering: {self.steering!r} is not manifest or anycast")
+        from appliances.abr import ALGORITHMS
+        if self.abr not in ALGORITHMS:
+            raise ValueError(f"abr: {self.abr!r} is not one of {ALGORITHMS}")
 
 
 def _catalog_args(catalog: dict) -> list[str]:
@@ -150,19 +154,22 @@ class Services:
         self._start("control", ctl, ctl_argv, timeout_s=60)
         return self
 
-    def play(self, viewer: str, n_viewers: int, segments: int, seed: int, abr: str = "bba",
-             titles: str | None = None, max_wall_s: float = 300, speed: float = 1.0):
-        """Start a player process in `viewer`'s host; returns its Popen (caller waits)."""
+    def play(self, viewer: str, n_viewers: int, segments: int, seed: int, tag: str | None = None,
+             titles: str | None = None, ramp_s: float = 0.0, max_wall_s: float = 300, speed: float = 1.0):
+        """Start a player process in `viewer`'s host; returns its Popen (caller waits). Its logs
+        are chunks-<tag>.csv and sessions-<tag>.jsonl (tag defaults to the host, so give
+        several processes in one host their own tags). ABR: `ServiceOptions.abr`."""
+        tag = tag or viewer
         ip = self.plan.primary_ip(viewer)
         argv = [sys.executable, "-m", "appliances.player", "--control", self.control_url,
-                "--viewers", str(n_viewers), "--seed", str(seed), "--abr", abr, "--segments", str(segments),
-                "--chunk-log", str(self.logs / f"chunks-{viewer}.csv"),
-                "--session-log", str(self.logs / f"sessions-{viewer}.jsonl"), "--bind-ip", ip,
-                "--account-prefix", viewer, "--max-wall-s", str(max_wall_s), "--speed", str(speed)]
+                "--viewers", str(n_viewers), "--seed", str(seed), "--abr", self.opts.abr,
+                "--segments", str(segments), "--chunk-log", str(self.logs / f"chunks-{tag}.csv"),
+                "--session-log", str(self.logs / f"sessions-{tag}.jsonl"), "--bind-ip", ip,
+                "--account-prefix", tag, "--max-wall-s", str(max_wall_s), "--speed", str(speed),
+                "--ramp-s", str(ramp_s)]
         argv += ["--titles", titles] if titles else ["--workload", "zipf"]
-        err = open(self.logs / f"player-{viewer}.stderr", "wb")
-        return self.procs.start(f"player:{viewer}", argv, node=self.net.host(viewer),
-                                    stdout=err, stderr=err)
+        err = open(self.logs / f"player-{tag}.stderr", "wb")
+        return self.procs.start(f"player:{tag}", argv, node=self.net.host(viewer), stdout=err, stderr=err)
 
     def stop(self) -> None:
         self.procs.stop_all()

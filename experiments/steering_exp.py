@@ -5,10 +5,7 @@ verified network, one arm per policy, fresh services each. (A stream limit alone
 load_aware almost nothing to act on: with N streams, load > 0.8 and < 1 needs N >= 6 concurrent
 transfers, rare with 4 s chunks; the egress rate is a smoother load signal.)
 
-The control plane has no policy flag, and RemoteSteering builds `<url>/rank?viewer=&title=`, so
-this module runs a tiny policy proxy in the control host (`python -m experiments.steering_exp
---listen 127.0.0.1:PORT --upstream <controller API> --policy P`) that adds `&policy=P`; the
-control plane is pointed at it with `control_args=("--steering", proxy_url)` (last flag wins).
+The control plane asks the controller with `--steering-policy P` (`&policy=P` on every /rank).
 
 Saved tidy tables (every row has `arm` = the policy): chunks.csv, sessions.csv, access.csv
 (segment requests at OCAs and origin, with status and cache), steering.csv (one row per steering
@@ -18,21 +15,17 @@ misses.csv (each OCA 503 joined with the viewer's latest steering decision for t
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
-import urllib.error
-import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from .failover import collect_logs, play, read_csv, wait_players
-from .rundir import new_run_dir, write_csv, write_manifest
+from .failover import collect_logs, read_csv, wait_players
+from .rundir import write_csv
+from .runner import Scenario
 
 ARMS = ("nearest", "load_aware")
 ISP = "isp1"
-PROXY_ADDR = "127.0.0.1:8011"  # inside the control host's namespace
 
 
 def _settings(quick: bool) -> dict:
@@ -43,41 +36,13 @@ def _settings(quick: bool) -> dict:
             "catalog": {"seed": 1, "n_titles": 20, "duration_s": 80}, "capacity_mb": 400.0}
 
 
-def run(a) -> int:
-    from topologies.build import Network, Options
-    from topologies.catalog import by_name
-    from topologies.fidelity import as_rows
-    from topologies.ledger import install_signal_handlers
-    from .cli import _overrides
-    install_signal_handlers()
-    cfg = _settings(a.quick)
-    plan = by_name(a.name, _overrides(a.set))
-    run_dir = new_run_dir("steering", a.out)
-    (run_dir / "plan.json").write_text(plan.to_json())
-    started = time.time()
-    if a.no_verify:
-        print("WARNING: fidelity gate skipped (--no-verify); results are marked unverified")
-    net = Network(plan, Options(link_backend=a.link_backend, datapath=a.datapath, verify=not a.no_verify,
-                                work_dir=run_dir / "logs" / "net", label="steering"))
-    tables: dict[str, list] = {k: [] for k in ("chunks", "access", "sessions", "steering", "misses")}
-    with net:
-        write_csv(run_dir / "fidelity.csv", as_rows(net.fidelity))
-        for arm in ARMS:
-            print(f"steering: policy {arm} ...", flush=True)
-            _run_arm(net, run_dir, arm, cfg, a.seed, tables)
-    for name, rows in tables.items():
-        write_csv(run_dir / f"{name}.csv", rows)
-    write_manifest(run_dir, scenario="steering", seed=a.seed, quick=a.quick, settings=cfg, arms=ARMS, isp=ISP,
-                   plan=plan.name, plan_hash=plan.plan_hash(), network=net.summary(),
-                   fidelity_verified=not a.no_verify, started=started, ended=time.time())
-    summary = summarize(run_dir)
-    print(format_table(summary))
-    print(f"run folder: {run_dir}")
-    return 0
+def body(net, run_dir: Path, cfg: dict, seed: int, tables: dict) -> None:
+    for arm in ARMS:
+        print(f"steering: policy {arm} ...", flush=True)
+        _run_arm(net, run_dir, arm, cfg, seed, tables)
 
 
 def _run_arm(net, run_dir: Path, arm: str, cfg: dict, seed: int, tables: dict) -> None:
-    from topologies.build import read_ready
     from topologies.linkemu import EmulationError
     from .services import ServiceOptions, Services
     if not getattr(net, "mgmt_url", None):
@@ -86,23 +51,16 @@ def _run_arm(net, run_dir: Path, arm: str, cfg: dict, seed: int, tables: dict) -
     opts = ServiceOptions(arm="embedded", catalog=cfg["catalog"], capacity_mb=cfg["capacity_mb"],
                           oca_args=("--max-streams", str(cfg["max_streams"]),
                                     "--egress-mbps", str(cfg["egress_mbps"])),
-                          control_args=("--steering", f"http://{PROXY_ADDR}"))
+                          control_args=("--steering-policy", arm), abr=cfg["abr"])
     svc = Services(net, arm_dir, opts)
     viewers = [v.name for v in net.plan.nodes_of(role="viewer") if v.domain == ISP]
     ctl = net.plan.nodes_of(role="control")[0].name
     try:
-        import subprocess
-        svc.logs.mkdir(parents=True, exist_ok=True)
-        proxy = svc.procs.start("policy-proxy", [sys.executable, "-m", "experiments.steering_exp", "--listen",
-                                                 PROXY_ADDR, "--upstream", net.mgmt_url, "--policy", arm],
-                                node=net.host(ctl), stdout=subprocess.PIPE,
-                                stderr=open(svc.logs / "policy-proxy.stderr", "wb"))
-        read_ready(proxy, "policy-proxy", 20)
         svc.start()
         t0 = time.time()
         warm(svc, ctl, ["i1oca1", "nfxoca1"])
         print(f"steering: {arm}: caches warmed in {time.time() - t0:.1f} s", flush=True)
-        procs = [play(svc, v, cfg["viewers_per_host"], cfg["segments"], seed * 1000 + i, ramp_s=cfg["ramp_s"])
+        procs = [svc.play(v, cfg["viewers_per_host"], cfg["segments"], seed * 1000 + i, ramp_s=cfg["ramp_s"])
                  for i, v in enumerate(viewers)]
         rcs = wait_players(procs, 300)
         if any(rcs):
@@ -279,60 +237,14 @@ def _figure(rows: list[dict], path: Path) -> None:
 
 # ---- the policy proxy (runs in the control host) -------------------------------------------
 
-def proxy_server(listen: str, upstream: str, policy: str) -> ThreadingHTTPServer:
-    """GET /rank?... -> upstream/rank?...&policy=P, passing status and body through."""
-    host, port = listen.rsplit(":", 1)
-    base = upstream.rstrip("/")
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_GET(self) -> None:  # noqa: N802
-            path, _, query = self.path.partition("?")
-            if path != "/rank":
-                status, body = 404, json.dumps({"error": f"only /rank, not {path}"}).encode()
-            else:
-                url = f"{base}/rank?{query}&policy={policy}" if query else f"{base}/rank?policy={policy}"
-                try:
-                    with urllib.request.urlopen(url, timeout=2) as r:
-                        status, body = r.status, r.read()
-                except urllib.error.HTTPError as e:
-                    status, body = e.code, e.read()
-                except (urllib.error.URLError, OSError) as e:
-                    status, body = 502, json.dumps({"error": f"upstream {url}: {e}"}).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, fmt: str, *args) -> None:
-            pass
-
-    srv = ThreadingHTTPServer((host, int(port)), Handler)
-    srv.daemon_threads = True
-    return srv
+STABLE = ("sessions", "decisions")  # load-aware steering reacts to timing, so little else is
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m experiments.steering_exp",
-                                description="steering policy proxy: adds &policy=P to the controller's /rank")
-    p.add_argument("--listen", required=True, help="HOST:PORT")
-    p.add_argument("--upstream", required=True, help="controller API base URL")
-    p.add_argument("--policy", required=True, choices=ARMS)
-    a = p.parse_args(argv)
-    import signal
-    srv = proxy_server(a.listen, a.upstream, a.policy)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    print(f"READY {a.listen}", flush=True)
-    try:
-        srv.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        srv.server_close()
-    return 0
+SCENARIO = Scenario(
+    name="steering", settings=_settings, body=body, summarize=summarize, format_table=format_table,
+    tables=("chunks", "access", "sessions", "steering", "misses"), stable=STABLE,
+    manifest=lambda cfg: {"arms": ARMS, "isp": ISP})
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+def run(a) -> int:
+    from .runner import run as run_scenario
+    return run_scenario(a, SCENARIO)

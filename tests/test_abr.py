@@ -183,3 +183,15 @@ def test_tput_returns_a_rung_and_more_throughput_never_lowers_it(ladder, samples
         assert choose(abr, 1.0, more, ladder) >= k
         est = abr.estimate_kbps(samples)
         assert k == ladder[0] or k <= est
+
+
+def test_fixed_abr_ignores_state():
+    fixed = make_abr("fixed")
+    assert fixed.name == "fixed"
+    ladder = (235, 750, 1750, 3000, 5800)
+    picks = {fixed.choose(AbrInput(buffer_s=b, ladder_kbps=ladder, throughput_kbps=t))
+             for b in (0.0, 3.0, 40.0) for t in ((), (100.0,), (90000.0,))}
+    assert picks == {1750}
+    # a ladder without the default rung: highest rung below it, or the lowest
+    assert fixed.choose(AbrInput(buffer_s=1.0, ladder_kbps=(500, 1000, 2000))) == 1000
+    assert fixed.choose(AbrInput(buffer_s=1.0, ladder_kbps=(4000, 8000))) == 4000

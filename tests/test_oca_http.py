@@ -221,8 +221,17 @@ def test_fill_from_peer_oca_with_tokens(oca_factory, tmp_path, origin):
     _, oca = oca_factory("--miss", "redirect", "--token-key", str(key_file))
     plan = {"segments": [["t0000", 750, 0]], "rate_mbps": 100,
             "sources": [f"http://127.0.0.1:{peer}", f"http://127.0.0.1:{origin}"]}
+    size = CAT.segment_size("t0000", 750, 0)
+    # the peer lacks the object: a fill request gets 404 there (no pull-through), origin serves it
     st = wait_fill(oca, json.loads(req(oca, "POST", "/fill", {}, json.dumps(plan))[1])["plan_id"])
-    assert st["by_source"] == {f"http://127.0.0.1:{peer}": CAT.segment_size("t0000", 750, 0)}
+    assert st["by_source"] == {f"http://127.0.0.1:{origin}": size}
+    assert json.loads(req(peer, "GET", "/health")[1])["used_bytes"] == 0
+    # once a viewer's request made the peer store it, the next OCA fills from the peer (with tokens)
+    q = tokens.sign(tokens.load_key(key_file), "/v/t0000/", "0.0.0.0/0", int(time.time()) + 60)
+    assert req(peer, "GET", f"/v/t0000/750/0?{q}")[0].status == 200
+    _, oca2 = oca_factory("--miss", "redirect", "--token-key", str(key_file))
+    st = wait_fill(oca2, json.loads(req(oca2, "POST", "/fill", {}, json.dumps(plan))[1])["plan_id"])
+    assert st["by_source"] == {f"http://127.0.0.1:{peer}": size}
 
 
 @integration
@@ -665,3 +674,46 @@ def test_validated_paths_never_contain_dot_segments(path):
     except HttpError:
         return
     assert ".." not in req.path.split("/") and "\\" not in req.path and "%" not in req.path
+
+
+@integration
+def test_concurrent_misses_make_one_pull_and_are_logged_as_coalesced(oca_factory, tmp_path, origin):
+    import threading
+    import urllib.request
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    pulls = []
+
+    class SlowUpstream(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            pulls.append(self.path)
+            time.sleep(0.5)  # keep the pull in flight while the other requests arrive
+            body = urllib.request.urlopen(f"http://127.0.0.1:{origin}{self.path}", timeout=5).read()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+    up = ThreadingHTTPServer(("127.0.0.1", 0), SlowUpstream)
+    threading.Thread(target=up.serve_forever, daemon=True).start()
+    try:
+        _, port = oca_factory("--miss", "proxy", upstream=f"http://127.0.0.1:{up.server_address[1]}")
+        n_before = len(list(tmp_path.glob("access*.log"))) - 1
+        results = []
+        threads = [threading.Thread(target=lambda: results.append(req(port, "GET", "/v/t0002/750/1")))
+                   for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(15)
+        assert [r.status for r, _ in results] == [200] * 4
+        assert len({body for _, body in results}) == 1 and pulls == ["/v/t0002/750/1"]
+        log = [json.loads(x) for x in (tmp_path / f"access{n_before}.log").read_text().splitlines()]
+        assert sorted(r["cache"] for r in log if r["path"] == "/v/t0002/750/1") == ["coalesced"] * 3 + ["fill"]
+        # a fill request from another OCA never pulls through
+        r, _ = req(port, "GET", "/v/t0003/750/1", {"X-Ocalab-Fill": "1"})
+        assert r.status == 404 and pulls == ["/v/t0002/750/1"]
+    finally:
+        up.shutdown()
+        up.server_close()

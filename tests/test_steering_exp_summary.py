@@ -70,9 +70,10 @@ def test_summarize_counts_health_and_content_misses_and_tier_shares(tmp_path):
 
 
 @pytest.mark.integration
-def test_policy_proxy_adds_the_policy_to_rank_queries():
-    seen = []
+def test_remote_steering_sends_its_policy_to_the_controller():
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from appliances.steering_local import RemoteSteering
+    seen = []
 
     class Api(BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802
@@ -86,14 +87,24 @@ def test_policy_proxy_adds_the_policy_to_rank_queries():
         def log_message(self, *a):
             pass
     api = ThreadingHTTPServer(("127.0.0.1", 0), Api)
-    proxy = steering_exp.proxy_server("127.0.0.1:0", f"http://127.0.0.1:{api.server_address[1]}", "load_aware")
-    for srv in (api, proxy):
-        threading.Thread(target=srv.serve_forever, daemon=True).start()
+    threading.Thread(target=api.serve_forever, daemon=True).start()
     try:
-        url = f"http://127.0.0.1:{proxy.server_address[1]}/rank?viewer=198.18.1.10&title=t0001"
-        assert json.loads(urllib.request.urlopen(url, timeout=5).read()) == {"locations": []}
-        assert seen == ["/rank?viewer=198.18.1.10&title=t0001&policy=load_aware"]
+        base = f"http://127.0.0.1:{api.server_address[1]}"
+        assert RemoteSteering(base, policy="load_aware").rank("198.18.1.10", "t0001", 0.0) == []
+        assert RemoteSteering(base).rank("198.18.1.10", "t0001", 0.0) == []
+        assert seen == ["/rank?viewer=198.18.1.10&title=t0001&policy=load_aware",
+                        "/rank?viewer=198.18.1.10&title=t0001"]
     finally:
-        for srv in (api, proxy):
-            srv.shutdown()
-            srv.server_close()
+        api.shutdown()
+        api.server_close()
+
+
+def test_control_plane_rejects_a_policy_without_the_controller(tmp_path, capsys):
+    from appliances import control
+    with pytest.raises(SystemExit):
+        control.main(["--listen", "127.0.0.1:0", "--deployment", "x", "--token-key", "y",
+                      "--steering-policy", "fastest"])
+    assert "invalid choice: 'fastest'" in capsys.readouterr().err
+    assert control.main(["--listen", "127.0.0.1:0", "--deployment", "x", "--token-key", "y",
+                         "--steering-policy", "load_aware"]) == 2
+    assert "--steering-policy needs --steering" in capsys.readouterr().err

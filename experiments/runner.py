@@ -1,0 +1,95 @@
+"""One way to run a scenario: plan, a new run folder, one verified network, the scenario's arms,
+tidy tables, manifest.json and the summary. Scenario modules supply only what differs (a
+`Scenario`); this module owns the set-up, `--repeat N` and the provenance.
+
+Layout: with `--repeat 1` the run folder holds the tables itself. With `--repeat N` it is a
+series: one network build and one fidelity gate, then `rep1/ ... repN/`, each a complete run
+folder (rebuilt alone by `ocalab report`), and at the top summary.csv with every summary figure's
+spread over the repeats and whether each seed-stable figure was identical (experiments.repeats).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .rundir import new_run_dir, write_csv, write_manifest
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """What a scenario module supplies. `body(net, run_dir, cfg, seed, tables)` runs every arm on
+    the built network and appends rows to `tables` (a dict of the names in `tables`);
+    `summarize(run_dir)` rebuilds summary.csv and figures from saved tables (no root);
+    `key` names the summary columns that identify a row; `stable` the summary columns that
+    must be identical across runs with one seed (non-timing figures)."""
+    name: str
+    settings: Callable[[bool], dict]
+    tables: tuple[str, ...]
+    body: Callable
+    summarize: Callable[[Path], list[dict]]
+    format_table: Callable[[list[dict]], str]
+    key: tuple[str, ...] = ("arm",)
+    stable: tuple[str, ...] = ()
+    manifest: Callable[[dict], dict] = field(default=lambda cfg: {})
+    check_plan: Callable | None = None
+
+
+def run(a, sc: Scenario) -> int:
+    """`ocalab run <scenario>`: returns the exit code."""
+    from topologies.build import Network, Options
+    from topologies.catalog import by_name
+    from topologies.fidelity import as_rows
+    from topologies.ledger import install_signal_handlers
+    from .cli import _overrides
+    repeat = getattr(a, "repeat", 1)
+    if repeat < 1:
+        raise SystemExit(f"ocalab run: --repeat must be at least 1, got {repeat}")
+    install_signal_handlers()
+    cfg = {**sc.settings(a.quick), "abr": getattr(a, "abr", "bba")}
+    plan = by_name(a.name, _overrides(a.set))
+    if sc.check_plan is not None:
+        sc.check_plan(plan)  # a clear PlanError before any namespace exists
+    top = new_run_dir(sc.name, a.out)
+    (top / "plan.json").write_text(plan.to_json())
+    if a.no_verify:
+        print("WARNING: fidelity gate skipped (--no-verify); results are marked unverified")
+    net = Network(plan, Options(link_backend=a.link_backend, datapath=a.datapath, verify=not a.no_verify,
+                                work_dir=top / "logs" / "net", label=sc.name))
+    common = dict(scenario=sc.name, seed=a.seed, quick=a.quick, settings=cfg, plan=plan.name,
+                  plan_hash=plan.plan_hash(), fidelity_verified=not a.no_verify, **sc.manifest(cfg))
+    children: list[Path] = []
+    started = time.time()
+    with net:
+        fidelity = as_rows(net.fidelity)
+        write_csv(top / "fidelity.csv", fidelity)
+        for k in range(1, repeat + 1):
+            run_dir = top if repeat == 1 else _child(top, k, plan, fidelity)
+            if repeat > 1:
+                print(f"{sc.name}: repeat {k}/{repeat}", flush=True)
+            t0 = time.time()
+            tables: dict[str, list] = {t: [] for t in sc.tables}
+            sc.body(net, run_dir, cfg, a.seed, tables)
+            for name, rows in tables.items():
+                write_csv(run_dir / f"{name}.csv", rows)
+            write_manifest(run_dir, **common, network=net.summary(), repeat_index=k, repeats=repeat,
+                           started=t0, ended=time.time())
+            print(sc.format_table(sc.summarize(run_dir)), flush=True)
+            children.append(run_dir)
+    if repeat > 1:
+        write_manifest(top, **common, network=net.summary(), repeats=repeat, series=[c.name for c in children],
+                       started=started, ended=time.time())
+        from .repeats import summarize_series
+        print(summarize_series(top, sc))
+    print(f"run folder: {top}")
+    return 0
+
+
+def _child(top: Path, k: int, plan, fidelity: list[dict]) -> Path:
+    d = top / f"rep{k}"
+    d.mkdir()
+    (d / "logs").mkdir()
+    (d / "plan.json").write_text(plan.to_json())
+    write_csv(d / "fidelity.csv", fidelity)
+    return d

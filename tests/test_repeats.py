@@ -1,0 +1,80 @@
+"""Pure parts of repeats and reproducibility: spread over repeats, payload bytes per class over
+plan paths, chunk-to-access-log joins, and the series layout that `ocalab report` rebuilds."""
+import pytest
+
+from experiments import measure, placement
+from experiments.repeats import children, format_spread, spread, summarize_series
+from experiments.rundir import write_csv
+from experiments.runner import Scenario
+from topologies.catalog import metro
+
+
+def test_spread_reports_mean_sd_and_identical_stable_figures():
+    reps = [[{"arm": "a", "hops": "1", "ttfb_ms": "10", "servers": "x=y"}, {"arm": "b", "hops": "4", "ttfb_ms": "30", "servers": "q"}],
+            [{"arm": "a", "hops": "1", "ttfb_ms": "14", "servers": "x=y"}, {"arm": "b", "hops": "3", "ttfb_ms": "50"}]]
+    rows = {(r["arm"], r["metric"]): r for r in spread(reps, ("arm",), ("hops", "servers"))}
+    assert rows[("a", "hops")]["identical"] == 1 and rows[("a", "hops")]["stable"] == 1
+    assert rows[("b", "hops")]["identical"] == 0 and rows[("b", "hops")]["values"] == "4|3"
+    assert rows[("a", "ttfb_ms")]["mean"] == 12 and rows[("a", "ttfb_ms")]["sd"] == pytest.approx(2.8284, abs=1e-3)
+    assert rows[("a", "ttfb_ms")]["stable"] == 0
+    assert rows[("a", "servers")]["identical"] == 1 and rows[("a", "servers")]["n"] == 0  # text: compared, not averaged
+    # a row missing from one repeat is never identical
+    assert rows[("b", "servers")]["identical"] == 0
+    text = format_spread(list(rows.values()), 2)
+    assert "2/4 seed-stable figures identical" in text and "differs: b hops: 4|3" in text
+
+
+def test_payload_by_class_follows_plan_paths():
+    plan = metro()
+    v1, oca = plan.primary_ip("i1v1"), plan.primary_ip("i1oca1")
+    access = [{"server": "origin", "client": v1, "bytes": 1000},      # origin -> viewer: transit into isp1
+              {"server": "i1oca1", "client": v1, "bytes": 10},        # embedded: stays inside the ISP
+              {"server": "origin", "client": oca, "bytes": 100},      # pull-through to the OCA
+              {"server": "nfxoca1", "client": v1, "bytes": 5000},     # IXP site: peering
+              {"server": "i1oca1", "client": v1, "bytes": 0}]
+    by = measure.payload_by_class(access, plan, "origin")
+    assert by["transit"] == 1100 and by["peering"] == 5000
+    assert by["access"] == 1000 + 10 + 5000  # every viewer download crosses its access link once
+    assert "transit" not in measure.payload_by_class(access[1:2], plan, "origin")
+    with pytest.raises(ValueError, match="no address of the plan"):
+        measure.payload_by_class([{"server": "origin", "client": "192.0.2.9", "bytes": 1}], plan, "origin")
+
+
+def test_attach_cache_joins_the_nearest_access_row_of_the_same_server_and_path():
+    chunks = [{"server": "i1oca1", "title": "t0001", "kbps": "750", "index": "0", "time": "100.0"},
+              {"server": "i1oca1", "title": "t0001", "kbps": "750", "index": "1", "time": "104.0"},
+              {"server": "origin", "title": "t0002", "kbps": "750", "index": "0", "time": "105.0"}]
+    access = [{"server": "i1oca1", "client": "198.18.1.10", "path": "/v/t0001/750/0", "ts": "100.2", "status": "200",
+               "cache": "miss"},
+              {"server": "i1oca1", "client": "198.18.1.10", "path": "/v/t0001/750/1", "ts": "104.1", "status": "200",
+               "cache": "hit"},
+              {"server": "i1oca1", "client": "198.18.1.11", "path": "/v/t0001/750/1", "ts": "104.0", "status": "200",
+               "cache": "miss"}]
+    out = placement.attach_cache(chunks, access, "198.18.1.10")
+    assert [c["cache"] for c in out] == ["miss", "hit", "unmatched"]
+
+
+def test_series_summary_is_rebuilt_from_the_repeats(tmp_path):
+    for k, ttfb in ((1, 10), (2, 20)):
+        d = tmp_path / f"rep{k}"
+        d.mkdir()
+        write_csv(d / "summary.csv", [{"arm": "a", "hops": 1, "ttfb_ms": ttfb}])
+    (tmp_path / "rep10").mkdir()
+    write_csv(tmp_path / "rep10" / "summary.csv", [{"arm": "a", "hops": 2, "ttfb_ms": 30}])
+    (tmp_path / "repx").mkdir()  # not a repeat
+    assert [d.name for d in children(tmp_path)] == ["rep1", "rep2", "rep10"]
+    sc = Scenario(name="t", settings=dict, tables=(), body=None, summarize=None, format_table=None, stable=("hops",))
+    text = summarize_series(tmp_path, sc)
+    assert "0/1 seed-stable figures identical" in text
+    lines = (tmp_path / "summary.csv").read_text().splitlines()
+    assert lines[0].startswith("arm,metric,n,mean,sd,min,max,stable,identical,values")
+    assert any(line.startswith("a,ttfb_ms,3,20.0,10.0,10.0,30.0,0,0") for line in lines)
+
+
+def test_run_rejects_a_repeat_below_one(tmp_path, capsys):
+    from experiments.cli import main
+    for bad in ("0", "-2", "two"):
+        with pytest.raises(SystemExit):
+            main(["run", "placement", "--repeat", bad, "--out", str(tmp_path)])
+        assert "--repeat" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # rejected before any run folder or namespace
