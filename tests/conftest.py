@@ -71,3 +71,33 @@ def metro_net():
         yield net
     finally:
         net.stop()
+
+
+@pytest.fixture
+def http_stub():
+    """Start tiny HTTP servers on 127.0.0.1: `http_stub(respond)` returns the base URL, where
+    `respond(path) -> bytes` answers every GET with 200 and those bytes (it may sleep, record
+    the path, or fetch elsewhere). Every server is shut down after the test."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    servers = []
+
+    def start(respond) -> str:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server API)
+                body = respond(self.path)
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+        srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        servers.append(srv)
+        return f"http://127.0.0.1:{srv.server_address[1]}"
+    yield start
+    for srv in servers:
+        srv.shutdown()
+        srv.server_close()

@@ -677,43 +677,28 @@ def test_validated_paths_never_contain_dot_segments(path):
 
 
 @integration
-def test_concurrent_misses_make_one_pull_and_are_logged_as_coalesced(oca_factory, tmp_path, origin):
+def test_concurrent_misses_make_one_pull_and_are_logged_as_coalesced(oca_factory, tmp_path, origin, http_stub):
     import threading
     import urllib.request
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
     pulls = []
 
-    class SlowUpstream(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
-            pulls.append(self.path)
-            time.sleep(0.5)  # keep the pull in flight while the other requests arrive
-            body = urllib.request.urlopen(f"http://127.0.0.1:{origin}{self.path}", timeout=5).read()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *a):
-            pass
-    up = ThreadingHTTPServer(("127.0.0.1", 0), SlowUpstream)
-    threading.Thread(target=up.serve_forever, daemon=True).start()
-    try:
-        _, port = oca_factory("--miss", "proxy", upstream=f"http://127.0.0.1:{up.server_address[1]}")
-        n_before = len(list(tmp_path.glob("access*.log"))) - 1
-        results = []
-        threads = [threading.Thread(target=lambda: results.append(req(port, "GET", "/v/t0002/750/1")))
-                   for _ in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(15)
-        assert [r.status for r, _ in results] == [200] * 4
-        assert len({body for _, body in results}) == 1 and pulls == ["/v/t0002/750/1"]
-        log = [json.loads(x) for x in (tmp_path / f"access{n_before}.log").read_text().splitlines()]
-        assert sorted(r["cache"] for r in log if r["path"] == "/v/t0002/750/1") == ["coalesced"] * 3 + ["fill"]
-        # a fill request from another OCA never pulls through
-        r, _ = req(port, "GET", "/v/t0003/750/1", {"X-Ocalab-Fill": "1"})
-        assert r.status == 404 and pulls == ["/v/t0002/750/1"]
-    finally:
-        up.shutdown()
-        up.server_close()
+    def slow_upstream(path: str) -> bytes:
+        pulls.append(path)
+        time.sleep(0.5)  # keep the pull in flight while the other requests arrive
+        return urllib.request.urlopen(f"http://127.0.0.1:{origin}{path}", timeout=5).read()
+    _, port = oca_factory("--miss", "proxy", upstream=http_stub(slow_upstream))
+    n_before = len(list(tmp_path.glob("access*.log"))) - 1
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(req(port, "GET", "/v/t0002/750/1")))
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(15)
+    assert [r.status for r, _ in results] == [200] * 4
+    assert len({body for _, body in results}) == 1 and pulls == ["/v/t0002/750/1"]
+    log = [json.loads(x) for x in (tmp_path / f"access{n_before}.log").read_text().splitlines()]
+    assert sorted(r["cache"] for r in log if r["path"] == "/v/t0002/750/1") == ["coalesced"] * 3 + ["fill"]
+    # a fill request from another OCA never pulls through
+    r, _ = req(port, "GET", "/v/t0003/750/1", {"X-Ocalab-Fill": "1"})
+    assert r.status == 404 and pulls == ["/v/t0002/750/1"]

@@ -1,8 +1,6 @@
 """Pure parts of the steering scenario on small synthetic tidy tables (no root), and the policy
 proxy on loopback against a stand-in controller API."""
 import json
-import threading
-import urllib.request
 
 import pytest
 
@@ -67,36 +65,6 @@ def test_summarize_counts_health_and_content_misses_and_tier_shares(tmp_path):
     assert aware["health_misses"] == 0 and aware["first_embedded_share"] == 0.0 and aware["mean_kbps"] == 4000.0
     assert (tmp_path / "steering.png").stat().st_size > 0
     assert "health_misses" in steering_exp.format_table([near, aware])
-
-
-@pytest.mark.integration
-def test_remote_steering_sends_its_policy_to_the_controller():
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-    from appliances.steering_local import RemoteSteering
-    seen = []
-
-    class Api(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
-            seen.append(self.path)
-            body = json.dumps({"locations": []}).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *a):
-            pass
-    api = ThreadingHTTPServer(("127.0.0.1", 0), Api)
-    threading.Thread(target=api.serve_forever, daemon=True).start()
-    try:
-        base = f"http://127.0.0.1:{api.server_address[1]}"
-        assert RemoteSteering(base, policy="load_aware").rank("198.18.1.10", "t0001", 0.0) == []
-        assert RemoteSteering(base).rank("198.18.1.10", "t0001", 0.0) == []
-        assert seen == ["/rank?viewer=198.18.1.10&title=t0001&policy=load_aware",
-                        "/rank?viewer=198.18.1.10&title=t0001"]
-    finally:
-        api.shutdown()
-        api.server_close()
 
 
 def test_control_plane_rejects_a_policy_without_the_controller(tmp_path, capsys):

@@ -1,7 +1,5 @@
 """Plan-distance steering: tier order, prefix filter, content and health misses, determinism."""
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -123,31 +121,22 @@ def test_client_prefix_is_region_prefix_or_host():
     assert d.region_of_ip("198.18.1.3").name == "isp1"
 
 
-class _RankHandler(BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 (http.server API)
-        body = json.dumps({"locations": [
-            {"name": "ixp1", "tier": "ixp", "base_url_root": "http://198.18.9.10:8080",
-             "reason": {"path": self.path}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+def _rank_answer(path: str) -> bytes:
+    return json.dumps({"locations": [{"name": "ixp1", "tier": "ixp", "base_url_root": "http://198.18.9.10:8080",
+                                      "reason": {"path": path}}]}).encode()
 
 
-def test_remote_steering_round_trip_and_failure():
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _RankHandler)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    try:
-        url = f"http://127.0.0.1:{srv.server_address[1]}"
-        locs = RemoteSteering(url).rank("198.18.1.7", "t0003", NOW)
-        assert locs == [Location("ixp1", "ixp", "http://198.18.9.10:8080")]
-        assert locs[0].reason["path"] == "/rank?viewer=198.18.1.7&title=t0003"
-    finally:
-        srv.shutdown()
-        srv.server_close()
+def test_remote_steering_round_trip_and_failure(http_stub):
+    url = http_stub(_rank_answer)
+    locs = RemoteSteering(url).rank("198.18.1.7", "t0003", NOW)
+    assert locs == [Location("ixp1", "ixp", "http://198.18.9.10:8080")]
+    assert locs[0].reason["path"] == "/rank?viewer=198.18.1.7&title=t0003"
+    # a policy, when given, goes to the controller with every query
+    locs = RemoteSteering(url, policy="load_aware").rank("198.18.1.7", "t0003", NOW)
+    assert locs[0].reason["path"] == "/rank?viewer=198.18.1.7&title=t0003&policy=load_aware"
+    import socket
+    with socket.socket() as s:  # a port with nothing listening: bind, note it, close
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
     with pytest.raises(SteeringUnavailable):
-        RemoteSteering(url, timeout_s=1.0).rank("198.18.1.7", "t0003", NOW)
+        RemoteSteering(dead, timeout_s=1.0).rank("198.18.1.7", "t0003", NOW)
