@@ -151,3 +151,25 @@ def test_pairs_walk_a_chain_of_switches():
     assert ps[("h1", "r1")].links == tuple(lk.name for lk in links)
     assert ps[("h1", "r1")].expected_rtt_ms == 11.0
     assert ps[("r1", "h1")].links == tuple(lk.name for lk in reversed(links))
+
+
+def test_calibrate_shares_excess_and_corrects_an_overshoot():
+    from topologies.fidelity import calibrate
+    plan = metro()
+    delays = {lk.name: lk.delay_ms for lk in plan.links}
+    a, b = [lk.name for lk in plan.links if lk.delay_ms >= 3][:2]
+
+    def meas(links, err_ms):
+        exp = 2 * sum(delays[x] for x in links)
+        pair = Pair("x", "y", "198.18.1.1", tuple(links), ("access",) * len(links), exp, 0.0)
+        return judge(pair, [exp + err_ms] * 10)
+    first = calibrate([meas([a, b], 1.0)], plan, {a, b})
+    assert first == {a: 0.25, b: 0.25}  # 1 ms of RTT excess over 2 links, 2 directions
+    # measured again with that taken off: 0.4 ms too fast -> give 0.1 ms per link back
+    second = calibrate([meas([a, b], -0.4)], plan, {a, b}, base=first)
+    assert second == {a: 0.15, b: 0.15}
+    # never below zero, never above 80% of the delay; links not measured keep their base
+    assert calibrate([meas([a], -50.0)], plan, {a, b}, base=first) == {b: 0.25}
+    assert calibrate([meas([a], 1e6)], plan, {a}) == {a: round(0.8 * delays[a], 3)}
+    # an unrelayed link gets nothing
+    assert calibrate([meas([a, b], 1.0)], plan, {b}) == {b: 0.5}

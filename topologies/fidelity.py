@@ -103,14 +103,20 @@ def gate(net, count: int = 20, batch: int = 2, raise_on_fail: bool = True) -> li
         for p, proc in procs:
             out, _ = proc.communicate(timeout=30)
             results.append(judge(p, parse_ping(out.decode(errors="replace"))[1:]))
+    if raise_on_fail:
+        check(results)
+    return results
+
+
+def check(results: list[Measurement]) -> None:
+    """Raise EmulationError listing every pair off the plan (nothing if all are within tolerance)."""
     bad = [m for m in results if not m.ok]
-    if bad and raise_on_fail:
+    if bad:
         lines = [f"  {m.pair.src} -> {m.pair.dst} ({'+'.join(m.pair.classes)}): median "
                  f"{m.median_rtt_ms} ms vs plan {m.pair.expected_rtt_ms} ms (tolerance "
                  f"{m.tolerance_ms:.2f} ms, {m.samples} samples)" for m in bad]
         raise EmulationError("fidelity gate failed: measured RTT is off the plan on "
                              f"{len(bad)} of {len(results)} pairs:\n" + "\n".join(lines))
-    return results
 
 
 def as_rows(results: list[Measurement]) -> list[dict]:
@@ -123,15 +129,19 @@ def as_rows(results: list[Measurement]) -> list[dict]:
     return rows
 
 
-def calibrate(results: list[Measurement], plan: Plan, relayed: set[str]) -> dict[str, float]:
+def calibrate(results: list[Measurement], plan: Plan, relayed: set[str],
+              base: dict[str, float] | None = None) -> dict[str, float]:
     """Per relayed link, the one-way delay (ms) to take off so paths match the plan.
 
-    The excess of each measured pair (median - plan) is the emulator's own latency (userspace
-    switch, relay wake-ups). It is shared out equally over the relayed links on the pair's path,
-    both directions, and each link takes the median of its shares. Compensation never exceeds
-    80% of a link's delay and never goes below zero; links without a relay get none.
+    `results` were measured with `base` already taken off (none at first). The excess of each
+    pair (median - plan) is the emulator's own latency (userspace switch, relay wake-ups) left
+    over; it is shared out equally over the relayed links on the pair's path, both directions,
+    and each link adds the median of its shares to its base (a negative excess gives some back:
+    a calibration made during a passing CPU spike overshoots and is corrected next round).
+    Compensation stays within [0, 80% of the link's delay]; links without a relay get none.
     """
     delays = {lk.name: lk.delay_ms for lk in plan.links}
+    base = base or {}
     shares: dict[str, list[float]] = {}
     for m in results:
         on_path = [name for name in m.pair.links if name in relayed]
@@ -140,9 +150,9 @@ def calibrate(results: list[Measurement], plan: Plan, relayed: set[str]) -> dict
         excess = m.median_rtt_ms - m.pair.expected_rtt_ms
         for name in on_path:
             shares.setdefault(name, []).append(excess / (2 * len(on_path)))
-    comp = {}
+    comp = {k: v for k, v in base.items() if k not in shares}
     for name, xs in shares.items():
-        c = min(max(statistics.median(xs), 0.0), 0.8 * delays[name])
+        c = min(max(base.get(name, 0.0) + statistics.median(xs), 0.0), 0.8 * delays[name])
         if c > 0:
             comp[name] = round(c, 3)
     return comp
