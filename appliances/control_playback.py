@@ -164,14 +164,19 @@ class PlaybackService:
             self.steering_log.flush()
         return {**doc, "client_prefix": cp, "viewer_ip": ip}, exp
 
-    async def play(self, request: web.Request) -> web.Response:
+    def _account_and_title(self, request: web.Request) -> tuple[str, str, int] | web.Response:
+        """(account, title, segments in the title), or the 401/4xx response to send instead."""
         account = self._authorize(request)
         if account is None:
             return json_error(401, "missing or invalid account token")
         found = self._title_or_error(request)
+        return found if isinstance(found, web.Response) else (account, *found)
+
+    async def play(self, request: web.Request) -> web.Response:
+        found = self._account_and_title(request)
         if isinstance(found, web.Response):
             return found
-        title, total = found
+        account, title, total = found
         n = total
         if "segments" in request.query:
             try:
@@ -190,13 +195,11 @@ class PlaybackService:
                                   "steering": doc})
 
     async def steer(self, request: web.Request) -> web.Response:
-        account = self._authorize(request)
-        if account is None:
-            return json_error(401, "missing or invalid account token")
-        found = self._title_or_error(request)
+        found = self._account_and_title(request)
         if isinstance(found, web.Response):
             return found
-        doc, _ = await self._document(request, found[0], account)
+        account, title, _ = found
+        doc, _ = await self._document(request, title, account)
         return web.json_response(doc)
 
 

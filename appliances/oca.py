@@ -35,8 +35,8 @@ from appliances import ranges, tokens
 from appliances.content import Catalog, CatalogSpec, ContentError
 from appliances.httpcore import Request
 from appliances.oca_fill import FILL_HEADER, FillSourceError, Filler, parse_fill_plan
-from appliances.oca_http import HttpServer, Response, json_response, parse_listen, \
-    run_until_signal, text_response
+from appliances.oca_http import Response, json_response, parse_listen, \
+    serve_from_args, text_response
 from appliances.store import EVICTION_POLICIES, Key, Store, StoreError
 
 MISS_MODES = ("redirect", "proxy")
@@ -358,21 +358,14 @@ def config_from_args(args: argparse.Namespace) -> OcaConfig:
 
 
 async def amain(args: argparse.Namespace, cfg: OcaConfig, catalog: Catalog) -> None:
-    host, port = parse_listen(args.listen)
     cfg.store_dir.mkdir(parents=True, exist_ok=True)
     fill_log = open(args.fill_log or cfg.store_dir / "fill-log.jsonl", "a", encoding="utf-8")
-    log = open(args.access_log, "a", encoding="utf-8") if args.access_log else None
     try:
         oca = Oca(cfg, catalog, fill_log)
-        server = HttpServer(oca.handle, max_conns=args.max_conns,
-                            header_timeout_s=args.header_timeout_s,
-                            idle_timeout_s=args.idle_timeout_s, access_log=log, name=cfg.name,
-                            sendfile_threads=args.sendfile_threads)
-        await run_until_signal(server, host, port, oca.start, oca.stop)
+        await serve_from_args(args, oca.handle, cfg.name, oca.start, oca.stop,
+                              sendfile_threads=args.sendfile_threads)
     finally:
         fill_log.close()
-        if log is not None:
-            log.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -389,3 +389,18 @@ async def run_until_signal(server: HttpServer, host: str, port: int,
     if on_stop is not None:
         await on_stop()
     await server.close()
+
+
+async def serve_from_args(args, handle, name: str, on_start: Callable[[], Awaitable[None]] | None = None,
+                          on_stop: Callable[[], Awaitable[None]] | None = None, **server_kw) -> None:
+    """Serve `handle` on args.listen until SIGTERM/SIGINT with the common server flags of the
+    origin and the OCA (max_conns, header and idle timeouts, an append-mode access_log)."""
+    host, port = parse_listen(args.listen)
+    log = open(args.access_log, "a", encoding="utf-8") if args.access_log else None
+    try:
+        server = HttpServer(handle, max_conns=args.max_conns, header_timeout_s=args.header_timeout_s,
+                            idle_timeout_s=args.idle_timeout_s, access_log=log, name=name, **server_kw)
+        await run_until_signal(server, host, port, on_start, on_stop)
+    finally:
+        if log is not None:
+            log.close()

@@ -17,8 +17,8 @@ from collections import OrderedDict
 from appliances import ranges
 from appliances.content import Catalog, CatalogSpec, ContentError
 from appliances.httpcore import Request
-from appliances.oca_http import HttpServer, Response, json_response, parse_listen, \
-    run_until_signal, text_response
+from appliances.oca_http import Response, json_response, parse_listen, \
+    serve_from_args, text_response
 
 Key = tuple[str, int, int]
 
@@ -92,18 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def amain(args: argparse.Namespace) -> None:
-    host, port = parse_listen(args.listen)
     origin = Origin(Catalog(CatalogSpec.from_cli_args(args)), args.cache_mb * 2**20, args.name)
-    log = open(args.access_log, "a", encoding="utf-8") if args.access_log else None
-    try:
-        server = HttpServer(origin.handle, max_conns=args.max_conns,
-                            header_timeout_s=args.header_timeout_s,
-                            idle_timeout_s=args.idle_timeout_s, access_log=log,
-                            name=args.name, on_bytes=origin.count_bytes)
-        await run_until_signal(server, host, port)
-    finally:
-        if log is not None:
-            log.close()
+    await serve_from_args(args, origin.handle, args.name, on_bytes=origin.count_bytes)
 
 
 def main(argv: list[str] | None = None) -> int:
