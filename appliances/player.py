@@ -9,7 +9,8 @@ Each viewer has its own aiohttp ClientSession (keep-alive), logs one CSV row per
 JSON-lines session summary, which it also POSTs to <control>/telemetry. The run is bounded: it
 ends when every session ends, or at --max-wall-s or SIGTERM/SIGINT (unfinished sessions are
 then reported with status "timeout", and their summaries are still written and posted).
-Exit status: 0 if every session finished ok, 1 otherwise, 2 on bad arguments.
+Exit status: 0 if every session finished ok, 4 (SESSIONS_FAILED) if some did not (their
+summaries say why), 2 on bad arguments; anything else is a crash.
 --speed K runs the media clock K times faster than wall time (see player_session: honest only
 as "the same run over a K times slower network"; use 1 for experiments).
 """
@@ -35,6 +36,8 @@ from appliances.player_session import FETCH_ERRORS, SegmentError, SessionConfig,
 log = logging.getLogger("ocalab.player")
 CHUNK_FIELDS = ("time", "viewer", "title", "index", "kbps", "bytes", "download_ms", "ttfb_ms",
                 "buffer_s", "rebuffer_s", "server", "tier", "fallback")
+
+SESSIONS_FAILED = 4  # exit status: the run completed, some sessions did not finish ok
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -188,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({"sessions": len(results), "ok": ok, "wall_s": round(time.monotonic() - t0, 2),
                       "fallback_chunks": sum(r["fallback_chunks"] for r in results),
                       "failed_attempts": sum(r["failed_attempts"] for r in results)}), flush=True)
-    return 0 if ok == len(results) else 1
+    return 0 if ok == len(results) else SESSIONS_FAILED
 
 
 if __name__ == "__main__":

@@ -45,11 +45,6 @@ def check_plan(plan) -> None:
     for _, victim in VICTIMS:
         plan.node(victim)  # a clear PlanError if the topology lacks the OCAs this scenario kills
 
-def wait_players(procs: list, timeout_s: float) -> list[int]:
-    """Exit codes (1 = some session did not finish ok; its summary says why)."""
-    deadline = time.monotonic() + timeout_s
-    return [p.wait(max(1.0, deadline - time.monotonic())) for p in procs]
-
 
 def collect_logs(svc, arm: str, viewers: list[str], tables: dict) -> None:
     """Chunks (server resolved), sessions and segment access-log rows of one arm into `tables`."""
@@ -130,10 +125,8 @@ def _run_arm(net, run_dir: Path, arm: str, cfg: dict, seed: int, tables: dict) -
             tables["events"].append({"arm": arm, "event": event, "victim": victim,
                                      "tier": net.plan.node(victim).tier, "t_unix": marks[-1][0]})
             print(f"failover: {arm}: SIGKILL {victim} at +{marks[-1][0] - marks[0][0]:.1f} s", flush=True)
-        rcs = wait_players(procs, 300)
+        svc.wait_players(procs, 300)
         marks.append((time.time(), link_counters(net)))
-        if any(rcs):
-            print(f"failover: {arm}: player exit codes {rcs} (see sessions.csv status)", flush=True)
         for phase, (t0, c0), (t1, c1) in zip(PHASES, marks, marks[1:]):
             by = bytes_by_class(counter_delta(c0, c1), net.plan)
             tables["phases"].append({"arm": arm, "phase": phase, "t_start": t0, "t_end": t1,

@@ -139,7 +139,8 @@ def summarize(run_dir: Path) -> list[dict]:
         in_isp = sum(int(c["bytes"]) for c in ch if tiers.get(c["server"]) == "embedded")
         at_oca = [c for c in ch if c["server"] in tiers]
         rows.append({
-            "arm": arm, "sessions": len(se), "chunks": len(ch),
+            "arm": arm, "sessions": len(se), "sessions_ok": sum(x.get("status") == "ok" for x in se),
+            "chunks": len(ch),
             "servers": " ".join(f"{p['host']}={p['server']}" for p in sorted(pa, key=lambda p: p["host"])),
             "hops": st.median(int(p["hops"]) for p in pa),
             "rtt_ms": round(st.median(_f(p["rtt_ms"]) for p in pa), 2),
@@ -147,10 +148,10 @@ def summarize(run_dir: Path) -> list[dict]:
             "ttfb_ms": round(st.median(_f(c["ttfb_ms"]) for c in ch), 1),
             "ttfb_hit_ms": _median_of(ch, "ttfb_ms", ("hit",)),
             "ttfb_miss_ms": _median_of(ch, "ttfb_ms", MISS),
-            "startup_s": round(st.median(_f(s["startup_s"]) for s in se), 3),
-            "rebuffer_ratio": round(st.mean(_f(s["rebuffer_ratio"]) for s in se), 4),
-            "mean_kbps": round(st.mean(_f(s["mean_kbps"]) for s in se), 1),
-            "qoe_lin": round(st.mean(_f(s["qoe_lin"]) for s in se), 2),
+            "startup_s": _stat(st.median, se, "startup_s", 3),
+            "rebuffer_ratio": _stat(st.mean, se, "rebuffer_ratio", 4),
+            "mean_kbps": _stat(st.mean, se, "mean_kbps", 1),
+            "qoe_lin": _stat(st.mean, se, "qoe_lin", 2),
             "served_mb": round(total / 1e6, 3),
             "oca_hit_ratio": round(sum(c["cache"] in HIT for c in at_oca) / len(at_oca), 4) if at_oca else "",
             "in_isp_share": round(in_isp / total, 4) if total else 0.0,
@@ -174,6 +175,13 @@ STABLE = ("sessions", "chunks", "servers", "hops", "served_mb", "oca_hit_ratio",
 def _ints(rows: list[dict]) -> list[dict]:
     return [{**r, "to_node_bytes": int(r["to_node_bytes"]), "from_node_bytes": int(r["from_node_bytes"])}
             for r in rows]
+
+
+def _stat(fn, rows: list[dict], col: str, digits: int) -> float | str:
+    """fn over the finite values of `col` (a failed session may have none); "" if there are none."""
+    import math
+    xs = [x for x in (_f(r.get(col)) for r in rows) if math.isfinite(x)]
+    return round(fn(xs), digits) if xs else ""
 
 
 def _median_of(rows: list[dict], col: str, caches: tuple[str, ...]) -> float | str:
@@ -218,7 +226,7 @@ def _figure(rows: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, len(metrics), figsize=(3 * len(metrics), 3))
     arms = [r["arm"] for r in rows]
     for ax, (key, label) in zip(axes, metrics):
-        ax.bar(arms, [r[key] for r in rows], color=["#c44e52", "#55a868", "#4c72b0"][:len(arms)])
+        ax.bar(arms, [float(r[key] or 0) for r in rows], color=["#c44e52", "#55a868", "#4c72b0"][:len(arms)])
         ax.set_title(label, fontsize=9)
         ax.tick_params(labelsize=8)
     fig.suptitle("placement: origin vs IXP vs embedded OCAs")

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from .failover import collect_logs, read_csv, wait_players
+from .failover import collect_logs, read_csv
 from .rundir import write_csv
 from .runner import Scenario
 
@@ -62,9 +62,7 @@ def _run_arm(net, run_dir: Path, arm: str, cfg: dict, seed: int, tables: dict) -
         print(f"steering: {arm}: caches warmed in {time.time() - t0:.1f} s", flush=True)
         procs = [svc.play(v, cfg["viewers_per_host"], cfg["segments"], seed * 1000 + i, ramp_s=cfg["ramp_s"])
                  for i, v in enumerate(viewers)]
-        rcs = wait_players(procs, 300)
-        if any(rcs):
-            print(f"steering: {arm}: player exit codes {rcs} (see sessions.csv status)", flush=True)
+        svc.wait_players(procs, 300)
     finally:
         svc.stop()
     collect_logs(svc, arm, viewers, tables)

@@ -55,3 +55,19 @@ def test_run_dirs_never_collide(tmp_path):
     write_manifest(a, scenario="x", seed=3)
     m = json.loads((a / "manifest.json").read_text())
     assert m["seed"] == 3 and "commit" in m["git"] and m["versions"]["python"]
+
+
+def test_failed_sessions_are_an_outcome_but_a_crashed_player_stops_the_run(tmp_path):
+    import subprocess
+    import sys
+    from appliances.player import SESSIONS_FAILED
+    from experiments.services import Services
+    from topologies.linkemu import EmulationError
+    svc = Services.__new__(Services)  # wait_players needs only the log folder
+    svc.logs = tmp_path
+
+    def players(*codes):
+        return [subprocess.Popen([sys.executable, "-c", f"import sys; sys.exit({c})"]) for c in codes]
+    assert svc.wait_players(players(0, SESSIONS_FAILED), 30) == [0, SESSIONS_FAILED]
+    with pytest.raises(EmulationError, match=r"players exited with \[1\]"):
+        svc.wait_players(players(0, 1), 30)  # 1: a Python traceback, not a session outcome
