@@ -36,9 +36,9 @@ def _settings(quick: bool) -> dict:
         return {"day_s": 30, "slots": 6, "window_slots": 2, "peak_per_isp": 3, "segments": 3,
                 "catalog": {"seed": 1, "n_titles": 20, "duration_s": 12}, "capacity_mb": 40.0,
                 "sweep_mb": [4.0], "fill_rate_mbps": 200.0}
-    return {"day_s": 90, "slots": 15, "window_slots": 4, "peak_per_isp": 5, "segments": 5,
+    return {"day_s": 60, "slots": 12, "window_slots": 3, "peak_per_isp": 5, "segments": 5,
             "catalog": {"seed": 1, "n_titles": 60, "duration_s": 20}, "capacity_mb": 80.0,
-            "sweep_mb": [40.0, 160.0, 320.0], "fill_rate_mbps": 200.0}
+            "sweep_mb": [40.0, 240.0], "fill_rate_mbps": 200.0}
 
 
 # ---- pure model -------------------------------------------------------------------------
@@ -445,7 +445,7 @@ STABLE = ("sessions", "hit_ratio", "byte_hit_ratio", "compulsory_bound", "che_hi
 SCENARIO = Scenario(
     name="fill", settings=settings, body=body, summarize=summarize, format_table=format_table,
     tables=("links_ts", "links", "requests", "fills", "sessions", "slots"), key=("arm", "capacity_mb"),
-    stable=STABLE, manifest=lambda cfg: {"runs": _runs(cfg)})
+    stable=STABLE, manifest=lambda cfg: {"runs": _runs(cfg)}, default_abr="fixed")
 
 def run(a) -> int:
     from .runner import run as run_scenario

@@ -26,7 +26,7 @@ def _settings(quick: bool) -> dict:
     if quick:
         return {"viewers_per_host": 2, "segments": 6, "catalog": {"seed": 1, "n_titles": 8, "duration_s": 24},
                 "capacity_mb": 60.0}
-    return {"viewers_per_host": 4, "segments": 15, "catalog": {"seed": 1, "n_titles": 40, "duration_s": 60},
+    return {"viewers_per_host": 3, "segments": 12, "catalog": {"seed": 1, "n_titles": 40, "duration_s": 48},
             "capacity_mb": 200.0}
 
 

@@ -34,6 +34,7 @@ class Scenario:
     stable: tuple[str, ...] = ()
     manifest: Callable[[dict], dict] = field(default=lambda cfg: {})
     check_plan: Callable | None = None
+    default_abr: str = "bba"  # the players' ABR unless `ocalab run --abr` says otherwise
 
 
 def run(a, sc: Scenario) -> int:
@@ -47,7 +48,7 @@ def run(a, sc: Scenario) -> int:
     if repeat < 1:
         raise SystemExit(f"ocalab run: --repeat must be at least 1, got {repeat}")
     install_signal_handlers()
-    cfg = {**sc.settings(a.quick), "abr": getattr(a, "abr", "bba")}
+    cfg = {**sc.settings(a.quick), "abr": getattr(a, "abr", None) or sc.default_abr}
     plan = by_name(a.name, _overrides(a.set))
     if sc.check_plan is not None:
         sc.check_plan(plan)  # a clear PlanError before any namespace exists
