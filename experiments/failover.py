@@ -31,7 +31,7 @@ def _settings(quick: bool) -> dict:
     if quick:
         return {"viewers_per_host": 2, "segments": 17, "kill_embedded_s": 8.0, "kill_ixp_s": 22.0,
                 "catalog": {"seed": 1, "n_titles": 4, "duration_s": 68}, "capacity_mb": 200.0}
-    return {"viewers_per_host": 4, "segments": 30, "kill_embedded_s": 25.0, "kill_ixp_s": 55.0,
+    return {"viewers_per_host": 3, "segments": 30, "kill_embedded_s": 25.0, "kill_ixp_s": 55.0,
             "catalog": {"seed": 1, "n_titles": 12, "duration_s": 120}, "capacity_mb": 800.0}
 
 

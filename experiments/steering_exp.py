@@ -32,7 +32,7 @@ def _settings(quick: bool) -> dict:
     if quick:
         return {"viewers_per_host": 6, "segments": 10, "ramp_s": 15.0, "max_streams": 8, "egress_mbps": 40.0,
                 "catalog": {"seed": 1, "n_titles": 4, "duration_s": 40}, "capacity_mb": 200.0}
-    return {"viewers_per_host": 10, "segments": 20, "ramp_s": 40.0, "max_streams": 12, "egress_mbps": 60.0,
+    return {"viewers_per_host": 8, "segments": 16, "ramp_s": 30.0, "max_streams": 10, "egress_mbps": 50.0,
             "catalog": {"seed": 1, "n_titles": 20, "duration_s": 80}, "capacity_mb": 400.0}
 
 
