@@ -71,7 +71,7 @@ def cmd_cli(a) -> int:
         if a.services != "none":
             import tempfile
             from .services import ServiceOptions, Services
-            svc = Services(net, Path(tempfile.mkdtemp(prefix="ocalab-cli-")), ServiceOptions(arm=a.services))
+            svc = Services(net, Path(tempfile.mkdtemp(prefix="ocalab-cli-")), ServiceOptions(arm=a.services, warm_titles=5))
             svc.start()
             print(f"services up ({a.services} arm): control plane {svc.control_url}, origin {svc.origin_url}, "
                   f"controller API {net.api_url}; logs in {svc.logs}")

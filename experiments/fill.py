@@ -36,7 +36,7 @@ def _settings(quick: bool) -> dict:
         return {"day_s": 30, "slots": 6, "window_slots": 2, "peak_per_isp": 3, "segments": 3,
                 "catalog": {"seed": 1, "n_titles": 20, "duration_s": 12}, "capacity_mb": 40.0,
                 "sweep_mb": [4.0], "fill_rate_mbps": 200.0}
-    return {"day_s": 60, "slots": 12, "window_slots": 3, "peak_per_isp": 5, "segments": 5,
+    return {"day_s": 48, "slots": 12, "window_slots": 3, "peak_per_isp": 5, "segments": 5,
             "catalog": {"seed": 1, "n_titles": 60, "duration_s": 20}, "capacity_mb": 80.0,
             "sweep_mb": [40.0, 240.0], "fill_rate_mbps": 200.0}
 

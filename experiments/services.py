@@ -34,6 +34,7 @@ class ServiceOptions:
     oca_args: tuple[str, ...] = ()        # extra OCA flags, e.g. ("--max-streams", "4")
     control_args: tuple[str, ...] = ()    # extra control-plane flags, e.g. ("--fill-window-s", "60")
     abr: str = "bba"                      # players' ABR (appliances.abr.ALGORITHMS)
+    warm_titles: int | None = None        # manifests precomputed before start() returns (None: all)
 
     def __post_init__(self) -> None:
         if self.arm not in ARMS:
@@ -127,7 +128,7 @@ class Services:
         self.control_url = f"http://{ctl_ip}:{CONTROL_PORT}"
         ctl_argv = ["appliances.control", "--listen", f"{ctl_ip}:{CONTROL_PORT}", "--deployment", str(dep_file),
                     "--token-key", str(self.key_file), "--telemetry-log", str(self.logs / "telemetry.jsonl"),
-                    "--steering-log", str(self.logs / "steering.jsonl"), "--warm-titles", "5"]
+                    "--steering-log", str(self.logs / "steering.jsonl"), "--warm-titles", str(self._warm_titles())]
         if self.opts.push_fill:
             ctl_argv += ["--push-fill", "--fill-wait-s", "10"]
             if self.opts.fill_segments_per_title:
@@ -152,7 +153,27 @@ class Services:
             self._start("probe", ctl, ["controller.probe", "--deployment", str(dep_file),
                                        "--push", f"{mgmt_url}/ocas"])
         self._start("control", ctl, ctl_argv, timeout_s=60)
+        if self._warm_titles():
+            self.wait_warm(180)
         return self
+
+    def _warm_titles(self) -> int:
+        n = self.opts.warm_titles
+        return int(self.opts.catalog.get("n_titles", 100)) if n is None else n
+
+    def wait_warm(self, timeout_s: float) -> None:
+        """Wait until the control plane has precomputed its manifests (segment sizes and SHA-256),
+        as a production control plane serves them from stored data: startup delay then measures
+        the network and the caches, not this emulator's hashing."""
+        import time
+        deadline = time.monotonic() + timeout_s
+        warm: dict = {}
+        while time.monotonic() < deadline:
+            warm = self._get_json(self.control_url + "/health").get("warm") or {}
+            if warm.get("titles_target", 0) > 0 and warm.get("titles_done", -1) >= warm["titles_target"]:
+                return
+            time.sleep(0.5)
+        raise EmulationError(f"control plane manifests not warm after {timeout_s} s: {warm}")
 
     def play(self, viewer: str, n_viewers: int, segments: int, seed: int, tag: str | None = None,
              titles: str | None = None, ramp_s: float = 0.0, max_wall_s: float = 300, speed: float = 1.0):
@@ -179,10 +200,13 @@ class Services:
         return self.plan.primary_ip(name)
 
     def oca_status(self, name: str, path: str) -> dict:
-        ip = self.plan.primary_ip(name)
+        return self._get_json(f"http://{self.plan.primary_ip(name)}:{OCA_PORT}{path}")
+
+    def _get_json(self, url: str) -> dict:
+        """GET `url` from inside the control host; the JSON body, or {"error": ...}."""
         out = self.net.host(self.plan.nodes_of(role="control")[0].name).cmd(
             f"{sys.executable} -c \"import urllib.request,sys;"
-            f"sys.stdout.write(urllib.request.urlopen('http://{ip}:{OCA_PORT}{path}',timeout=3).read().decode())\"")
+            f"sys.stdout.write(urllib.request.urlopen('{url}',timeout=3).read().decode())\"")
         try:
             return json.loads(out)
         except json.JSONDecodeError:
