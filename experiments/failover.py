@@ -110,7 +110,7 @@ def _run_arm(net, run_dir: Path, arm: str, cfg: dict, seed: int, tables: dict) -
     arm_dir = run_dir / "arms" / arm
     # caches start cold (miss proxy): pre-kill transit includes the embedded OCA's pull-through
     svc = Services(net, arm_dir, ServiceOptions(arm="embedded", catalog=cfg["catalog"],
-                                                capacity_mb=cfg["capacity_mb"], steering=arm))
+                                                capacity_mb=cfg["capacity_mb"], steering=arm, abr=cfg["abr"]))
     viewers = [v.name for v in net.plan.nodes_of(role="viewer") if v.domain == ISP]
     try:
         svc.start()

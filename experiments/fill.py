@@ -244,8 +244,10 @@ def _run_day(net, run_dir: Path, arm: str, cap: float, cfg: dict, seed: int, tab
     spt = cfg["segments"]
     opts = ServiceOptions(arm="origin" if arm == "none" else "embedded", catalog=cfg["catalog"],
                           capacity_mb=cap, miss="proxy", push_fill=arm == "proactive",
-                          fill_segments_per_title=spt,
-                          control_args=("--fill-window-s", str(fill_window_s),
+                          fill_segments_per_title=spt, abr=cfg["abr"],
+                          # midnight is when the control plane pushes the fill plan (at its start):
+                          # the day must not wait for manifests (they warm in the background)
+                          wait_warm=False, control_args=("--fill-window-s", str(fill_window_s),
                                         "--fill-rate-mbps", str(cfg["fill_rate_mbps"])))
     svc = Services(net, run_dir / "arms" / f"{arm}-{cap:g}", opts)
     procs = []

@@ -84,7 +84,7 @@ def _run_arm(net, run_dir: Path, arm: str, cfg: dict, seed: int, tables: dict) -
     tags = {"arm": arm, "capacity_mb": cfg["capacity_mb"]}
     arm_dir = run_dir / "arms" / arm
     svc = Services(net, arm_dir, ServiceOptions(arm="embedded", catalog=cfg["catalog"],
-                                                capacity_mb=cfg["capacity_mb"], miss="proxy"))
+                                                capacity_mb=cfg["capacity_mb"], miss="proxy", abr=cfg["abr"]))
     procs = []
     try:
         svc.start()

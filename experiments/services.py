@@ -34,7 +34,8 @@ class ServiceOptions:
     oca_args: tuple[str, ...] = ()        # extra OCA flags, e.g. ("--max-streams", "4")
     control_args: tuple[str, ...] = ()    # extra control-plane flags, e.g. ("--fill-window-s", "60")
     abr: str = "bba"                      # players' ABR (appliances.abr.ALGORITHMS)
-    warm_titles: int | None = None        # manifests precomputed before start() returns (None: all)
+    warm_titles: int | None = None        # manifests the control plane precomputes (None: all)
+    wait_warm: bool = True                # start() returns only when they are done
 
     def __post_init__(self) -> None:
         if self.arm not in ARMS:
@@ -153,7 +154,7 @@ class Services:
             self._start("probe", ctl, ["controller.probe", "--deployment", str(dep_file),
                                        "--push", f"{mgmt_url}/ocas"])
         self._start("control", ctl, ctl_argv, timeout_s=60)
-        if self._warm_titles():
+        if self._warm_titles() and self.opts.wait_warm:
             self.wait_warm(180)
         return self
 
