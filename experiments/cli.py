@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--repeat", type=_positive_int, default=1, metavar="N",
                    help="run the arms N times on one verified network: rep1..repN and their spread")
     r.add_argument("--abr", choices=["bba", "tput", "fixed"], default=None,
-                   help="players' ABR (default: bba; fill: fixed); 'fixed' (1750 kbps) makes byte counts "
+                   help="players' ABR (default: bba); 'fixed' (1750 kbps) makes byte counts "
                         "and hit ratios repeat exactly")
     r.add_argument("--name", default="metro", help="topology")
     net_args(r)

@@ -447,7 +447,7 @@ STABLE = ("sessions", "hit_ratio", "byte_hit_ratio", "compulsory_bound", "che_hi
 SCENARIO = Scenario(
     name="fill", settings=settings, body=body, summarize=summarize, format_table=format_table,
     tables=("links_ts", "links", "requests", "fills", "sessions", "slots"), key=("arm", "capacity_mb"),
-    stable=STABLE, manifest=lambda cfg: {"runs": _runs(cfg)}, default_abr="fixed")
+    stable=STABLE, manifest=lambda cfg: {"runs": _runs(cfg)})
 
 def run(a) -> int:
     from .runner import run as run_scenario
