@@ -217,22 +217,12 @@ def format_table(rows: list[dict]) -> str:
 
 
 def _figure(rows: list[dict], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .figures import bar_panels
     metrics = [("hops", "IP hops"), ("connect_ms", "TCP connect (ms)"), ("startup_s", "startup (s)"),
                ("mean_kbps", "mean bitrate (kbps)"), ("transit_mb", "transit (MB)"),
                ("in_isp_share", "share served in ISP")]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3 * len(metrics), 3))
-    arms = [r["arm"] for r in rows]
-    for ax, (key, label) in zip(axes, metrics):
-        ax.bar(arms, [float(r[key] or 0) for r in rows], color=["#c44e52", "#55a868", "#4c72b0"][:len(arms)])
-        ax.set_title(label, fontsize=9)
-        ax.tick_params(labelsize=8)
-    fig.suptitle("placement: origin vs IXP vs embedded OCAs")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    bar_panels(rows, metrics, "placement: origin vs IXP vs embedded OCAs", path,
+               ["#c44e52", "#55a868", "#4c72b0"], panel_w=3.0)
 
 
 SCENARIO = Scenario(

@@ -215,22 +215,12 @@ def format_table(rows: list[dict]) -> str:
 
 
 def _figure(rows: list[dict], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .figures import bar_panels
     metrics = [("health_misses", "health misses (503)"), ("embedded_share", "share from embedded"),
                ("ixp_share", "share from IXP"), ("qoe_lin", "QoE_lin"), ("rebuffer_ratio", "rebuffer ratio"),
                ("mean_kbps", "mean bitrate (kbps)")]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(2.8 * len(metrics), 3))
-    arms = [r["arm"] for r in rows]
-    for ax, (key, label) in zip(axes, metrics):
-        ax.bar(arms, [r[key] or 0 for r in rows], color=["#c44e52", "#4c72b0"][:len(arms)])
-        ax.set_title(label, fontsize=9)
-        ax.tick_params(labelsize=8)
-    fig.suptitle("steering: nearest vs load-aware under OCA capacity limits")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    bar_panels(rows, metrics, "steering: nearest vs load-aware under OCA capacity limits", path,
+               ["#c44e52", "#4c72b0"], panel_w=2.8)
 
 
 # ---- the policy proxy (runs in the control host) -------------------------------------------
