@@ -13,7 +13,8 @@ Invariants:
   account token can never be confused with a URL token.
 - Every location of one manifest shares one URL token: path_prefix `/v/<title>/`, client
   prefix = the viewer's region prefix (or the viewer's /32), expiry now + token_ttl_s.
-- A location entry is {"pathway", "tier", "base_url": root + "/v/<title>/", "query", "reason"};
+- A location entry is {"pathway", "tier", "base_url": root + "/v/<title>/", "query", "reason",
+  "retries"} (retries: how often the player tries this location again before falling back);
   the player fetches base_url + f"{kbps}/{index}?" + query.
 """
 from __future__ import annotations
@@ -74,7 +75,7 @@ def steering_document(title: str, locations: list[Location], query: str,
             "PATHWAY-PRIORITY": [loc.name for loc in locations],
             "locations": [{"pathway": loc.name, "tier": loc.tier,
                            "base_url": f"{loc.base_url_root}/v/{title}/", "query": query,
-                           "reason": loc.reason} for loc in locations]}
+                           "reason": loc.reason, "retries": loc.retries} for loc in locations]}
 
 
 @dataclass
@@ -145,7 +146,7 @@ class PlaybackService:
                 log.warning("steering unavailable, using local policy: %s", exc)
                 locs = self.fallback_steering.rank(ip, title, now)
                 return [Location(l.name, l.tier, l.base_url_root,
-                                 {**l.reason, "steering": "local-fallback"}) for l in locs]
+                                 {**l.reason, "steering": "local-fallback"}, l.retries) for l in locs]
         return self.steering.rank(ip, title, now)
 
     async def _document(self, request: web.Request, title: str, account: str) -> tuple[dict, int]:

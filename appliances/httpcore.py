@@ -19,6 +19,7 @@ from email.utils import formatdate
 from urllib.parse import unquote
 
 MAX_REQUEST_LINE_BYTES = 4096
+NODE_HEADER = "X-Ocalab-Node"  # on every origin/OCA response: the server that sent the bytes
 MAX_HEADERS = 64
 MAX_BODY_BYTES = 4 * 1024 * 1024
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "TRACE", "PATCH",

@@ -13,6 +13,8 @@ Invariants:
   threads (`sendfile_threads` > 0; each call runs only until the socket would block, so a slow
   client never holds a thread) or asyncio's `loop.sendfile`. A handler exception is logged to
   stderr with its traceback and answered 500.
+- Every response carries `X-Ocalab-Node: <server name>`, so a client behind an anycast
+  address learns which server really sent the bytes.
 - One JSON line per request goes to the access log; client-supplied text in it (method,
   path, Range) is cut to LOG_FIELD_MAX characters each, so a line stays under about 1 KB.
 """
@@ -29,7 +31,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Awaitable, BinaryIO, Callable, TextIO
 
-from appliances.httpcore import REASONS, HttpError, Request, parse_request_head, \
+from appliances.httpcore import NODE_HEADER, REASONS, HttpError, Request, parse_request_head, \
     render_response_head
 from appliances.ranges import Decision
 
@@ -229,7 +231,7 @@ class HttpServer:
         """Write one response; returns False if the body could not be completed."""
         d = resp.decision
         length = d.content_length if d is not None else len(resp.body)
-        head = render_response_head(resp.status, resp.headers, length, keep)
+        head = render_response_head(resp.status, [*resp.headers, (NODE_HEADER, self.name)], length, keep)
         send_body = req.method != "HEAD" and (d.send_body if d is not None else True)
         writer.write(head)
         ttfb_ms = (time.monotonic() - t0) * 1000

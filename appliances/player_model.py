@@ -4,9 +4,11 @@ Invariants of LocationCursor over a ranked list of n locations (0 = best):
 - `pick(now)` returns `current`, except when a re-probe is due: after a fallback, once
   `reprobe_segments` segments were fetched below the best location or `reprobe_s` seconds
   passed, it returns 0 (the top-ranked location) for one attempt.
-- `failed(i, now)` on the current location moves current to i + 1 (exhausted when >= n); a
-  failed re-probe leaves current where it was and restarts the re-probe clock.
-- `succeeded(i)` with i < current moves current up to i (the better location recovered).
+- `failed(i, now)` on the current location moves current to i + 1 (exhausted when >= n), unless
+  the location has retries left (`retries[i]`, default 0): then current stays and one retry is
+  used up. A failed re-probe leaves current where it was and restarts the re-probe clock.
+- `succeeded(i)` with i < current moves current up to i (the better location recovered); any
+  success gives the current location its retries back.
 """
 from __future__ import annotations
 
@@ -18,15 +20,19 @@ class LocationCursor:
     n_locations: int
     reprobe_segments: int = 4
     reprobe_s: float = 10.0
+    retries: tuple[int, ...] = ()  # per location; missing entries are 0
     current: int = 0
     _since_segments: int = 0
     _since_unix: float = 0.0
+    _retried: int = 0  # retries of `current` used since its last success
 
     def __post_init__(self) -> None:
         if self.n_locations < 1:
             raise ValueError("a cursor needs at least one location")
         if self.reprobe_segments < 1 or self.reprobe_s <= 0:
             raise ValueError("reprobe_segments must be >= 1 and reprobe_s > 0")
+        if len(self.retries) > self.n_locations or any(r < 0 for r in self.retries):
+            raise ValueError("retries: at most one non-negative count per location")
 
     @property
     def exhausted(self) -> bool:
@@ -44,11 +50,16 @@ class LocationCursor:
 
     def failed(self, index: int, now: float) -> None:
         if index == self.current:
-            self.current += 1
+            allowed = self.retries[index] if index < len(self.retries) else 0
+            if self._retried < allowed:
+                self._retried += 1
+            else:
+                self.current, self._retried = self.current + 1, 0
         self._since_segments = 0
         self._since_unix = now
 
     def succeeded(self, index: int) -> None:
         if index < self.current:
             self.current = index
+        self._retried = 0
         self._since_segments += 1

@@ -23,6 +23,7 @@ from typing import Callable
 import aiohttp
 
 from appliances.abr import Abr, AbrInput
+from appliances.httpcore import NODE_HEADER
 from appliances.player_model import LocationCursor
 from appliances.qoe import PlaybackBuffer, summarize
 
@@ -40,6 +41,7 @@ class SessionConfig:
     max_buffer_s: float = 30.0
     reprobe_segments: int = 4
     reprobe_s: float = 10.0
+    retry_pause_s: float = 0.5  # wall seconds before a location is tried again (its `retries`)
     max_steering_reloads: int = 5
     connect_timeout_s: float = 3.0
     read_timeout_s: float = 5.0
@@ -58,6 +60,7 @@ class Attempt:
     size_bytes: int = 0
     ttfb_ms: float = 0.0
     download_ms: float = 0.0
+    node: str = ""  # X-Ocalab-Node of the response: the server that really sent the bytes
 
 
 @dataclass
@@ -122,7 +125,8 @@ class ViewerSession:
     def _cursor(self, locations: list) -> LocationCursor:
         if not locations:
             raise SegmentError("steering returned no locations")
-        return LocationCursor(len(locations), self.cfg.reprobe_segments, self.cfg.reprobe_s)
+        return LocationCursor(len(locations), self.cfg.reprobe_segments, self.cfg.reprobe_s,
+                              retries=tuple(int(loc.get("retries", 0)) for loc in locations))
 
     async def _wait_for_room(self) -> None:
         self._media_tick()
@@ -181,6 +185,8 @@ class ViewerSession:
             log.info("%s: %s seg %d from %s failed: %s", self.viewer, self.title, index,
                      att.location["pathway"], att.error)
             cursor.failed(i, time.monotonic())
+            if cursor.current == i:  # a retry of the same location: give the network time to re-steer
+                await asyncio.sleep(self.cfg.retry_pause_s)
 
     async def _fetch(self, http, loc: dict, kbps: int, index: int, size: int, sha: str) -> Attempt:
         url = f"{loc['base_url']}{kbps}/{index}?{loc['query']}"
@@ -192,6 +198,7 @@ class ViewerSession:
             async with http.get(url, timeout=timeout) as resp:
                 ttfb_ms = (time.monotonic() - t0) * 1000
                 served_by = self._served_by(loc, resp)
+                node = resp.headers.get(NODE_HEADER, "")
                 if resp.status != 200:
                     raise SegmentError(f"HTTP {resp.status}")
                 body = await resp.read()
@@ -203,7 +210,7 @@ class ViewerSession:
         except (SegmentError, *FETCH_ERRORS) as exc:
             return Attempt(False, loc, error=f"{type(exc).__name__}: {exc}")
         return Attempt(True, served_by, size_bytes=len(body), ttfb_ms=ttfb_ms,
-                       download_ms=(time.monotonic() - t0) * 1000)
+                       download_ms=(time.monotonic() - t0) * 1000, node=node)
 
     def _served_by(self, loc: dict, resp: aiohttp.ClientResponse) -> dict:
         """The location that actually sent the bytes (an OCA may redirect a miss upstream)."""
@@ -233,7 +240,8 @@ class ViewerSession:
             "download_ms": round(att.download_ms, 3), "ttfb_ms": round(att.ttfb_ms, 3),
             "buffer_s": round(self.buffer.level_s, 4),
             "rebuffer_s": round(stall_s, 4),
-            "server": name, "tier": att.location["tier"], "fallback": int(fallback)})
+            "server": name, "tier": att.location["tier"], "fallback": int(fallback),
+            "node": att.node})
         self._stall_mark = self.buffer.rebuffer_s
 
     def summary(self, abr_name: str) -> dict:

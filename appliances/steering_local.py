@@ -26,20 +26,24 @@ from urllib.parse import urlencode
 from appliances.control_deployment import TIER_RANK, Deployment, HealthRegistry
 
 STALE_AFTER_S = 3.0
+MAX_RETRIES = 5  # a location's `retries` (see Location)
 
 
 @dataclass(frozen=True)
 class Location:
-    """One delivery location: `base_url_root` is http://host:port (no path)."""
+    """One delivery location: `base_url_root` is http://host:port (no path). `retries`: how often
+    a player tries this location again after a failure before it falls back (an anycast address
+    is re-steered by the network, so trying it again is meaningful; 0 to MAX_RETRIES)."""
 
     name: str
     tier: str
     base_url_root: str
     reason: dict = field(default_factory=dict, compare=False, hash=False)
+    retries: int = 0
 
     def to_json(self) -> dict:
         return {"name": self.name, "tier": self.tier, "base_url_root": self.base_url_root,
-                "reason": self.reason}
+                "reason": self.reason, "retries": self.retries}
 
     @classmethod
     def from_json(cls, d: dict) -> "Location":
@@ -51,8 +55,11 @@ class Location:
             raise ValueError(f"location {name!r}: unknown tier {tier!r}")
         if not isinstance(root, str) or not root.startswith("http://"):
             raise ValueError(f"location {name!r}: base_url_root must be http://host:port")
+        retries = d.get("retries", 0)
+        if type(retries) is not int or not 0 <= retries <= MAX_RETRIES:
+            raise ValueError(f"location {name!r}: retries must be an integer in 0..{MAX_RETRIES}")
         return cls(name=str(name), tier=tier, base_url_root=root.rstrip("/"),
-                   reason=dict(d.get("reason") or {}))
+                   reason=dict(d.get("reason") or {}), retries=retries)
 
 
 class Steering(Protocol):

@@ -26,6 +26,9 @@ from .steering import G_HEALTH_MISS, OcaState, Origin, PathMetrics, network_view
 
 LOG = logging.getLogger("ocalab.controller.steering")
 RECENT_CONNS = 200
+# a player tries the anycast address this often again after a failure before it falls back to
+# the origin: a dead OCA is out of the ranking one probe round (PROBE_INTERVAL_S) after it died
+ANYCAST_RETRIES = 2
 
 
 class SteeringView:
@@ -88,7 +91,9 @@ class SteeringView:
     def anycast_rank_json(self, viewer_ip: str, title: str | None, now: float, down: frozenset[str],
                           snap) -> dict:
         """The manifest shape for SDN anycast mode: the anycast address first (tier of the location
-        a new connection would be steered to now), then the origin as the player's fallback."""
+        a new connection would be steered to now, `retries`: a player tries it again after a
+        failure, because the network re-steers the new connection), then the origin as the
+        player's fallback."""
         if self.anycast_ip is None:
             raise LookupError("anycast is disabled (--anycast-ip none)")
         ranked = self.ranked(viewer_ip, None, now, down, snap)  # as the switch sees a SYN: no title
@@ -96,6 +101,7 @@ class SteeringView:
         origin = next(r for r in ranked if r.tier == "origin")
         anycast = {"name": "anycast", "tier": now_choice.tier, "address": self.anycast_ip,
                    "base_url_root": f"http://{self.anycast_ip}:{ac.SERVICE_PORT}",
+                   "retries": ANYCAST_RETRIES,
                    "reason": {"policy": "sdn-anycast", "why": "per-connection steering at the ISP switch",
                               "now_choice": now_choice.name}}
         return {"viewer": viewer_ip, "title": title, "policy": "sdn-anycast", "now_unix": now,

@@ -83,22 +83,27 @@ def resolve_servers(chunks: list[dict], access: list[dict], tiers: dict[str, str
                     max_skew_s: float = 5.0) -> list[dict]:
     """Each chunk with `pathway` (what the player fetched) and `server`/`tier` (who sent the bytes).
 
-    A chunk whose server is not a known location (the anycast address) is matched to the 200
-    access-log row with the same client and path whose ts is nearest the chunk's time (within
-    max_skew_s); unmatched chunks keep server "unresolved". Pure."""
+    A chunk whose pathway is not a known location (the anycast address) gets as `server` the
+    node its response named (`node`, the X-Ocalab-Node header) and, as an independent
+    cross-check, `log_server`: the server of the 200 access-log row with the same client, path
+    and byte count whose ts is nearest the chunk's time (within max_skew_s), "" if none. Without a node
+    header the log join decides; a chunk neither names keeps server "unresolved". Pure."""
     index: dict[tuple, list[dict]] = {}
     for r in access:
         if int(r["status"]) == 200:
             index.setdefault((r["client"], r["path"]), []).append(r)
     out = []
     for c in chunks:
-        c = {**c, "pathway": c["server"]}
+        c = {**c, "pathway": c["server"], "log_server": ""}
         if c["server"] not in tiers:
             path = f"/v/{c['title']}/{c['kbps']}/{c['index']}"
             cands = [r for r in index.get((c["client"], path), [])
-                     if abs(float(r["ts"]) - float(c["time"])) <= max_skew_s]
+                     if abs(float(r["ts"]) - float(c["time"])) <= max_skew_s
+                     and int(r.get("bytes", c["bytes"])) == int(c["bytes"])]  # a whole body
             best = min(cands, key=lambda r: abs(float(r["ts"]) - float(c["time"])), default=None)
-            c["server"] = best["server"] if best else "unresolved"
+            c["log_server"] = best["server"] if best else ""
+            node = c.get("node") or ""
+            c["server"] = node if node in tiers else (c["log_server"] or "unresolved")
             c["tier"] = tiers.get(c["server"], "unknown")
         out.append(c)
     return out

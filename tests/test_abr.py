@@ -150,11 +150,30 @@ def test_cursor_reprobes_after_t_seconds():
     assert not LocationCursor(2).reprobe_due(1e9)  # never probes while on the top location
 
 
+def test_cursor_retries_a_location_before_falling_back_and_gets_them_back_on_success():
+    c = LocationCursor(2, reprobe_segments=100, reprobe_s=1e9, retries=(2,))
+    c.failed(0, 0.0)
+    c.failed(0, 0.5)
+    assert c.pick(1.0) == 0  # two retries of the anycast address
+    c.succeeded(0)           # it worked: the retries are back
+    c.failed(0, 2.0)
+    c.failed(0, 2.5)
+    assert c.pick(3.0) == 0
+    c.failed(0, 3.0)         # third failure in a row: fall back
+    assert c.pick(3.5) == 1
+    c.failed(1, 4.0)         # no retries for the origin
+    assert c.exhausted
+
+
 def test_cursor_validates():
     with pytest.raises(ValueError):
         LocationCursor(0)
     with pytest.raises(ValueError):
         LocationCursor(2, reprobe_segments=0)
+    with pytest.raises(ValueError):
+        LocationCursor(1, retries=(1, 1))
+    with pytest.raises(ValueError):
+        LocationCursor(2, retries=(-1,))
 
 
 # --- properties ------------------------------------------------------------------------------

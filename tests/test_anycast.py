@@ -250,6 +250,7 @@ def test_anycast_rank_json_offers_the_anycast_address_then_the_origin():
     assert [(x.name, x.tier, x.base_url_root) for x in locs] == [
         ("anycast", "embedded", "http://198.19.254.1:8080"), ("origin", "origin", "http://198.19.10.11:8080")]
     assert locs[0].reason["now_choice"] == "i1oca1"
+    assert [x.retries for x in locs] == [2, 0]  # the network re-steers: the player tries anycast again
     body = sv.anycast_rank_json("198.18.1.10", None, NOW, frozenset({OCA_LINK}), sv.snapshot())
     assert body["locations"][0]["tier"] == "ixp" and body["locations"][0]["reason"]["now_choice"] == "nfxoca1"
     with pytest.raises(LookupError, match="disabled"):

@@ -52,7 +52,8 @@ def test_steering_document_shape():
     assert doc["RELOAD-URI"] == "/steering/t0007"
     assert doc["locations"][0] == {"pathway": "oca1", "tier": "embedded",
                                    "base_url": "http://198.18.1.100:8080/v/t0007/",
-                                   "query": "exp=1&cp=198.18.1.0/24&tok=abc", "reason": {"x": 1}}
+                                   "query": "exp=1&cp=198.18.1.0/24&tok=abc", "reason": {"x": 1},
+                                   "retries": 0}
 
 
 def run_with_client(fn, **kw):

@@ -25,7 +25,12 @@ def test_failover_quick(tmp_path):
     sessions = _rows(run_dir / "sessions.csv")
     assert sessions and all(s["status"] == "ok" for s in sessions)  # every viewer survived both kills
     chunks = _rows(run_dir / "chunks.csv")
-    assert all(c["server"] != "unresolved" for c in chunks)  # anycast chunks joined with access logs
+    # every chunk names the server that sent it (X-Ocalab-Node), and where the access-log join
+    # finds the request too, both agree
+    assert all(c["server"] != "unresolved" and c["node"] == c["server"] for c in chunks)
+    assert all(c["log_server"] in ("", c["server"]) for c in chunks)
+    assert sum(c["log_server"] == c["server"] for c in chunks if c["pathway"] == "anycast") >= \
+        0.9 * sum(c["pathway"] == "anycast" for c in chunks)
     for arm in ("manifest", "anycast"):
         emb, ixp = by[(arm, "embedded_kill")], by[(arm, "ixp_kill")]
         # everyone watched from the embedded OCA when it died, and every one of them recovered
@@ -34,8 +39,11 @@ def test_failover_quick(tmp_path):
         # with both OCAs dead only the origin is left, across transit: more transit than before
         assert float(ixp["origin_share_after"]) > 0.8
         assert float(ixp["extra_transit_mb"]) > 1.0
-    # manifest fallback goes to the next location, the IXP OCA (no transit); anycast's manifest
-    # holds only the anycast address and the origin, so its fallback crosses transit
+    # manifest fallback goes to the next location, the IXP OCA (no transit); anycast players try
+    # the anycast address again and the controller steers the new connection to the IXP OCA,
+    # so viewers are on it when it dies in turn
     assert float(by[("manifest", "embedded_kill")]["ixp_share_after"]) > 0.5
+    assert float(by[("anycast", "embedded_kill")]["ixp_share_after"]) > 0.5
+    assert int(by[("anycast", "ixp_kill")]["viewers_affected"]) >= 1
     assert float(by[("manifest", "embedded_kill")]["extra_transit_mb"]) < \
         float(by[("manifest", "ixp_kill")]["extra_transit_mb"])

@@ -62,3 +62,16 @@ def test_summarize_rows_per_arm_and_kill_with_extra_transit(tmp_path):
     assert (tmp_path / "summary.csv").exists() and (tmp_path / "failover.png").stat().st_size > 0
     table = failover.format_table(rows)
     assert "embedded_kill" in table and "extra_transit_mb" in table
+
+
+def test_resolve_servers_prefers_the_node_header_and_keeps_the_log_join_as_cross_check():
+    chunks = [{**chunk(100.0, "anycast", index=3), "node": "nfxoca1"},
+              {**chunk(200.0, "anycast", index=4), "node": "nfxoca1"},
+              {**chunk(300.0, "anycast", index=5), "node": "elsewhere"}]
+    access = [{"server": "nfxoca1", "ts": 100.2, "client": "198.18.1.10", "path": "/v/t0001/3000/3", "status": 200},
+              {"server": "origin", "ts": 300.1, "client": "198.18.1.10", "path": "/v/t0001/3000/5", "status": 200}]
+    out = failover.resolve_servers(chunks, access, TIERS)
+    assert [(c["server"], c["log_server"], c["tier"]) for c in out] == [
+        ("nfxoca1", "nfxoca1", "ixp"),  # both agree
+        ("nfxoca1", "", "ixp"),  # no log row (e.g. the log line was lost with a killed OCA)
+        ("origin", "origin", "origin")]  # an unknown node name: the log join decides

@@ -154,7 +154,7 @@ def test_pairs_walk_a_chain_of_switches():
 
 
 def test_calibrate_shares_excess_and_corrects_an_overshoot():
-    from topologies.fidelity import calibrate
+    from topologies.fidelity import MAX_COMPENSATION_MS, calibrate
     plan = metro()
     delays = {lk.name: lk.delay_ms for lk in plan.links}
     a, b = [lk.name for lk in plan.links if lk.delay_ms >= 3][:2]
@@ -168,8 +168,26 @@ def test_calibrate_shares_excess_and_corrects_an_overshoot():
     # measured again with that taken off: 0.4 ms too fast -> give 0.1 ms per link back
     second = calibrate([meas([a, b], -0.4)], plan, {a, b}, base=first)
     assert second == {a: 0.15, b: 0.15}
-    # never below zero, never above 80% of the delay; links not measured keep their base
+    # never below zero, never above 80% of the delay or MAX_COMPENSATION_MS (more than that is
+    # CPU load, not the emulator); links not measured keep their base
     assert calibrate([meas([a], -50.0)], plan, {a, b}, base=first) == {b: 0.25}
-    assert calibrate([meas([a], 1e6)], plan, {a}) == {a: round(0.8 * delays[a], 3)}
+    assert calibrate([meas([a], 1e6)], plan, {a}) == {a: round(min(0.8 * delays[a], MAX_COMPENSATION_MS), 3)}
+    tiny = next(lk.name for lk in plan.links if 0 < lk.delay_ms < MAX_COMPENSATION_MS / 0.8)
+    assert calibrate([meas([tiny], 1e6)], plan, {tiny}) == {tiny: round(0.8 * delays[tiny], 3)}
     # an unrelayed link gets nothing
     assert calibrate([meas([a, b], 1.0)], plan, {b}) == {b: 0.5}
+
+
+def test_cpu_busy_frac_reads_proc_stat_deltas(tmp_path, monkeypatch):
+    from topologies import fidelity
+    lines = iter(["cpu  100 0 100 700 100 0 0 0 0 0\n", "cpu  150 0 150 750 150 0 0 0 0 0\n"])
+    stat = tmp_path / "stat"
+
+    def fake_sleep(_s):
+        stat.write_text(next(lines))
+    stat.write_text(next(lines))
+    monkeypatch.setattr(fidelity.time, "sleep", fake_sleep)
+    # 200 jiffies passed, 100 of them idle or iowait
+    assert fidelity.cpu_busy_frac(0.5, str(stat)) == 0.5
+    monkeypatch.undo()
+    assert 0.0 <= fidelity.cpu_busy_frac(0.05) <= 1.0  # the real /proc/stat

@@ -140,3 +140,13 @@ def test_remote_steering_round_trip_and_failure(http_stub):
         dead = f"http://127.0.0.1:{s.getsockname()[1]}"
     with pytest.raises(SteeringUnavailable):
         RemoteSteering(dead, timeout_s=1.0).rank("198.18.1.7", "t0003", NOW)
+
+
+def test_location_retries_round_trip_and_are_validated():
+    from appliances.steering_local import MAX_RETRIES, Location
+    loc = Location("anycast", "embedded", "http://198.19.254.1:8080", retries=2)
+    assert Location.from_json(loc.to_json()) == loc
+    assert Location.from_json({k: v for k, v in loc.to_json().items() if k != "retries"}).retries == 0
+    for bad in (-1, MAX_RETRIES + 1, "2", 1.5, True):
+        with pytest.raises(ValueError, match="retries"):
+            Location.from_json({**loc.to_json(), "retries": bad})

@@ -94,6 +94,7 @@ class Network:
     fidelity: list = field(default_factory=list)
     compensation_ms: dict = field(default_factory=dict)
     calibration_rounds: int = 0
+    cpu_busy_at_gate: list = field(default_factory=list)  # busy fraction before each measurement
     timings_s: dict = field(default_factory=dict)
     api_url: str | None = None
 
@@ -343,9 +344,11 @@ class Network:
     def verify(self, raise_on_fail: bool = True) -> list:
         """The fidelity gate. With relays: measure, take the emulator's own latency off each
         relayed link, measure again, and correct again while pairs are off (at most
-        CALIBRATION_ROUNDS rounds; the last measurement is the verdict). Kept in self.fidelity."""
-        from .fidelity import calibrate, check, gate
+        CALIBRATION_ROUNDS rounds; the last measurement is the verdict). Kept in self.fidelity.
+        Every measurement waits for a quiet machine first (fidelity.wait_quiet)."""
+        from .fidelity import calibrate, check, gate, wait_quiet
         t1 = time.monotonic()
+        self.cpu_busy_at_gate = [round(wait_quiet(), 3)]
         results = gate(self, raise_on_fail=False)
         rounds = 0
         while self.relay is not None and rounds < CALIBRATION_ROUNDS:
@@ -359,6 +362,7 @@ class Network:
             self._restart_relays(changed)
             self.compensation_ms = comp
             rounds += 1
+            self.cpu_busy_at_gate.append(round(wait_quiet(), 3))
             results = gate(self, raise_on_fail=False)
         self.calibration_rounds = rounds
         self.fidelity = results
@@ -462,7 +466,8 @@ class Network:
                 "link_backend": self.link_backend, "switch_datapath": self.datapath,
                 "reasons": self.reasons, "timings_s": self.timings_s,
                 "relays": len(self._relay_ports), "compensation_ms": self.compensation_ms,
-                "calibration_rounds": self.calibration_rounds}
+                "calibration_rounds": self.calibration_rounds,
+                "cpu_busy_at_gate": self.cpu_busy_at_gate}
 
 
 def _relay_mac(i: int) -> str:
