@@ -62,29 +62,42 @@ def run(a, sc: Scenario) -> int:
                   plan_hash=plan.plan_hash(), fidelity_verified=not a.no_verify, **sc.manifest(cfg))
     children: list[Path] = []
     started = time.time()
-    with net:
-        fidelity = as_rows(net.fidelity)
-        write_csv(top / "fidelity.csv", fidelity)
-        for k in range(1, repeat + 1):
-            run_dir = top if repeat == 1 else _child(top, k, plan, fidelity)
-            if repeat > 1:
-                print(f"{sc.name}: repeat {k}/{repeat}", flush=True)
-            t0 = time.time()
-            tables: dict[str, list] = {t: [] for t in sc.tables}
-            sc.body(net, run_dir, cfg, a.seed, tables)
-            for name, rows in tables.items():
-                write_csv(run_dir / f"{name}.csv", rows)
-            write_manifest(run_dir, **common, network=net.summary(), repeat_index=k, repeats=repeat,
-                           started=t0, ended=time.time())
-            print(sc.format_table(sc.summarize(run_dir)), flush=True)
-            children.append(run_dir)
+    try:
+        with net:
+            fidelity = as_rows(net.fidelity)
+            write_csv(top / "fidelity.csv", fidelity)
+            for k in range(1, repeat + 1):
+                children.append(_repeat(net, top, sc, cfg, a.seed, k, repeat, common, fidelity))
+    except BaseException as exc:  # the failure's provenance, then the error goes on
+        if net.fidelity:
+            write_csv(top / "fidelity.csv", as_rows(net.fidelity))
+        write_manifest(top, **common, network=net.summary(), status="failed",
+                       error=f"{type(exc).__name__}: {exc}"[:4000], started=started, ended=time.time())
+        raise
     if repeat > 1:
         write_manifest(top, **common, network=net.summary(), repeats=repeat, series=[c.name for c in children],
-                       started=started, ended=time.time())
+                       started=started, ended=time.time(), status="ok")
         from .repeats import summarize_series
         print(summarize_series(top, sc))
     print(f"run folder: {top}")
     return 0
+
+
+def _repeat(net, top: Path, sc: Scenario, cfg: dict, seed: int, k: int, repeat: int, common: dict,
+            fidelity: list[dict]) -> Path:
+    """Repeat k of the arms on the built network: tables, manifest and summary in its folder."""
+    run_dir = top if repeat == 1 else _child(top, k, net.plan, fidelity)
+    if repeat > 1:
+        print(f"{sc.name}: repeat {k}/{repeat}", flush=True)
+    t0 = time.time()
+    tables: dict[str, list] = {t: [] for t in sc.tables}
+    sc.body(net, run_dir, cfg, seed, tables)
+    for name, rows in tables.items():
+        write_csv(run_dir / f"{name}.csv", rows)
+    write_manifest(run_dir, **common, network=net.summary(), repeat_index=k, repeats=repeat,
+                   started=t0, ended=time.time(), status="ok")
+    print(sc.format_table(sc.summarize(run_dir)), flush=True)
+    return run_dir
 
 
 def _child(top: Path, k: int, plan, fidelity: list[dict]) -> Path:

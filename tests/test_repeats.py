@@ -78,3 +78,43 @@ def test_run_rejects_a_repeat_below_one(tmp_path, capsys):
             main(["run", "placement", "--repeat", bad, "--out", str(tmp_path)])
         assert "--repeat" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []  # rejected before any run folder or namespace
+
+
+def test_a_failed_run_leaves_a_manifest_that_says_why_and_report_refuses_it(tmp_path, monkeypatch, capsys):
+    """The runner's failure path on a network whose fidelity gate failed (the build is replaced:
+    this checks the provenance written around it, not the emulation)."""
+    import argparse
+    import json
+
+    import topologies.build as build
+    from experiments import runner
+    from experiments.report import report
+    from topologies.fidelity import Measurement, Pair
+    from topologies.linkemu import EmulationError
+
+    class GateFails:
+        def __init__(self, plan, opts):
+            self.plan, self.opts = plan, opts
+            self.fidelity = [Measurement(Pair("a", "b", "198.18.1.1", ("l",), ("access",), 8.0, 0.0),
+                                         12.0, 11.5, 19, 0.5, False)]
+
+        def __enter__(self):
+            raise EmulationError("fidelity gate failed: measured RTT is off the plan on 1 of 1 pairs")
+
+        def __exit__(self, *exc):
+            return False
+
+        def summary(self):
+            return {"calibration_rounds": 3}
+    monkeypatch.setattr(build, "Network", GateFails)
+    monkeypatch.setattr("topologies.ledger.install_signal_handlers", lambda: None)
+    sc = Scenario("demo", lambda quick: {"n": 1}, ("t",), body=None, summarize=None, format_table=None)
+    a = argparse.Namespace(repeat=1, quick=True, abr=None, name="metro", set=[], out=tmp_path,
+                           no_verify=False, link_backend="auto", datapath="auto", seed=7)
+    with pytest.raises(EmulationError):
+        runner.run(a, sc)
+    (run_dir,) = tmp_path.glob("demo-*")
+    m = json.loads((run_dir / "manifest.json").read_text())
+    assert m["status"] == "failed" and "fidelity gate failed" in m["error"] and m["seed"] == 7
+    assert "12.0" in (run_dir / "fidelity.csv").read_text()  # the measurements that failed it
+    assert report([run_dir]) == 1 and "this run failed" in capsys.readouterr().out
