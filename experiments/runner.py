@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .hostload import CpuSampler, cpu_summary, warning
 from .rundir import new_run_dir, write_csv, write_manifest
 
 
@@ -91,12 +92,17 @@ def _repeat(net, top: Path, sc: Scenario, cfg: dict, seed: int, k: int, repeat: 
         print(f"{sc.name}: repeat {k}/{repeat}", flush=True)
     t0 = time.time()
     tables: dict[str, list] = {t: [] for t in sc.tables}
-    sc.body(net, run_dir, cfg, seed, tables)
+    with CpuSampler() as cpu:
+        sc.body(net, run_dir, cfg, seed, tables)
     for name, rows in tables.items():
         write_csv(run_dir / f"{name}.csv", rows)
+    write_csv(run_dir / "host_cpu.csv", cpu.rows)
+    load = cpu_summary(cpu.rows)
     write_manifest(run_dir, **common, network=net.summary(), repeat_index=k, repeats=repeat,
-                   started=t0, ended=time.time(), status="ok")
+                   started=t0, ended=time.time(), status="ok", host_cpu=load)
     print(sc.format_table(sc.summarize(run_dir)), flush=True)
+    if (w := warning(load)) is not None:
+        print(w, flush=True)
     return run_dir
 
 

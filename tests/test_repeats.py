@@ -118,3 +118,16 @@ def test_a_failed_run_leaves_a_manifest_that_says_why_and_report_refuses_it(tmp_
     assert m["status"] == "failed" and "fidelity gate failed" in m["error"] and m["seed"] == 7
     assert "12.0" in (run_dir / "fidelity.csv").read_text()  # the measurements that failed it
     assert report([run_dir]) == 1 and "this run failed" in capsys.readouterr().out
+
+
+def test_host_cpu_summary_and_saturation_warning():
+    from experiments.hostload import CpuSampler, cpu_summary, warning
+    rows = [{"unix_s": i, "busy_frac": b} for i, b in enumerate([0.2, 0.5, 0.97, 1.0] + [0.1] * 6)]
+    s = cpu_summary(rows)
+    assert s == {"seconds": 10, "mean": 0.327, "p95": 1.0, "max": 1.0, "saturated_share": 0.2}
+    assert "20% of the run" in warning(s)
+    assert warning(cpu_summary(rows[4:])) is None and cpu_summary([]) == {"seconds": 0}
+    with CpuSampler(interval_s=0.05) as cpu:  # the real /proc/stat
+        import time
+        time.sleep(0.3)
+    assert len(cpu.rows) >= 2 and all(0.0 <= r["busy_frac"] <= 1.0 for r in cpu.rows)

@@ -1,0 +1,60 @@
+"""How busy the machine running the emulation was, second by second, during a scenario's arms.
+
+Every emulated host, relay, switch and appliance shares this machine's CPUs. When they are
+saturated, latency and startup figures measure the emulator's contention as well as the network,
+so each run records it: `host_cpu.csv` (one row per second: unix_s, busy_frac of all CPUs) and a
+summary in manifest.json (`host_cpu`), and the run prints a warning when the CPUs were saturated
+for more than SATURATED_WARN_SHARE of it.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+from topologies.fidelity import cpu_busy_frac
+
+SATURATED_FRAC = 0.95  # a second with the CPUs at least this busy counts as saturated
+SATURATED_WARN_SHARE = 0.10
+
+
+class CpuSampler:
+    """Context manager: a thread samples the CPUs' busy fraction every `interval_s` until exit."""
+
+    def __init__(self, interval_s: float = 1.0):
+        self.interval_s = interval_s
+        self.rows: list[dict] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="cpu-sampler", daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            busy = cpu_busy_frac(self.interval_s)
+            self.rows.append({"unix_s": round(time.time(), 3), "busy_frac": round(busy, 4)})
+
+    def __enter__(self) -> "CpuSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self._stop.set()
+        self._thread.join(self.interval_s + 1.0)
+        return False
+
+
+def cpu_summary(rows: list[dict]) -> dict:
+    """mean, p95 and max busy fraction and the share of saturated seconds (pure)."""
+    xs = sorted(float(r["busy_frac"]) for r in rows)
+    if not xs:
+        return {"seconds": 0}
+    return {"seconds": len(xs), "mean": round(sum(xs) / len(xs), 3),
+            "p95": xs[min(len(xs) - 1, int(0.95 * len(xs)))], "max": xs[-1],
+            "saturated_share": round(sum(x >= SATURATED_FRAC for x in xs) / len(xs), 3)}
+
+
+def warning(summary: dict) -> str | None:
+    """A one-line warning when the CPUs were saturated for too much of the run, else None."""
+    share = summary.get("saturated_share", 0.0)
+    if share <= SATURATED_WARN_SHARE:
+        return None
+    return (f"WARNING: the host CPUs were saturated (>= {SATURATED_FRAC:.0%} busy) for {share:.0%} of "
+            "the run; latency and startup figures include emulator contention (see host_cpu.csv)")
