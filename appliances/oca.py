@@ -10,12 +10,15 @@ Invariants:
   -> store hit (sendfile from disk or the memory hot set) or miss.
 - Miss `redirect`: 302 to upstream + same path + same query (cache "miss").
   Miss `proxy`: one coalesced pull per object from upstream, verified against the catalog
-  size (and SHA-256), stored atomically, counted as a fill, then served (cache "fill" for the
-  request that started the pull, "coalesced" for requests that joined it in flight).
+  size (and SHA-256), stored atomically, counted as a fill (cache "fill" for the request that
+  started the pull, "coalesced" for requests that joined it in flight). A plain GET is served
+  cut-through while the pull runs (appliances.inflight: the last bytes wait for verification,
+  a failed pull cuts the response short); ranges, conditionals and HEAD wait for the object.
 - A fill request from another OCA (header `X-Ocalab-Fill: 1`) never pulls through: a miss is
   404 (cache "miss") and the filler tries its next source. So a source's store holds only its
   own plan and what its viewers asked for, whatever the order in which peers fill.
-- Only complete, verified objects are ever served (see store.py).
+- Only complete, verified objects are stored and served from the store (see store.py); a
+  cut-through response completes only if its pull verified.
 """
 from __future__ import annotations
 
@@ -34,12 +37,14 @@ import aiohttp
 from appliances import ranges, tokens
 from appliances.content import Catalog, CatalogSpec, ContentError
 from appliances.httpcore import Request
+from appliances.inflight import Inflight
 from appliances.oca_fill import FILL_HEADER, FillSourceError, Filler, parse_fill_plan
 from appliances.oca_http import Response, json_response, parse_listen, \
     serve_from_args, text_response
 from appliances.store import EVICTION_POLICIES, Key, Store, StoreError
 
 MISS_MODES = ("redirect", "proxy")
+PULL_CHUNK_BYTES = 64 * 1024  # upstream read size of a pull-through (cut-through granularity)
 
 
 class EgressMeter:
@@ -115,7 +120,7 @@ class Oca:
         self.active_streams = 0
         self.counters = collections.Counter()
         self.draining = False
-        self._inflight: dict[Key, asyncio.Task] = {}
+        self._inflight: dict[Key, Inflight] = {}
         self._session: aiohttp.ClientSession | None = None
         self.filler = Filler(self.store, catalog, self.session, self._sign_query, fill_log,
                              cfg.verify_sha)
@@ -220,31 +225,50 @@ class Oca:
                         on_done=done)
 
     async def _proxy(self, req: Request, key: Key) -> Response:
-        task = self._inflight.get(key)
-        cache = "coalesced" if task is not None else "fill"
-        if task is None:
-            task = asyncio.create_task(self._pull_through(key, req.query))
-            self._inflight[key] = task
-            task.add_done_callback(lambda _t: self._inflight.pop(key, None))
-        result = await asyncio.shield(task)
+        inflight = self._inflight.get(key)
+        cache = "coalesced" if inflight is not None else "fill"
+        if inflight is None:
+            inflight = self._inflight[key] = Inflight(self.catalog.segment_size(*key))
+            inflight.task = asyncio.create_task(self._pull_through(key, req.query, inflight))
+            inflight.task.add_done_callback(lambda _t: self._inflight.pop(key, None))
+        if self.cfg.verify_sha:  # the ETag is known before the bytes: cut-through when plain GET
+            etag = f'"{self.catalog.segment_sha256(*key)[:32]}"'
+            d = ranges.evaluate(req.method, req.headers, inflight.size_bytes, etag)
+            if req.method == "GET" and d.status == 200 and d.send_body:
+                return self._stream_response(d, inflight, cache)
+        result = await asyncio.shield(inflight.task)  # ranges, conditionals, HEAD: whole object
         if result is None:
-            self.counters["upstream_errors"] += 1
             return text_response(502, "upstream fetch failed")
         data, etag = result
         return self._object_response(req, len(data), etag, data, None, cache)
 
-    async def _pull_through(self, key: Key, client_query: str) -> tuple[bytes, str] | None:
-        """Fetch, verify and store one object; None (reported on stderr) on failure."""
+    def _stream_response(self, d, inflight: Inflight, cache: str) -> Response:
+        self.meter.add(d.content_length, time.monotonic())
+        self.active_streams += 1
+
+        def done() -> None:
+            self.active_streams -= 1
+        return Response(200, list(d.headers), stream=inflight.chunks(), stream_length=inflight.size_bytes,
+                        cache=cache, on_done=done)
+
+    async def _pull_through(self, key: Key, client_query: str,
+                            inflight: Inflight) -> tuple[bytes, str] | None:
+        """Fetch (into `inflight`, read by cut-through responses as it grows), verify and store
+        one object; None (reported on stderr) on failure."""
         path = f"/v/{key[0]}/{key[1]}/{key[2]}"
         query = self._sign_query(path) or client_query
         url = self.cfg.upstream + path + (f"?{query}" if query else "")
-        want = self.catalog.segment_size(*key)
+        want = inflight.size_bytes
         timeout = aiohttp.ClientTimeout(total=60, sock_connect=5)
         try:
             async with self.session().get(url, allow_redirects=False, timeout=timeout) as r:
                 if r.status != 200:
                     raise FillSourceError(f"upstream status {r.status}")
-                data = await r.read()
+                async for part in r.content.iter_chunked(PULL_CHUNK_BYTES):
+                    if len(inflight.buf) + len(part) > want:
+                        raise FillSourceError(f"upstream sent more than the catalog's {want} bytes")
+                    inflight.append(part)
+            data = bytes(inflight.buf)
             if len(data) != want:
                 raise FillSourceError(f"upstream sent {len(data)} bytes, catalog says {want}")
             sha = self.catalog.segment_sha256(*key) if self.cfg.verify_sha else None
@@ -253,7 +277,10 @@ class Oca:
                 OSError) as exc:
             print(f"{self.cfg.name}: upstream pull of {path} failed: {type(exc).__name__}: {exc}",
                   file=sys.stderr, flush=True)
+            self.counters["upstream_errors"] += 1  # failed pulls (every waiter got 502 or a cut)
+            inflight.finish(ok=False)
             return None
+        inflight.finish(ok=True)
         self.counters["fills"] += 1
         self.counters["fill_bytes"] += len(data)
         if obj is None:  # not admitted (everything pinned): serve once without storing

@@ -29,7 +29,7 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Awaitable, BinaryIO, Callable, TextIO
+from typing import AsyncIterator, Awaitable, BinaryIO, Callable, TextIO
 
 from appliances.httpcore import NODE_HEADER, REASONS, HttpError, Request, parse_request_head, \
     render_response_head
@@ -52,6 +52,8 @@ class Response:
     close: bool = False
     on_done: Callable[[], None] | None = None
     range_header: str | None = None
+    stream: AsyncIterator[bytes] | None = None  # a body sent as it is produced (cut-through)
+    stream_length: int = 0  # its Content-Length; a stream that ends short drops the connection
 
 
 def text_response(status: int, message: str | None = None, headers=None, **kw) -> Response:
@@ -230,7 +232,8 @@ class HttpServer:
                     t0: float) -> bool:
         """Write one response; returns False if the body could not be completed."""
         d = resp.decision
-        length = d.content_length if d is not None else len(resp.body)
+        length = d.content_length if d is not None else \
+            (resp.stream_length if resp.stream is not None else len(resp.body))
         head = render_response_head(resp.status, [*resp.headers, (NODE_HEADER, self.name)], length, keep)
         send_body = req.method != "HEAD" and (d.send_body if d is not None else True)
         writer.write(head)
@@ -240,6 +243,11 @@ class HttpServer:
             async with asyncio.timeout(SEND_TIMEOUT_S):
                 if not send_body:
                     pass
+                elif resp.stream is not None:
+                    async for part in resp.stream:
+                        writer.write(part)
+                        sent += len(part)
+                        await writer.drain()
                 elif d is None:
                     writer.write(resp.body)
                     sent = len(resp.body)

@@ -702,3 +702,68 @@ def test_concurrent_misses_make_one_pull_and_are_logged_as_coalesced(oca_factory
     # a fill request from another OCA never pulls through
     r, _ = req(port, "GET", "/v/t0003/750/1", {"X-Ocalab-Fill": "1"})
     assert r.status == 404 and pulls == ["/v/t0002/750/1"]
+
+
+def _streaming_upstream(pause_s: float, corrupt: bool = False):
+    """An upstream on 127.0.0.1 that sends the first half of a segment, pauses, then the rest
+    (flipped bytes when `corrupt`). Returns (base URL, server)."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server API)
+            title, kbps, index = self.path.split("?")[0].split("/")[2:5]
+            body = CAT.segment_bytes(title, int(kbps), int(index))
+            if corrupt:
+                body = bytes(b ^ 0xFF for b in body)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            half = len(body) // 2
+            self.wfile.write(body[:half])
+            self.wfile.flush()
+            time.sleep(pause_s)
+            self.wfile.write(body[half:])
+
+        def log_message(self, *args):
+            pass
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{srv.server_address[1]}", srv
+
+
+@integration
+def test_pull_through_is_cut_through_and_never_completes_an_unverified_body(oca_factory, tmp_path):
+    path = "/v/t0001/3000/2"
+    want = CAT.segment_bytes("t0001", 3000, 2)
+    url, srv = _streaming_upstream(pause_s=1.5)
+    try:
+        _, port = oca_factory("--miss", "proxy", upstream=url)
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+        t0 = time.monotonic()
+        c.request("GET", path)
+        r = c.getresponse()
+        first = r.read(1000)
+        first_byte_s = time.monotonic() - t0
+        body = first + r.read()
+        total_s = time.monotonic() - t0
+        c.close()
+        # the first bytes came while the upstream was still paused, the whole body after it
+        assert r.status == 200 and body == want and first_byte_s < 1.0 <= 1.5 <= total_s + 0.1
+        assert r.getheader("ETag") == f'"{sha(want)[:32]}"'
+        r2, again = req(port, "GET", path)
+        assert again == want and r2.getheader("ETag") == r.getheader("ETag")  # now a hit
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    bad_url, bad = _streaming_upstream(pause_s=0.2, corrupt=True)
+    try:
+        _, port = oca_factory("--miss", "proxy", upstream=bad_url)
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+        c.request("GET", path)
+        r = c.getresponse()
+        with pytest.raises(http.client.IncompleteRead):  # cut short: the client can tell
+            r.read()
+        c.close()
+        health = json.loads(req(port, "GET", "/health")[1])
+        assert health["stored_objects"] == 0 and health["counters"]["upstream_errors"] == 1
+    finally:
+        bad.shutdown()
+        bad.server_close()
