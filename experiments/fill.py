@@ -363,6 +363,7 @@ def summarize(run_dir: Path) -> list[dict]:
             per_oca.append({"arm": arm, "capacity_mb": float(cap), "oca": oca, "requests": len(mine),
                             "hit_ratio": round(o_req, 3), "byte_hit_ratio": round(o_byte, 3)})
         se = sel["sessions"]
+        served_day = sum(int(s["bytes"]) for s in se if float(s["t_s"]) > window_s)
         sess_bytes = [int(s["bytes"]) for s in se if s["status"] == "ok"]
         item_bytes = st.mean(sess_bytes) if sess_bytes else float("nan")
         che = (che_hit_ratio(pop, float(cap) * 2 ** 20 / item_bytes)
@@ -374,6 +375,8 @@ def summarize(run_dir: Path) -> list[dict]:
             "upstream_night_mb": round(night / 1e6, 2), "upstream_day_mb": round(day / 1e6, 2),
             "upstream_peak_mbps": round(peak_mbps, 2),
             "upstream_kernel_mb": round(kernel / 1e6, 2),
+            "served_day_mb": round(served_day / 1e6, 2),
+            "upstream_day_share": round(day / served_day, 3) if served_day else float("nan"),
             "fill_in_window_mb": round(fill_in / 1e6, 2), "fill_outside_mb": round(fill_out / 1e6, 2),
             "hit_ratio": round(req_hr, 3), "byte_hit_ratio": round(byte_hr, 3),
             "compulsory_bound": round(compulsory_bound(sel["requests"]), 3),
@@ -390,7 +393,7 @@ def summarize(run_dir: Path) -> list[dict]:
 
 def format_table(rows: list[dict]) -> str:
     cols = ["arm", "capacity_mb", "sessions_ok", "startup_s", "upstream_night_mb", "upstream_day_mb",
-            "upstream_peak_mbps", "upstream_kernel_mb", "fill_in_window_mb", "fill_outside_mb",
+            "upstream_day_share", "upstream_peak_mbps", "upstream_kernel_mb", "fill_in_window_mb", "fill_outside_mb",
             "hit_ratio", "byte_hit_ratio", "compulsory_bound", "capacity_miss_ratio", "che_hit_ratio"]
     width = {c: max([len(c)] + [len(str(r[c])) for r in rows]) for c in cols}
     lines = ["  ".join(f"{c:>{width[c]}s}" for c in cols)]

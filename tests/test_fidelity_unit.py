@@ -191,3 +191,16 @@ def test_cpu_busy_frac_reads_proc_stat_deltas(tmp_path, monkeypatch):
     assert fidelity.cpu_busy_frac(0.5, str(stat)) == 0.5
     monkeypatch.undo()
     assert 0.0 <= fidelity.cpu_busy_frac(0.05) <= 1.0  # the real /proc/stat
+
+
+def test_closer_keeps_the_measurement_nearer_the_plan_per_pair():
+    from topologies.fidelity import closer
+    p1 = Pair("a", "b", "198.18.1.2", ("l1",), ("access",), 10.0, 0.0)
+    p2 = Pair("c", "d", "198.18.1.4", ("l2",), ("access",), 20.0, 0.0)
+    first = [judge(p1, [13.0] * 10), judge(p2, [20.1] * 10)]  # p1 disturbed by a CPU spike
+    again = [judge(p1, [10.2] * 10)]
+    out = closer(first, again)
+    assert [(m.pair.src, m.median_rtt_ms, m.ok) for m in out] == [("a", 10.2, True), ("c", 20.1, True)]
+    # systematically off stays off; a re-measurement without samples never wins
+    assert not closer([judge(p1, [13.0] * 10)], [judge(p1, [12.8] * 10)])[0].ok
+    assert closer([judge(p1, [13.0] * 10)], [judge(p1, [])])[0].median_rtt_ms == 13.0

@@ -345,11 +345,12 @@ class Network:
         """The fidelity gate. With relays: measure, take the emulator's own latency off each
         relayed link, measure again, and correct again while pairs are off (at most
         CALIBRATION_ROUNDS rounds; the last measurement is the verdict). Kept in self.fidelity.
-        Every measurement waits for a quiet machine first (fidelity.wait_quiet)."""
-        from .fidelity import calibrate, check, gate, wait_quiet
+        Every measurement waits for a quiet machine first (fidelity.wait_quiet), and pairs off
+        the plan are measured once more, keeping the closer result (fidelity.measure)."""
+        from .fidelity import calibrate, check, measure, wait_quiet
         t1 = time.monotonic()
         self.cpu_busy_at_gate = [round(wait_quiet(), 3)]
-        results = gate(self, raise_on_fail=False)
+        results = measure(self)
         rounds = 0
         while self.relay is not None and rounds < CALIBRATION_ROUNDS:
             if rounds and all(m.ok for m in results):
@@ -363,7 +364,7 @@ class Network:
             self.compensation_ms = comp
             rounds += 1
             self.cpu_busy_at_gate.append(round(wait_quiet(), 3))
-            results = gate(self, raise_on_fail=False)
+            results = measure(self)
         self.calibration_rounds = rounds
         self.fidelity = results
         self.timings_s["fidelity"] = time.monotonic() - t1

