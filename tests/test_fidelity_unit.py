@@ -204,3 +204,16 @@ def test_closer_keeps_the_measurement_nearer_the_plan_per_pair():
     # systematically off stays off; a re-measurement without samples never wins
     assert not closer([judge(p1, [13.0] * 10)], [judge(p1, [12.8] * 10)])[0].ok
     assert closer([judge(p1, [13.0] * 10)], [judge(p1, [])])[0].median_rtt_ms == 13.0
+
+
+def test_calibrate_reads_a_disturbed_pair_from_its_floor():
+    from topologies.fidelity import FLOOR_SLACK_MS, calibrate
+    plan = metro()
+    delays = {lk.name: lk.delay_ms for lk in plan.links}
+    a = next(lk.name for lk in plan.links if lk.delay_ms >= 3)
+    exp = 2 * delays[a]
+    pair = Pair("x", "y", "198.18.1.1", (a,), ("access",), exp, 0.0)
+    calm = judge(pair, [exp + 0.4] * 5 + [exp + 0.5] * 10)
+    spiky = judge(pair, [exp + 0.4] * 5 + [exp + 3.0] * 10)  # a CPU spike during most samples
+    assert calibrate([calm], plan, {a}) == {a: 0.25}  # the median: (0.5 ms) / 2 directions
+    assert calibrate([spiky], plan, {a}) == {a: round((0.4 + FLOOR_SLACK_MS) / 2, 3)}

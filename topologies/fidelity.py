@@ -24,6 +24,9 @@ REL_TOL = 0.05
 # A calibration asking for more than this is measuring CPU load (another run's processes, a
 # figure being drawn), not the emulator: it is capped, and the next round re-measures.
 MAX_COMPENSATION_MS = 1.5
+# On a calm machine a pair's median RTT is 0.1-0.4 ms above its minimum. Calibration reads a
+# pair as at most its minimum + FLOOR_SLACK_MS: load inflates the median, rarely the minimum.
+FLOOR_SLACK_MS = 0.5
 # Measure only on a quiet machine: an idle built network keeps the CPUs about 1% busy; above
 # QUIET_BUSY_FRAC something else runs (often the previous run drawing its figures), so wait.
 QUIET_BUSY_FRAC = 0.25
@@ -191,7 +194,7 @@ def calibrate(results: list[Measurement], plan: Plan, relayed: set[str],
     """Per relayed link, the one-way delay (ms) to take off so paths match the plan.
 
     `results` were measured with `base` already taken off (none at first). The excess of each
-    pair (median - plan) is the emulator's own latency (userspace switch, relay wake-ups) left
+    pair (median, but at most min + FLOOR_SLACK_MS, minus plan) is the emulator's own latency (userspace switch, relay wake-ups) left
     over; it is shared out equally over the relayed links on the pair's path, both directions,
     and each link adds the median of its shares to its base (a negative excess gives some back:
     a calibration made during a passing CPU spike overshoots and is corrected next round).
@@ -205,7 +208,7 @@ def calibrate(results: list[Measurement], plan: Plan, relayed: set[str],
         on_path = [name for name in m.pair.links if name in relayed]
         if not on_path or m.samples < 3:
             continue
-        excess = m.median_rtt_ms - m.pair.expected_rtt_ms
+        excess = min(m.median_rtt_ms, m.min_rtt_ms + FLOOR_SLACK_MS) - m.pair.expected_rtt_ms
         for name in on_path:
             shares.setdefault(name, []).append(excess / (2 * len(on_path)))
     comp = {k: v for k, v in base.items() if k not in shares}
