@@ -41,7 +41,7 @@ from appliances.inflight import Inflight
 from appliances.oca_fill import FILL_HEADER, FillSourceError, Filler, parse_fill_plan
 from appliances.oca_http import Response, json_response, parse_listen, \
     serve_from_args, text_response
-from appliances.store import EVICTION_POLICIES, Key, Store, StoreError
+from appliances.store import EVICTION_POLICIES, Key, Store, StoreError, etag_for
 
 MISS_MODES = ("redirect", "proxy")
 PULL_CHUNK_BYTES = 64 * 1024  # upstream read size of a pull-through (cut-through granularity)
@@ -232,7 +232,7 @@ class Oca:
             inflight.task = asyncio.create_task(self._pull_through(key, req.query, inflight))
             inflight.task.add_done_callback(lambda _t: self._inflight.pop(key, None))
         if self.cfg.verify_sha:  # the ETag is known before the bytes: cut-through when plain GET
-            etag = f'"{self.catalog.segment_sha256(*key)[:32]}"'
+            etag = etag_for(self.catalog.segment_sha256(*key))
             d = ranges.evaluate(req.method, req.headers, inflight.size_bytes, etag)
             if req.method == "GET" and d.status == 200 and d.send_body:
                 return self._stream_response(d, inflight, cache)
@@ -284,7 +284,7 @@ class Oca:
         self.counters["fills"] += 1
         self.counters["fill_bytes"] += len(data)
         if obj is None:  # not admitted (everything pinned): serve once without storing
-            return data, f'"{hashlib.sha256(data).hexdigest()[:32]}"'
+            return data, etag_for(hashlib.sha256(data).hexdigest())
         return data, obj.etag
 
     def _handle_fill(self, req: Request) -> Response:

@@ -103,7 +103,12 @@ class StoredObject:
 
     @property
     def etag(self) -> str:
-        return f'"{self.sha256[:32]}"'
+        return etag_for(self.sha256)
+
+
+def etag_for(sha256_hex: str) -> str:
+    """The strong ETag of an object with this SHA-256 (the same before and after it is stored)."""
+    return f'"{sha256_hex[:32]}"'
 
 
 class StoreError(Exception):

@@ -365,6 +365,7 @@ def summarize(run_dir: Path) -> list[dict]:
         se = sel["sessions"]
         served_day = sum(int(s["bytes"]) for s in se if float(s["t_s"]) > window_s)
         sess_bytes = [int(s["bytes"]) for s in se if s["status"] == "ok"]
+        bound = compulsory_bound(sel["requests"])
         item_bytes = st.mean(sess_bytes) if sess_bytes else float("nan")
         che = (che_hit_ratio(pop, float(cap) * 2 ** 20 / item_bytes)
                if arm != "none" and sess_bytes else float("nan"))
@@ -379,8 +380,8 @@ def summarize(run_dir: Path) -> list[dict]:
             "upstream_day_share": round(day / served_day, 3) if served_day else float("nan"),
             "fill_in_window_mb": round(fill_in / 1e6, 2), "fill_outside_mb": round(fill_out / 1e6, 2),
             "hit_ratio": round(req_hr, 3), "byte_hit_ratio": round(byte_hr, 3),
-            "compulsory_bound": round(compulsory_bound(sel["requests"]), 3),
-            "capacity_miss_ratio": round(compulsory_bound(sel["requests"]) - req_hr, 3),
+            "compulsory_bound": round(bound, 3),
+            "capacity_miss_ratio": round(bound - req_hr, 3),
             "che_hit_ratio": round(che, 3), "item_mb": round(item_bytes / 1e6, 3),
         })
     write_csv(run_dir / "summary.csv", rows)

@@ -213,9 +213,9 @@ def _figure(sessions: list[dict], series: list[dict], spike_at_s: float, path: P
     plt.close(fig)
 
 
-# seed-stable. Not the cold arm's new_title_hit_ratio / origin_new_title_mb: during the spike a
-# viewer whose first chunk waits out a store-and-forward pull times out and falls back to
-# another site, so which OCA pulls the title depends on timing.
+# seed-stable. Not the cold arm's new_title_hit_ratio / origin_new_title_mb: the control plane
+# ranks first the OCAs whose heartbeat says they hold the title, so which OCAs pull the launch
+# title depends on timing.
 STABLE = ("spike_sessions", "prefill_mb")
 
 
