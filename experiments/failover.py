@@ -187,7 +187,10 @@ def summarize(run_dir: Path) -> list[dict]:
         if not ev or not ch or "pre" not in ph:
             continue
         pre = ph["pre"]
-        pre_rate = int(pre.get("transit_bytes") or 0) / float(pre["duration_s"])
+        t_first = float(ev[0]["t_unix"])
+        # viewers' bytes from the origin (they cross transit) per second before the first kill
+        pre_origin = sum(int(c["bytes"]) for c in ch if c["tier"] == "origin" and float(c["time"]) < t_first)
+        pre_rate = pre_origin / float(pre["duration_s"])
         for i, e in enumerate(ev):
             t_kill = float(e["t_unix"])
             t_end = float(ev[i + 1]["t_unix"]) if i + 1 < len(ev) else float("inf")
@@ -197,7 +200,8 @@ def summarize(run_dir: Path) -> list[dict]:
             total = sum(int(c["bytes"]) for c in window)
             p = ph.get(e["event"], {})
             transit = int(p.get("transit_bytes") or 0)
-            extra = transit - pre_rate * float(p.get("duration_s") or 0)
+            origin_bytes = sum(int(c["bytes"]) for c in window if c["tier"] == "origin")
+            extra = origin_bytes - pre_rate * float(p.get("duration_s") or 0)
             rows.append({
                 "arm": arm, "event": e["event"], "victim": e["victim"],
                 "viewers_affected": len(rec), "recovered": len(times),
@@ -211,6 +215,7 @@ def summarize(run_dir: Path) -> list[dict]:
                    if total else 0.0 for t in ("embedded", "ixp", "origin")},
                 "pre_transit_mb": round(int(pre.get("transit_bytes") or 0) / 1e6, 2),
                 "transit_mb_after": round(transit / 1e6, 2),
+                "origin_mb_after": round(origin_bytes / 1e6, 2),
                 "extra_transit_mb": round(extra / 1e6, 2)})
     write_csv(run_dir / "summary.csv", rows)
     if chunks:

@@ -39,6 +39,9 @@ def test_failover_quick(tmp_path):
         # with both OCAs dead only the origin is left, across transit: more transit than before
         assert float(ixp["origin_share_after"]) > 0.8
         assert float(ixp["extra_transit_mb"]) > 1.0
+        # the kernel's transit counters over the same phase carried at least those bytes
+        # (they also count headers, ACKs and OCA fills)
+        assert float(ixp["transit_mb_after"]) >= 0.9 * float(ixp["origin_mb_after"])
     # manifest fallback goes to the next location, the IXP OCA (no transit); anycast players try
     # the anycast address again and the controller steers the new connection to the IXP OCA,
     # so viewers are on it when it dies in turn

@@ -43,22 +43,28 @@ def test_recovery_measures_kill_to_first_chunk_from_another_server():
 
 
 def test_summarize_rows_per_arm_and_kill_with_extra_transit(tmp_path):
-    chunks = [chunk(1.0, "i1oca1"), chunk(5.0, "i1oca1"), chunk(12.0, "nfxoca1", fallback=1),
-              chunk(16.0, "nfxoca1"), chunk(22.0, "origin", fallback=1, rebuffer_s=1.5), chunk(26.0, "origin")]
+    """extra_transit_mb: viewers' bytes from the origin after a kill, beyond the pre-kill origin
+    rate; the kernel's transit counters (OCA fill included) stay beside it, not in it."""
+    chunks = [{**chunk(1.0, "origin"), "bytes": 500_000}, chunk(5.0, "i1oca1"),
+              chunk(12.0, "nfxoca1", fallback=1), chunk(16.0, "nfxoca1"),
+              {**chunk(22.0, "origin", fallback=1, rebuffer_s=1.5), "bytes": 6_000_000},
+              {**chunk(26.0, "origin"), "bytes": 7_000_000}]
     write_csv(tmp_path / "chunks.csv", chunks)
     write_csv(tmp_path / "events.csv", [
         {"arm": "manifest", "event": "embedded_kill", "victim": "i1oca1", "tier": "embedded", "t_unix": 10.0},
         {"arm": "manifest", "event": "ixp_kill", "victim": "nfxoca1", "tier": "ixp", "t_unix": 20.0}])
-    write_csv(tmp_path / "phases.csv", [
-        {"arm": "manifest", "phase": "pre", "duration_s": 10.0, "transit_bytes": 1_000_000},
+    write_csv(tmp_path / "phases.csv", [  # a cold OCA pulling through transit makes "pre" heavy
+        {"arm": "manifest", "phase": "pre", "duration_s": 10.0, "transit_bytes": 30_000_000},
         {"arm": "manifest", "phase": "embedded_kill", "duration_s": 10.0, "transit_bytes": 1_000_000},
-        {"arm": "manifest", "phase": "ixp_kill", "duration_s": 20.0, "transit_bytes": 12_000_000}])
+        {"arm": "manifest", "phase": "ixp_kill", "duration_s": 20.0, "transit_bytes": 14_000_000}])
     rows = failover.summarize(tmp_path)
     assert [(r["arm"], r["event"]) for r in rows] == [("manifest", "embedded_kill"), ("manifest", "ixp_kill")]
     emb, ixp = rows
-    assert emb["recover_s_median"] == 2.0 and emb["ixp_share_after"] == 1.0 and emb["extra_transit_mb"] == 0.0
+    assert emb["recover_s_median"] == 2.0 and emb["ixp_share_after"] == 1.0
+    assert emb["origin_mb_after"] == 0.0 and emb["extra_transit_mb"] == -0.5  # 0.05 MB/s x 10 s expected
     assert ixp["recover_s_max"] == 2.0 and ixp["rebuffer_s"] == 1.5 and ixp["origin_share_after"] == 1.0
-    assert ixp["extra_transit_mb"] == 10.0  # 12 MB in 20 s against 1 MB per 10 s before the kill
+    assert ixp["origin_mb_after"] == 13.0 and ixp["extra_transit_mb"] == 12.0  # 13 MB - 0.05 MB/s x 20 s
+    assert ixp["transit_mb_after"] == 14.0 and ixp["pre_transit_mb"] == 30.0
     assert (tmp_path / "summary.csv").exists() and (tmp_path / "failover.png").stat().st_size > 0
     table = failover.format_table(rows)
     assert "embedded_kill" in table and "extra_transit_mb" in table

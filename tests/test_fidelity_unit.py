@@ -217,3 +217,28 @@ def test_calibrate_reads_a_disturbed_pair_from_its_floor():
     spiky = judge(pair, [exp + 0.4] * 5 + [exp + 3.0] * 10)  # a CPU spike during most samples
     assert calibrate([calm], plan, {a}) == {a: 0.25}  # the median: (0.5 ms) / 2 directions
     assert calibrate([spiky], plan, {a}) == {a: round((0.4 + FLOOR_SLACK_MS) / 2, 3)}
+
+
+def test_remeasure_waits_out_host_noise_and_keeps_a_wrong_pair_off(monkeypatch):
+    """Settle rounds: a pair disturbed for two rounds comes back on the plan; a pair that is
+    really off fails every round; each round measures only the pairs still off, after longer pauses."""
+    from topologies import fidelity
+    noisy = Pair("a", "b", "198.18.1.2", ("l1",), ("access",), 10.0, 0.0)
+    wrong = Pair("c", "d", "198.18.1.4", ("l2",), ("access",), 20.0, 0.0)
+    fine = Pair("e", "f", "198.18.1.6", ("l3",), ("access",), 5.0, 0.0)
+    script = iter([{"a": 11.8, "c": 23.0}, {"a": 10.1, "c": 23.1}, {"c": 22.9}])
+    asked, slept = [], []
+
+    def fake_gate(net, count, batch, raise_on_fail=False, only=None):
+        medians = next(script)
+        asked.append(sorted(p.src for p in only))
+        return [judge(p, [medians[p.src]] * 10) for p in only]
+    monkeypatch.setattr(fidelity, "gate", fake_gate)
+    monkeypatch.setattr(fidelity, "wait_quiet", lambda max_wait_s, busy_frac: 0.0)
+    monkeypatch.setattr(fidelity.time, "sleep", slept.append)
+    first = [judge(noisy, [12.0] * 10), judge(wrong, [23.0] * 10), judge(fine, [5.1] * 10)]
+    log: list = []
+    out = fidelity.remeasure(None, first, 3, 3.0, 0.1, log=log)
+    assert asked == [["a", "c"], ["a", "c"], ["c"]] and log == [2, 2, 1] and slept == [3.0, 6.0, 9.0]
+    assert [(m.pair.src, m.median_rtt_ms, m.ok) for m in out] == [
+        ("a", 10.1, True), ("c", 22.9, False), ("e", 5.1, True)]

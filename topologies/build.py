@@ -95,6 +95,7 @@ class Network:
     compensation_ms: dict = field(default_factory=dict)
     calibration_rounds: int = 0
     cpu_busy_at_gate: list = field(default_factory=list)  # busy fraction before each measurement
+    settle_remeasured: list = field(default_factory=list)  # pairs measured again per settle round
     timings_s: dict = field(default_factory=dict)
     api_url: str | None = None
 
@@ -346,8 +347,11 @@ class Network:
         relayed link, measure again, and correct again while pairs are off (at most
         CALIBRATION_ROUNDS rounds; the last measurement is the verdict). Kept in self.fidelity.
         Every measurement waits for a quiet machine first (fidelity.wait_quiet), and pairs off
-        the plan are measured once more, keeping the closer result (fidelity.measure)."""
-        from .fidelity import calibrate, check, measure, wait_quiet
+        the plan are measured once more, keeping the closer result (fidelity.measure). Before
+        the verdict, pairs still off get up to SETTLE_ROUNDS more measurements after pauses
+        (fidelity.remeasure); self.settle_remeasured counts the pairs of each."""
+        from .fidelity import (SETTLE_BUSY_FRAC, SETTLE_PAUSE_S, SETTLE_ROUNDS, calibrate, check,
+                               measure, remeasure, wait_quiet)
         t1 = time.monotonic()
         self.cpu_busy_at_gate = [round(wait_quiet(), 3)]
         results = measure(self)
@@ -366,6 +370,9 @@ class Network:
             self.cpu_busy_at_gate.append(round(wait_quiet(), 3))
             results = measure(self)
         self.calibration_rounds = rounds
+        self.settle_remeasured = []
+        results = remeasure(self, results, SETTLE_ROUNDS, SETTLE_PAUSE_S, SETTLE_BUSY_FRAC,
+                            log=self.settle_remeasured)
         self.fidelity = results
         self.timings_s["fidelity"] = time.monotonic() - t1
         if raise_on_fail:
@@ -468,7 +475,8 @@ class Network:
                 "reasons": self.reasons, "timings_s": self.timings_s,
                 "relays": len(self._relay_ports), "compensation_ms": self.compensation_ms,
                 "calibration_rounds": self.calibration_rounds,
-                "cpu_busy_at_gate": self.cpu_busy_at_gate}
+                "cpu_busy_at_gate": self.cpu_busy_at_gate,
+                "settle_remeasured": self.settle_remeasured}
 
 
 def _relay_mac(i: int) -> str:

@@ -31,6 +31,14 @@ FLOOR_SLACK_MS = 0.5
 # QUIET_BUSY_FRAC something else runs (often the previous run drawing its figures), so wait.
 QUIET_BUSY_FRAC = 0.25
 QUIET_WAIT_S = 60.0
+# Before its verdict the gate measures pairs still off the plan up to SETTLE_ROUNDS more times,
+# after pauses of SETTLE_PAUSE_S x round and on a machine at most SETTLE_BUSY_FRAC busy, keeping
+# each pair's closest result. Host noise on a VM (a neighbour, the hypervisor) comes in bursts of
+# seconds and inflates the median of every pair measured during it: in one CI run 19 of 41 pairs
+# read 0.5-1.8 ms over with their minimums on the plan. A wrong delay line is off every time.
+SETTLE_ROUNDS = 3
+SETTLE_PAUSE_S = 3.0
+SETTLE_BUSY_FRAC = 0.10
 
 
 @dataclass(frozen=True)
@@ -137,12 +145,29 @@ def closer(first: list[Measurement], again: list[Measurement]) -> list[Measureme
 
 def measure(net, count: int = 20, batch: int = 2) -> list[Measurement]:
     """Every pair measured (`gate`), and the pairs off the plan measured once more (`closer`)."""
-    results = gate(net, count, batch, raise_on_fail=False)
-    bad = [m.pair for m in results if not m.ok]
-    if not bad:
-        return results
-    wait_quiet()
-    return closer(results, gate(net, count, batch, raise_on_fail=False, only=bad))
+    return remeasure(net, gate(net, count, batch, raise_on_fail=False), 1, 0.0, QUIET_BUSY_FRAC,
+                     count=count, batch=batch)
+
+
+def remeasure(net, results: list[Measurement], rounds: int, pause_s: float, busy_frac: float,
+              log: list | None = None, count: int = 20, batch: int = 2) -> list[Measurement]:
+    """Up to `rounds` times: the pairs of `results` off the plan, after a pause of pause_s x round
+    and a quiet machine, measured again; each pair keeps its closest result (`closer`). Appends
+    to `log` the number of pairs measured again in each round."""
+    for i in range(rounds):
+        bad = [m.pair for m in results if not m.ok]
+        if not bad:
+            break
+        if pause_s:
+            print(f"ocalab: fidelity: {len(bad)} of {len(results)} pairs off the plan; measuring them "
+                  f"again in {pause_s * (i + 1):.0f} s (host noise passes, a wrong link does not)",
+                  file=sys.stderr, flush=True)
+            time.sleep(pause_s * (i + 1))
+        wait_quiet(QUIET_WAIT_S / 2 if pause_s else QUIET_WAIT_S, busy_frac)
+        if log is not None:
+            log.append(len(bad))
+        results = closer(results, gate(net, count, batch, raise_on_fail=False, only=bad))
+    return results
 
 
 def gate(net, count: int = 20, batch: int = 2, raise_on_fail: bool = True,
