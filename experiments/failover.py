@@ -25,6 +25,7 @@ ARMS = ("manifest", "anycast")
 ISP = "isp1"
 VICTIMS = (("embedded_kill", "i1oca1"), ("ixp_kill", "nfxoca1"))
 PHASES = ("pre", "embedded_kill", "ixp_kill")
+CLOCK_SKEW_S = 0.05  # the kill and the chunk times come from two processes' wall clocks
 
 
 def _settings(quick: bool) -> dict:
@@ -171,6 +172,11 @@ def recovery(chunks: list[dict], t_kill: float, victim: str, t_end: float) -> li
     return out
 
 
+def requested_unix(chunk: dict) -> float:
+    """When the player sent the chunk's (last) request: completion time minus download time."""
+    return float(chunk["time"]) - float(chunk.get("download_ms") or 0) / 1000
+
+
 def _mean(xs: list[float]) -> float | None:
     return round(sum(xs) / len(xs), 3) if xs else None
 
@@ -201,12 +207,17 @@ def summarize(run_dir: Path) -> list[dict]:
             p = ph.get(e["event"], {})
             transit = int(p.get("transit_bytes") or 0)
             origin_bytes = sum(int(c["bytes"]) for c in window if c["tier"] == "origin")
+            late = [c for c in window if c["server"] == e["victim"]]
             extra = origin_bytes - pre_rate * float(p.get("duration_s") or 0)
             rows.append({
                 "arm": arm, "event": e["event"], "victim": e["victim"],
                 "viewers_affected": len(rec), "recovered": len(times),
                 "recover_s_median": round(sorted(times)[len(times) // 2], 3) if times else None,
                 "recover_s_max": max(times) if times else None,
+                # a killed process's socket buffers still drain: bodies requested before the kill
+                # may complete after it; a request sent after it must never be answered
+                "victim_mb_after": round(sum(int(c["bytes"]) for c in late) / 1e6, 3),
+                "victim_requests_after": sum(requested_unix(c) > t_kill + CLOCK_SKEW_S for c in late),
                 "rebuffer_s": round(sum(r["rebuffer_s"] for r in rec), 3),
                 "fallback_chunks": sum(int(c["fallback"]) for c in window),
                 "chunks_after": len(window),

@@ -46,6 +46,7 @@ def test_summarize_rows_per_arm_and_kill_with_extra_transit(tmp_path):
     """extra_transit_mb: viewers' bytes from the origin after a kill, beyond the pre-kill origin
     rate; the kernel's transit counters (OCA fill included) stay beside it, not in it."""
     chunks = [{**chunk(1.0, "origin"), "bytes": 500_000}, chunk(5.0, "i1oca1"),
+              {**chunk(10.5, "i1oca1"), "download_ms": 900.0},  # requested before the kill, drained after
               chunk(12.0, "nfxoca1", fallback=1), chunk(16.0, "nfxoca1"),
               {**chunk(22.0, "origin", fallback=1, rebuffer_s=1.5), "bytes": 6_000_000},
               {**chunk(26.0, "origin"), "bytes": 7_000_000}]
@@ -60,11 +61,14 @@ def test_summarize_rows_per_arm_and_kill_with_extra_transit(tmp_path):
     rows = failover.summarize(tmp_path)
     assert [(r["arm"], r["event"]) for r in rows] == [("manifest", "embedded_kill"), ("manifest", "ixp_kill")]
     emb, ixp = rows
-    assert emb["recover_s_median"] == 2.0 and emb["ixp_share_after"] == 1.0
+    assert emb["recover_s_median"] == 2.0 and emb["ixp_share_after"] == 0.667
+    assert emb["victim_mb_after"] == 0.001 and emb["victim_requests_after"] == 0
     assert emb["origin_mb_after"] == 0.0 and emb["extra_transit_mb"] == -0.5  # 0.05 MB/s x 10 s expected
     assert ixp["recover_s_max"] == 2.0 and ixp["rebuffer_s"] == 1.5 and ixp["origin_share_after"] == 1.0
     assert ixp["origin_mb_after"] == 13.0 and ixp["extra_transit_mb"] == 12.0  # 13 MB - 0.05 MB/s x 20 s
     assert ixp["transit_mb_after"] == 14.0 and ixp["pre_transit_mb"] == 30.0
+    late = {**chunk(21.0, "nfxoca1"), "download_ms": 500.0}  # asked at 20.5, after the kill at 20
+    assert failover.requested_unix(late) == 20.5
     assert (tmp_path / "summary.csv").exists() and (tmp_path / "failover.png").stat().st_size > 0
     table = failover.format_table(rows)
     assert "embedded_kill" in table and "extra_transit_mb" in table
