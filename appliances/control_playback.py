@@ -138,21 +138,26 @@ class PlaybackService:
             return json_error(404, "unknown title")
         return title, total
 
-    async def _rank(self, ip: str, title: str, now: float) -> list[Location]:
+    async def _rank(self, ip: str, title: str, now: float) -> tuple[list[Location], dict[str, str]]:
+        """Ranked locations and the OCAs steering left out (name -> why; known only from the
+        controller's answer)."""
         if getattr(self.steering, "blocking", False):
+            detail = getattr(self.steering, "rank_detail", None)
             try:
-                return await asyncio.to_thread(self.steering.rank, ip, title, now)
+                if detail is not None:
+                    return await asyncio.to_thread(detail, ip, title, now)
+                return await asyncio.to_thread(self.steering.rank, ip, title, now), {}
             except SteeringUnavailable as exc:
                 log.warning("steering unavailable, using local policy: %s", exc)
                 locs = self.fallback_steering.rank(ip, title, now)
                 return [Location(l.name, l.tier, l.base_url_root,
-                                 {**l.reason, "steering": "local-fallback"}, l.retries) for l in locs]
-        return self.steering.rank(ip, title, now)
+                                 {**l.reason, "steering": "local-fallback"}, l.retries) for l in locs], {}
+        return self.steering.rank(ip, title, now), {}
 
     async def _document(self, request: web.Request, title: str, account: str) -> tuple[dict, int]:
         now = self.clock()
         ip = viewer_ip(request)
-        locations = await self._rank(ip, title, now)
+        locations, excluded = await self._rank(ip, title, now)
         exp = int(now + self.token_ttl_s)
         cp = self.deployment.client_prefix(ip)
         query = tokens.sign(self.key, f"/v/{title}/", cp, exp)
@@ -161,7 +166,7 @@ class PlaybackService:
             self.steering_log.write(json.dumps({
                 "ts": now, "viewer": ip, "account": account, "title": title,
                 "ranked": doc["PATHWAY-PRIORITY"],
-                "reasons": {l.name: l.reason for l in locations}}) + "\n")
+                "reasons": {l.name: l.reason for l in locations}, "excluded": excluded}) + "\n")
             self.steering_log.flush()
         return {**doc, "client_prefix": cp, "viewer_ip": ip}, exp
 

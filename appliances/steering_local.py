@@ -127,6 +127,11 @@ class RemoteSteering:
     blocking: bool = field(default=True, init=False)
 
     def rank(self, viewer_ip: str, title: str, now: float) -> list[Location]:
+        return self.rank_detail(viewer_ip, title, now)[0]
+
+    def rank_detail(self, viewer_ip: str, title: str, now: float) -> tuple[list[Location], dict[str, str]]:
+        """The ranked locations and the OCAs the controller left out, name -> why (a health
+        miss: "stale_heartbeat:2.1s", "status:unreachable", "no_path", ...)."""
         query = urlencode({"viewer": viewer_ip, "title": title, **({"policy": self.policy} if self.policy else {})})
         full = f"{self.url.rstrip('/')}/rank?{query}"
         try:
@@ -137,9 +142,12 @@ class RemoteSteering:
         if not isinstance(body, dict) or not isinstance(body.get("locations"), list):
             raise SteeringUnavailable(f"remote steering {full}: no 'locations' list")
         try:
-            return [Location.from_json(d) for d in body["locations"]]
+            locations = [Location.from_json(d) for d in body["locations"]]
         except ValueError as exc:
             raise SteeringUnavailable(f"remote steering {full}: {exc}") from exc
+        excluded = body.get("excluded") or []
+        return locations, {str(e.get("name")): str(e.get("why")) for e in excluded if isinstance(e, dict)} \
+            if isinstance(excluded, list) else {}
 
 
 class SteeringUnavailable(RuntimeError):

@@ -277,6 +277,9 @@ def _run_day(net, run_dir: Path, arm: str, cap: float, cfg: dict, seed: int, tab
         svc.stop()
     for k, rows in collect(svc.logs, tags, t0, t0 + window_s).items():
         tables[k] += rows
+    from .steering_exp import read_steering
+    tables["steering"] += [{**tags, "t_s": round(d["ts"] - t0, 3), **{k: v for k, v in d.items() if k != "arm"}}
+                           for d in read_steering(svc.logs / "steering.jsonl", arm)]
 
 
 # ---- summary ----------------------------------------------------------------------------
@@ -377,6 +380,9 @@ def summarize(run_dir: Path) -> list[dict]:
             "upstream_peak_mbps": round(peak_mbps, 2),
             "upstream_kernel_mb": round(kernel / 1e6, 2),
             "served_day_mb": round(served_day / 1e6, 2),
+            # sessions whose manifest put the origin first: with OCAs deployed, only when the
+            # controller left every OCA out as a health miss (steering.csv `excluded` says why)
+            "origin_first_sessions": sum(s.get("first_location") == "origin" for s in se),
             "upstream_day_share": round(day / served_day, 3) if served_day else float("nan"),
             "fill_in_window_mb": round(fill_in / 1e6, 2), "fill_outside_mb": round(fill_out / 1e6, 2),
             "hit_ratio": round(req_hr, 3), "byte_hit_ratio": round(byte_hr, 3),
@@ -394,7 +400,8 @@ def summarize(run_dir: Path) -> list[dict]:
 
 def format_table(rows: list[dict]) -> str:
     cols = ["arm", "capacity_mb", "sessions_ok", "startup_s", "upstream_night_mb", "upstream_day_mb",
-            "upstream_day_share", "upstream_peak_mbps", "upstream_kernel_mb", "fill_in_window_mb", "fill_outside_mb",
+            "upstream_day_share", "origin_first_sessions", "upstream_peak_mbps", "upstream_kernel_mb",
+            "fill_in_window_mb", "fill_outside_mb",
             "hit_ratio", "byte_hit_ratio", "compulsory_bound", "capacity_miss_ratio", "che_hit_ratio"]
     width = {c: max([len(c)] + [len(str(r[c])) for r in rows]) for c in cols}
     lines = ["  ".join(f"{c:>{width[c]}s}" for c in cols)]
@@ -452,7 +459,8 @@ STABLE = ("sessions", "hit_ratio", "byte_hit_ratio", "compulsory_bound", "capaci
 
 SCENARIO = Scenario(
     name="fill", settings=settings, body=body, summarize=summarize, format_table=format_table,
-    tables=("links_ts", "links", "requests", "fills", "sessions", "slots"), key=("arm", "capacity_mb"),
+    tables=("links_ts", "links", "requests", "fills", "sessions", "slots", "steering"),
+    key=("arm", "capacity_mb"),
     stable=STABLE, manifest=lambda cfg: {"runs": _runs(cfg)})
 
 def run(a) -> int:

@@ -133,6 +133,8 @@ def read_steering(path: Path, arm: str) -> list[dict]:
                     "title": d["title"], "first": d["ranked"][0] if d["ranked"] else "",
                     "ranked": " ".join(d["ranked"]), "overloaded": names("overloaded"),
                     "health_missed": names("health_miss"), "content_missed": names("content_miss"),
+                    # OCAs the controller left out (health misses), name=why
+                    "excluded": " ".join(f"{n}={why}" for n, why in sorted((d.get("excluded") or {}).items())),
                     "policy": next((r.get("policy") for r in reasons.values() if r.get("policy")), ""),
                     "fallback": int(any(r.get("steering") == "local-fallback" for r in reasons.values()))})
     return out

@@ -107,7 +107,8 @@ def _synthetic_run(tmp_path):
             reqs.append({"arm": arm, "capacity_mb": 40.0, "oca": "i1oca1", "t_s": 9, "path": "/v/t0001/235/0",
                          "status": 200, "bytes": 1000, "cache": c})
         sessions.append({"arm": arm, "capacity_mb": 40.0, "t_s": 9, "status": "ok", "bytes": 4_000_000,
-                         "startup_s": 0.5 if arm == "proactive" else 0.9, "account": "i1v1-s02-0000"})
+                         "startup_s": 0.5 if arm == "proactive" else 0.9, "account": "i1v1-s02-0000",
+                         "first_location": "origin" if arm == "proactive" else "i1oca1"})
     for name, rows in (("links_ts", ts), ("fills", fills), ("requests", reqs), ("sessions", sessions),
                        ("links", links)):
         write_csv(tmp_path / f"{name}.csv", rows)
@@ -124,6 +125,7 @@ def test_summarize_synthetic_run(tmp_path):
     assert re["hit_ratio"] == pytest.approx(0.333) and pro["hit_ratio"] == pytest.approx(0.667)
     assert 0 < re["che_hit_ratio"] < 1
     assert re["upstream_kernel_mb"] > 0
+    assert (re["origin_first_sessions"], pro["origin_first_sessions"]) == (0, 1)
     assert (tmp_path / "summary.csv").exists() and (tmp_path / "fill.png").stat().st_size > 0
     assert (tmp_path / "upstream_ts.csv").exists()
     per_oca = (tmp_path / "oca_summary.csv").read_text().splitlines()

@@ -24,9 +24,11 @@ def test_read_steering_flattens_the_control_plane_log(tmp_path):
     reasons = {"nfxoca1": {"policy": "load_aware", "group": 0}, "origin": {"policy": "load_aware", "group": 3},
                "i1oca1": {"policy": "load_aware", "overloaded": True, "group": 1}}
     log.write_text(json.dumps({"ts": 5.0, "viewer": "198.18.1.10", "account": "i1v1-0000", "title": "t0001",
-                               "ranked": ["nfxoca1", "i1oca1", "origin"], "reasons": reasons}) + "\n")
+                               "ranked": ["nfxoca1", "i1oca1", "origin"], "reasons": reasons,
+                               "excluded": {"i2oca1": "status:unreachable", "i0oca1": "no_path"}}) + "\n")
     [row] = steering_exp.read_steering(log, "load_aware")
     assert row["first"] == "nfxoca1" and row["overloaded"] == "i1oca1" and row["health_missed"] == ""
+    assert row["excluded"] == "i0oca1=no_path i2oca1=status:unreachable"
     assert row["policy"] == "load_aware" and row["fallback"] == 0
 
 

@@ -123,7 +123,8 @@ def test_client_prefix_is_region_prefix_or_host():
 
 def _rank_answer(path: str) -> bytes:
     return json.dumps({"locations": [{"name": "ixp1", "tier": "ixp", "base_url_root": "http://198.18.9.10:8080",
-                                      "reason": {"path": path}}]}).encode()
+                                      "reason": {"path": path}}],
+                       "excluded": [{"name": "emb1", "tier": "embedded", "why": "stale_heartbeat:2.1s"}]}).encode()
 
 
 def test_remote_steering_round_trip_and_failure(http_stub):
@@ -131,6 +132,8 @@ def test_remote_steering_round_trip_and_failure(http_stub):
     locs = RemoteSteering(url).rank("198.18.1.7", "t0003", NOW)
     assert locs == [Location("ixp1", "ixp", "http://198.18.9.10:8080")]
     assert locs[0].reason["path"] == "/rank?viewer=198.18.1.7&title=t0003"
+    # the OCAs the controller left out, and why, come with the detailed answer
+    assert RemoteSteering(url).rank_detail("198.18.1.7", "t0003", NOW) == (locs, {"emb1": "stale_heartbeat:2.1s"})
     # a policy, when given, goes to the controller with every query
     locs = RemoteSteering(url, policy="load_aware").rank("198.18.1.7", "t0003", NOW)
     assert locs[0].reason["path"] == "/rank?viewer=198.18.1.7&title=t0003&policy=load_aware"
