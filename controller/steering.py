@@ -9,6 +9,9 @@
   (stored_titles known and without the title: the OCA would have to fill first); 3 the origin;
   4 health miss (no heartbeat, heartbeat older than STALE_AFTER_S, status != "ok", or no path
   from the viewer), kept as a last resort;
+- fail static: a heartbeat's age is taken at the last push of OCA state (`pushed_s`), not at
+  `now`, so a stalled monitor (the probe starved of CPU) does not make every OCA a health miss
+  at once; only when no push came for MONITOR_DEAD_S is the monitor dead and age taken at `now`;
 - every location carries a reason: hops, rtt_ms, load, content_miss, health_miss, overloaded,
   group, policy and a short `why`.
 `network_view()` derives hops and RTT from the plan: hops as traceroute counts them
@@ -27,6 +30,10 @@ from topologies.routes import l3_path, path_links
 POLICIES = ("nearest", "load_aware")
 TIER_RANK = {"embedded": 0, "ixp": 1, "origin": 2}
 STALE_AFTER_S = 3.0
+# No push of OCA state for this long: the monitor is dead, stop trusting what it last said.
+# Shorter pauses are a monitor stalled on a saturated machine (seen: every OCA of a fill run
+# left out for a heartbeat 1.5-2 s old while all of them were serving): keep the last state.
+MONITOR_DEAD_S = 5.0
 G_OK, G_OVERLOADED, G_CONTENT_MISS, G_ORIGIN, G_HEALTH_MISS = range(5)
 
 
@@ -85,12 +92,15 @@ class RankedLocation:
                 "base_url_root": self.url or f"http://{self.address}", "reason": self.reason}
 
 
-def _health(oca: OcaState, now: float, stale_after_s: float = STALE_AFTER_S) -> str | None:
-    """None if healthy, else why not."""
+def _health(oca: OcaState, now: float, stale_after_s: float = STALE_AFTER_S,
+            pushed_s: float | None = None) -> str | None:
+    """None if healthy, else why not. The heartbeat's age is taken at the last push `pushed_s`
+    (fail static) unless that is None or older than MONITOR_DEAD_S."""
     if oca.heartbeat_s is None:
         return "no_heartbeat"
-    if now - oca.heartbeat_s > stale_after_s:
-        return f"stale_heartbeat:{now - oca.heartbeat_s:.1f}s"
+    at = now if pushed_s is None or now - pushed_s > MONITOR_DEAD_S else min(now, pushed_s)
+    if at - oca.heartbeat_s > stale_after_s:
+        return f"stale_heartbeat:{at - oca.heartbeat_s:.1f}s"
     if oca.status != "ok":
         return f"status:{oca.status}"
     return None
@@ -98,9 +108,11 @@ def _health(oca: OcaState, now: float, stale_after_s: float = STALE_AFTER_S) -> 
 
 def rank(viewer_ip: str, title: str | None, ocas: list[OcaState], view: dict[str, PathMetrics],
          origin: Origin, now: float, policy: str = "nearest",
-         load_threshold: float = 0.8, stale_after_s: float = STALE_AFTER_S) -> list[RankedLocation]:
+         load_threshold: float = 0.8, stale_after_s: float = STALE_AFTER_S,
+         pushed_s: float | None = None) -> list[RankedLocation]:
     """Ranked locations, best first (see module invariants). `view` maps OCA and origin names
-    to path metrics from the viewer; a missing entry means no path (a health miss)."""
+    to path metrics from the viewer; a missing entry means no path (a health miss). `pushed_s`:
+    when OCA state was last pushed (None: judge heartbeats at `now`)."""
     if policy not in POLICIES:
         raise ValueError(f"unknown steering policy {policy!r}; known: {', '.join(POLICIES)}")
     if not 0 <= load_threshold <= 1:
@@ -111,7 +123,7 @@ def rank(viewer_ip: str, title: str | None, ocas: list[OcaState], view: dict[str
         if not oca.serves(viewer_ip):
             continue
         pm = view.get(oca.name)
-        health = _health(oca, now, stale_after_s) if pm is not None else "no_path"
+        health = _health(oca, now, stale_after_s, pushed_s) if pm is not None else "no_path"
         content_miss = title is not None and oca.stored_titles is not None \
             and title not in oca.stored_titles
         overloaded = policy == "load_aware" and oca.load > load_threshold

@@ -40,9 +40,10 @@ class SteeringView:
         self._conns: collections.deque = collections.deque(maxlen=RECENT_CONNS)
         self._counts: collections.Counter = collections.Counter()
 
-    def snapshot(self) -> tuple[tuple[OcaState, ...], Origin | None]:
-        """Immutable copy of the OCA inputs (call with the caller's lock held)."""
-        return tuple(self.ocas.states()), self.ocas.origin
+    def snapshot(self) -> tuple[tuple[OcaState, ...], Origin | None, float | None]:
+        """Immutable copy of the OCA inputs and the time of their last push (call with the
+        caller's lock held)."""
+        return tuple(self.ocas.states()), self.ocas.origin, self.ocas.last_push_s
 
     def count(self, key: str) -> None:
         with self._lock:
@@ -66,7 +67,7 @@ class SteeringView:
 
     def ranked(self, viewer_ip: str, title: str | None, now: float, down: frozenset[str],
                snap, policy: str = "nearest"):
-        states, origin = snap
+        states, origin, pushed_s = snap
         self.plan.owner_of(viewer_ip)  # PlanError for an address no plan node owns
         if origin is None:
             raise LookupError("no OCA state pushed to POST /ocas yet (is controller.probe running?)")
@@ -76,7 +77,7 @@ class SteeringView:
             if pm is not None and down.isdisjoint(links):
                 view[name] = pm
         return rank(viewer_ip, title, list(states), view, origin, now, policy,
-                    stale_after_s=self.stale_after_s)
+                    stale_after_s=self.stale_after_s, pushed_s=pushed_s)
 
     def rank_json(self, viewer_ip: str, title: str | None, now: float, down: frozenset[str],
                   snap, policy: str = "nearest") -> dict:

@@ -2,7 +2,8 @@
 
 Every emulated host, relay, switch and appliance shares this machine's CPUs. When they are
 saturated, latency and startup figures measure the emulator's contention as well as the network,
-so each run records it: `host_cpu.csv` (one row per second: unix_s, busy_frac of all CPUs) and a
+so each run records it: `host_cpu.csv` (one row per second: unix_s, busy_frac of all CPUs and
+steal_frac, the part of it the hypervisor gave to other guests) and a
 summary in manifest.json (`host_cpu`), and the run prints a warning when the CPUs were saturated
 for more than SATURATED_WARN_SHARE of it.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 
-from topologies.fidelity import cpu_busy_frac
+from topologies.fidelity import cpu_fracs
 
 SATURATED_FRAC = 0.95  # a second with the CPUs at least this busy counts as saturated
 SATURATED_WARN_SHARE = 0.10
@@ -28,8 +29,9 @@ class CpuSampler:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            busy = cpu_busy_frac(self.interval_s)
-            self.rows.append({"unix_s": round(time.time(), 3), "busy_frac": round(busy, 4)})
+            busy, steal = cpu_fracs(self.interval_s)
+            self.rows.append({"unix_s": round(time.time(), 3), "busy_frac": round(busy, 4),
+                              "steal_frac": round(steal, 4)})
 
     def __enter__(self) -> "CpuSampler":
         self._thread.start()
@@ -42,13 +44,18 @@ class CpuSampler:
 
 
 def cpu_summary(rows: list[dict]) -> dict:
-    """mean, p95 and max busy fraction and the share of saturated seconds (pure)."""
+    """mean, p95 and max busy fraction, the share of saturated seconds, and the mean and max
+    steal fraction when the rows have it (pure)."""
     xs = sorted(float(r["busy_frac"]) for r in rows)
     if not xs:
         return {"seconds": 0}
-    return {"seconds": len(xs), "mean": round(sum(xs) / len(xs), 3),
-            "p95": xs[min(len(xs) - 1, int(0.95 * len(xs)))], "max": xs[-1],
-            "saturated_share": round(sum(x >= SATURATED_FRAC for x in xs) / len(xs), 3)}
+    out = {"seconds": len(xs), "mean": round(sum(xs) / len(xs), 3),
+           "p95": xs[min(len(xs) - 1, int(0.95 * len(xs)))], "max": xs[-1],
+           "saturated_share": round(sum(x >= SATURATED_FRAC for x in xs) / len(xs), 3)}
+    steal = [float(r["steal_frac"]) for r in rows if r.get("steal_frac") not in (None, "")]
+    if steal:
+        out.update(steal_mean=round(sum(steal) / len(steal), 3), steal_max=max(steal))
+    return out
 
 
 def warning(summary: dict) -> str | None:

@@ -11,6 +11,7 @@ from controller import forwarding as fw
 from controller.ocas import TIMEOUT_ERROR, TIMEOUTS_TO_EXCLUDE, OcaRegistry
 from controller.probe import snapshot, targets
 from topologies.routes import path_links
+from controller.steering import MONITOR_DEAD_S
 from controller.steering_view import SteeringView
 from topologies.catalog import metro
 from topologies.plan import PlanError
@@ -79,9 +80,14 @@ def test_failed_probe_excludes_at_once_and_stale_state_ages_out():
     body = sv.rank_json("198.18.1.10", "t0001", NOW + 0.25, frozenset(), sv.snapshot())
     assert body["excluded"] == [{"name": "i1oca1", "tier": "embedded", "why": "status:unreachable"}]
     assert sv.ocas.view(NOW + 0.25)["ocas"][0]["heartbeat_age_s"] == 0.25  # last good probe kept
-    # no pushes for longer than the staleness limit: every OCA is excluded, the origin remains
-    late = sv.rank_json("198.18.1.10", "t0001", NOW + 5, frozenset(), sv.snapshot())
+    # pushes pausing (a monitor starved of CPU): the last pushed state stands (fail static)
+    paused = sv.rank_json("198.18.1.10", "t0001", NOW + 0.25 + MONITOR_DEAD_S - 0.5, frozenset(), sv.snapshot())
+    assert [loc["name"] for loc in paused["locations"]] == ["nfxoca1", "origin"]
+    # no pushes for longer than MONITOR_DEAD_S: the monitor is dead, every OCA's heartbeat is
+    # stale, the origin remains
+    late = sv.rank_json("198.18.1.10", "t0001", NOW + 0.25 + MONITOR_DEAD_S + 0.5, frozenset(), sv.snapshot())
     assert [loc["name"] for loc in late["locations"]] == ["origin"]
+    assert [e["why"] for e in late["excluded"]] == ["stale_heartbeat:5.8s", "stale_heartbeat:5.5s"]
 
 
 def test_probe_timeouts_exclude_only_after_several_in_a_row():

@@ -180,7 +180,8 @@ def test_calibrate_shares_excess_and_corrects_an_overshoot():
 
 def test_cpu_busy_frac_reads_proc_stat_deltas(tmp_path, monkeypatch):
     from topologies import fidelity
-    lines = iter(["cpu  100 0 100 700 100 0 0 0 0 0\n", "cpu  150 0 150 750 150 0 0 0 0 0\n"])
+    lines = iter(["cpu  100 0 100 700 100 0 0 0 0 0\n", "cpu  150 0 150 750 150 0 0 0 0 0\n",
+                  "cpu  100 0 100 700 100 0 0 10 0 0\n", "cpu  150 0 150 750 150 0 0 60 0 0\n"])
     stat = tmp_path / "stat"
 
     def fake_sleep(_s):
@@ -189,6 +190,9 @@ def test_cpu_busy_frac_reads_proc_stat_deltas(tmp_path, monkeypatch):
     monkeypatch.setattr(fidelity.time, "sleep", fake_sleep)
     # 200 jiffies passed, 100 of them idle or iowait
     assert fidelity.cpu_busy_frac(0.5, str(stat)) == 0.5
+    # 250 jiffies, 100 idle or iowait, 50 stolen by the hypervisor (counted as busy)
+    stat.write_text(next(lines))
+    assert fidelity.cpu_fracs(0.5, str(stat)) == (0.6, 0.2)
     monkeypatch.undo()
     assert 0.0 <= fidelity.cpu_busy_frac(0.05) <= 1.0  # the real /proc/stat
 

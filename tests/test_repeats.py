@@ -127,7 +127,9 @@ def test_host_cpu_summary_and_saturation_warning():
     assert s == {"seconds": 10, "mean": 0.327, "p95": 1.0, "max": 1.0, "saturated_share": 0.2}
     assert "20% of the run" in warning(s)
     assert warning(cpu_summary(rows[4:])) is None and cpu_summary([]) == {"seconds": 0}
+    stolen = cpu_summary([{**r, "steal_frac": 0.1 if i == 2 else 0.0} for i, r in enumerate(rows)])
+    assert stolen["steal_mean"] == 0.01 and stolen["steal_max"] == 0.1
     with CpuSampler(interval_s=0.05) as cpu:  # the real /proc/stat
         import time
         time.sleep(0.3)
-    assert len(cpu.rows) >= 2 and all(0.0 <= r["busy_frac"] <= 1.0 for r in cpu.rows)
+    assert len(cpu.rows) >= 2 and all(0.0 <= r["steal_frac"] <= r["busy_frac"] <= 1.0 for r in cpu.rows)

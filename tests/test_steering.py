@@ -2,7 +2,7 @@
 import pytest
 
 from topologies.routes import path_delay_ms
-from controller.steering import (STALE_AFTER_S, OcaState, Origin, PathMetrics,
+from controller.steering import (MONITOR_DEAD_S, STALE_AFTER_S, OcaState, Origin, PathMetrics,
                                  network_view, rank)
 from topologies.catalog import metro
 
@@ -56,6 +56,19 @@ def test_health_miss_goes_below_origin(bad):
 def test_fresh_heartbeat_at_the_limit_is_healthy():
     ranked = rank(VIEWER, "t1", [oca("e1", heartbeat_s=NOW - STALE_AFTER_S)], VIEW, ORIGIN, NOW)
     assert names(ranked) == ["e1", "origin"]
+
+
+def test_fail_static_judges_heartbeats_at_the_last_push_until_the_monitor_is_dead():
+    pushed = NOW - 3.0  # the monitor has not pushed for 3 s (starved of CPU)
+    ocas = [oca("e1", heartbeat_s=pushed - 0.25), oca("e2", heartbeat_s=pushed - STALE_AFTER_S - 0.5)]
+    ranked = rank(VIEWER, "t1", ocas, VIEW, ORIGIN, NOW, pushed_s=pushed)
+    # e1 answered the last probe round: still usable; e2 had been silent while others answered
+    assert names(ranked) == ["e1", "origin", "e2"] and ranked[-1].reason["why"] == "stale_heartbeat:3.5s"
+    # without the push time every heartbeat is judged at now: both stale
+    assert names(rank(VIEWER, "t1", ocas, VIEW, ORIGIN, NOW)) == ["origin", "e1", "e2"]
+    # no push for longer than MONITOR_DEAD_S: the monitor is dead, heartbeats are judged at now
+    dead = rank(VIEWER, "t1", ocas, VIEW, ORIGIN, pushed + MONITOR_DEAD_S + 0.1, pushed_s=pushed)
+    assert names(dead)[0] == "origin"
 
 
 def test_oca_without_path_is_a_health_miss():

@@ -108,26 +108,35 @@ def judge(pair: Pair, samples: list[float]) -> Measurement:
                        abs(med - pair.expected_rtt_ms) <= tol)
 
 
-def cpu_busy_frac(interval_s: float = 0.5, stat: str = "/proc/stat") -> float:
-    """Fraction of all CPUs' time not idle (idle + iowait) over `interval_s`, from /proc/stat."""
-    def sample() -> tuple[int, int]:
+def cpu_fracs(interval_s: float = 0.5, stat: str = "/proc/stat") -> tuple[float, float]:
+    """(busy, steal) fractions of all CPUs' time over `interval_s`, from /proc/stat. Busy is
+    everything but idle and iowait, so it includes steal: time the hypervisor gave this VM's
+    CPUs to someone else, which no process here can account for."""
+    def sample() -> tuple[int, int, int]:
         with open(stat) as f:
             v = [int(x) for x in f.readline().split()[1:]]
-        return sum(v), v[3] + v[4]
-    t0, i0 = sample()
+        return sum(v[:8]), v[3] + v[4], v[7] if len(v) > 7 else 0
+    t0, i0, s0 = sample()
     time.sleep(interval_s)
-    t1, i1 = sample()
-    return 1 - (i1 - i0) / (t1 - t0) if t1 > t0 else 0.0
+    t1, i1, s1 = sample()
+    if t1 <= t0:
+        return 0.0, 0.0
+    return 1 - (i1 - i0) / (t1 - t0), (s1 - s0) / (t1 - t0)
+
+
+def cpu_busy_frac(interval_s: float = 0.5, stat: str = "/proc/stat") -> float:
+    """Fraction of all CPUs' time not idle (idle + iowait) over `interval_s`, from /proc/stat."""
+    return cpu_fracs(interval_s, stat)[0]
 
 
 def wait_quiet(max_wait_s: float = QUIET_WAIT_S, busy_frac: float = QUIET_BUSY_FRAC) -> float:
     """Block until the CPUs are less than `busy_frac` busy (at most max_wait_s; then measure
     anyway and let the gate judge). Returns the busy fraction of the last sample."""
     deadline = time.monotonic() + max_wait_s
-    busy = cpu_busy_frac()
+    busy, steal = cpu_fracs()
     if busy >= busy_frac:
-        print(f"ocalab: fidelity: CPUs {busy:.0%} busy, waiting up to {max_wait_s:.0f} s for a quiet "
-              "machine before measuring", file=sys.stderr, flush=True)
+        print(f"ocalab: fidelity: CPUs {busy:.0%} busy ({steal:.0%} stolen by the hypervisor), waiting "
+              f"up to {max_wait_s:.0f} s for a quiet machine before measuring", file=sys.stderr, flush=True)
     while busy >= busy_frac and time.monotonic() < deadline:
         busy = cpu_busy_frac()
     return busy
