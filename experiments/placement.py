@@ -40,6 +40,7 @@ def _run_arm(net, run_dir: Path, arm: str, cfg: dict, seed: int, tables: dict) -
     from .failover import read_access
     from .measure import controller_counters, counter_delta, link_counters
     from .services import ServiceOptions, Services
+    from topologies.fidelity import wait_quiet
     arm_dir = run_dir / "arms" / arm
     svc = Services(net, arm_dir, ServiceOptions(arm=arm, catalog=cfg["catalog"], capacity_mb=cfg["capacity_mb"],
                                                 push_fill=arm != "origin", abr=cfg["abr"],
@@ -63,6 +64,8 @@ def _run_arm(net, run_dir: Path, arm: str, cfg: dict, seed: int, tables: dict) -
         tables["links_ctl"] += [{"arm": arm, **r} for r in counter_delta(ctl_before, ctl_after)]
         access = [r for r in read_access(svc.logs, arm) if float(r["ts"]) >= serve_t0]  # push fill: fill.csv
         tables["access"] += access
+        # probe paths on a quiet machine, as the fidelity gate does (a busy one inflates RTTs)
+        busy = round(wait_quiet(), 3)
         for v in viewers:
             chunks = attach_cache(_read_csv(arm_dir / "logs" / f"chunks-{v}.csv"), access, net.plan.primary_ip(v))
             tables["chunks"] += [{"arm": arm, "host": v, **r} for r in chunks]
@@ -70,7 +73,7 @@ def _run_arm(net, run_dir: Path, arm: str, cfg: dict, seed: int, tables: dict) -
                 s = json.loads(line)
                 s.pop("servers", None)
                 tables["sessions"].append({"arm": arm, "host": v, **s})
-            tables["paths"].append({"arm": arm, "host": v, **_path_row(net, svc, v, chunks)})
+            tables["paths"].append({"arm": arm, "host": v, **_path_row(net, svc, v, chunks), "cpu_busy": busy})
     finally:
         svc.stop()
 

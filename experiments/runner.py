@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from .hostload import CpuSampler, cpu_summary, warning
-from .rundir import new_run_dir, write_csv, write_manifest
+from .rundir import git_info, new_run_dir, write_csv, write_manifest
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,8 @@ def run(a, sc: Scenario) -> int:
         print("WARNING: fidelity gate skipped (--no-verify); results are marked unverified")
     net = Network(plan, Options(link_backend=a.link_backend, datapath=a.datapath, verify=not a.no_verify,
                                 work_dir=top / "logs" / "net", label=sc.name))
-    common = dict(scenario=sc.name, seed=a.seed, quick=a.quick, settings=cfg, plan=plan.name,
+    # the code that runs is the code at the start: a file edited mid-run must not mark it dirty
+    common = dict(git=git_info(), scenario=sc.name, seed=a.seed, quick=a.quick, settings=cfg, plan=plan.name,
                   plan_hash=plan.plan_hash(), fidelity_verified=not a.no_verify, **sc.manifest(cfg))
     children: list[Path] = []
     started = time.time()

@@ -108,6 +108,10 @@ def test_a_failed_run_leaves_a_manifest_that_says_why_and_report_refuses_it(tmp_
             return {"calibration_rounds": 3}
     monkeypatch.setattr(build, "Network", GateFails)
     monkeypatch.setattr("topologies.ledger.install_signal_handlers", lambda: None)
+    # provenance is taken when the run starts: the git state at the end would differ
+    states = iter([{"commit": "c0de", "dirty": False}, {"commit": "c0de", "dirty": True}])
+    monkeypatch.setattr(runner, "git_info", lambda: next(states))
+    monkeypatch.setattr("experiments.rundir.git_info", lambda: next(states))
     sc = Scenario("demo", lambda quick: {"n": 1}, ("t",), body=None, summarize=None, format_table=None)
     a = argparse.Namespace(repeat=1, quick=True, abr=None, name="metro", set=[], out=tmp_path,
                            no_verify=False, link_backend="auto", datapath="auto", seed=7)
@@ -116,6 +120,7 @@ def test_a_failed_run_leaves_a_manifest_that_says_why_and_report_refuses_it(tmp_
     (run_dir,) = tmp_path.glob("demo-*")
     m = json.loads((run_dir / "manifest.json").read_text())
     assert m["status"] == "failed" and "fidelity gate failed" in m["error"] and m["seed"] == 7
+    assert m["git"] == {"commit": "c0de", "dirty": False}
     assert "12.0" in (run_dir / "fidelity.csv").read_text()  # the measurements that failed it
     assert report([run_dir]) == 1 and "this run failed" in capsys.readouterr().out
 
