@@ -145,9 +145,10 @@ class RemoteSteering:
             locations = [Location.from_json(d) for d in body["locations"]]
         except ValueError as exc:
             raise SteeringUnavailable(f"remote steering {full}: {exc}") from exc
-        excluded = body.get("excluded") or []
-        return locations, {str(e.get("name")): str(e.get("why")) for e in excluded if isinstance(e, dict)} \
-            if isinstance(excluded, list) else {}
+        excluded = body.get("excluded")
+        if not isinstance(excluded, list):
+            return locations, {}
+        return locations, {str(e.get("name")): str(e.get("why")) for e in excluded if isinstance(e, dict)}
 
 
 class SteeringUnavailable(RuntimeError):

@@ -31,8 +31,9 @@ POLICIES = ("nearest", "load_aware")
 TIER_RANK = {"embedded": 0, "ixp": 1, "origin": 2}
 STALE_AFTER_S = 3.0
 # No push of OCA state for this long: the monitor is dead, stop trusting what it last said.
-# Shorter pauses are a monitor stalled on a saturated machine (seen: every OCA of a fill run
-# left out for a heartbeat 1.5-2 s old while all of them were serving): keep the last state.
+# A shorter pause is a monitor stalled (a probe starved of CPU on a saturated machine): keep the
+# last pushed state rather than turn every OCA into a health miss at once. (An OCA whose own
+# probes keep timing out while pushes arrive still ages out: that is the OCA or its path.)
 MONITOR_DEAD_S = 5.0
 G_OK, G_OVERLOADED, G_CONTENT_MISS, G_ORIGIN, G_HEALTH_MISS = range(5)
 

@@ -12,6 +12,7 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -82,13 +83,17 @@ def tolerance_ms(target_ms: float) -> float:
     return max(0.5, 0.05 * target_ms)
 
 
-def near_median(measure, target_ms: float) -> tuple[float, list[float]]:
-    """(median, samples) of `measure()`; when it is off the target by more than the tolerance,
-    measured once more and the closer kept, as the fidelity gate does: a host hiccup only adds
-    latency for a moment, while a wrong delay line is off both times."""
+def near_median(measure, target_ms: float, rounds: int = 3, pause_s: float = 2.0) -> tuple[float, list[float]]:
+    """(median, samples) of `measure()`; while it is off the target by more than the tolerance,
+    measured again (at most `rounds` times, after pauses of pause_s x round) and the closest
+    kept, as the fidelity gate settles: host noise on a VM (seen: samples of 16-67 ms on a 10 ms
+    path for seconds) passes, while a wrong delay line is off every time."""
     samples = measure()
     med = statistics.median(samples)
-    if abs(med - target_ms) > tolerance_ms(target_ms):
+    for i in range(rounds):
+        if abs(med - target_ms) <= tolerance_ms(target_ms):
+            break
+        time.sleep(pause_s * (i + 1))
         again = measure()
         if abs(statistics.median(again) - target_ms) < abs(med - target_ms):
             samples, med = again, statistics.median(again)
@@ -115,9 +120,9 @@ def test_symmetric_delay_gives_twice_the_delay_as_rtt(topo, relay):
     delay_ms = 5.0
     proc, stats_path = relay(delay_ms_ab=delay_ms, delay_ms_ba=delay_ms)
     ping_rtts_ms(lab, ns_a, ADDR_B, 2, interval_s=0.05)  # resolve ARP
-    rtts = ping_rtts_ms(lab, ns_a, ADDR_B, 50)
+    med, rtts = near_median(lambda: ping_rtts_ms(lab, ns_a, ADDR_B, 50), 2 * delay_ms)
     assert len(rtts) == 50
-    for name, value in (("min", min(rtts)), ("median", statistics.median(rtts))):
+    for name, value in (("min", min(rtts)), ("median", med)):
         assert abs(value - 2 * delay_ms) <= tolerance_ms(2 * delay_ms), (name, value, rtts)
     stats = stop_and_read_stats(lab, proc, stats_path)
     for direction in ("ab", "ba"):
