@@ -140,13 +140,10 @@ class PlaybackService:
 
     async def _rank(self, ip: str, title: str, now: float) -> tuple[list[Location], dict[str, str]]:
         """Ranked locations and the OCAs steering left out (name -> why; known only from the
-        controller's answer)."""
+        controller's answer: the blocking steering is RemoteSteering)."""
         if getattr(self.steering, "blocking", False):
-            detail = getattr(self.steering, "rank_detail", None)
             try:
-                if detail is not None:
-                    return await asyncio.to_thread(detail, ip, title, now)
-                return await asyncio.to_thread(self.steering.rank, ip, title, now), {}
+                return await asyncio.to_thread(self.steering.rank_detail, ip, title, now)
             except SteeringUnavailable as exc:
                 log.warning("steering unavailable, using local policy: %s", exc)
                 locs = self.fallback_steering.rank(ip, title, now)
