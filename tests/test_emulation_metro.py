@@ -173,14 +173,16 @@ def test_access_link_rate(metro_net, reverse):
     access = next(lk for lk in plan.links_of("i1v1") if lk.cls == "access")
     # HTB shapes whole frames; iperf3 counts TCP payload: 1448 of every 1514 bytes on the wire
     want_mbps = access.bw_mbps * GOODPUT_PER_WIRE_BYTE
-    got_mbps = 0.0
-    for attempt in range(2):  # a shaper never gives more than its rate: a short one was disturbed
+    def goodput_mbps() -> float:
         report = iperf(metro_net, "i1v1", "i1oca1", reverse)
         assert "error" not in report, report.get("error")
         got = report["end"]["sum_received"]["bits_per_second"] / 1e6
-        got_mbps = min(got_mbps, got, key=lambda x: abs(x - want_mbps)) if attempt else got
-        if abs(got_mbps - want_mbps) <= 0.05 * want_mbps:
-            break
+        assert got <= 1.10 * want_mbps, f"{got:.1f} Mbit/s: more than the shaper's rate"
+        return got
+
+    # a shaper never gives more than its rate: a short result was disturbed (seen on a CI VM:
+    # 31 Mbit/s twice in a row for a 48 Mbit/s goodput), so settle like the fidelity gate
+    got_mbps = fidelity.settle(goodput_mbps, lambda x: abs(x - want_mbps), 0.05 * want_mbps)
     print(f"iperf3 i1v1 {'<-' if reverse else '->'} i1oca1: {got_mbps:.2f} Mbit/s goodput "
           f"(plan {access.bw_mbps:g} Mbit/s on the wire, {want_mbps:.2f} Mbit/s goodput)")
     sw_port = access.b.intf if plan.node(access.b.node).kind == "switch" else access.a.intf

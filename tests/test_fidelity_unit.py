@@ -246,3 +246,21 @@ def test_remeasure_waits_out_host_noise_and_keeps_a_wrong_pair_off(monkeypatch):
     assert asked == [["a", "c"], ["a", "c"], ["c"]] and log == [2, 2, 1] and slept == [3.0, 6.0, 9.0]
     assert [(m.pair.src, m.median_rtt_ms, m.ok) for m in out] == [
         ("a", 10.1, True), ("c", 22.9, False), ("e", 5.1, True)]
+
+
+def test_settle_measures_again_until_close_and_keeps_the_closest(monkeypatch):
+    """One number settled like the gate: a disturbed reading is measured again after longer
+    pauses; a reading that stays off returns the closest after `rounds`; a good first one is kept."""
+    from topologies import fidelity
+    slept = []
+    monkeypatch.setattr(fidelity, "wait_quiet", lambda max_wait_s, busy_frac: 0.0)
+    monkeypatch.setattr(fidelity.time, "sleep", slept.append)
+    readings = iter([31.0, 40.0, 47.5, 10.0])
+    got = fidelity.settle(lambda: next(readings), lambda x: abs(x - 47.8), 2.4, rounds=5, pause_s=2.0)
+    assert got == 47.5 and slept == [2.0, 4.0]
+    slept.clear()
+    wrong = iter([30.0, 29.0, 31.0, 30.5])
+    got = fidelity.settle(lambda: next(wrong), lambda x: abs(x - 47.8), 2.4, rounds=3, pause_s=1.0)
+    assert got == 31.0 and slept == [1.0, 2.0, 3.0]
+    slept.clear()
+    assert fidelity.settle(lambda: 47.0, lambda x: abs(x - 47.8), 2.4) == 47.0 and slept == []

@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+from topologies import fidelity
 from topologies.bench_relay import (ADDR_A, ADDR_B, NetnsLab, build_chain, iperf_mbps,
                                     ping_rtts_ms, ping_run, start_relay)
 
@@ -83,21 +84,11 @@ def tolerance_ms(target_ms: float) -> float:
     return max(0.5, 0.05 * target_ms)
 
 
-def near_median(measure, target_ms: float, rounds: int = 3, pause_s: float = 2.0) -> tuple[float, list[float]]:
-    """(median, samples) of `measure()`; while it is off the target by more than the tolerance,
-    measured again (at most `rounds` times, after pauses of pause_s x round) and the closest
-    kept, as the fidelity gate settles: host noise on a VM (seen: samples of 16-67 ms on a 10 ms
-    path for seconds) passes, while a wrong delay line is off every time."""
-    samples = measure()
-    med = statistics.median(samples)
-    for i in range(rounds):
-        if abs(med - target_ms) <= tolerance_ms(target_ms):
-            break
-        time.sleep(pause_s * (i + 1))
-        again = measure()
-        if abs(statistics.median(again) - target_ms) < abs(med - target_ms):
-            samples, med = again, statistics.median(again)
-    return med, samples
+def near_median(measure, target_ms: float) -> tuple[float, list[float]]:
+    """(median, samples) of `measure()`, settled like the fidelity gate (`fidelity.settle`)."""
+    samples = fidelity.settle(measure, lambda xs: abs(statistics.median(xs) - target_ms),
+                              tolerance_ms(target_ms), rounds=3)
+    return statistics.median(samples), samples
 
 
 def stop_and_read_stats(lab: NetnsLab, proc, stats_path) -> dict:
