@@ -25,8 +25,8 @@ from urllib.parse import urlsplit
 from .steering import OcaState, Origin
 
 PROBE_INTERVAL_S = 0.25
-STALE_AFTER_S = 1.5  # six probe rounds without an answer
 TIMEOUT_ERROR = "timeout"  # the probe's error text for a probe that timed out
+PENDING_ERROR = "pending"  # ... for an OCA whose probe is still in flight: no news
 TIMEOUTS_TO_EXCLUDE = 3
 
 
@@ -73,12 +73,16 @@ def _oca(d: object, i: int, now: float, prev: _Entry | None) -> _Entry:
     health = d.get("health")
     if health is not None and not isinstance(health, dict):
         raise ValueError(f"{where}.health: expected an object or null")
+    if probe.get("error") == PENDING_ERROR and prev is not None:
+        url_host(d.get("url"), where)
+        return prev  # no news: the probe is in flight; the heartbeat ages
     ok = probe["ok"] and health is not None
     timeouts = (prev.timeouts + 1 if prev else 1) if probe.get("error") == TIMEOUT_ERROR else 0
     if not ok and prev is not None and 0 < timeouts < TIMEOUTS_TO_EXCLUDE:
         return _Entry(prev.state, dict(probe), prev.health, prev.updated_s, timeouts)
     heartbeat = now if ok else (prev.state.heartbeat_s if prev else None)
-    status = str(health.get("status", "unknown")) if ok else "unreachable"
+    status = str(health.get("status", "unknown")) if ok else (
+        "pending" if probe.get("error") == PENDING_ERROR else "unreachable")
     load = health.get("load", 0.0) if ok else 0.0
     load = min(max(float(load), 0.0), 1.0) if isinstance(load, (int, float)) and not isinstance(load, bool) else 0.0
     stored = health.get("stored_titles") if ok else None

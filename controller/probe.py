@@ -1,11 +1,13 @@
-"""`python -m controller.probe --deployment FILE --push URL [--interval-s S] [--timeout-s S]`
+"""`python -m controller.probe --deployment FILE --push URL [--interval-s S]`
 
 The controller's fast OCA health signal. Runs in the control-plane host (which reaches every OCA
-on the data plane and the controller over the management link): every interval it GETs each
-OCA's /health concurrently over kept-alive connections, then POSTs one full snapshot to URL (the
-controller's `POST /ocas`, format in controller.ocas). A dead OCA process refuses or drops the
-connection, so the controller learns of it within about one interval plus one round trip;
-timeouts (slow, not dead) count as failures only when repeated (controller.ocas).
+on the data plane and the controller over the management link): one loop per OCA GETs its
+/health every interval over a kept-alive connection, with a timeout adapted to that OCA's probe
+round trips (controller.probe_timer); every interval one full snapshot is POSTed to URL (the
+controller's `POST /ocas`, format in controller.ocas), with each OCA's newest result once or
+"pending" while its probe is in flight. A dead OCA process refuses or drops the connection, so
+the controller learns of it within about one interval plus one round trip, however slow the
+paths to other OCAs are; timeouts (slow, not dead) count as failures only when repeated.
 Prints `READY probe <n> ocas` once the first push succeeded; exits 0 on SIGTERM/SIGINT and 2 on
 a bad deployment file. Push failures are reported on stderr when they start and when they end.
 """
@@ -21,7 +23,8 @@ from pathlib import Path
 
 import aiohttp
 
-from .ocas import PROBE_INTERVAL_S, TIMEOUT_ERROR, url_host
+from .ocas import PENDING_ERROR, PROBE_INTERVAL_S, TIMEOUT_ERROR, url_host
+from .probe_timer import ProbeTimer
 
 
 def targets(deployment: dict) -> tuple[dict, list[dict]]:
@@ -43,19 +46,26 @@ def targets(deployment: dict) -> tuple[dict, list[dict]]:
     return {"name": origin["name"], "url": origin["url"].rstrip("/")}, out
 
 
-def snapshot(origin: dict, ocas: list[dict], results: list[tuple[dict | None, str | None, float]]) -> dict:
-    """The push body: each OCA with its probe outcome (health JSON, error text, rtt in ms)."""
+Result = tuple  # (health JSON | None, error text | None, rtt or time in flight in ms)
+
+
+def snapshot(origin: dict, ocas: list[dict], results: list[Result],
+             timeouts_s: list[float] | None = None) -> dict:
+    """The push body: each OCA with its probe outcome (health JSON, error text, rtt in ms, and
+    the timeout the probe had)."""
     rows = []
-    for o, (health, error, rtt_ms) in zip(ocas, results):
-        rows.append({**o, "health": health,
-                     "probe": {"ok": health is not None, "error": error, "rtt_ms": round(rtt_ms, 3)}})
+    for i, (o, (health, error, rtt_ms)) in enumerate(zip(ocas, results)):
+        probe = {"ok": health is not None, "error": error, "rtt_ms": round(rtt_ms, 3)}
+        if timeouts_s is not None:
+            probe["timeout_ms"] = round(timeouts_s[i] * 1e3, 1)
+        rows.append({**o, "health": health, "probe": probe})
     return {"origin": origin, "ocas": rows, "probed_unix": time.time()}
 
 
-async def probe_one(http: aiohttp.ClientSession, url: str) -> tuple[dict | None, str | None, float]:
+async def probe_one(http: aiohttp.ClientSession, url: str, timeout_s: float) -> Result:
     t0 = time.monotonic()
     try:
-        async with http.get(f"{url}/health") as r:
+        async with http.get(f"{url}/health", timeout=aiohttp.ClientTimeout(total=timeout_s)) as r:
             body = await r.json(content_type=None)
             if r.status != 200 or not isinstance(body, dict):
                 return None, f"HTTP {r.status}", (time.monotonic() - t0) * 1e3
@@ -66,27 +76,80 @@ async def probe_one(http: aiohttp.ClientSession, url: str) -> tuple[dict | None,
         return None, f"{type(e).__name__}: {e}"[:200], (time.monotonic() - t0) * 1e3
 
 
+class Outcomes:
+    """Probe results not yet pushed. Each OCA is probed by its own loop; a push carries every
+    OCA's newest result once, and "pending" (controller.ocas.PENDING_ERROR) for an OCA whose
+    probe is still in flight, so one slow path never holds back the news of a dead OCA."""
+
+    def __init__(self, n: int) -> None:
+        self.fresh: list[Result | None] = [None] * n
+        self.sent_at: list[float] = [time.monotonic()] * n
+        self.timers = [ProbeTimer() for _ in range(n)]
+        self.first = [False] * n
+        self.all_seen = asyncio.Event()
+
+    def record(self, i: int, result: Result) -> None:
+        health, error, rtt_ms = result
+        if error == TIMEOUT_ERROR:
+            self.timers[i].timed_out()
+        elif health is not None or (error or "").startswith("HTTP "):
+            self.timers[i].answered(rtt_ms / 1e3)
+        self.fresh[i] = result
+        self.first[i] = True
+        if all(self.first):
+            self.all_seen.set()
+
+    def take(self) -> list[Result]:
+        now = time.monotonic()
+        return [r if r is not None else (None, PENDING_ERROR, (now - t0) * 1e3)
+                for r, t0 in zip(self.fresh, self.sent_at)]
+
+    def pushed(self, sent: list[Result]) -> None:
+        """Forget what a successful push carried (a newer result that arrived meanwhile stays)."""
+        self.fresh = [None if r is s else r for r, s in zip(self.fresh, sent)]
+
+
+async def probe_loop(http: aiohttp.ClientSession, url: str, i: int, out: Outcomes,
+                     interval_s: float, stop: asyncio.Event) -> None:
+    """Probe one OCA every interval_s (at once again when a probe took longer)."""
+    while not stop.is_set():
+        t0 = time.monotonic()
+        out.sent_at[i] = t0
+        out.record(i, await probe_one(http, url, out.timers[i].timeout_s()))
+        try:
+            await asyncio.wait_for(stop.wait(), max(0.0, interval_s - (time.monotonic() - t0)))
+        except asyncio.TimeoutError:
+            pass
+
+
 async def run(args: argparse.Namespace, origin: dict, ocas: list[dict]) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    probe_t = aiohttp.ClientTimeout(total=args.timeout_s)
     push_t = aiohttp.ClientTimeout(total=max(1.0, args.interval_s * 4))
     failing, ready = False, False
+    out = Outcomes(len(ocas))
     # keep-alive: one round trip per probe (the control host is ~100 ms RTT from ISP OCAs); a
     # killed process closes its sockets, so the next probe fails at once (refused or disconnected)
-    async with aiohttp.ClientSession(timeout=probe_t, connector=aiohttp.TCPConnector(limit_per_host=1)) as probes, \
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit_per_host=1)) as probes, \
             aiohttp.ClientSession(timeout=push_t) as pusher:
+        loops = [asyncio.create_task(probe_loop(probes, o["url"], i, out, args.interval_s, stop))
+                 for i, o in enumerate(ocas)]
+        waiters = [asyncio.create_task(out.all_seen.wait()), asyncio.create_task(stop.wait())]
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)  # first push: all probed
+        for w in waiters:
+            w.cancel()
         while not stop.is_set():
             t0 = time.monotonic()
-            results = await asyncio.gather(*(probe_one(probes, o["url"]) for o in ocas))
-            body = snapshot(origin, ocas, list(results))
+            sent = out.take()
+            body = snapshot(origin, ocas, sent, [t.timeout_s() for t in out.timers])
             try:
                 async with pusher.post(args.push, json=body) as r:
                     text = await r.text()
                     if r.status != 200:
                         raise RuntimeError(f"HTTP {r.status}: {text[:300]}")
+                out.pushed(sent)
                 if failing:
                     print(f"probe: push to {args.push} recovered", file=sys.stderr, flush=True)
                 failing = False
@@ -102,6 +165,9 @@ async def run(args: argparse.Namespace, origin: dict, ocas: list[dict]) -> int:
                 await asyncio.wait_for(stop.wait(), max(0.0, args.interval_s - (time.monotonic() - t0)))
             except asyncio.TimeoutError:
                 pass
+        for t in loops:  # a probe in flight may have seconds left of its timeout
+            t.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
     return 0
 
 
@@ -110,11 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--deployment", required=True, type=Path, help="control-plane deployment JSON")
     p.add_argument("--push", required=True, help="controller URL to POST snapshots to (…/ocas)")
     p.add_argument("--interval-s", type=float, default=PROBE_INTERVAL_S)
-    p.add_argument("--timeout-s", type=float, default=0.5,
-                   help="per-probe timeout (above the control host's RTT to the farthest OCA)")
     a = p.parse_args(argv)
-    if not 0.01 <= a.interval_s <= 60 or not 0.01 <= a.timeout_s <= 60:
-        p.error("--interval-s and --timeout-s must be in [0.01, 60]")
+    if not 0.01 <= a.interval_s <= 60:
+        p.error("--interval-s must be in [0.01, 60]")
     try:
         origin, ocas = targets(json.loads(a.deployment.read_text()))
     except (OSError, json.JSONDecodeError, ValueError) as e:

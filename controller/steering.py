@@ -29,6 +29,8 @@ from topologies.routes import l3_path, path_links
 
 POLICIES = ("nearest", "load_aware")
 TIER_RANK = {"embedded": 0, "ixp": 1, "origin": 2}
+# A heartbeat older than this is stale: about two probe timeouts in a row (controller.probe_timer's
+# floor is 1.5 s), not one (one lost packet on a congested path to the OCA).
 STALE_AFTER_S = 3.0
 # No push of OCA state for this long: the monitor is dead, stop trusting what it last said.
 # A shorter pause is a monitor stalled (a probe starved of CPU on a saturated machine): keep the

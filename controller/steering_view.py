@@ -19,10 +19,10 @@ import threading
 from topologies.plan import PlanError
 
 from . import anycast as ac
-from .ocas import STALE_AFTER_S, OcaRegistry
+from .ocas import OcaRegistry
 from topologies.routes import path_links
 
-from .steering import G_HEALTH_MISS, OcaState, Origin, PathMetrics, network_view, rank
+from .steering import G_HEALTH_MISS, STALE_AFTER_S, OcaState, Origin, PathMetrics, network_view, rank
 
 LOG = logging.getLogger("ocalab.controller.steering")
 RECENT_CONNS = 200
