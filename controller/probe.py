@@ -87,6 +87,8 @@ class Outcomes:
         self.timers = [ProbeTimer() for _ in range(n)]
         self.first = [False] * n
         self.all_seen = asyncio.Event()
+        if not n:
+            self.all_seen.set()
 
     def record(self, i: int, result: Result) -> None:
         health, error, rtt_ms = result

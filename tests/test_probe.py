@@ -186,3 +186,22 @@ def test_a_slow_oca_neither_times_out_nor_holds_back_news_of_a_dead_one(servers,
     assert dead and dead[0][0] - t_kill < 0.75, rx.probes("fast", since=t_kill)[:4]
     assert dead[0][1]["error"] != "timeout"  # refused or reset: the fast signal
     assert stop_s < 2.0  # a probe in flight does not hold up SIGTERM
+
+
+def test_a_deployment_without_ocas_still_pushes(tmp_path):
+    """The `none` arm of fill has no OCAs: the prober must still push (the origin) and be READY."""
+    dep = tmp_path / "deployment.json"
+    dep.write_text(json.dumps({"origin": {"name": "origin", "url": "http://127.0.0.1:9"}, "ocas": []}))
+    rx = _Pushes()
+    prober = subprocess.Popen([sys.executable, "-m", "controller.probe", "--deployment", str(dep),
+                               "--push", rx.url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert prober.stdout.readline().strip() == "READY probe 0 ocas"
+        prober.send_signal(signal.SIGTERM)
+        assert prober.wait(10) == 0
+    finally:
+        if prober.poll() is None:
+            prober.kill()
+            prober.wait(5)
+        rx.server.shutdown()
+    assert rx.got and rx.got[0][1]["ocas"] == [] and rx.got[0][1]["origin"]["name"] == "origin"
