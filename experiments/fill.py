@@ -329,6 +329,13 @@ def compulsory_bound(requests: list[dict]) -> float:
     return 1 - len({(r["oca"], r["path"]) for r in rq}) / len(rq)
 
 
+def startup_times(sessions: list[dict]) -> list[float]:
+    """Startup delays (s) of the sessions that began playing. A session that failed before its
+    first chunk (a login timed out over a saturated transit link, say) has an empty startup_s;
+    it is counted in sessions_ok, not here."""
+    return [float(s["startup_s"]) for s in sessions if s.get("startup_s") not in ("", None)]
+
+
 def summarize(run_dir: Path) -> list[dict]:
     """summary.csv, upstream_ts.csv and fill.png from the tidy tables; needs no root and no network."""
     import statistics as st
@@ -375,7 +382,7 @@ def summarize(run_dir: Path) -> list[dict]:
         rows.append({
             "arm": arm, "capacity_mb": float(cap), "sessions": len(se),
             "sessions_ok": sum(s["status"] == "ok" for s in se),
-            "startup_s": round(st.median(float(s["startup_s"]) for s in se), 3) if se else float("nan"),
+            "startup_s": round(st.median(startup_times(se)), 3) if startup_times(se) else float("nan"),
             "upstream_night_mb": round(night / 1e6, 2), "upstream_day_mb": round(day / 1e6, 2),
             "upstream_peak_mbps": round(peak_mbps, 2),
             "upstream_kernel_mb": round(kernel / 1e6, 2),

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from .fill import (LinkSampler, UPSTREAM, _read_csv, collect, hit_ratios, per_second,
+from .fill import (LinkSampler, UPSTREAM, _read_csv, collect, hit_ratios, per_second, startup_times,
                    viewer_requests, viewers_by_isp)
 from .rundir import write_csv
 from .runner import Scenario
@@ -146,14 +146,14 @@ def summarize(run_dir: Path) -> list[dict]:
             if r["cls"] in UPSTREAM:
                 per_s[r["t_s"]] = per_s.get(r["t_s"], 0) + r["mbps"]
         series += [{"arm": arm, "t_s": k, "upstream_mbps": round(v, 3)} for k, v in sorted(per_s.items())]
-        spike = [float(s["startup_s"]) for s in sel["sessions"] if s["role"] == "spike"]
-        base = [float(s["startup_s"]) for s in sel["sessions"] if s["role"] == "baseline"]
+        spike = startup_times([s for s in sel["sessions"] if s["role"] == "spike"])
+        base = startup_times([s for s in sel["sessions"] if s["role"] == "baseline"])
         kernel = sum(int(r["to_node_bytes"]) + int(r["from_node_bytes"]) for r in sel["links"]
                      if r["cls"] in UPSTREAM and roles.get(r["node"]) == "border")
         new_req = [r for r in sel["requests"] if r["path"].startswith(f"/v/{title}/")]
         hr, _ = hit_ratios([r for r in viewer_requests(new_req, plan) if float(r["t_s"]) >= 0])
         rows.append({
-            "arm": arm, "spike_sessions": len(spike),
+            "arm": arm, "spike_sessions": sum(s["role"] == "spike" for s in sel["sessions"]),
             "spike_ok": sum(s["status"] == "ok" for s in sel["sessions"] if s["role"] == "spike"),
             "startup_p50_s": round(st.median(spike), 3) if spike else float("nan"),
             "startup_p90_s": round(_q(spike, 0.9), 3), "startup_max_s": round(max(spike, default=float("nan")), 3),
@@ -194,7 +194,7 @@ def _figure(sessions: list[dict], series: list[dict], spike_at_s: float, path: P
     import matplotlib.pyplot as plt
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
     for arm in ARMS:
-        xs = sorted(float(s["startup_s"]) for s in sessions if s["arm"] == arm and s["role"] == "spike")
+        xs = sorted(startup_times([s for s in sessions if s["arm"] == arm and s["role"] == "spike"]))
         if xs:
             ax1.step(xs, [(i + 1) / len(xs) for i in range(len(xs))], where="post", label=arm)
         pts = [(float(r["t_s"]), float(r["upstream_mbps"])) for r in series if r["arm"] == arm]

@@ -9,7 +9,9 @@ spread over the repeats and whether each seed-stable figure was identical (exper
 """
 from __future__ import annotations
 
+import sys
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -63,13 +65,14 @@ def run(a, sc: Scenario) -> int:
     common = dict(git=git_info(), scenario=sc.name, seed=a.seed, quick=a.quick, settings=cfg, plan=plan.name,
                   plan_hash=plan.plan_hash(), fidelity_verified=not a.no_verify, **sc.manifest(cfg))
     children: list[Path] = []
+    failed_summaries: list[Path] = []
     started = time.time()
     try:
         with net:
             fidelity = as_rows(net.fidelity)
             write_csv(top / "fidelity.csv", fidelity)
             for k in range(1, repeat + 1):
-                children.append(_repeat(net, top, sc, cfg, a.seed, k, repeat, common, fidelity))
+                children.append(_repeat(net, top, sc, cfg, a.seed, k, repeat, common, fidelity, failed_summaries))
     except BaseException as exc:  # the failure's provenance, then the error goes on
         if net.fidelity:
             write_csv(top / "fidelity.csv", as_rows(net.fidelity))
@@ -79,14 +82,15 @@ def run(a, sc: Scenario) -> int:
     if repeat > 1:
         write_manifest(top, **common, network=net.summary(), repeats=repeat, series=[c.name for c in children],
                        started=started, ended=time.time(), status="ok")
-        from .repeats import summarize_series
-        print(summarize_series(top, sc))
+        if not failed_summaries:
+            from .repeats import summarize_series
+            print(summarize_series(top, sc))
     print(f"run folder: {top}")
-    return 0
+    return 1 if failed_summaries else 0
 
 
 def _repeat(net, top: Path, sc: Scenario, cfg: dict, seed: int, k: int, repeat: int, common: dict,
-            fidelity: list[dict]) -> Path:
+            fidelity: list[dict], failed_summaries: list[Path]) -> Path:
     """Repeat k of the arms on the built network: tables, manifest and summary in its folder."""
     run_dir = top if repeat == 1 else _child(top, k, net.plan, fidelity)
     if repeat > 1:
@@ -101,7 +105,13 @@ def _repeat(net, top: Path, sc: Scenario, cfg: dict, seed: int, k: int, repeat: 
     load = cpu_summary(cpu.rows)
     write_manifest(run_dir, **common, network=net.summary(), repeat_index=k, repeats=repeat,
                    started=t0, ended=time.time(), status="ok", host_cpu=load)
-    print(sc.format_table(sc.summarize(run_dir)), flush=True)
+    try:
+        print(sc.format_table(sc.summarize(run_dir)), flush=True)
+    except Exception:  # a bug in the pure summary must not cost the saved data its status
+        traceback.print_exc()
+        print(f"ocalab: {run_dir}: the data is saved, but its summary failed (above); "
+              f"`ocalab report {run_dir}` builds it again", file=sys.stderr, flush=True)
+        failed_summaries.append(run_dir)
     if (w := warning(load)) is not None:
         print(w, flush=True)
     return run_dir

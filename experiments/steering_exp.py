@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from .failover import collect_logs, read_csv
+from .fill import startup_times
 from .rundir import write_csv
 from .runner import Scenario
 
@@ -198,7 +199,7 @@ def summarize(run_dir: Path) -> list[dict]:
             "qoe_lin": _mean([float(s["qoe_lin"]) for s in se]),
             "rebuffer_ratio": _mean([float(s["rebuffer_ratio"]) for s in se]),
             "mean_kbps": _mean([float(s["mean_kbps"]) for s in se]),
-            "startup_s": _mean([float(s["startup_s"]) for s in se if s.get("startup_s") not in ("", None)])})
+            "startup_s": _mean(startup_times(se))})
     write_csv(run_dir / "summary.csv", rows)
     if rows:
         _figure(rows, run_dir / "steering.png")
