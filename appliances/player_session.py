@@ -30,6 +30,11 @@ from appliances.qoe import PlaybackBuffer, summarize
 log = logging.getLogger("ocalab.player")
 MAX_ERRORS = 20
 FETCH_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+# Control-plane calls (login, manifest): a connect timeout that outlasts two lost SYNs (TCP
+# retries at 1 and 3 s), then CONTROL_TRIES attempts in all, after pauses of 1 and 2 s.
+CONTROL_TIMEOUT = aiohttp.ClientTimeout(total=20, sock_connect=6)
+CONTROL_TRIES = 3
+CONTROL_PAUSE_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,7 @@ class ViewerSession:
     hash_failures: int = 0
     fallback_chunks: int = 0
     steering_reloads: int = 0
+    control_retries: int = 0  # login/manifest calls tried again after no answer
     redirects: int = 0
     errors: list[str] = field(default_factory=list)  # first MAX_ERRORS failed attempts
     _locations: list = field(default_factory=list)  # latest ranked list, to name redirect targets
@@ -136,13 +142,31 @@ class ViewerSession:
             self._media_tick()
 
     async def _manifest(self, http: aiohttp.ClientSession) -> dict:
+        """Login and playback manifest. Without an answer (a connection error or timeout: the
+        control plane is across transit, which the no-OCA arms saturate) they are tried again
+        up to CONTROL_TRIES times, as a real client does; an HTTP answer is final."""
+        for attempt in range(1, CONTROL_TRIES + 1):
+            try:
+                return await self._manifest_once(http)
+            except aiohttp.ClientResponseError:
+                raise
+            except FETCH_ERRORS as exc:
+                if attempt == CONTROL_TRIES:
+                    raise
+                self.control_retries += 1
+                log.info("%s: control plane call failed (%s: %s); trying again", self.viewer,
+                         type(exc).__name__, exc)
+                await asyncio.sleep(CONTROL_PAUSE_S * attempt)
+        raise AssertionError("unreachable")
+
+    async def _manifest_once(self, http: aiohttp.ClientSession) -> dict:
         base = self.cfg.control_url
-        async with http.post(f"{base}/login", json={"account": self.viewer}) as r:
+        async with http.post(f"{base}/login", json={"account": self.viewer}, timeout=CONTROL_TIMEOUT) as r:
             r.raise_for_status()
             self._token = (await r.json())["account_token"]
         params = {"segments": str(self.cfg.segments)} if self.cfg.segments else {}
         async with http.get(f"{base}/play/{self.title}", params=params,
-                            headers=self._auth()) as r:
+                            headers=self._auth(), timeout=CONTROL_TIMEOUT) as r:
             if r.status != 200:
                 raise SegmentError(f"playback API answered {r.status}: {(await r.text())[:200]}")
             return await r.json()
@@ -253,6 +277,7 @@ class ViewerSession:
                 "segments_verified": len(self.bitrates), "bytes": self.bytes_total,
                 "failed_attempts": self.failed_attempts, "hash_failures": self.hash_failures,
                 "fallback_chunks": self.fallback_chunks, "steering_reloads": self.steering_reloads,
+                "control_retries": self.control_retries,
                 "redirects": self.redirects, "errors": self.errors,
                 "first_location": self.first_location, "servers": self.servers,
                 "started_unix": self.started_unix, "ended_unix": time.time(),
