@@ -107,6 +107,7 @@ def _synthetic_run(tmp_path):
             reqs.append({"arm": arm, "capacity_mb": 40.0, "oca": "i1oca1", "t_s": 9, "path": "/v/t0001/235/0",
                          "status": 200, "bytes": 1000, "cache": c})
         sessions.append({"arm": arm, "capacity_mb": 40.0, "t_s": 9, "status": "ok", "bytes": 4_000_000,
+                         "started_unix": 1000.0, "ended_unix": 1004.0,
                          "startup_s": 0.5 if arm == "proactive" else 0.9, "account": "i1v1-s02-0000",
                          "first_location": "origin" if arm == "proactive" else "i1oca1"})
     for name, rows in (("links_ts", ts), ("fills", fills), ("requests", reqs), ("sessions", sessions),
@@ -121,6 +122,7 @@ def test_summarize_synthetic_run(tmp_path):
     assert pro["upstream_night_mb"] > re["upstream_night_mb"] == 0
     assert pro["upstream_peak_mbps"] < re["upstream_peak_mbps"]
     assert re["upstream_peak_mbps"] == pytest.approx(30.0)
+    assert (re["upstream_peak_mean_mbps"], pro["upstream_peak_mean_mbps"]) == pytest.approx((30.0, 5.0))
     assert pro["fill_in_window_mb"] == 5.0 and re["fill_outside_mb"] == 4.0
     assert re["hit_ratio"] == pytest.approx(0.333) and pro["hit_ratio"] == pytest.approx(0.667)
     assert 0 < re["che_hit_ratio"] < 1
@@ -140,3 +142,13 @@ def test_viewer_requests_drop_fill_traffic_between_ocas():
     viewer, oca = plan.primary_ip("i1v1"), plan.primary_ip("i1oca1")
     reqs = [{"client": viewer, "oca": "nfxoca1"}, {"client": oca, "oca": "nfxoca1"}, {"oca": "i1oca1"}]
     assert fill.viewer_requests(reqs, plan) == [reqs[0], reqs[2]]
+
+
+def test_peak_mean_is_taken_where_most_sessions_play():
+    per_s = {float(t): float(t) for t in range(10)}  # upstream Mbit/s = t
+    sessions = [{"t_s": a, "started_unix": 0, "ended_unix": b - a} for a, b in ((2, 8), (4, 7), (5, 9), (5, 6))]
+    # playing at t = 2..8: 1 1 2 4 3 2 1 -> the peak (>= 0.8 x 4) is t = 5 only
+    assert fill.peak_mean_mbps(per_s, sessions) == pytest.approx(5.0)
+    assert fill.peak_mean_mbps(per_s, sessions, share=0.5) == pytest.approx((4 + 5 + 6 + 7) / 4)
+    assert math.isnan(fill.peak_mean_mbps(per_s, [])) and math.isnan(fill.peak_mean_mbps({}, sessions))
+    assert math.isnan(fill.peak_mean_mbps(per_s, [{"t_s": 1, "started_unix": "", "ended_unix": ""}]))

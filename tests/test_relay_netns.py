@@ -111,16 +111,22 @@ def test_symmetric_delay_gives_twice_the_delay_as_rtt(topo, relay):
     delay_ms = 5.0
     proc, stats_path = relay(delay_ms_ab=delay_ms, delay_ms_ba=delay_ms)
     ping_rtts_ms(lab, ns_a, ADDR_B, 2, interval_s=0.05)  # resolve ARP
-    med, rtts = near_median(lambda: ping_rtts_ms(lab, ns_a, ADDR_B, 50), 2 * delay_ms)
+    rounds = []  # near_median may measure again (host noise): count every ping sent
+
+    def measure() -> list[float]:
+        rounds.append(50)
+        return ping_rtts_ms(lab, ns_a, ADDR_B, 50)
+    med, rtts = near_median(measure, 2 * delay_ms)
     assert len(rtts) == 50
     for name, value in (("min", min(rtts)), ("median", med)):
         assert abs(value - 2 * delay_ms) <= tolerance_ms(2 * delay_ms), (name, value, rtts)
     stats = stop_and_read_stats(lab, proc, stats_path)
+    pings = 2 + sum(rounds)
     for direction in ("ab", "ba"):
         st = stats[direction]
-        assert st["frames_forwarded"] >= 52
+        assert st["frames_forwarded"] >= pings
         # our own sends must not be relayed back (that would loop and multiply frames)
-        assert st["frames_in"] < 80, st
+        assert st["frames_in"] < 1.5 * pings, (pings, st)
         assert st["frames_send_errors"] == 0 and st["frames_dropped_loss"] == 0
 
 
