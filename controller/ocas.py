@@ -4,7 +4,8 @@ A push is one full snapshot made by controller.probe in the control-plane host, 
 every OCA's `GET /health` every PROBE_INTERVAL_S:
   {"origin": {"name": "origin", "url": "http://198.19.10.11:8080"},
    "ocas": [{"name", "tier", "url", "serves": [prefix, ...],
-             "probe": {"ok": bool, "error": str | null, "rtt_ms": float | null},
+             "probe": {"ok": bool, "error": str | null, "rtt_ms": float | null,
+                       "timeout_ms": float (optional: the timeout that probe had)},
              "health": {OCA /health JSON} | null}, ...]}
 Invariants of `OcaRegistry.apply()`:
 - a push replaces the set of OCAs (names absent from it are forgotten); it is validated whole
@@ -12,7 +13,9 @@ Invariants of `OcaRegistry.apply()`:
 - `heartbeat_s` of an OCA is the receive time (`now`, controller clock) of the last push whose
   probe of it succeeded; a refused or failed probe sets status "unreachable" at once (the fast
   signal: a dead process refuses connections); a probe timeout (a busy OCA, a loaded machine)
-  only after TIMEOUTS_TO_EXCLUDE in a row, and until then the previous state is kept;
+  only after TIMEOUTS_TO_EXCLUDE in a row, and until then the previous state is kept; a
+  "pending" probe (still in flight when the push left) is no news: the previous state stays
+  and its heartbeat ages (an OCA never answered yet has status "pending");
   when pushes stop, heartbeats age and steering's staleness check excludes the OCAs;
 - load is clamped to [0, 1]; stored_titles is None when the health JSON has no list.
 """

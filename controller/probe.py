@@ -46,7 +46,7 @@ def targets(deployment: dict) -> tuple[dict, list[dict]]:
     return {"name": origin["name"], "url": origin["url"].rstrip("/")}, out
 
 
-Result = tuple  # (health JSON | None, error text | None, rtt or time in flight in ms)
+Result = tuple[dict | None, str | None, float]  # health JSON, error text, rtt (or time in flight) in ms
 
 
 def snapshot(origin: dict, ocas: list[dict], results: list[Result],
