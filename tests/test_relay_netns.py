@@ -9,7 +9,6 @@ import itertools
 import json
 import math
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -84,11 +83,23 @@ def tolerance_ms(target_ms: float) -> float:
     return max(0.5, 0.05 * target_ms)
 
 
-def near_median(measure, target_ms: float) -> tuple[float, list[float]]:
-    """(median, samples) of `measure()`, settled like the fidelity gate (`fidelity.settle`)."""
-    samples = fidelity.settle(measure, lambda xs: abs(statistics.median(xs) - target_ms),
-                              tolerance_ms(target_ms), rounds=3)
-    return statistics.median(samples), samples
+ON_TIME_QUANTILE = 0.25
+
+
+def on_time_ms(samples: list[float]) -> float:
+    """The lower quartile of `samples`. A delay line never releases a frame early, and host noise
+    (a descheduled relay, hypervisor steal) only ever adds delay, so the frames that were not
+    disturbed are the low ones: a wrong delay moves them all, noise leaves the lowest quarter be.
+    CI saw bursts of 30-60 s in which more than half of the pings on a 10 ms path read 11-56 ms."""
+    ordered = sorted(samples)
+    return ordered[int(ON_TIME_QUANTILE * (len(ordered) - 1))]
+
+
+def near_target(measure, target_ms: float) -> tuple[float, list[float]]:
+    """(lower quartile, samples) of `measure()`, settled like the fidelity gate (`fidelity.settle`)."""
+    samples = fidelity.settle(measure, lambda xs: abs(on_time_ms(xs) - target_ms),
+                              tolerance_ms(target_ms), rounds=5)
+    return on_time_ms(samples), samples
 
 
 def stop_and_read_stats(lab: NetnsLab, proc, stats_path) -> dict:
@@ -111,14 +122,14 @@ def test_symmetric_delay_gives_twice_the_delay_as_rtt(topo, relay):
     delay_ms = 5.0
     proc, stats_path = relay(delay_ms_ab=delay_ms, delay_ms_ba=delay_ms)
     ping_rtts_ms(lab, ns_a, ADDR_B, 2, interval_s=0.05)  # resolve ARP
-    rounds = []  # near_median may measure again (host noise): count every ping sent
+    rounds = []  # near_target may measure again (host noise): count every ping sent
 
     def measure() -> list[float]:
         rounds.append(50)
         return ping_rtts_ms(lab, ns_a, ADDR_B, 50)
-    med, rtts = near_median(measure, 2 * delay_ms)
+    on_time, rtts = near_target(measure, 2 * delay_ms)
     assert len(rtts) == 50
-    for name, value in (("min", min(rtts)), ("median", med)):
+    for name, value in (("min", min(rtts)), ("lower quartile", on_time)):
         assert abs(value - 2 * delay_ms) <= tolerance_ms(2 * delay_ms), (name, value, rtts)
     stats = stop_and_read_stats(lab, proc, stats_path)
     pings = 2 + sum(rounds)
@@ -136,13 +147,14 @@ def test_asymmetric_delay_per_direction(topo, relay):
     relay(delay_ms_ab=delay_ab, delay_ms_ba=delay_ba)
     ping_rtts_ms(lab, ns_a, ADDR_B, 2, interval_s=0.05)
     target = delay_ab + delay_ba
-    med, rtts = near_median(lambda: ping_rtts_ms(lab, ns_a, ADDR_B, 50), target)
-    assert abs(med - target) <= tolerance_ms(target), rtts
-    med_ab, owd_ab = near_median(lambda: one_way_delays_ms(lab, ns_a, ns_b, ADDR_B, 30), delay_ab)
-    med_ba, owd_ba = near_median(lambda: one_way_delays_ms(lab, ns_b, ns_a, ADDR_A, 30), delay_ba)
+    on_time, rtts = near_target(lambda: ping_rtts_ms(lab, ns_a, ADDR_B, 50), target)
+    assert abs(on_time - target) <= tolerance_ms(target), rtts
+    assert min(rtts) >= target - tolerance_ms(target), rtts  # never early
+    ab, owd_ab = near_target(lambda: one_way_delays_ms(lab, ns_a, ns_b, ADDR_B, 30), delay_ab)
+    ba, owd_ba = near_target(lambda: one_way_delays_ms(lab, ns_b, ns_a, ADDR_A, 30), delay_ba)
     assert len(owd_ab) == len(owd_ba) == 30
-    assert abs(med_ab - delay_ab) <= tolerance_ms(delay_ab), owd_ab
-    assert abs(med_ba - delay_ba) <= tolerance_ms(delay_ba), owd_ba
+    assert abs(ab - delay_ab) <= tolerance_ms(delay_ab), owd_ab
+    assert abs(ba - delay_ba) <= tolerance_ms(delay_ba), owd_ba
     assert min(owd_ab) >= delay_ab and min(owd_ba) >= delay_ba  # never early
 
 
