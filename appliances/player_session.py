@@ -65,6 +65,7 @@ class Attempt:
     size_bytes: int = 0
     ttfb_ms: float = 0.0
     download_ms: float = 0.0
+    request_unix: float = 0.0  # wall time the request was sent
     node: str = ""  # X-Ocalab-Node of the response: the server that really sent the bytes
 
 
@@ -217,7 +218,7 @@ class ViewerSession:
         timeout = aiohttp.ClientTimeout(total=self.cfg.segment_timeout_s,
                                         sock_connect=self.cfg.connect_timeout_s,
                                         sock_read=self.cfg.read_timeout_s)
-        t0 = time.monotonic()
+        t0, t0_unix = time.monotonic(), time.time()
         try:
             async with http.get(url, timeout=timeout) as resp:
                 ttfb_ms = (time.monotonic() - t0) * 1000
@@ -234,7 +235,7 @@ class ViewerSession:
         except (SegmentError, *FETCH_ERRORS) as exc:
             return Attempt(False, loc, error=f"{type(exc).__name__}: {exc}")
         return Attempt(True, served_by, size_bytes=len(body), ttfb_ms=ttfb_ms,
-                       download_ms=(time.monotonic() - t0) * 1000, node=node)
+                       download_ms=(time.monotonic() - t0) * 1000, request_unix=t0_unix, node=node)
 
     def _served_by(self, loc: dict, resp: aiohttp.ClientResponse) -> dict:
         """The location that actually sent the bytes (an OCA may redirect a miss upstream)."""
@@ -259,7 +260,8 @@ class ViewerSession:
         self.bytes_total += att.size_bytes
         self.fallback_chunks += int(fallback)
         self.on_chunk({
-            "time": round(time.time(), 4), "viewer": self.viewer, "title": self.title,
+            "time": round(time.time(), 4), "request_unix": round(att.request_unix, 4),
+            "viewer": self.viewer, "title": self.title,
             "index": index, "kbps": kbps, "bytes": att.size_bytes,
             "download_ms": round(att.download_ms, 3), "ttfb_ms": round(att.ttfb_ms, 3),
             "buffer_s": round(self.buffer.level_s, 4),

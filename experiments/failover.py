@@ -173,7 +173,10 @@ def recovery(chunks: list[dict], t_kill: float, victim: str, t_end: float) -> li
 
 
 def requested_unix(chunk: dict) -> float:
-    """When the player sent the chunk's (last) request: completion time minus download time."""
+    """When the player sent the chunk's (last) request: its `request_unix`, or in runs saved
+    before that column, completion time minus download time."""
+    if chunk.get("request_unix"):
+        return float(chunk["request_unix"])
     return float(chunk["time"]) - float(chunk.get("download_ms") or 0) / 1000
 
 

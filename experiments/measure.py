@@ -9,6 +9,7 @@ import re
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from topologies.plan import Plan
@@ -128,6 +129,25 @@ def controller_counters(net) -> dict[str, dict]:
     ends = l3_end(net.plan)
     return {r["name"]: {"cls": r["cls"], "node": ends.get(r["name"], ""), "to_node_bytes": int(r.get("tx_bytes") or 0),
                         "from_node_bytes": int(r.get("rx_bytes") or 0)} for r in data}
+
+
+def settled_counters(net, timeout_s: float = 10.0) -> tuple[dict[str, dict], dict[str, dict]]:
+    """(kernel, controller) counters, read once the controller has polled every link's port
+    stats after this call (its polls are 1 s apart, and a busy machine stretches them), so both
+    cover the same bytes. Raises TimeoutError naming the stale links after timeout_s."""
+    if not getattr(net, "api_url", None):
+        return link_counters(net), {}
+    t = time.time()
+    deadline = time.monotonic() + timeout_s
+    polled = {r["name"] for r in net.api("/links") if r.get("updated_unix_s")}  # measured links
+    while True:
+        stale = [r["name"] for r in net.api("/links")
+                 if r["name"] in polled and (r.get("updated_unix_s") or 0) <= t]
+        if not stale:
+            return link_counters(net), controller_counters(net)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"controller port stats not refreshed in {timeout_s:g} s: {stale[:5]}")
+        time.sleep(0.1)
 
 
 def payload_by_class(access: list[dict], plan: Plan, origin: str) -> dict[str, int]:

@@ -38,7 +38,7 @@ def body(net, run_dir: Path, cfg: dict, seed: int, tables: dict) -> None:
 
 def _run_arm(net, run_dir: Path, arm: str, cfg: dict, seed: int, tables: dict) -> None:
     from .failover import read_access
-    from .measure import controller_counters, counter_delta, link_counters
+    from .measure import counter_delta, settled_counters
     from .services import ServiceOptions, Services
     from topologies.fidelity import wait_quiet
     arm_dir = run_dir / "arms" / arm
@@ -51,15 +51,13 @@ def _run_arm(net, run_dir: Path, arm: str, cfg: dict, seed: int, tables: dict) -
             for name, st in svc.wait_fill(240).items():
                 tables["fill"].append({"arm": arm, "oca": name, **{k: st.get(k) for k in
                                        ("state", "total", "filled", "present", "failed", "no_room", "bytes")}})
-        time.sleep(1.5)  # quiet: the controller's port stats (1 s polls) catch up with the fill's last bytes
         serve_t0 = time.time()
-        before, ctl_before = link_counters(net), controller_counters(net)
+        before, ctl_before = settled_counters(net)  # the controller's 1 s polls catch up with the fill
         viewers = [v.name for v in net.plan.nodes_of(role="viewer")]
         procs = [svc.play(v, cfg["viewers_per_host"], cfg["segments"], seed=seed * 1000 + i)
                  for i, v in enumerate(viewers)]
         svc.wait_players(procs, 600)
-        time.sleep(1.5)  # one more controller port-stat poll (1 s period) after the last byte
-        after, ctl_after = link_counters(net), controller_counters(net)
+        after, ctl_after = settled_counters(net)  # one more port-stat poll after the last byte
         tables["links"] += [{"arm": arm, **r} for r in counter_delta(before, after)]
         tables["links_ctl"] += [{"arm": arm, **r} for r in counter_delta(ctl_before, ctl_after)]
         access = [r for r in read_access(svc.logs, arm) if float(r["ts"]) >= serve_t0]  # push fill: fill.csv

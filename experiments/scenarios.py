@@ -27,16 +27,16 @@ def run_fidelity(a) -> int:
     rows = as_rows(results)
     write_csv(run_dir / "fidelity.csv", rows)
     bad = [r for r in rows if not r["ok"]]
-    errs = [abs(r["median_rtt_ms"] - r["expected_rtt_ms"]) for r in rows]
+    errs = [abs(r["low_rtt_ms"] - r["expected_rtt_ms"]) for r in rows]  # the verdict's statistic
     summary = [{"pairs": len(rows), "failed": len(bad), "max_abs_err_ms": round(max(errs), 3),
                 "mean_abs_err_ms": round(sum(errs) / len(errs), 3), **net.summary()["timings_s"]}]
     write_csv(run_dir / "summary.csv", summary)
     write_manifest(run_dir, scenario="fidelity", seed=a.seed, plan=plan.name, plan_hash=plan.plan_hash(),
                    network=net.summary(), started=started, ended=time.time())
-    print(f"{'src':>8s} {'dst':>8s} {'classes':24s} {'plan_ms':>8s} {'median_ms':>9s} ok")
+    print(f"{'src':>8s} {'dst':>8s} {'classes':24s} {'plan_ms':>8s} {'low_ms':>8s} {'median_ms':>9s} ok")
     for r in rows:
         print(f"{r['src']:>8s} {r['dst']:>8s} {'+'.join(r['classes']):24s} {r['expected_rtt_ms']:8.2f} "
-              f"{r['median_rtt_ms']:9.2f} {'yes' if r['ok'] else 'NO'}")
+              f"{r['low_rtt_ms']:8.2f} {r['median_rtt_ms']:9.2f} {'yes' if r['ok'] else 'NO'}")
     print(f"{len(rows) - len(bad)}/{len(rows)} pairs within tolerance; run folder {run_dir}")
     return 0 if not bad else 4
 

@@ -182,7 +182,8 @@ def test_access_link_rate(metro_net, reverse):
 
     # a shaper never gives more than its rate: a short result was disturbed (seen on a CI VM:
     # 31 Mbit/s twice in a row for a 48 Mbit/s goodput), so settle like the fidelity gate
-    got_mbps = fidelity.settle(goodput_mbps, lambda x: abs(x - want_mbps), 0.05 * want_mbps)
+    got_mbps = fidelity.settle(goodput_mbps, lambda x: abs(x - want_mbps), 0.05 * want_mbps,
+                               pause_s=4.0)
     print(f"iperf3 i1v1 {'<-' if reverse else '->'} i1oca1: {got_mbps:.2f} Mbit/s goodput "
           f"(plan {access.bw_mbps:g} Mbit/s on the wire, {want_mbps:.2f} Mbit/s goodput)")
     sw_port = access.b.intf if plan.node(access.b.node).kind == "switch" else access.a.intf
@@ -201,10 +202,10 @@ def test_fidelity_gate_every_pair_ok(metro_net):
         assert 0 < comp <= 0.8 * delays[name], f"{name}: compensation {comp} ms out of bounds"
     assert len(results) == len(fidelity.pairs(metro_net.plan))
     for m in results:
-        err = m.median_rtt_ms - m.pair.expected_rtt_ms
+        err = m.low_rtt_ms - m.pair.expected_rtt_ms
         print(f"gate {m.pair.src:>7} -> {m.pair.dst:<7} plan {m.pair.expected_rtt_ms:6.1f} ms  "
-              f"median {m.median_rtt_ms:7.3f} ms  min {m.min_rtt_ms:7.3f}  err {err:+6.3f}  "
+              f"low {m.low_rtt_ms:7.3f} ms  median {m.median_rtt_ms:7.3f}  min {m.min_rtt_ms:7.3f}  err {err:+6.3f}  "
               f"tol {m.tolerance_ms:.2f}  {'ok' if m.ok else 'FAIL'}")
-    bad = [f"{m.pair.src}->{m.pair.dst}: {m.median_rtt_ms} vs {m.pair.expected_rtt_ms} "
+    bad = [f"{m.pair.src}->{m.pair.dst}: {m.low_rtt_ms} vs {m.pair.expected_rtt_ms} "
            f"(tol {m.tolerance_ms:.2f})" for m in results if not m.ok]
     assert not bad, f"{len(bad)} of {len(results)} pairs off the plan: " + "; ".join(bad)

@@ -68,7 +68,9 @@ def test_summarize_rows_per_arm_and_kill_with_extra_transit(tmp_path):
     assert ixp["origin_mb_after"] == 13.0 and ixp["extra_transit_mb"] == 12.0  # 13 MB - 0.05 MB/s x 20 s
     assert ixp["transit_mb_after"] == 14.0 and ixp["pre_transit_mb"] == 30.0
     late = {**chunk(21.0, "nfxoca1"), "download_ms": 500.0}  # asked at 20.5, after the kill at 20
-    assert failover.requested_unix(late) == 20.5
+    assert failover.requested_unix(late) == 20.5  # a run saved before request_unix
+    # the player's own send time wins: hashing and the event loop after the body do not count
+    assert failover.requested_unix({**late, "request_unix": "19.9"}) == 19.9
     assert (tmp_path / "summary.csv").exists() and (tmp_path / "failover.png").stat().st_size > 0
     table = failover.format_table(rows)
     assert "embedded_kill" in table and "extra_transit_mb" in table

@@ -177,15 +177,15 @@ def test_a_slow_oca_neither_times_out_nor_holds_back_news_of_a_dead_one(servers,
     print(f"\n{len(times)} pushes, gap median {statistics.median(gaps) * 1e3:.0f} ms; slow OCA: "
           f"{sum(p['ok'] for p in slow)} answers, {sum(p['error'] == PENDING_ERROR for p in slow)} pending; "
           f"SIGTERM -> exit {stop_s:.2f} s")
-    assert statistics.median(gaps) < 0.4  # the 0.8 s probe does not set the pace
+    assert statistics.median(gaps) < 0.5  # the 0.8 s probe does not set the pace
     assert all(p["error"] in (None, PENDING_ERROR) for p in slow), slow
     oks = [p for p in slow if p["ok"]]
     assert len(oks) >= 3 and all(700 < p["rtt_ms"] < 1400 for p in oks)
     assert all(p["timeout_ms"] >= 1000 * MIN_TIMEOUT_S for p in slow)
     dead = [(t, p) for t, p in rx.probes("fast", since=t_kill) if p["error"] not in (None, PENDING_ERROR)]
-    assert dead and dead[0][0] - t_kill < 0.75, rx.probes("fast", since=t_kill)[:4]
+    assert dead and dead[0][0] - t_kill < 1.0, rx.probes("fast", since=t_kill)[:4]
     assert dead[0][1]["error"] != "timeout"  # refused or reset: the fast signal
-    assert stop_s < 2.0  # a probe in flight does not hold up SIGTERM
+    assert stop_s < 4.0  # a probe in flight does not hold up SIGTERM
 
 
 def test_a_deployment_without_ocas_still_pushes(tmp_path):

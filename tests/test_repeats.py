@@ -96,7 +96,7 @@ def test_a_failed_run_leaves_a_manifest_that_says_why_and_report_refuses_it(tmp_
         def __init__(self, plan, opts):
             self.plan, self.opts = plan, opts
             self.fidelity = [Measurement(Pair("a", "b", "198.18.1.1", ("l",), ("access",), 8.0, 0.0),
-                                         12.0, 11.5, 19, 0.5, False)]
+                                         12.0, 11.5, 19, 11.8, 0.5, False)]
 
         def __enter__(self):
             raise EmulationError("fidelity gate failed: measured RTT is off the plan on 1 of 1 pairs")

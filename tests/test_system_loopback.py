@@ -205,7 +205,9 @@ def test_twenty_viewers_survive_an_oca_kill(tmp_path, procs):
     fallback_rows = [r for r in rows if r["fallback"] == "1"]
     assert fallback_rows, "the kill produced no fallback rows"
     assert all(r["server"] != "oca1" for r in fallback_rows)
-    assert all(r["server"] != "oca1" for r in rows if float(r["time"]) > kill_unix + 0.5)
+    # a killed process's socket buffers still drain; a request sent after the kill is never answered
+    assert all(r["server"] != "oca1" for r in rows if float(r["request_unix"]) > kill_unix + 0.05)
+    assert all(float(r["request_unix"]) <= float(r["time"]) for r in rows)
     assert sum(s["failed_attempts"] for s in sessions) >= len(
         {r["viewer"] for r in fallback_rows})
 
