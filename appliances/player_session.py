@@ -89,6 +89,7 @@ class ViewerSession:
     fallback_chunks: int = 0
     steering_reloads: int = 0
     control_retries: int = 0  # login/manifest calls tried again after no answer
+    retry_rung_changes: int = 0  # attempts after a failed one at another rung (the ABR asked again)
     redirects: int = 0
     errors: list[str] = field(default_factory=list)  # first MAX_ERRORS failed attempts
     _locations: list = field(default_factory=list)  # latest ranked list, to name redirect targets
@@ -120,14 +121,17 @@ class ViewerSession:
         cursor = self._cursor(locations)
         for index in range(int(manifest["n_segments"])):
             await self._wait_for_room()
-            kbps = self.cfg.abr.choose(AbrInput(
-                buffer_s=self.buffer.level_s, ladder_kbps=ladder,
-                throughput_kbps=tuple(self.tput_kbps[-10:]),
-                last_kbps=self.bitrates[-1] if self.bitrates else None))
-            size, sha = manifest["segments"][str(kbps)][index]
             locations, cursor = await self._fetch_with_fallback(
-                http, locations, cursor, kbps, index, size, sha)
+                http, locations, cursor, index, manifest["segments"], ladder)
         self.status = "ok"
+
+    def _choose(self, ladder: tuple[int, ...]) -> int:
+        """The ABR's rung for the next attempt, from the buffer level now."""
+        self._media_tick()
+        return self.cfg.abr.choose(AbrInput(
+            buffer_s=self.buffer.level_s, ladder_kbps=ladder,
+            throughput_kbps=tuple(self.tput_kbps[-10:]),
+            last_kbps=self.bitrates[-1] if self.bitrates else None))
 
     def _cursor(self, locations: list) -> LocationCursor:
         if not locations:
@@ -187,8 +191,11 @@ class ViewerSession:
             self._locations = (await r.json())["locations"]
             return self._locations
 
-    async def _fetch_with_fallback(self, http, locations, cursor, kbps, index, size, sha):
-        failures = 0
+    async def _fetch_with_fallback(self, http, locations, cursor, index, segments, ladder):
+        """Segment `index` from the first location that delivers it. Every attempt asks the ABR
+        again: a failed one (a cut transfer, a timeout) drained the buffer meanwhile, and a real
+        player does not repeat a rung its buffer can no longer afford on a path it has not measured."""
+        failures, tried_kbps = 0, None
         while True:
             if cursor.exhausted:
                 try:
@@ -198,6 +205,11 @@ class ViewerSession:
                     continue
                 cursor = self._cursor(locations)
             i = cursor.pick(time.monotonic())
+            kbps = self._choose(ladder)
+            if failures and kbps != tried_kbps:
+                self.retry_rung_changes += 1
+            tried_kbps = kbps
+            size, sha = segments[str(kbps)][index]
             att = await self._fetch(http, locations[i], kbps, index, size, sha)
             if att.ok:
                 cursor.succeeded(i)
@@ -280,6 +292,7 @@ class ViewerSession:
                 "failed_attempts": self.failed_attempts, "hash_failures": self.hash_failures,
                 "fallback_chunks": self.fallback_chunks, "steering_reloads": self.steering_reloads,
                 "control_retries": self.control_retries,
+                "retry_rung_changes": self.retry_rung_changes,
                 "redirects": self.redirects, "errors": self.errors,
                 "first_location": self.first_location, "servers": self.servers,
                 "started_unix": self.started_unix, "ended_unix": time.time(),
