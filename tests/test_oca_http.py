@@ -461,7 +461,7 @@ def test_over_cap_client_sending_at_once_reads_503_not_reset(oca_factory):
     _, port = oca_factory("--max-conns", "2")
     held = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
     try:
-        time.sleep(0.2)
+        time.sleep(1.0)  # the server has accepted and counted them (a busy host is slow to)
         for _ in range(10):
             payload = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 2000 + b"\r\n\r\n"
             out = raw(port, payload)
@@ -684,7 +684,7 @@ def test_concurrent_misses_make_one_pull_and_are_logged_as_coalesced(oca_factory
 
     def slow_upstream(path: str) -> bytes:
         pulls.append(path)
-        time.sleep(0.5)  # keep the pull in flight while the other requests arrive
+        time.sleep(2.0)  # keep the pull in flight while the other requests arrive
         return urllib.request.urlopen(f"http://127.0.0.1:{origin}{path}", timeout=5).read()
     _, port = oca_factory("--miss", "proxy", upstream=http_stub(slow_upstream))
     n_before = len(list(tmp_path.glob("access*.log"))) - 1
