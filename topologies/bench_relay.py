@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import select
@@ -25,6 +26,7 @@ from pathlib import Path
 
 ADDR_A, ADDR_B = "198.18.250.1", "198.18.250.2"
 IPERF_PORT = 5201
+WAIT_ALL_S = 5.0  # ping_run: how long past its last send ping waits for every reply
 _RTT_RE = re.compile(r"icmp_seq=(\d+) .*time=([\d.]+) ms")
 _SENT_RE = re.compile(r"(\d+) packets transmitted")
 
@@ -169,20 +171,26 @@ def build_chain(lab: NetnsLab, n_relays: int) -> tuple[str, str, list[tuple[str,
     return ns_a, ns_b, out
 
 
-def ping_run(lab: NetnsLab, ns: str, dst: str, count: int, interval_s: float = 0.01) -> tuple[int, list[float]]:
-    """(echo requests transmitted, RTTs in ms of the replies) of one ping run."""
-    timeout_s = count * interval_s + 15
+def ping_run(lab: NetnsLab, ns: str, dst: str, count: int, interval_s: float = 0.01,
+             wait_all: bool = True) -> tuple[int, list[float]]:
+    """(echo requests transmitted, RTTs in ms of the replies) of one ping run. With wait_all,
+    ping waits up to WAIT_ALL_S past its last send for every reply (-w): without it (-W 1) ping
+    stops two RTTs after its last reply once any came, so one reply that host noise delayed
+    counts as lost. Use wait_all=False where losses are expected (they would cost the wait)."""
+    wait = ["-w", str(math.ceil(count * interval_s + WAIT_ALL_S))] if wait_all else ["-W", "1"]
+    timeout_s = count * interval_s + WAIT_ALL_S + 15
     out = subprocess.run(["ip", "netns", "exec", ns, "ping", "-n", "-i", str(interval_s), "-c", str(count),
-                          "-W", "1", dst], capture_output=True, text=True, timeout=timeout_s).stdout
+                          *wait, dst], capture_output=True, text=True, timeout=timeout_s).stdout
     sent = _SENT_RE.search(out)
     if sent is None:
         raise RuntimeError(f"cannot parse ping output: {out[-300:]!r}")
     return int(sent.group(1)), [float(m.group(2)) for m in _RTT_RE.finditer(out)]
 
 
-def ping_rtts_ms(lab: NetnsLab, ns: str, dst: str, count: int, interval_s: float = 0.01) -> list[float]:
-    """RTTs (ms) of the replies to `count` pings; lost pings are absent."""
-    return ping_run(lab, ns, dst, count, interval_s)[1]
+def ping_rtts_ms(lab: NetnsLab, ns: str, dst: str, count: int, interval_s: float = 0.01,
+                 wait_all: bool = True) -> list[float]:
+    """RTTs (ms) of the replies to `count` pings; lost pings are absent (see ping_run)."""
+    return ping_run(lab, ns, dst, count, interval_s, wait_all)[1]
 
 
 def percentile(values: list[float], pct: float) -> float:

@@ -44,8 +44,8 @@ QUIET_WAIT_S = 60.0
 # With 6 rounds after pauses of 4..24 s the gate outlasts a burst of about 90 s.
 SETTLE_ROUNDS = 6
 SETTLE_PAUSE_S = 4.0
-LOW_QUANTILE = 0.25
 SETTLE_BUSY_FRAC = 0.10
+LOW_QUANTILE = 0.25  # the verdict's statistic: the lower quartile of a pair's RTT samples
 T = TypeVar("T")
 
 
