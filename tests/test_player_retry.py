@@ -11,7 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from appliances.abr import AbrInput
-from appliances.content import Catalog
+from appliances.content import Catalog, CatalogSpec
 from appliances.control import build_control
 from appliances.control_deployment import parse_deployment
 from appliances.player_session import SessionConfig, ViewerSession
@@ -58,12 +58,10 @@ def _play(abr: TopWhileBuffered) -> tuple[ViewerSession, list[dict], list[tuple[
     async def main():
         requests: list[tuple[int, int]] = []
         chunks: list[dict] = []
-        dep_spec = {"ocas": [], "catalog": CATALOG}
-        catalog = Catalog(parse_deployment({**dep_spec, "origin": {"name": "origin",
-                                            "url": "http://127.0.0.1:9"}}).catalog)
+        catalog = Catalog(CatalogSpec(**CATALOG))
         async with TestServer(_segment_app(catalog, requests), host="127.0.0.1") as seg:
-            dep = parse_deployment({**dep_spec, "origin": {"name": "origin",
-                                                          "url": f"http://127.0.0.1:{seg.port}"}})
+            dep = parse_deployment({"ocas": [], "catalog": CATALOG, "origin": {
+                "name": "origin", "url": f"http://127.0.0.1:{seg.port}"}})
             cp = build_control(dep, bytes(range(32)))
             async with TestServer(cp.app, host="127.0.0.1") as ctl:
                 cfg = SessionConfig(control_url=f"http://127.0.0.1:{ctl.port}", abr=abr,
