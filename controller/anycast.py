@@ -27,7 +27,7 @@ from . import forwarding as fw
 from .steering import G_HEALTH_MISS, RankedLocation
 
 ANYCAST_IP = "198.19.254.1"
-SERVICE_PORT = 8080  # the port OCAs and the origin listen on (experiments.services.OCA_PORT)
+SERVICE_PORT = 8080  # the port OCAs and the origin listen on (harness.services.OCA_PORT)
 COOKIE_ANYCAST_PUNT = 0x0C11
 COOKIE_ANYCAST_CONN = 0x0C12
 PRIORITY_ANYCAST_DROP = fw.PRIORITY_STEERING

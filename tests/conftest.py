@@ -58,11 +58,11 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="module")
 def metro_net():
-    """The default metro topology, built once per module; yields a started topologies.build.Network."""
+    """The default metro topology, built once per module; yields a started emulation.build.Network."""
     reason = emulation_unavailable()
     if reason:
         pytest.skip(reason)
-    from topologies.build import Network, Options
+    from emulation.build import Network, Options
     from topologies.catalog import metro
     net = Network(metro(), Options(controller=controller_works(), verify=False,
                                    label="pytest-metro"))

@@ -21,7 +21,7 @@ import pytest
 
 from conftest import controller_works, emulation_unavailable
 from topologies.catalog import metro
-from topologies.ledger import LEDGER_DIR, alive, named_netns, ovs_bridges, root_intfs
+from emulation.ledger import LEDGER_DIR, alive, named_netns, ovs_bridges, root_intfs
 
 pytestmark = pytest.mark.emulation
 
@@ -30,7 +30,7 @@ LOCK_FILE = Path("/run/ocalab/network.lock")
 
 CHILD = textwrap.dedent("""
     import sys, time
-    from topologies.build import Network, Options
+    from emulation.build import Network, Options
     from topologies.catalog import metro
     net = Network(metro(), Options(controller={controller}, verify=False, label="pytest-clean",
                                    lock_wait_s=150))

@@ -106,7 +106,7 @@ def viewer_ip(k: int) -> str:
 
 
 def proc_of(group, label: str) -> subprocess.Popen:
-    """The newest process named `label` in a topologies.ledger.ProcessGroup."""
+    """The newest process named `label` in a emulation.ledger.ProcessGroup."""
     return [p for lbl, p in group.procs if lbl == label][-1]
 
 
@@ -139,8 +139,8 @@ def env(tmp_path_factory):
     reason = emulation_unavailable()
     if reason:
         pytest.skip(reason)
-    from experiments.services import ServiceOptions, Services
-    from topologies.build import Network, Options
+    from harness.services import ServiceOptions, Services
+    from emulation.build import Network, Options
     from topologies.catalog import metro
 
     net = Network(metro(), Options(verify=False, label="ctltest"))
@@ -350,7 +350,7 @@ def test_port_byte_counters_agree_with_kernel(env):
 
 
 def test_controller_restart_leaves_fresh_flow_tables(env):
-    from topologies.build import read_ready
+    from emulation.build import read_ready
     net = env.net
     old = proc_of(net.procs, "controller")
     old.terminate()

@@ -1,4 +1,4 @@
-"""Unit tests of the pure relay core (topologies.delayline) and the relay's argument parsing."""
+"""Unit tests of the pure relay core (emulation.delayline) and the relay's argument parsing."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from topologies.delayline import DelayLine, LineParams
-from topologies.relay import parse_args
+from emulation.delayline import DelayLine, LineParams
+from emulation.relay import parse_args
 
 MS = 1_000_000  # ns per ms
 
@@ -214,7 +214,7 @@ def test_parse_args_rejects_bad_input(argv, word, capsys):
 
 
 def test_relay_cli_reports_missing_interface():
-    res = subprocess.run([sys.executable, "-m", "topologies.relay", "--a", "ocnosuch0", "--b", "ocnosuch1"],
+    res = subprocess.run([sys.executable, "-m", "emulation.relay", "--a", "ocnosuch0", "--b", "ocnosuch1"],
                          capture_output=True, text=True, timeout=30)
     assert res.returncode == 1
     assert "ocnosuch0" in res.stderr and ("does not exist" in res.stderr or "root" in res.stderr)

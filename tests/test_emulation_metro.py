@@ -15,8 +15,8 @@ import time
 import pytest
 
 from conftest import emulation_unavailable
-from topologies import fidelity
-from topologies.ledger import alive, ovs_bridges, root_intfs
+from emulation import fidelity
+from emulation.ledger import alive, ovs_bridges, root_intfs
 from topologies.plan import Link, LinkEnd, Node, Plan
 from topologies.routes import l3_path
 
@@ -69,7 +69,7 @@ def test_access_loss_matches_round_trip_probability():
     reason = emulation_unavailable()
     if reason:
         pytest.skip(reason)
-    from topologies.build import Network, Options
+    from emulation.build import Network, Options
     loss_pct, count = 10.0, 600
     expected = 100 * (1 - (1 - loss_pct / 100) ** 2)  # lost on the way out or back: 19 %
     with Network(lossy_plan(loss_pct), Options(controller=False, verify=False,

@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-from experiments import measure
-from experiments.rundir import new_run_dir, write_manifest
-from experiments.services import ServiceOptions, deployment, ocas_for_arm
+from emulation import probes as measure
+from harness.rundir import new_run_dir, write_manifest
+from harness.services import ServiceOptions, deployment, ocas_for_arm
 from topologies.catalog import metro
 
 TRACEROUTE = """traceroute to 198.19.10.11 (198.19.10.11), 16 hops max, 60 byte packets
@@ -61,8 +61,8 @@ def test_failed_sessions_are_an_outcome_but_a_crashed_player_stops_the_run(tmp_p
     import subprocess
     import sys
     from appliances.player import SESSIONS_FAILED
-    from experiments.services import Services
-    from topologies.linkemu import EmulationError
+    from harness.services import Services
+    from emulation.linkemu import EmulationError
     svc = Services.__new__(Services)  # wait_players needs only the log folder
     svc.logs = tmp_path
 

@@ -17,7 +17,7 @@ def _rows(path):
 
 
 def test_failover_quick(tmp_path):
-    from experiments.cli import main
+    from ocalab.cli import main
     assert main(["run", "failover", "--quick", "--out", str(tmp_path)]) == 0
     (run_dir,) = list(tmp_path.glob("failover-*"))
     by = {(r["arm"], r["event"]): r for r in _rows(run_dir / "summary.csv")}

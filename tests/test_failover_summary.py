@@ -1,6 +1,6 @@
 """Pure parts of the failover scenario on small synthetic tidy tables (no root)."""
-from experiments import failover
-from experiments.rundir import write_csv
+from scenarios import failover
+from harness.rundir import write_csv
 
 TIERS = {"i1oca1": "embedded", "nfxoca1": "ixp", "origin": "origin"}
 

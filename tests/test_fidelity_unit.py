@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from topologies.catalog import MetroParams, metro
-from topologies.fidelity import Pair, judge, pairs, parse_ping, tolerance_ms
+from emulation.fidelity import Pair, judge, pairs, parse_ping, tolerance_ms
 from topologies.plan import Link, LinkEnd, Node, Plan, Route
 
 # Captured from iputils ping in an emulated metro viewer (first reply includes flow setup).
@@ -77,7 +77,7 @@ def test_judge_uses_the_lower_quartile_and_reports_median_and_min():
 
 
 def test_early_means_below_the_plan_beyond_tolerance():
-    from topologies.fidelity import early
+    from emulation.fidelity import early
     assert early(judge(pair(10.0), [9.4] * 10))
     assert not early(judge(pair(10.0), [9.6] * 10))
     assert not early(judge(pair(10.0), [30.0] * 10))  # late is noise or a wrong link, not early
@@ -168,7 +168,7 @@ def test_pairs_walk_a_chain_of_switches():
 
 
 def test_calibrate_shares_excess_and_corrects_an_overshoot():
-    from topologies.fidelity import MAX_COMPENSATION_MS, calibrate
+    from emulation.fidelity import MAX_COMPENSATION_MS, calibrate
     plan = metro()
     delays = {lk.name: lk.delay_ms for lk in plan.links}
     a, b = [lk.name for lk in plan.links if lk.delay_ms >= 3][:2]
@@ -197,7 +197,7 @@ def test_calibrate_shares_excess_and_corrects_an_overshoot():
 
 
 def test_cpu_busy_frac_reads_proc_stat_deltas(tmp_path, monkeypatch):
-    from topologies import fidelity
+    from emulation import fidelity
     lines = iter(["cpu  100 0 100 700 100 0 0 0 0 0\n", "cpu  150 0 150 750 150 0 0 0 0 0\n",
                   "cpu  100 0 100 700 100 0 0 10 0 0\n", "cpu  150 0 150 750 150 0 0 60 0 0\n"])
     stat = tmp_path / "stat"
@@ -216,7 +216,7 @@ def test_cpu_busy_frac_reads_proc_stat_deltas(tmp_path, monkeypatch):
 
 
 def test_closer_keeps_the_measurement_nearer_the_plan_per_pair():
-    from topologies.fidelity import closer
+    from emulation.fidelity import closer
     p1 = Pair("a", "b", "198.18.1.2", ("l1",), ("access",), 10.0, 0.0)
     p2 = Pair("c", "d", "198.18.1.4", ("l2",), ("access",), 20.0, 0.0)
     first = [judge(p1, [13.0] * 10), judge(p2, [20.1] * 10)]  # p1 disturbed by a CPU spike
@@ -229,7 +229,7 @@ def test_closer_keeps_the_measurement_nearer_the_plan_per_pair():
 
 
 def test_calibrate_reads_a_disturbed_pair_from_its_floor():
-    from topologies.fidelity import FLOOR_SLACK_MS, calibrate
+    from emulation.fidelity import FLOOR_SLACK_MS, calibrate
     plan = metro()
     delays = {lk.name: lk.delay_ms for lk in plan.links}
     a = next(lk.name for lk in plan.links if lk.delay_ms >= 3)
@@ -244,7 +244,7 @@ def test_calibrate_reads_a_disturbed_pair_from_its_floor():
 def test_remeasure_waits_out_host_noise_and_keeps_a_wrong_pair_off(monkeypatch):
     """Settle rounds: a pair disturbed for two rounds comes back on the plan; a pair that is
     really off fails every round; each round measures only the pairs still off, after longer pauses."""
-    from topologies import fidelity
+    from emulation import fidelity
     noisy = Pair("a", "b", "198.18.1.2", ("l1",), ("access",), 10.0, 0.0)
     wrong = Pair("c", "d", "198.18.1.4", ("l2",), ("access",), 20.0, 0.0)
     fine = Pair("e", "f", "198.18.1.6", ("l3",), ("access",), 5.0, 0.0)
@@ -269,7 +269,7 @@ def test_remeasure_waits_out_host_noise_and_keeps_a_wrong_pair_off(monkeypatch):
 def test_settle_measures_again_until_close_and_keeps_the_closest(monkeypatch):
     """One number settled like the gate: a disturbed reading is measured again after longer
     pauses; a reading that stays off returns the closest after `rounds`; a good first one is kept."""
-    from topologies import fidelity
+    from emulation import fidelity
     slept = []
     monkeypatch.setattr(fidelity, "wait_quiet", lambda max_wait_s, busy_frac: 0.0)
     monkeypatch.setattr(fidelity.time, "sleep", slept.append)

@@ -12,7 +12,7 @@ pytestmark = [pytest.mark.emulation,
 
 
 def test_fill_quick(tmp_path):
-    from experiments.cli import main
+    from ocalab.cli import main
     assert main(["run", "fill", "--quick", "--out", str(tmp_path)]) == 0
     (run_dir,) = list(tmp_path.glob("fill-*"))
     with (run_dir / "summary.csv").open() as f:

@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from experiments import fill
-from experiments.rundir import write_csv
+from scenarios import fill
+from harness.rundir import write_csv
 
 
 def test_diurnal_shape_trough_peak_and_bounds():

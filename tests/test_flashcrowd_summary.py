@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from experiments import flashcrowd
-from experiments.rundir import write_csv
+from scenarios import flashcrowd
+from harness.rundir import write_csv
 
 
 def test_new_title_is_least_popular():

@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from topologies import ledger as L
-from topologies.ledger import Ledger, ProcessGroup, alive, clean, proc_start_time
+from emulation import ledger as L
+from emulation.ledger import Ledger, ProcessGroup, alive, clean, proc_start_time
 
 
 @pytest.fixture

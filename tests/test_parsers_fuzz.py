@@ -150,7 +150,7 @@ def test_token_verify_never_accepts_without_the_key(query, path, client):
 @FAST
 @given(st.data())
 def test_mutated_genuine_token_accepted_only_if_equivalent(data):
-    from experiments.reliability_cases import token_fields
+    from bench.reliability_cases import token_fields
     good = tokens.sign(KEY, "/v/t0001/", "127.0.0.0/8", int(time.time()) + 600)
     i = data.draw(st.integers(0, len(good)))
     j = data.draw(st.integers(i, min(len(good), i + 4)))

@@ -20,8 +20,8 @@ def _rows(path):
 
 
 def test_placement_repeats_reproduce_non_timing_figures(tmp_path, monkeypatch):
-    from experiments import placement
-    from experiments.cli import main
+    from scenarios import placement
+    from ocalab.cli import main
 
     def small(quick: bool) -> dict:
         return {"viewers_per_host": 1, "segments": 4, "catalog": {"seed": 1, "n_titles": 4, "duration_s": 16},

@@ -14,8 +14,8 @@ import sys
 
 import pytest
 
-from topologies import fidelity
-from topologies.bench_relay import (ADDR_A, ADDR_B, NetnsLab, build_chain, iperf_mbps,
+from emulation import fidelity
+from bench.links import (ADDR_A, ADDR_B, NetnsLab, build_chain, iperf_mbps,
                                     ping_rtts_ms, ping_run, start_relay)
 
 pytestmark = [
@@ -197,7 +197,7 @@ def test_tcp_flow_through_relay(topo, relay):
 
 def test_relay_exits_nonzero_on_missing_interface(topo):
     lab, _, _, ns_r, ra, _ = topo
-    res = subprocess.run(["ip", "netns", "exec", ns_r, sys.executable, "-m", "topologies.relay",
+    res = subprocess.run(["ip", "netns", "exec", ns_r, sys.executable, "-m", "emulation.relay",
                           "--a", ra, "--b", "ocnosuchif"], capture_output=True, text=True, timeout=30)
     assert res.returncode == 1
     assert "ocnosuchif" in res.stderr and "does not exist" in res.stderr

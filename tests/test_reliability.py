@@ -6,7 +6,7 @@ import pytest
 
 from appliances import tokens
 from appliances.content import Catalog
-from experiments import reliability as rel
+from bench import reliability as rel
 
 pytestmark = pytest.mark.integration
 

@@ -2,10 +2,11 @@
 plan paths, chunk-to-access-log joins, and the series layout that `ocalab report` rebuilds."""
 import pytest
 
-from experiments import measure, placement
-from experiments.repeats import children, format_spread, spread, summarize_series
-from experiments.rundir import write_csv
-from experiments.runner import Scenario
+from emulation import probes as measure
+from scenarios import placement
+from harness.repeats import children, format_spread, spread, summarize_series
+from harness.rundir import write_csv
+from harness.runner import Scenario
 from topologies.catalog import metro
 
 
@@ -72,7 +73,7 @@ def test_series_summary_is_rebuilt_from_the_repeats(tmp_path):
 
 
 def test_run_rejects_a_repeat_below_one(tmp_path, capsys):
-    from experiments.cli import main
+    from ocalab.cli import main
     for bad in ("0", "-2", "two"):
         with pytest.raises(SystemExit):
             main(["run", "placement", "--repeat", bad, "--out", str(tmp_path)])
@@ -86,11 +87,11 @@ def test_a_failed_run_leaves_a_manifest_that_says_why_and_report_refuses_it(tmp_
     import argparse
     import json
 
-    import topologies.build as build
-    from experiments import runner
-    from experiments.report import report
-    from topologies.fidelity import Measurement, Pair
-    from topologies.linkemu import EmulationError
+    import emulation.build as build
+    from harness import runner
+    from ocalab.report import report
+    from emulation.fidelity import Measurement, Pair
+    from emulation.linkemu import EmulationError
 
     class GateFails:
         def __init__(self, plan, opts):
@@ -107,11 +108,11 @@ def test_a_failed_run_leaves_a_manifest_that_says_why_and_report_refuses_it(tmp_
         def summary(self):
             return {"calibration_rounds": 3}
     monkeypatch.setattr(build, "Network", GateFails)
-    monkeypatch.setattr("topologies.ledger.install_signal_handlers", lambda: None)
+    monkeypatch.setattr("emulation.ledger.install_signal_handlers", lambda: None)
     # provenance is taken when the run starts: the git state at the end would differ
     states = iter([{"commit": "c0de", "dirty": False}, {"commit": "c0de", "dirty": True}])
     monkeypatch.setattr(runner, "git_info", lambda: next(states))
-    monkeypatch.setattr("experiments.rundir.git_info", lambda: next(states))
+    monkeypatch.setattr("harness.rundir.git_info", lambda: next(states))
     sc = Scenario("demo", lambda quick: {"n": 1}, ("t",), body=None, summarize=None, format_table=None)
     a = argparse.Namespace(repeat=1, quick=True, abr=None, name="metro", set=[], out=tmp_path,
                            no_verify=False, link_backend="auto", datapath="auto", seed=7)
@@ -126,7 +127,7 @@ def test_a_failed_run_leaves_a_manifest_that_says_why_and_report_refuses_it(tmp_
 
 
 def test_host_cpu_summary_and_saturation_warning():
-    from experiments.hostload import CpuSampler, cpu_summary, warning
+    from harness.hostload import CpuSampler, cpu_summary, warning
     rows = [{"unix_s": i, "busy_frac": b} for i, b in enumerate([0.2, 0.5, 0.97, 1.0] + [0.1] * 6)]
     s = cpu_summary(rows)
     assert s == {"seconds": 10, "mean": 0.327, "p95": 1.0, "max": 1.0, "saturated_share": 0.2}
@@ -147,9 +148,9 @@ def test_a_summary_bug_keeps_the_saved_data_ok_and_report_rebuilds_it(tmp_path, 
     import argparse
     import json
 
-    import topologies.build as build
-    from experiments import runner
-    from experiments.report import report
+    import emulation.build as build
+    from harness import runner
+    from ocalab.report import report
 
     class Builds:
         fidelity: list = []
@@ -166,7 +167,7 @@ def test_a_summary_bug_keeps_the_saved_data_ok_and_report_rebuilds_it(tmp_path, 
         def summary(self):
             return {"calibration_rounds": 1}
     monkeypatch.setattr(build, "Network", Builds)
-    monkeypatch.setattr("topologies.ledger.install_signal_handlers", lambda: None)
+    monkeypatch.setattr("emulation.ledger.install_signal_handlers", lambda: None)
     fixed = []
 
     def summarize(run_dir):
@@ -178,7 +179,7 @@ def test_a_summary_bug_keeps_the_saved_data_ok_and_report_rebuilds_it(tmp_path, 
         tables["t"].append({"arm": "a", "x": 1})
     sc = Scenario("demo", lambda quick: {"n": 1}, ("t",), body=body, summarize=summarize,
                   format_table=lambda rows: f"{len(rows)} rows")
-    monkeypatch.setattr("experiments.scenarios.scenario_module",
+    monkeypatch.setattr("ocalab.registry.scenario_module",
                         lambda name: argparse.Namespace(SCENARIO=sc, summarize=summarize,
                                                         format_table=sc.format_table))
     a = argparse.Namespace(repeat=1, quick=True, abr=None, name="metro", set=[], out=tmp_path,

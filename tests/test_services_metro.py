@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.emulation,
 
 @pytest.fixture(scope="module")
 def net():
-    from topologies.build import Network, Options
+    from emulation.build import Network, Options
     from topologies.catalog import metro
     with Network(metro(), Options(verify=False, label="svctest")) as n:
         yield n
@@ -24,7 +24,7 @@ def _sessions(path):
 
 
 def test_viewers_stream_from_their_embedded_oca(net, tmp_path):
-    from experiments.services import ServiceOptions, Services
+    from harness.services import ServiceOptions, Services
     svc = Services(net, tmp_path, ServiceOptions(arm="embedded", catalog={"seed": 3, "n_titles": 10,
                                                                           "duration_s": 16}))
     try:
@@ -50,7 +50,7 @@ def test_viewers_stream_from_their_embedded_oca(net, tmp_path):
 
 
 def test_killed_oca_viewers_fall_back_and_verify_every_segment(net, tmp_path):
-    from experiments.services import ServiceOptions, Services
+    from harness.services import ServiceOptions, Services
     svc = Services(net, tmp_path, ServiceOptions(arm="embedded", catalog={"seed": 4, "n_titles": 5,
                                                                           "duration_s": 40}))
     try:

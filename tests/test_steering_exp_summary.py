@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from experiments import steering_exp
-from experiments.rundir import write_csv
+from scenarios import steering as steering_exp
+from harness.rundir import write_csv
 
 
 def decision(ts, first, viewer="198.18.1.10", title="t0001", overloaded="", health=""):

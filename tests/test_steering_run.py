@@ -19,7 +19,7 @@ def _rows(path):
 
 
 def test_steering_quick(tmp_path):
-    from experiments.cli import main
+    from ocalab.cli import main
     assert main(["run", "steering", "--quick", "--out", str(tmp_path)]) == 0
     (run_dir,) = list(tmp_path.glob("steering-*"))
     by = {r["arm"]: r for r in _rows(run_dir / "summary.csv")}

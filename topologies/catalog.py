@@ -16,8 +16,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from .plan import Link, LinkEnd, Node, Plan, PlanError, l2_segments
-from .routes import compute_routes
+from topologies.plan import Link, LinkEnd, Node, Plan, PlanError, l2_segments
+from topologies.routes import compute_routes
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from .plan import Link, Node, Plan, PlanError, Route
+from topologies.plan import Link, Node, Plan, PlanError, Route
 
 PREF = {"customer": 3, "peer": 2, "provider": 1, "own": 4}
 

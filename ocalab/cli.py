@@ -35,13 +35,13 @@ def _need_root(what: str) -> None:
 
 
 def cmd_doctor(a) -> int:
-    from .doctor import main
+    from ocalab.doctor import main
     return main(as_json=a.json)
 
 
 def cmd_topo_show(a) -> int:
     from topologies.catalog import by_name
-    from .topo_show import draw_png, describe
+    from ocalab.topo_show import draw_png, describe
     plan = by_name(a.name, _overrides(a.set))
     if a.json:
         print(plan.to_json())
@@ -54,7 +54,7 @@ def cmd_topo_show(a) -> int:
 
 
 def _network(a, **kw):
-    from topologies.build import Network, Options
+    from emulation.build import Network, Options
     from topologies.catalog import by_name
     plan = by_name(a.name, _overrides(a.set))
     return Network(plan, Options(link_backend=a.link_backend, datapath=a.datapath,
@@ -64,13 +64,13 @@ def _network(a, **kw):
 def cmd_cli(a) -> int:
     _need_root("cli")
     from mininet.cli import CLI
-    from topologies.ledger import install_signal_handlers
+    from emulation.ledger import install_signal_handlers
     install_signal_handlers()
     with _network(a, label="cli") as net:
         print(json.dumps(net.summary(), indent=1))
         if a.services != "none":
             import tempfile
-            from .services import ServiceOptions, Services
+            from harness.services import ServiceOptions, Services
             svc = Services(net, Path(tempfile.mkdtemp(prefix="ocalab-cli-")), ServiceOptions(arm=a.services, warm_titles=5))
             svc.start()
             print(f"services up ({a.services} arm): control plane {svc.control_url}, origin {svc.origin_url}, "
@@ -85,7 +85,7 @@ def cmd_cli(a) -> int:
 
 def cmd_clean(a) -> int:
     _need_root("clean")
-    from topologies.ledger import clean
+    from emulation.ledger import clean
     removed = clean(force=a.force, log=(lambda *_: None) if a.quiet else print)
     if not a.quiet or any(removed.values()):
         print("ocalab clean: removed " + ", ".join(f"{v} {k}" for k, v in removed.items()))
@@ -94,17 +94,17 @@ def cmd_clean(a) -> int:
 
 def cmd_run(a) -> int:
     _need_root("run")
-    from .scenarios import run_scenario
+    from ocalab.registry import run_scenario
     return run_scenario(a)
 
 
 def cmd_report(a) -> int:
-    from .report import report
+    from ocalab.report import report
     return report([Path(d) for d in a.run_dirs])
 
 
 def cmd_bench(a) -> int:
-    from .bench import run_bench
+    from bench.run import run_bench
     return run_bench(a)
 
 
@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
-    from topologies.linkemu import EmulationError
+    from emulation.linkemu import EmulationError
     from topologies.plan import PlanError
     try:
         return a.fn(a) or 0
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ocalab: emulation failed: {e}", file=sys.stderr)
         return 3
     except BaseException as e:
-        from topologies.ledger import Interrupted
+        from emulation.ledger import Interrupted
         if not isinstance(e, (KeyboardInterrupt, Interrupted)):
             raise
 

@@ -18,8 +18,8 @@ import signal
 import time
 from pathlib import Path
 
-from .rundir import write_csv
-from .runner import Scenario
+from harness.rundir import write_csv
+from harness.runner import Scenario
 
 ARMS = ("manifest", "anycast")
 ISP = "isp1"
@@ -111,8 +111,8 @@ def resolve_servers(chunks: list[dict], access: list[dict], tiers: dict[str, str
 
 
 def _run_arm(net, run_dir: Path, arm: str, cfg: dict, seed: int, tables: dict) -> None:
-    from .measure import bytes_by_class, counter_delta, link_counters
-    from .services import ServiceOptions, Services
+    from emulation.probes import bytes_by_class, counter_delta, link_counters
+    from harness.services import ServiceOptions, Services
     arm_dir = run_dir / "arms" / arm
     # caches start cold (miss proxy): pre-kill transit includes the embedded OCA's pull-through
     svc = Services(net, arm_dir, ServiceOptions(arm="embedded", catalog=cfg["catalog"],
@@ -287,5 +287,5 @@ SCENARIO = Scenario(
     check_plan=check_plan, manifest=lambda cfg: {"arms": ARMS, "isp": ISP, "victims": dict(VICTIMS)})
 
 def run(a) -> int:
-    from .runner import run as run_scenario
+    from harness.runner import run as run_scenario
     return run_scenario(a, SCENARIO)

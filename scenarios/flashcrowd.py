@@ -16,10 +16,10 @@ import sys
 import time
 from pathlib import Path
 
-from .fill import (LinkSampler, UPSTREAM, _read_csv, collect, hit_ratios, per_second, startup_times,
+from scenarios.fill import (LinkSampler, UPSTREAM, _read_csv, collect, hit_ratios, per_second, startup_times,
                    viewer_requests, viewers_by_isp)
-from .rundir import write_csv
-from .runner import Scenario
+from harness.rundir import write_csv
+from harness.runner import Scenario
 
 ARMS = ("prepositioned", "cold")
 
@@ -64,7 +64,7 @@ with urllib.request.urlopen(req, timeout=5) as r:
 def preposition(svc, title: str, cfg: dict, arm_dir: Path) -> None:
     """POST /fill with every rung of the first `segments` segments of `title` to each OCA."""
     from appliances.content import LADDER_KBPS
-    from topologies.linkemu import EmulationError
+    from emulation.linkemu import EmulationError
     body = {"segments": [[title, k, i] for k in LADDER_KBPS for i in range(cfg["segments"])],
             "sources": [svc.origin_url], "rate_mbps": 200, "window_end_unix": time.time() + 120}
     body_file = arm_dir / "preposition.json"
@@ -79,8 +79,8 @@ def preposition(svc, title: str, cfg: dict, arm_dir: Path) -> None:
 
 
 def _run_arm(net, run_dir: Path, arm: str, cfg: dict, seed: int, tables: dict) -> None:
-    from .measure import counter_delta, link_counters
-    from .services import ServiceOptions, Services
+    from emulation.probes import counter_delta, link_counters
+    from harness.services import ServiceOptions, Services
     tags = {"arm": arm, "capacity_mb": cfg["capacity_mb"]}
     arm_dir = run_dir / "arms" / arm
     svc = Services(net, arm_dir, ServiceOptions(arm="embedded", catalog=cfg["catalog"],
@@ -225,5 +225,5 @@ SCENARIO = Scenario(
     manifest=lambda cfg: {"arms": ARMS})
 
 def run(a) -> int:
-    from .runner import run as run_scenario
+    from harness.runner import run as run_scenario
     return run_scenario(a, SCENARIO)

@@ -20,10 +20,10 @@ import sys
 import time
 from pathlib import Path
 
-from .failover import collect_logs, read_csv
-from .fill import startup_times
-from .rundir import write_csv
-from .runner import Scenario
+from scenarios.failover import collect_logs, read_csv
+from scenarios.fill import startup_times
+from harness.rundir import write_csv
+from harness.runner import Scenario
 
 ARMS = ("nearest", "load_aware")
 ISP = "isp1"
@@ -44,8 +44,8 @@ def body(net, run_dir: Path, cfg: dict, seed: int, tables: dict) -> None:
 
 
 def _run_arm(net, run_dir: Path, arm: str, cfg: dict, seed: int, tables: dict) -> None:
-    from topologies.linkemu import EmulationError
-    from .services import ServiceOptions, Services
+    from emulation.linkemu import EmulationError
+    from harness.services import ServiceOptions, Services
     if not getattr(net, "mgmt_url", None):
         raise EmulationError("steering policies need the controller (Options(controller=True))")
     arm_dir = run_dir / "arms" / arm
@@ -102,7 +102,7 @@ def warm(svc, ctl: str, ocas: list[str]) -> None:
     import subprocess
     from appliances import tokens
     from appliances.content import LADDER_KBPS
-    from topologies.linkemu import EmulationError
+    from emulation.linkemu import EmulationError
     key = tokens.load_key(svc.key_file)
     n_titles = int(svc.opts.catalog["n_titles"])
     urls = []
@@ -218,7 +218,7 @@ def format_table(rows: list[dict]) -> str:
 
 
 def _figure(rows: list[dict], path: Path) -> None:
-    from .figures import bar_panels
+    from harness.figures import bar_panels
     metrics = [("health_misses", "health misses (503)"), ("embedded_share", "share from embedded"),
                ("ixp_share", "share from IXP"), ("qoe_lin", "QoE_lin"), ("rebuffer_ratio", "rebuffer ratio"),
                ("mean_kbps", "mean bitrate (kbps)")]
@@ -237,5 +237,5 @@ SCENARIO = Scenario(
     manifest=lambda cfg: {"arms": ARMS, "isp": ISP})
 
 def run(a) -> int:
-    from .runner import run as run_scenario
+    from harness.runner import run as run_scenario
     return run_scenario(a, SCENARIO)

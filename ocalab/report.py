@@ -22,10 +22,10 @@ def report(run_dirs: list[Path]) -> int:
         if scenario == "fidelity":
             print((d / "summary.csv").read_text())
             continue
-        from .scenarios import scenario_module
+        from ocalab.registry import scenario_module
         mod = scenario_module(scenario)
         if "series" in m:
-            from .repeats import children, summarize_series
+            from harness.repeats import children, summarize_series
             for child in children(d):
                 print(f"-- {child.name}")
                 print(mod.format_table(mod.summarize(child)))

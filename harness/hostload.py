@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 
-from topologies.fidelity import cpu_fracs
+from emulation.fidelity import cpu_fracs
 
 SATURATED_FRAC = 0.95  # a second with the CPUs at least this busy counts as saturated
 SATURATED_WARN_SHARE = 0.10

@@ -3,16 +3,16 @@ from __future__ import annotations
 
 import time
 
-from .rundir import new_run_dir, write_csv, write_manifest
+from harness.rundir import new_run_dir, write_csv, write_manifest
 
 
 def run_fidelity(a) -> int:
     """Build the topology, run the fidelity gate, save the per-pair measurements."""
-    from topologies.build import Network, Options
+    from emulation.build import Network, Options
     from topologies.catalog import by_name
-    from topologies.fidelity import as_rows
-    from topologies.ledger import install_signal_handlers
-    from .cli import _overrides
+    from emulation.fidelity import as_rows
+    from emulation.ledger import install_signal_handlers
+    from ocalab.cli import _overrides
     install_signal_handlers()
     plan = by_name(a.name, _overrides(a.set))
     run_dir = new_run_dir("fidelity", a.out)
@@ -42,9 +42,9 @@ def run_fidelity(a) -> int:
 
 
 # scenario name -> module with run(a) -> int, and (for report) summarize(run_dir) and format_table(rows)
-MODULES = {"placement": "experiments.placement", "fill": "experiments.fill",
-           "failover": "experiments.failover", "flashcrowd": "experiments.flashcrowd",
-           "steering": "experiments.steering_exp"}
+MODULES = {"placement": "scenarios.placement", "fill": "scenarios.fill",
+           "failover": "scenarios.failover", "flashcrowd": "scenarios.flashcrowd",
+           "steering": "scenarios.steering"}
 SCENARIOS = {"fidelity": run_fidelity}
 
 

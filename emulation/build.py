@@ -25,11 +25,11 @@ from mininet.log import setLogLevel
 from mininet.net import Mininet
 from mininet.node import Host, Node, OVSSwitch
 
-from . import linkemu
-from .ledger import Ledger, ProcessGroup
-from .ledger import clean as clean_leftovers
-from .linkemu import EmulationError
-from .plan import PREFIX, Plan
+from emulation import linkemu
+from emulation.ledger import Ledger, ProcessGroup
+from emulation.ledger import clean as clean_leftovers
+from emulation.linkemu import EmulationError
+from topologies.plan import PREFIX, Plan
 
 RELAY_NODE = f"{PREFIX}rly"
 LOCK_FILE = Path("/run/ocalab/network.lock")
@@ -328,7 +328,7 @@ class Network:
             delay_ms = lk.delay_ms - (only or {}).get(lk.name, 0.0)
             ready = self.work_dir / f"relay-{i}.ready"
             ready.unlink(missing_ok=True)
-            argv = [sys.executable, "-m", "topologies.relay", "--a", ra, "--b", rb,
+            argv = [sys.executable, "-m", "emulation.relay", "--a", ra, "--b", rb,
                     "--delay-ms-ab", f"{delay_ms:g}", "--delay-ms-ba", f"{delay_ms:g}",
                     "--jitter-ms", f"{lk.jitter_ms:g}", "--loss-pct", f"{lk.loss_pct:g}",
                     "--seed", str(1000 + i), "--ready-file", str(ready),
@@ -354,7 +354,7 @@ class Network:
         the plan are measured once more, keeping the closer result (fidelity.measure). Before
         the verdict, pairs still off get up to SETTLE_ROUNDS more measurements after pauses
         (fidelity.remeasure); self.settle_remeasured counts the pairs of each."""
-        from .fidelity import (SETTLE_BUSY_FRAC, SETTLE_PAUSE_S, SETTLE_ROUNDS, calibrate, check,
+        from emulation.fidelity import (SETTLE_BUSY_FRAC, SETTLE_PAUSE_S, SETTLE_ROUNDS, calibrate, check,
                                early, measure, remeasure, wait_quiet)
         t1 = time.monotonic()
         self.cpu_busy_at_gate = [round(wait_quiet(), 3)]

@@ -4,7 +4,7 @@ Two backends with the same semantics (per direction: delay_ms, jitter_ms, Bernou
 rate bw_mbps by HTB with a queue of queue_pkts on the sender side):
 - `netem`: HTB class with a netem leaf on each end's egress (kernel).
 - `relay`: HTB class with a pfifo leaf on each end's egress; delay, jitter and loss are done by
-  a userspace delay line (topologies.relay) sitting between the two ends.
+  a userspace delay line (emulation.relay) sitting between the two ends.
 Mininet prints tc errors and carries on; every command here is checked and a failure raises.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
-from .plan import PREFIX, Link
+from topologies.plan import PREFIX, Link
 
 BACKENDS = ("netem", "relay")
 DATAPATHS = ("kernel", "user")

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .plan import PREFIX
+from topologies.plan import PREFIX
 
 LEDGER_DIR = Path(os.environ.get("OCALAB_LEDGER_DIR", "/run/ocalab/ledger"))
 

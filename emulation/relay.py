@@ -2,7 +2,7 @@
 
 Run inside the relay namespace, one process per emulated link:
 
-    python -m topologies.relay --a RA --b RB --delay-ms-ab 10 --delay-ms-ba 10 \
+    python -m emulation.relay --a RA --b RB --delay-ms-ab 10 --delay-ms-ba 10 \
         [--jitter-ms J] [--loss-pct L] [--seed S] [--queue-pkts Q] \
         [--stats-file F] [--ready-file F] [--jitter-dist uniform|normal] [--rt-priority P]
 
@@ -12,7 +12,7 @@ never relayed.  Timing: select() sleeps until SPIN_NS/2 before the next due
 frame, then polls; the process runs SCHED_FIFO (--rt-priority, default 10; 0 =
 normal) so that busy endpoints do not stretch the emulated delay.
 
-All timing/loss logic lives in `topologies.delayline`; this module is the thin
+All timing/loss logic lives in `emulation.delayline`; this module is the thin
 IO shell: AF_PACKET sockets, the select() loop, signals, ready and stats files.
 
 Exit status: 0 after SIGTERM/SIGINT, 2 on bad arguments, 1 on runtime errors
@@ -35,7 +35,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from topologies.delayline import JITTER_DISTS, DelayLine, LineParams
+from emulation.delayline import JITTER_DISTS, DelayLine, LineParams
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
@@ -70,7 +70,7 @@ class RelayConfig:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m topologies.relay",
+    p = argparse.ArgumentParser(prog="python -m emulation.relay",
                                 description="Delay/jitter/loss relay between two interfaces.")
     p.add_argument("--a", required=True, help="interface A side (frames in -> out of --b)")
     p.add_argument("--b", required=True, help="interface B side")

@@ -12,7 +12,7 @@ import math
 import statistics
 from pathlib import Path
 
-from .rundir import write_csv
+from harness.rundir import write_csv
 
 
 def _num(v) -> float | None:

@@ -25,8 +25,8 @@ from pathlib import Path
 
 from appliances import tokens
 from appliances.content import Catalog, CatalogSpec
-from experiments import reliability_cases as rc
-from experiments import reliability_fuzz as rf
+from bench import reliability_cases as rc
+from bench import reliability_fuzz as rf
 
 SPEC = CatalogSpec(seed=7, n_titles=8, duration_s=40)  # 10 segments per title
 CAT_FLAGS = ["--catalog-seed", "7", "--titles", "8", "--duration-s", "40"]
@@ -354,7 +354,7 @@ def check_overload(port: int, integ: Integrity, n_greedy: int, duration_s: float
         rng = random.Random(seed)
         base = await _legit_loop(port, time.monotonic() + 1.5, integ, rng, 0.05)
         gen = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "experiments.reliability_fuzz", "greedy", str(port),
+            sys.executable, "-m", "bench.reliability_fuzz", "greedy", str(port),
             str(n_greedy), str(duration_s), "inf", *[seg_path(k) for k in big],
             stdout=asyncio.subprocess.PIPE)
         await asyncio.sleep(0.5)  # let the generator start and saturate
@@ -517,7 +517,7 @@ def check_atheris(runs: int, max_s: int) -> dict:
         return {"skipped": "atheris is not installed (pip install 'atheris>=2.3,<3')", "ok": True}
     out = {}
     for target in ("head", "ranges", "tokens"):
-        p = subprocess.run([sys.executable, "-m", "experiments.reliability_fuzz", target,
+        p = subprocess.run([sys.executable, "-m", "bench.reliability_fuzz", target,
                             f"-runs={runs}", f"-max_total_time={max_s}", "-seed=1"],
                            capture_output=True, text=True, timeout=max_s + 60)
         done = [ln for ln in p.stderr.splitlines() if ln.startswith("Done ")]

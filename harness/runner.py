@@ -5,7 +5,7 @@ tidy tables, manifest.json and the summary. Scenario modules supply only what di
 Layout: with `--repeat 1` the run folder holds the tables itself. With `--repeat N` it is a
 series: one network build and one fidelity gate, then `rep1/ ... repN/`, each a complete run
 folder (rebuilt alone by `ocalab report`), and at the top summary.csv with every summary figure's
-spread over the repeats and whether each seed-stable figure was identical (experiments.repeats).
+spread over the repeats and whether each seed-stable figure was identical (harness.repeats).
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .hostload import CpuSampler, cpu_summary, warning
-from .rundir import git_info, new_run_dir, write_csv, write_manifest
+from harness.hostload import CpuSampler, cpu_summary, warning
+from harness.rundir import git_info, new_run_dir, write_csv, write_manifest
 
 
 @dataclass(frozen=True)
@@ -42,11 +42,11 @@ class Scenario:
 
 def run(a, sc: Scenario) -> int:
     """`ocalab run <scenario>`: returns the exit code."""
-    from topologies.build import Network, Options
+    from emulation.build import Network, Options
     from topologies.catalog import by_name
-    from topologies.fidelity import as_rows
-    from topologies.ledger import install_signal_handlers
-    from .cli import _overrides
+    from emulation.fidelity import as_rows
+    from emulation.ledger import install_signal_handlers
+    from ocalab.cli import _overrides
     repeat = getattr(a, "repeat", 1)
     if repeat < 1:
         raise SystemExit(f"ocalab run: --repeat must be at least 1, got {repeat}")
@@ -83,7 +83,7 @@ def run(a, sc: Scenario) -> int:
         write_manifest(top, **common, network=net.summary(), repeats=repeat, series=[c.name for c in children],
                        started=started, ended=time.time(), status="ok")
         if not failed_summaries:
-            from .repeats import summarize_series
+            from harness.repeats import summarize_series
             print(summarize_series(top, sc))
     print(f"run folder: {top}")
     return 1 if failed_summaries else 0

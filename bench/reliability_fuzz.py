@@ -7,7 +7,7 @@ request unless the case tests timeouts), reads until the server closes, and clas
 status line, closed-without-response, hang (server kept the connection past `deadline_s`),
 echo (marker in the response), traceback, canary (bytes of a file outside the store).
 
-`python -m experiments.reliability_fuzz TARGET -runs=N` runs atheris (coverage-guided) on a
+`python -m bench.reliability_fuzz TARGET -runs=N` runs atheris (coverage-guided) on a
 pure parser: request-head, ranges, tokens. Any exception other than the documented error
 type is a crash (non-zero exit).
 """
@@ -398,7 +398,7 @@ async def greedy_load(host: str, port: int, paths: list[str], n_clients: int,
                       duration_s: float, rate_bytes_s: float) -> dict:
     """n_clients greedy_client loops for duration_s; summed outcome counts."""
     from appliances.content import Catalog
-    from experiments.reliability import SPEC
+    from bench.reliability import SPEC
     cat = Catalog(SPEC)
     want = {p: cat.segment_bytes(*cat.parse_path(p)) for p in paths}
     until = time.monotonic() + duration_s
@@ -420,8 +420,8 @@ def main(argv: list[str]) -> int:
         print(json.dumps(asyncio.run(greedy_load("127.0.0.1", port, argv[6:], n, dur, rate))))
         return 0
     if len(argv) < 2 or argv[1] not in ("head", "ranges", "tokens"):
-        print("usage: python -m experiments.reliability_fuzz head|ranges|tokens [libFuzzer flags]"
-              "\n       python -m experiments.reliability_fuzz greedy PORT N DURATION_S "
+        print("usage: python -m bench.reliability_fuzz head|ranges|tokens [libFuzzer flags]"
+              "\n       python -m bench.reliability_fuzz greedy PORT N DURATION_S "
               "RATE_BYTES_S PATH...", file=sys.stderr)
         return 2
     import atheris

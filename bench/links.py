@@ -4,7 +4,7 @@
 measures ping RTT error (p50/p99) idle and under a 100 Mbit/s iperf3 TCP load
 across one relayed link, and one TCP flow's throughput through a chain of
 relays; prints a table, writes `bench_relay.json` into out_dir and always
-removes what it created.  CLI: `python -m topologies.bench_relay --out DIR`.
+removes what it created.  CLI: `python -m bench.links --out DIR`.
 
 `NetnsLab` (namespaces, veths, processes tracked by handle) and the
 measurement helpers are shared with tests/test_relay_netns.py.
@@ -114,7 +114,7 @@ def relay_cmd(a: str, b: str, delay_ms_ab: float, delay_ms_ba: float, jitter_ms:
               loss_pct: float = 0.0, seed: int = 1, queue_pkts: int | None = None,
               stats_file: Path | None = None, ready_file: Path | None = None,
               rt_priority: int | None = None, extra_args: tuple[str, ...] = ()) -> list[str]:
-    cmd = [sys.executable, "-m", "topologies.relay", "--a", a, "--b", b,
+    cmd = [sys.executable, "-m", "emulation.relay", "--a", a, "--b", b,
            "--delay-ms-ab", str(delay_ms_ab), "--delay-ms-ba", str(delay_ms_ba),
            "--jitter-ms", str(jitter_ms), "--loss-pct", str(loss_pct), "--seed", str(seed)]
     if queue_pkts is not None:
@@ -375,7 +375,7 @@ def run_bench_relay(out_dir: Path, quick: bool = False) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m topologies.bench_relay")
+    parser = argparse.ArgumentParser(prog="python -m bench.links")
     parser.add_argument("--out", required=True, type=Path, help="directory for bench_relay.json")
     parser.add_argument("--quick", action="store_true", help="shorter runs")
     args = parser.parse_args(argv)

@@ -18,9 +18,9 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Callable, TypeVar
 
-from .linkemu import EmulationError
-from .plan import Plan, l2_segments
-from .routes import l2_path
+from emulation.linkemu import EmulationError
+from topologies.plan import Plan, l2_segments
+from topologies.routes import l2_path
 
 ABS_TOL_MS = 0.5
 REL_TOL = 0.05

@@ -33,7 +33,7 @@ def traceroute(net, src: str, dst_addr: str) -> list[str]:
 
 
 def ping_rtts(net, src: str, dst_addr: str, count: int = 10) -> list[float]:
-    from topologies.fidelity import parse_ping
+    from emulation.fidelity import parse_ping
     out = net.host(src).cmd(f"ping -n -c {count} -i 0.05 -W 1 {dst_addr}")
     return parse_ping(out)
 

@@ -11,7 +11,7 @@ import statistics
 import time
 from pathlib import Path
 
-from .rundir import REPO, git_info, versions
+from harness.rundir import REPO, git_info, versions
 
 TARGETS = {"links": {"rtt_err_p50_idle_ms": 0.5, "rtt_err_p50_loaded_ms": 1.0,
                      "chain4_mbps": 500, "metro_build_s": 15, "metro_teardown_s": 5}}
@@ -19,7 +19,7 @@ TARGETS = {"links": {"rtt_err_p50_idle_ms": 0.5, "rtt_err_p50_loaded_ms": 1.0,
 
 def bench_metro_build(repeat: int = 2) -> dict:
     """Build and tear down metro (no fidelity gate) `repeat` times; seconds per phase."""
-    from topologies.build import Network, Options
+    from emulation.build import Network, Options
     from topologies.catalog import metro
     builds, teardowns = [], []
     for _ in range(repeat):
@@ -48,7 +48,7 @@ def run_bench(a) -> int:
     if a.what == "links":
         if os.geteuid() != 0:
             raise SystemExit("ocalab bench links: needs root")
-        from topologies.bench_relay import run_bench_relay
+        from bench.links import run_bench_relay
         result["links"] = run_bench_relay(out_dir, quick=a.quick)
         result["metro"] = bench_metro_build(repeat=1 if a.quick else 3)
         result["targets"] = TARGETS["links"]
@@ -56,10 +56,10 @@ def run_bench(a) -> int:
               f"{result['metro']['metro_teardown_s']} s (target <= 5), {result['metro']['relays']} relays, "
               f"backend {result['metro']['link_backend']}, datapath {result['metro']['switch_datapath']}")
     elif a.what == "oca":
-        from appliances.bench_oca import run_bench_oca
+        from bench.oca import run_bench_oca
         result["oca"] = run_bench_oca(out_dir, quick=a.quick)
     elif a.what == "reliability":
-        from .reliability import run_reliability
+        from bench.reliability import run_reliability
         result["reliability"] = run_reliability(out_dir, quick=a.quick)
     else:
         raise SystemExit(f"ocalab bench {a.what}: not implemented yet (see the open issues)")

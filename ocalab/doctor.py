@@ -8,7 +8,7 @@ import shutil
 import subprocess
 from dataclasses import asdict, dataclass
 
-from topologies import linkemu
+from emulation import linkemu
 
 BINARIES = {"ip": "iproute2", "tc": "iproute2", "ovs-vsctl": "openvswitch-switch",
             "ovs-ofctl": "openvswitch-switch", "mnexec": "mininet", "iperf3": "iperf3",

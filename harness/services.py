@@ -12,8 +12,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from topologies.build import Network, read_ready
-from topologies.linkemu import EmulationError
+from emulation.build import Network, read_ready
+from emulation.linkemu import EmulationError
 from topologies.plan import Plan
 from topologies.routes import l3_path, path_delay_ms
 

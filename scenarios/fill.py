@@ -22,8 +22,8 @@ import threading
 import time
 from pathlib import Path
 
-from .rundir import write_csv
-from .runner import Scenario
+from harness.rundir import write_csv
+from harness.runner import Scenario
 
 ARMS = ("none", "reactive", "proactive")
 UPSTREAM = ("transit", "peering")
@@ -146,7 +146,7 @@ class LinkSampler:
         self.rows: list[dict] = []
         self.errors = 0
         self._stop = threading.Event()
-        from .measure import l3_end
+        from emulation.probes import l3_end
         self._nodes = l3_end(net.plan)
         self._thread = threading.Thread(target=self._loop, name="ocalab-link-sampler", daemon=True)
 
@@ -229,7 +229,7 @@ def settings(quick: bool) -> dict:
 
 
 def body(net, run_dir: Path, cfg: dict, seed: int, tables: dict) -> None:
-    from .measure import counter_delta, link_counters
+    from emulation.probes import counter_delta, link_counters
     for arm, cap in _runs(cfg):
         print(f"fill: arm {arm} capacity {cap:g} MB ...", flush=True)
         before = link_counters(net)
@@ -238,7 +238,7 @@ def body(net, run_dir: Path, cfg: dict, seed: int, tables: dict) -> None:
                             for r in counter_delta(before, link_counters(net))]
 
 def _run_day(net, run_dir: Path, arm: str, cap: float, cfg: dict, seed: int, tables: dict) -> None:
-    from .services import ServiceOptions, Services
+    from harness.services import ServiceOptions, Services
     tags = {"arm": arm, "capacity_mb": cap}
     slot_s = cfg["day_s"] / cfg["slots"]
     window_s = cfg["window_slots"] * slot_s
@@ -279,7 +279,7 @@ def _run_day(net, run_dir: Path, arm: str, cap: float, cfg: dict, seed: int, tab
         svc.stop()
     for k, rows in collect(svc.logs, tags, t0, t0 + window_s).items():
         tables[k] += rows
-    from .steering_exp import read_steering
+    from scenarios.steering import read_steering
     tables["steering"] += [{**tags, "t_s": round(d["ts"] - t0, 3), **{k: v for k, v in d.items() if k != "arm"}}
                            for d in read_steering(svc.logs / "steering.jsonl", arm)]
 
@@ -488,5 +488,5 @@ SCENARIO = Scenario(
     stable=STABLE, manifest=lambda cfg: {"runs": _runs(cfg)})
 
 def run(a) -> int:
-    from .runner import run as run_scenario
+    from harness.runner import run as run_scenario
     return run_scenario(a, SCENARIO)

@@ -14,8 +14,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from .rundir import write_csv
-from .runner import Scenario
+from harness.rundir import write_csv
+from harness.runner import Scenario
 
 ARMS = ("origin", "ixp", "embedded")
 # Doan, Bajpai, Crawford (INFOCOM 2020): embedded vs outside the ISP
@@ -37,10 +37,10 @@ def body(net, run_dir: Path, cfg: dict, seed: int, tables: dict) -> None:
 
 
 def _run_arm(net, run_dir: Path, arm: str, cfg: dict, seed: int, tables: dict) -> None:
-    from .failover import read_access
-    from .measure import counter_delta, settled_counters
-    from .services import ServiceOptions, Services
-    from topologies.fidelity import wait_quiet
+    from scenarios.failover import read_access
+    from emulation.probes import counter_delta, settled_counters
+    from harness.services import ServiceOptions, Services
+    from emulation.fidelity import wait_quiet
     arm_dir = run_dir / "arms" / arm
     svc = Services(net, arm_dir, ServiceOptions(arm=arm, catalog=cfg["catalog"], capacity_mb=cfg["capacity_mb"],
                                                 push_fill=arm != "origin", abr=cfg["abr"],
@@ -78,8 +78,8 @@ def _run_arm(net, run_dir: Path, arm: str, cfg: dict, seed: int, tables: dict) -
 
 def _path_row(net, svc, viewer: str, chunks: list[dict]) -> dict:
     """Hops (traceroute), RTT and TCP connect time from `viewer` to the server that sent most of its chunks."""
-    from .measure import connect_ms, median, ping_rtts, traceroute
-    from .services import OCA_PORT
+    from emulation.probes import connect_ms, median, ping_rtts, traceroute
+    from harness.services import OCA_PORT
     server = Counter(r["server"] for r in chunks).most_common(1)[0][0]
     addr = svc.server_addr(server)
     hops = traceroute(net, viewer, addr)
@@ -123,7 +123,7 @@ def summarize(run_dir: Path) -> list[dict]:
     kernel's over the link classes (the cross-check)."""
     import statistics as st
     from topologies.plan import Plan
-    from .measure import bytes_by_class, payload_by_class
+    from emulation.probes import bytes_by_class, payload_by_class
     plan = Plan.from_json((run_dir / "plan.json").read_text())
     t = {n: _read_csv(run_dir / f"{n}.csv") if (run_dir / f"{n}.csv").exists() else []
          for n in ("chunks", "sessions", "links", "links_ctl", "paths", "access")}
@@ -218,7 +218,7 @@ def format_table(rows: list[dict]) -> str:
 
 
 def _figure(rows: list[dict], path: Path) -> None:
-    from .figures import bar_panels
+    from harness.figures import bar_panels
     metrics = [("hops", "IP hops"), ("connect_ms", "TCP connect (ms)"), ("startup_s", "startup (s)"),
                ("mean_kbps", "mean bitrate (kbps)"), ("transit_mb", "transit (MB)"),
                ("in_isp_share", "share served in ISP")]
@@ -233,5 +233,5 @@ SCENARIO = Scenario(
 
 
 def run(a) -> int:
-    from .runner import run as run_scenario
+    from harness.runner import run as run_scenario
     return run_scenario(a, SCENARIO)

@@ -1,6 +1,6 @@
 """Benchmark: OCA serving throughput and p99 latency vs nginx on the same files (loopback).
 
-`run_bench_oca(out_dir, quick=False) -> dict` (also `python -m appliances.bench_oca [--quick]
+`run_bench_oca(out_dir, quick=False) -> dict` (also `python -m bench.oca [--quick]
 [--out DIR]`): fills a temp store with ~2.9 MB segments (5800 kbps x 4 s), starts the OCA
 twice (subprocesses, hot set disabled so every hit goes through sendfile: `oca` with the
 default 2 sendfile threads, `oca_loop` with asyncio's loop.sendfile, i.e. --sendfile-threads 0)
@@ -283,7 +283,7 @@ def format_table(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m appliances.bench_oca", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m bench.oca", description=__doc__)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", default="results/bench_oca", help="output directory")
     args = p.parse_args(argv)

@@ -1,1 +1,0 @@
-"""ocalab experiments."""
