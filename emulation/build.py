@@ -7,9 +7,7 @@ or any error during start. Every command is checked: a failure raises EmulationE
 """
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import select
 import socket
 import subprocess
@@ -17,7 +15,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from mininet.link import Link as MnLink
@@ -29,13 +27,12 @@ from emulation import linkemu
 from emulation.ledger import Ledger, ProcessGroup
 from emulation.ledger import clean as clean_leftovers
 from emulation.linkemu import EmulationError
+from emulation.machinelock import LOCK_FILE, MachineLock
 from topologies.plan import PREFIX, Plan
 
 RELAY_NODE = f"{PREFIX}rly"
-LOCK_FILE = Path("/run/ocalab/network.lock")
 CALIBRATION_ROUNDS = 3  # measure-correct rounds before the fidelity gate's verdict
-# ... and up to this many while a pair reads early (noise cannot do that: a calibration made
-# inside a burst of host noise took too much off, and the next round gives it back)
+# ... and up to this many while a pair reads early: only too much compensation does that
 MAX_CALIBRATION_ROUNDS = 5
 # Management link: root namespace <-> control-plane host, outside every switch (so outside the
 # data-plane byte accounting). The controller API listens on MGMT_ROOT_ADDR besides 127.0.0.1.
@@ -87,20 +84,40 @@ def read_ready(proc: subprocess.Popen, label: str, timeout_s: float) -> str:
     raise EmulationError(f"{label} did not become ready (exit {proc.poll()}): {err.strip()}")
 
 
-@dataclass
 class Network:
-    plan: Plan
-    opts: Options = field(default_factory=Options)
-    link_backend: str = ""
-    datapath: str = ""
-    reasons: dict = field(default_factory=dict)
-    fidelity: list = field(default_factory=list)
-    compensation_ms: dict = field(default_factory=dict)
-    calibration_rounds: int = 0
-    cpu_busy_at_gate: list = field(default_factory=list)  # busy fraction before each measurement
-    settle_remeasured: list = field(default_factory=list)  # pairs measured again per settle round
-    timings_s: dict = field(default_factory=dict)
-    api_url: str | None = None
+    """A Plan realized on this machine. Every attribute exists from construction (empty until
+    start() fills it in), so stop() and summary() work before, during and after a failed start."""
+
+    def __init__(self, plan: Plan, opts: Options | None = None) -> None:
+        self.plan = plan
+        self.opts = opts or Options()
+        self.started = False  # start() completed
+        self._machine_lock = MachineLock(LOCK_FILE, self.opts.label, self.opts.lock_wait_s)
+        # chosen and made by _prepare
+        self.link_backend, self.datapath = "", ""
+        self.reasons: dict[str, str] = {}
+        self.work_dir: Path | None = None
+        self.ledger: Ledger | None = None
+        self.procs: ProcessGroup | None = None
+        self.child_groups: list[ProcessGroup] = []  # e.g. services; stopped before the network
+        # the emulated nodes and links
+        self.mn: Mininet | None = None
+        self.nodes: dict[str, Node] = {}
+        self.relay: Node | None = None  # the namespace of every link relay (relay backend)
+        self._relay_ports: dict[str, tuple[str, str]] = {}  # link name -> its two relay interfaces
+        self._relay_procs: dict[str, subprocess.Popen] = {}
+        # the controller; the same argv restarts it on the same ports
+        self.controller_argv: list[str] = []
+        self.of_port: int | None = None
+        self.api_url: str | None = None
+        self.mgmt_url: str | None = None  # the controller API, from the control host
+        # the fidelity gate
+        self.fidelity: list = []
+        self.compensation_ms: dict[str, float] = {}
+        self.calibration_rounds = 0
+        self.cpu_busy_at_gate: list[float] = []  # busy fraction before each measurement
+        self.settle_remeasured: list[int] = []  # pairs measured again per settle round
+        self.timings_s: dict[str, float] = {}
 
     def __enter__(self) -> "Network":
         self.start()
@@ -111,16 +128,12 @@ class Network:
 
     # ---- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
-        self._lock()
+        self._machine_lock.acquire()
         t0 = time.monotonic()
         try:
             self._prepare()
             self.mn = Mininet(topo=None, build=False, controller=None, autoSetMacs=False,
                               autoStaticArp=False, ipBase="198.18.0.0/15", waitConnected=False)
-            self.nodes: dict = {}
-            self.relay = None
-            self._relay_ports: dict[str, tuple[str, str]] = {}
-            self.started = False
             self._add_nodes()
             self._add_links()
             self._configure()
@@ -152,67 +165,33 @@ class Network:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.ledger = Ledger.create(self.opts.label)
         self.procs = ProcessGroup(self.ledger)
-        self.child_groups: list[ProcessGroup] = []  # e.g. services; stopped before the network
 
     def stop(self) -> None:
-        """Stop everything this network started; safe to call twice."""
-        if getattr(self, "mn", None) is None and getattr(self, "procs", None) is None:
-            self._unlock()
+        """Stop everything this network started; safe to call twice, and after a failed start."""
+        if self.mn is None and self.procs is None:
+            self._machine_lock.release()
             return
         t0 = time.monotonic()
-        for group in reversed(getattr(self, "child_groups", [])):
+        for group in reversed(self.child_groups):
             group.stop_all()
-        procs = getattr(self, "procs", None)
-        if procs is not None:
-            procs.stop_all()
-        mn = getattr(self, "mn", None)
-        if mn is not None:
-            if mn.switches:
-                OVSSwitch.batchShutdown(mn.switches)
-            for h in mn.hosts:
+        if self.procs is not None:
+            self.procs.stop_all()
+        if self.mn is not None:
+            if self.mn.switches:
+                OVSSwitch.batchShutdown(self.mn.switches)
+            for h in self.mn.hosts:
                 h.terminate()
             if self.relay is not None:
                 self.relay.terminate()
             for intf in self.ledger.entries["root_intfs"]:
                 subprocess.run(["ip", "link", "del", intf], capture_output=True)
-            mn.hosts, mn.switches = [], []
+            self.mn.hosts, self.mn.switches = [], []
             self.mn = None
         self.procs = None
-        if getattr(self, "ledger", None) is not None:
+        if self.ledger is not None:
             self.ledger.close()
         self.timings_s["teardown"] = time.monotonic() - t0
-        self._unlock()
-
-    def _lock(self) -> None:
-        """One emulated network per machine: node and bridge names are the plan's."""
-        LOCK_FILE.parent.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        deadline = time.monotonic() + self.opts.lock_wait_s
-        told = False
-        while True:
-            try:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                holder = os.pread(self._lock_fd, 64, 0).decode(errors="replace").strip()
-                if time.monotonic() > deadline:
-                    os.close(self._lock_fd)
-                    self._lock_fd = None
-                    raise EmulationError(f"another ocalab network is running ({holder}); "
-                                         f"waited {self.opts.lock_wait_s:g} s") from None
-                if not told:
-                    print(f"ocalab: waiting for another ocalab network to finish ({holder})", file=sys.stderr)
-                    told = True
-                time.sleep(0.5)
-        os.ftruncate(self._lock_fd, 0)
-        os.pwrite(self._lock_fd, f"pid {os.getpid()} {self.opts.label}".encode(), 0)
-
-    def _unlock(self) -> None:
-        fd = getattr(self, "_lock_fd", None)
-        if fd is not None:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
-            self._lock_fd = None
+        self._machine_lock.release()
 
     # ---- building ------------------------------------------------------------------
     def _add_nodes(self) -> None:
@@ -300,7 +279,6 @@ class Network:
     def _add_mgmt_link(self) -> None:
         """A veth from the root namespace to the control-plane host, if the plan has one."""
         ctl = self.plan.nodes_of(role="control")
-        self.mgmt_url = None
         if not ctl:
             return
         host = self.nodes[ctl[0].name]
@@ -319,7 +297,6 @@ class Network:
         compensation in ms taken off their delay) and wait until each is ready."""
         if self.relay is None:
             return
-        self._relay_procs = getattr(self, "_relay_procs", {})
         pending = []
         for i, lk in enumerate(self.plan.links):
             if lk.name not in self._relay_ports or (only is not None and lk.name not in only):
@@ -346,16 +323,14 @@ class Network:
                 time.sleep(0.02)
 
     def verify(self, raise_on_fail: bool = True) -> list:
-        """The fidelity gate. With relays: measure, take the emulator's own latency off each
-        relayed link, measure again, and correct again while pairs are off (at most
-        CALIBRATION_ROUNDS rounds, or MAX_CALIBRATION_ROUNDS while a pair reads early, which
-        only too much compensation can cause; the last measurement is the verdict). Kept in self.fidelity.
-        Every measurement waits for a quiet machine first (fidelity.wait_quiet), and pairs off
-        the plan are measured once more, keeping the closer result (fidelity.measure). Before
-        the verdict, pairs still off get up to SETTLE_ROUNDS more measurements after pauses
-        (fidelity.remeasure); self.settle_remeasured counts the pairs of each."""
+        """The fidelity gate; results kept in self.fidelity. With relays: measure, take the
+        emulator's own latency off each relayed link, and measure again while pairs are off (at
+        most CALIBRATION_ROUNDS rounds, MAX_CALIBRATION_ROUNDS while a pair reads early; the last
+        measurement is the verdict). Every measurement waits for a quiet machine and measures
+        pairs off the plan once more (fidelity.measure); before the verdict, pairs still off get
+        SETTLE_ROUNDS more tries (fidelity.remeasure), counted in self.settle_remeasured."""
         from emulation.fidelity import (SETTLE_BUSY_FRAC, SETTLE_PAUSE_S, SETTLE_ROUNDS, calibrate, check,
-                               early, measure, remeasure, wait_quiet)
+                                        early, measure, remeasure, wait_quiet)
         t1 = time.monotonic()
         self.cpu_busy_at_gate = [round(wait_quiet(), 3)]
         results = measure(self)
@@ -409,11 +384,11 @@ class Network:
             argv += ["--relay-map", str(relay_map)]
         proc = self.procs.start("controller", argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         read_ready(proc, "controller", 30)
-        self.controller_argv = argv  # same ports: a restarted controller is found again
+        self.controller_argv = argv
         self.of_port = of_port
         self.api_url = f"http://127.0.0.1:{api_port}"
         if self.plan.nodes_of(role="control"):
-            self.mgmt_url = f"http://{MGMT_ROOT_ADDR}:{api_port}"  # the controller API, from the control host
+            self.mgmt_url = f"http://{MGMT_ROOT_ADDR}:{api_port}"
 
     def _start_switches(self) -> None:
         ctls = [_Ctl(self.of_port)] if self.opts.controller else []
@@ -476,7 +451,8 @@ class Network:
         return self.nodes[name]
 
     def summary(self) -> dict:
-        return {"plan": self.plan.name, "plan_hash": self.plan.plan_hash(),
+        """What the manifest records of the network; `started` is False after a failed start."""
+        return {"plan": self.plan.name, "plan_hash": self.plan.plan_hash(), "started": self.started,
                 "link_backend": self.link_backend, "switch_datapath": self.datapath,
                 "reasons": self.reasons, "timings_s": self.timings_s,
                 "relays": len(self._relay_ports), "compensation_ms": self.compensation_ms,

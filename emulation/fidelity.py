@@ -5,9 +5,8 @@ router, or any other node when the node is the router), so every link is crossed
 one measured pair. Expected RTT = 2 x the one-way delays along the layer-2 path. A pair fails if
 |lower-quartile RTT - expected| > max(0.5 ms, 5% of expected) + 2 x jitter on the path. The
 lower quartile, not the median: a delay line never releases a frame early and host noise only
-ever adds delay, so a wrong link moves every sample while a noise burst (seen in CI: more than
-half of the pings on a 10 ms path at 11-56 ms, for 30-60 s) leaves the lowest quarter be.
-The pure parts (pair choice, expectation, tolerance, parsing) are testable without root.
+ever adds delay, so a wrong link moves every sample while a burst of noise leaves the lowest
+quarter be. The pure parts (pair choice, expectation, tolerance, parsing) run without root.
 """
 from __future__ import annotations
 
@@ -24,24 +23,17 @@ from topologies.routes import l2_path
 
 ABS_TOL_MS = 0.5
 REL_TOL = 0.05
-# The emulator's own one-way latency per relayed link measures 0.1-0.3 ms on an idle machine.
-# A calibration asking for more than this is measuring CPU load (another run's processes, a
-# figure being drawn), not the emulator: it is capped, and the next round re-measures.
+# The emulator's own one-way latency per relayed link is 0.1-0.3 ms on an idle machine: a
+# calibration asking for more is measuring CPU load, so it is capped and the next round re-measures.
 MAX_COMPENSATION_MS = 1.5
-# On a calm machine a pair's median RTT is 0.1-0.4 ms above its minimum. Calibration reads a
-# pair as at most its minimum + FLOOR_SLACK_MS: load inflates the median, rarely the minimum.
+# Calibration reads a pair as at most its minimum + FLOOR_SLACK_MS: load inflates the median
+# RTT, rarely the minimum (on a calm machine the median is 0.1-0.4 ms above the minimum).
 FLOOR_SLACK_MS = 0.5
-# Measure only on a quiet machine: an idle built network keeps the CPUs about 1% busy; above
-# QUIET_BUSY_FRAC something else runs (often the previous run drawing its figures), so wait.
+# An idle built network keeps the CPUs about 1% busy: above this something else runs, so wait.
 QUIET_BUSY_FRAC = 0.25
 QUIET_WAIT_S = 60.0
-# Before its verdict the gate measures pairs still off the plan up to SETTLE_ROUNDS more times,
-# after pauses of SETTLE_PAUSE_S x round and on a machine at most SETTLE_BUSY_FRAC busy, keeping
-# each pair's closest result. Host noise on a VM (a neighbour, the hypervisor) comes in bursts of
-# seconds and inflates the median of every pair measured during it: in one CI run 19 of 41 pairs
-# read 0.5-1.8 ms over with their minimums on the plan. A wrong delay line is off every time.
-# Bursts can last half a minute: in another, pairs off went 35, 23, 10, 6 over 3 rounds (18 s).
-# With 6 rounds after pauses of 4..24 s the gate outlasts a burst of about 90 s.
+# Host noise comes in bursts that pass, while a wrong delay line is off every time: pairs still off
+# get SETTLE_ROUNDS more measurements after pauses of SETTLE_PAUSE_S x round, outlasting ~90 s.
 SETTLE_ROUNDS = 6
 SETTLE_PAUSE_S = 4.0
 SETTLE_BUSY_FRAC = 0.10
@@ -126,7 +118,7 @@ def judge(pair: Pair, samples: list[float]) -> Measurement:
 
 def early(m: Measurement) -> bool:
     """The pair reads below its plan by more than the tolerance. Noise cannot do that, so on a
-    calibrated path it means too much compensation (a calibration made inside a burst)."""
+    calibrated path it means too much compensation."""
     return m.samples >= 3 and m.low_rtt_ms < m.pair.expected_rtt_ms - m.tolerance_ms
 
 
@@ -170,8 +162,7 @@ def settle(measure: Callable[[], T], error: Callable[[T], float], tolerance: flo
     """The result of `measure()` with the smallest `error`: while the best is off by more than
     `tolerance`, measured again (at most `rounds` times, after pauses of pause_s x round, on a
     machine less than busy_frac busy). The gate's settle for one number: host noise comes in
-    bursts that pass (seen: 16-67 ms on a 10 ms path, 31 Mbit/s on a 48 Mbit/s shaper, each for
-    seconds), while a wrong delay line or rate is off every time."""
+    bursts that pass, while a wrong delay line or rate is off every time."""
     best = measure()
     for i in range(rounds):
         if error(best) <= tolerance:
@@ -271,14 +262,14 @@ def calibrate(results: list[Measurement], plan: Plan, relayed: set[str],
     """Per relayed link, the one-way delay (ms) to take off so paths match the plan.
 
     `results` were measured with `base` already taken off (none at first). The excess of each
-    pair (median, but at most min + FLOOR_SLACK_MS, minus plan) is the emulator's own latency (userspace switch, relay wake-ups) left
-    over; it is shared out equally over the relayed links on the pair's path, both directions,
-    and each link adds the median of its shares to its base (a negative excess gives some back:
-    a calibration made during a passing CPU spike overshoots and is corrected next round).
+    pair (median, but at most min + FLOOR_SLACK_MS, minus plan) is the emulator's own latency
+    (userspace switch, relay wake-ups) left over; it is shared out equally over the relayed links
+    on the pair's path, both directions, and each link adds the median of its shares to its base
+    (a negative excess gives some back: a calibration made during a CPU spike overshoots).
     Compensation stays within [0, min(80% of the link's delay, MAX_COMPENSATION_MS)]; links
     without a relay get none. A pair whose excess per relayed link one way is above
-    MAX_COMPENSATION_MS was measured inside a burst of host noise and is left out: it would only
-    push the compensation to its cap, and the path then reads early once the burst has passed.
+    MAX_COMPENSATION_MS was measured inside a burst of host noise and is left out: it would
+    push the compensation to its cap, and the path would read early once the burst passed.
     """
     delays = {lk.name: lk.delay_ms for lk in plan.links}
     base = base or {}

@@ -16,9 +16,6 @@ from dataclasses import dataclass
 
 from topologies.plan import PREFIX, Link
 
-BACKENDS = ("netem", "relay")
-DATAPATHS = ("kernel", "user")
-
 
 class EmulationError(RuntimeError):
     """The network could not be emulated as planned (a command failed or a check was off)."""

@@ -38,24 +38,10 @@ def ping_rtts(net, src: str, dst_addr: str, count: int = 10) -> list[float]:
     return parse_ping(out)
 
 
-CONNECT_PROBE = """
-import socket, sys, time, json
-host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-out = []
-for _ in range(n):
-    t = time.perf_counter()
-    s = socket.create_connection((host, port), timeout=5)
-    out.append((time.perf_counter() - t) * 1000)
-    s.close()
-    time.sleep(0.02)
-print(json.dumps(out))
-"""
-
-
 def connect_ms(net, src: str, dst_addr: str, port: int, count: int = 5) -> list[float]:
-    """TCP connect times (SYN to SYN-ACK as the client sees it), in ms."""
+    """TCP connect times (SYN to SYN-ACK as the client sees it), in ms, measured in host `src`."""
     import json
-    proc = net.host(src).popen([sys.executable, "-c", CONNECT_PROBE, dst_addr, str(port), str(count)],
+    proc = net.host(src).popen([sys.executable, "-m", "emulation.connect_probe", dst_addr, str(port), str(count)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = proc.communicate(timeout=60)
     if proc.returncode != 0:
@@ -123,7 +109,7 @@ def l3_end(plan: Plan) -> dict[str, str]:
 def controller_counters(net) -> dict[str, dict]:
     """The controller's port-stat counters per plan link, in the shape of `link_counters`
     (to_node = tx of the switch port). Empty if the network runs without the controller."""
-    data = net.api("/links") if getattr(net, "api_url", None) else None
+    data = net.api("/links") if net.api_url else None
     if not isinstance(data, list):
         return {}
     ends = l3_end(net.plan)
@@ -135,7 +121,7 @@ def settled_counters(net, timeout_s: float = 10.0) -> tuple[dict[str, dict], dic
     """(kernel, controller) counters, read once the controller has polled every link's port
     stats after this call (its polls are 1 s apart, and a busy machine stretches them), so both
     cover the same bytes. Raises TimeoutError naming the stale links after timeout_s."""
-    if not getattr(net, "api_url", None):
+    if not net.api_url:
         return link_counters(net), {}
     t = time.time()
     deadline = time.monotonic() + timeout_s

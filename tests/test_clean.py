@@ -7,7 +7,6 @@ build.py's machine-wide network lock so that no other metro (same names) can sta
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import signal
@@ -22,11 +21,11 @@ import pytest
 from conftest import controller_works, emulation_unavailable
 from topologies.catalog import metro
 from emulation.ledger import LEDGER_DIR, alive, named_netns, ovs_bridges, root_intfs
+from emulation.machinelock import LOCK_FILE, MachineLock
 
 pytestmark = pytest.mark.emulation
 
 OCALAB = Path(sys.executable).parent / "ocalab"
-LOCK_FILE = Path("/run/ocalab/network.lock")
 
 CHILD = textwrap.dedent("""
     import sys, time
@@ -79,21 +78,6 @@ def decoys():
             sh("ip", "netns", "del", ns, check=False)
 
 
-def take_lock(timeout_s: float = 300) -> int:
-    LOCK_FILE.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                os.close(fd)
-                raise AssertionError("could not take the ocalab network lock") from None
-            time.sleep(0.05)
-
-
 def start_and_kill_a_run() -> dict:
     """Build metro in a child, read its ledger once it is up, SIGKILL it; returns the ledger."""
     code = CHILD.format(controller=controller_works())
@@ -128,7 +112,8 @@ def test_clean_after_sigkill(decoys):
     switch_ports = {e.intf for lk in plan.links for e in (lk.a, lk.b) if e.node in switches}
 
     led = start_and_kill_a_run()
-    fd = take_lock()
+    lock = MachineLock(LOCK_FILE, "pytest-clean-check", wait_s=300)
+    lock.acquire()
     try:
         # the ledger names what the run made, and it is still there after SIGKILL
         assert set(led["bridges"]) == switches
@@ -161,5 +146,4 @@ def test_clean_after_sigkill(decoys):
         assert r2.returncode == 0, r2.stderr
         assert set(decoy_bridges) <= set(ovs_bridges()) and set(decoy_netns) <= set(named_netns())
     finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+        lock.release()
