@@ -27,11 +27,11 @@ from aiohttp import web
 from appliances import tokens
 from appliances.content import Catalog, CatalogSpec
 from appliances.control_cache import CacheControl, Telemetry
-from appliances.control_deployment import (Deployment, DeploymentError, HealthRegistry,
-                                           load_deployment)
+from appliances.control_health import HealthRegistry
 from appliances.control_playback import PlaybackService, json_error
 from appliances.steering_local import LocalSteering, RemoteSteering, Steering
-from controller.steering import POLICIES as STEERING_POLICIES
+from contracts.deployment import Deployment, DeploymentError, load_deployment
+from contracts.steering import POLICIES as STEERING_POLICIES
 
 log = logging.getLogger("ocalab.control")
 

@@ -23,9 +23,10 @@ import aiohttp
 from aiohttp import web
 
 from appliances.content import Catalog
-from appliances.control_deployment import Deployment, HealthRegistry, OcaSpec
+from appliances.control_health import HealthRegistry
 from appliances.control_playback import json_error, read_json_object, viewer_ip
 from appliances.fillplan import FillPlan, plan_oca
+from contracts.deployment import Deployment, OcaSpec
 
 log = logging.getLogger("ocalab.control")
 

@@ -34,10 +34,11 @@ from aiohttp import web
 
 from appliances import tokens
 from appliances.content import Catalog, ContentError
-from appliances.control_deployment import Deployment
 from appliances.control_tables import SegmentTables
 from appliances.fillplan import regional_popularity
-from appliances.steering_local import Location, Steering, SteeringUnavailable
+from appliances.steering_local import Steering, SteeringUnavailable
+from contracts.deployment import Deployment
+from contracts.steering import Location
 
 log = logging.getLogger("ocalab.control")
 ACCOUNT_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")

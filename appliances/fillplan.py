@@ -18,7 +18,7 @@ import random
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Sequence
 
-from appliances.control_deployment import Deployment, OcaSpec, RegionSpec
+from contracts.deployment import Deployment, OcaSpec, RegionSpec
 
 PREFERENCE_SIGMA = 0.7
 DEFAULT_HEADROOM = 0.95

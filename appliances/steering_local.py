@@ -1,18 +1,19 @@
 """Steering: rank delivery locations for (viewer ip, title) behind one small interface.
 
-`LocalSteering` is the plan-distance policy used until the controller's steering API exists;
-`RemoteSteering` asks that API (GET url/rank?viewer=IP&title=T -> {"locations": [...]}).
+`LocalSteering` is the control plane's fallback when the controller is unavailable: the one
+ranker (contracts.steering.rank_candidates) fed with the deployment's declared distances;
+`RemoteSteering` asks the controller's API (GET url/rank?viewer=IP&title=T -> {"locations": [...]}).
 
-LocalSteering invariants:
-- Only OCAs whose served prefixes contain the viewer ip are candidates; the origin always is.
-- Sort key: (group, tier rank embedded < ixp < origin, distance_hops, rtt_ms, name), so
-  ties are broken by name and the order is deterministic. Groups:
-  0 healthy and holds the title (or its content is unknown: no stored_titles list);
-  1 content miss (fresh heartbeat whose stored_titles lacks the title): still better than the
-    origin, since the OCA pulls through and caches;
-  2 the origin (always present, the last resort that is assumed healthy);
-  3 health miss (no heartbeat, heartbeat older than stale_after_s, or status != ok), kept as
-    a last fallback, or dropped when drop_health_misses is set.
+LocalSteering invariants (on top of the ranker's order):
+- only OCAs whose served prefixes contain the viewer ip are candidates; the origin always is;
+- path metrics are the deployment's `distance_hops` and `rtt_ms` (never "no path"), there is no
+  load (policy "nearest"), and heartbeats are judged at `now` (no fail static);
+- reason["group"] numbers the groups without the controller's overloaded band: 0 healthy and
+  holds the title (or its content is unknown); 1 content miss (still better than the origin,
+  since the OCA pulls through and caches); 2 the origin (assumed healthy); 3 health miss (no
+  heartbeat, heartbeat older than stale_after_s, or status != ok), kept as a last fallback, or
+  dropped when drop_health_misses is set;
+- reason["content"] is "hit", "miss", or "unknown" (no stored_titles list, or a health miss).
 """
 from __future__ import annotations
 
@@ -23,43 +24,13 @@ from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import urlencode
 
-from appliances.control_deployment import TIER_RANK, Deployment, HealthRegistry
+from appliances.control_health import HealthRegistry, OcaHealth
+from contracts.deployment import Deployment, OcaSpec
+from contracts.steering import (G_CONTENT_MISS, G_HEALTH_MISS, G_OK, G_ORIGIN, STALE_AFTER_S,
+                                Candidate, Location, PathMetrics, Ranked, rank_candidates)
 
-STALE_AFTER_S = 3.0
-MAX_RETRIES = 5  # a location's `retries` (see Location)
-
-
-@dataclass(frozen=True)
-class Location:
-    """One delivery location: `base_url_root` is http://host:port (no path). `retries`: how often
-    a player tries this location again after a failure before it falls back (an anycast address
-    is re-steered by the network, so trying it again is meaningful; 0 to MAX_RETRIES)."""
-
-    name: str
-    tier: str
-    base_url_root: str
-    reason: dict = field(default_factory=dict, compare=False, hash=False)
-    retries: int = 0
-
-    def to_json(self) -> dict:
-        return {"name": self.name, "tier": self.tier, "base_url_root": self.base_url_root,
-                "reason": self.reason, "retries": self.retries}
-
-    @classmethod
-    def from_json(cls, d: dict) -> "Location":
-        try:
-            name, tier, root = d["name"], d["tier"], d["base_url_root"]
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"location needs name, tier, base_url_root: {exc}") from None
-        if tier not in TIER_RANK:
-            raise ValueError(f"location {name!r}: unknown tier {tier!r}")
-        if not isinstance(root, str) or not root.startswith("http://"):
-            raise ValueError(f"location {name!r}: base_url_root must be http://host:port")
-        retries = d.get("retries", 0)
-        if type(retries) is not int or not 0 <= retries <= MAX_RETRIES:
-            raise ValueError(f"location {name!r}: retries must be an integer in 0..{MAX_RETRIES}")
-        return cls(name=str(name), tier=tier, base_url_root=root.rstrip("/"),
-                   reason=dict(d.get("reason") or {}), retries=retries)
+# the controller's groups -> the fallback's reason["group"] (it has no overloaded band)
+LOCAL_GROUP = {G_OK: 0, G_CONTENT_MISS: 1, G_ORIGIN: 2, G_HEALTH_MISS: 3}
 
 
 class Steering(Protocol):
@@ -67,20 +38,13 @@ class Steering(Protocol):
         """Ranked delivery locations, best first; never empty for a valid request."""
 
 
-def _health_verdict(entry, now: float, stale_after_s: float) -> str:
-    if entry is None:
-        return "no_heartbeat"
-    if entry.age_s(now) > stale_after_s:
-        return "stale"
-    status = entry.health.get("status")
-    return "ok" if status == "ok" else f"status:{status}"
-
-
-def _content_verdict(entry, title: str) -> str:
+def candidate(oca: OcaSpec, entry: OcaHealth | None) -> Candidate:
+    """The ranker's view of one deployed OCA and its last heartbeat (None: never heard of)."""
     stored = entry.health.get("stored_titles") if entry is not None else None
-    if not isinstance(stored, list):
-        return "unknown"
-    return "hit" if title in stored else "miss"
+    return Candidate(oca.name, oca.tier, PathMetrics(oca.distance_hops, oca.rtt_ms),
+                     heartbeat_s=None if entry is None else entry.received_unix,
+                     status=None if entry is None else entry.health.get("status"),
+                     stored_titles=stored if isinstance(stored, list) else None, ref=oca)
 
 
 @dataclass
@@ -93,28 +57,26 @@ class LocalSteering:
     drop_health_misses: bool = False
 
     def rank(self, viewer_ip: str, title: str, now: float) -> list[Location]:
-        keyed: list[tuple[tuple, Location]] = []
-        for oca in self.deployment.ocas:
-            if not oca.serves_ip(viewer_ip):
-                continue
-            entry = self.registry.get(oca.name)
-            health = _health_verdict(entry, now, self.stale_after_s)
-            content = _content_verdict(entry, title) if health == "ok" else "unknown"
-            group = 3 if health != "ok" else (1 if content == "miss" else 0)
-            if group == 3 and self.drop_health_misses:
-                continue
-            key = (group, TIER_RANK[oca.tier], oca.distance_hops, oca.rtt_ms, oca.name)
-            reason = {"policy": "plan-distance", "health": health, "content": content,
-                      "group": group, "distance_hops": oca.distance_hops,
-                      "rtt_ms": oca.rtt_ms}
-            keyed.append((key, Location(oca.name, oca.tier, oca.url, reason)))
-        origin = self.deployment.origin
-        keyed.append(((2, TIER_RANK["origin"], 1 << 30, float("inf"), origin.name),
-                      Location(origin.name, "origin", origin.url,
-                               {"policy": "plan-distance", "health": "assumed", "content": "hit",
-                                "group": 2})))
-        keyed.sort(key=lambda kv: kv[0])
-        return [loc for _, loc in keyed]
+        candidates = [candidate(oca, self.registry.get(oca.name))
+                      for oca in self.deployment.ocas if oca.serves_ip(viewer_ip)]
+        ranked = rank_candidates(title, candidates, self.deployment.origin.name, now,
+                                 stale_after_s=self.stale_after_s)
+        return [self._location(r) for r in ranked
+                if not (self.drop_health_misses and r.group == G_HEALTH_MISS)]
+
+    def _location(self, r: Ranked) -> Location:
+        if r.candidate is None:
+            origin = self.deployment.origin
+            return Location(origin.name, "origin", origin.url,
+                            {"policy": "plan-distance", "health": "assumed", "content": "hit",
+                             "group": LOCAL_GROUP[G_ORIGIN]})
+        oca: OcaSpec = r.candidate.ref
+        content = ("unknown" if r.health != "ok" or r.candidate.stored_titles is None
+                   else "miss" if r.content_miss else "hit")
+        reason = {"policy": "plan-distance", "health": r.health, "content": content,
+                  "group": LOCAL_GROUP[r.group], "distance_hops": oca.distance_hops,
+                  "rtt_ms": oca.rtt_ms}
+        return Location(oca.name, oca.tier, oca.url, reason)
 
 
 @dataclass

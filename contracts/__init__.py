@@ -1,1 +1,1 @@
-"""Formats and constants that appliances and the controller share: deployment, tiers, ports, steering."""
+"""Formats and constants that appliances and the controller share: catalog spec, deployment, tiers, ports, steering."""

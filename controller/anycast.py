@@ -21,13 +21,15 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from contracts.deployment import OCA_PORT
+from contracts.steering import G_HEALTH_MISS
 from topologies.plan import ADDRESS_SPACE, Plan, PlanError
 
 from . import forwarding as fw
-from .steering import G_HEALTH_MISS, RankedLocation
+from .steering import RankedLocation
 
 ANYCAST_IP = "198.19.254.1"
-SERVICE_PORT = 8080  # the port OCAs and the origin listen on (harness.services.OCA_PORT)
+SERVICE_PORT = OCA_PORT  # the anycast address serves on the port OCAs and the origin listen on
 COOKIE_ANYCAST_PUNT = 0x0C11
 COOKIE_ANYCAST_CONN = 0x0C12
 PRIORITY_ANYCAST_DROP = fw.PRIORITY_STEERING

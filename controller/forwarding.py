@@ -28,13 +28,12 @@ APP_COOKIE_MASK = 0xFFFF_FFFF_FFFF_FF00
 COOKIE_FORWARDING = 0x0C01
 COOKIE_FLOOD = 0x0C02
 COOKIE_MISS = 0x0C03
-COOKIE_STEERING = 0x0C10  # reserved for steering flows (later issues)
 
 # Priority bands.
 PRIORITY_MISS = 0
 PRIORITY_FLOOD = 1000
 PRIORITY_FORWARDING = 2000
-PRIORITY_STEERING = 3000  # reserved
+PRIORITY_STEERING = 3000  # anycast steering rules (controller.anycast)
 
 GROUP_MAC = "01:00:00:00:00:00"  # value and mask: the I/G (group) bit
 

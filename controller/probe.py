@@ -23,27 +23,23 @@ from pathlib import Path
 
 import aiohttp
 
+from contracts.deployment import parse_deployment
+
 from .ocas import PENDING_ERROR, PROBE_INTERVAL_S, TIMEOUT_ERROR, url_host
 from .probe_timer import ProbeTimer
 
 
 def targets(deployment: dict) -> tuple[dict, list[dict]]:
-    """(origin, OCAs) from a control-plane deployment dict; ValueError naming a bad field."""
-    origin = deployment.get("origin") if isinstance(deployment, dict) else None
-    if not isinstance(origin, dict) or not isinstance(origin.get("name"), str):
-        raise ValueError("deployment.origin: expected an object with name and url")
-    url_host(origin.get("url"), "deployment.origin")
-    ocas = deployment.get("ocas")
-    if not isinstance(ocas, list):
-        raise ValueError("deployment.ocas: expected a list")
-    out = []
-    for i, o in enumerate(ocas):
-        if not isinstance(o, dict) or not isinstance(o.get("name"), str):
-            raise ValueError(f"deployment.ocas[{i}]: expected an object with a name")
-        url_host(o.get("url"), f"deployment.ocas[{i}]")
-        out.append({"name": o["name"], "tier": o.get("tier"), "url": o["url"].rstrip("/"),
-                    "serves": o.get("serves")})
-    return {"name": origin["name"], "url": origin["url"].rstrip("/")}, out
+    """(origin, OCAs) in the push format from a control-plane deployment dict (parsed by
+    contracts.deployment); ValueError naming a bad field, also for a host that is no IP address
+    (the controller's push format needs addresses)."""
+    dep = parse_deployment(deployment)
+    url_host(dep.origin.url, "deployment.origin")
+    for i, o in enumerate(dep.ocas):
+        url_host(o.url, f"deployment.ocas[{i}]")
+    return ({"name": dep.origin.name, "url": dep.origin.url},
+            [{"name": o.name, "tier": o.tier, "url": o.url, "serves": [str(n) for n in o.serves]}
+             for o in dep.ocas])
 
 
 Result = tuple[dict | None, str | None, float]  # health JSON, error text, rtt (or time in flight) in ms

@@ -1,43 +1,25 @@
-"""Steering policy: rank delivery locations for (viewer, title). Pure: state and `now` passed in.
+"""Steering as the controller ranks it: pushed OCA state + plan path metrics -> ranked locations.
 
-`rank()` invariants:
+`rank()` adapts the controller's inputs to the one pure ranker, contracts.steering.rank_candidates
+(which states the order: groups, tiers, keys, fail static), and dresses each location in the
+controller's reason. Invariants added here:
 - candidates are the OCAs whose served prefixes contain the viewer address (served_prefixes
-  None means "serves everyone"); the origin is always appended and is assumed healthy;
-- sort key: (group, tier rank embedded < ixp < origin, hops, [load,] rtt_ms, name), so the
-  order is total and deterministic; `load` is in the key only for policy "load_aware";
-- groups: 0 usable; 1 overloaded (load_aware only: load > load_threshold); 2 content miss
-  (stored_titles known and without the title: the OCA would have to fill first); 3 the origin;
-  4 health miss (no heartbeat, heartbeat older than STALE_AFTER_S, status != "ok", or no path
-  from the viewer), kept as a last resort;
-- fail static: a heartbeat's age is taken at the last push of OCA state (`pushed_s`), not at
-  `now`, so a stalled monitor (the probe starved of CPU) does not make every OCA a health miss
-  at once; only when no push came for MONITOR_DEAD_S is the monitor dead and age taken at `now`;
+  None means "serves everyone"); an OCA missing from the path view has no path (a health miss);
 - every location carries a reason: hops, rtt_ms, load, content_miss, health_miss, overloaded,
-  group, policy and a short `why`.
+  group, policy and a short `why` (a stale heartbeat reads "stale_heartbeat:<age>s").
 `network_view()` derives hops and RTT from the plan: hops as traceroute counts them
 (`topologies.routes.l3_path`), RTT as twice the sum of one-way link delays along the path; a
 target whose path crosses a link named in `down_links` is left out (no path: a health miss).
-`title=None` (anycast: the title is unknown when a connection opens) never counts as a content miss.
 """
 from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
 
+from contracts.steering import (G_ORIGIN, STALE_AFTER_S, Candidate, PathMetrics, Ranked,
+                                check_policy, rank_candidates)
 from topologies.plan import Plan, PlanError
 from topologies.routes import l3_path, path_links
-
-POLICIES = ("nearest", "load_aware")
-TIER_RANK = {"embedded": 0, "ixp": 1, "origin": 2}
-# A heartbeat older than this is stale: about two probe timeouts in a row (controller.probe_timer's
-# floor is 1.5 s), not one (one lost packet on a congested path to the OCA).
-STALE_AFTER_S = 3.0
-# No push of OCA state for this long: the monitor is dead, stop trusting what it last said.
-# A shorter pause is a monitor stalled (a probe starved of CPU on a saturated machine): keep the
-# last pushed state rather than turn every OCA into a health miss at once. (An OCA whose own
-# probes keep timing out while pushes arrive still ages out: that is the OCA or its path.)
-MONITOR_DEAD_S = 5.0
-G_OK, G_OVERLOADED, G_CONTENT_MISS, G_ORIGIN, G_HEALTH_MISS = range(5)
 
 
 @dataclass(frozen=True)
@@ -76,12 +58,6 @@ class Origin:
 
 
 @dataclass(frozen=True)
-class PathMetrics:
-    hops: int
-    rtt_ms: float
-
-
-@dataclass(frozen=True)
 class RankedLocation:
     name: str
     tier: str
@@ -90,23 +66,9 @@ class RankedLocation:
     reason: dict
 
     def to_json(self) -> dict:
-        """The shape appliances.steering_local.Location.from_json reads."""
+        """The shape contracts.steering.Location.from_json reads."""
         return {"name": self.name, "tier": self.tier, "address": self.address,
                 "base_url_root": self.url or f"http://{self.address}", "reason": self.reason}
-
-
-def _health(oca: OcaState, now: float, stale_after_s: float = STALE_AFTER_S,
-            pushed_s: float | None = None) -> str | None:
-    """None if healthy, else why not. The heartbeat's age is taken at the last push `pushed_s`
-    (fail static) unless that is None or older than MONITOR_DEAD_S."""
-    if oca.heartbeat_s is None:
-        return "no_heartbeat"
-    at = now if pushed_s is None or now - pushed_s > MONITOR_DEAD_S else min(now, pushed_s)
-    if at - oca.heartbeat_s > stale_after_s:
-        return f"stale_heartbeat:{at - oca.heartbeat_s:.1f}s"
-    if oca.status != "ok":
-        return f"status:{oca.status}"
-    return None
 
 
 def rank(viewer_ip: str, title: str | None, ocas: list[OcaState], view: dict[str, PathMetrics],
@@ -116,41 +78,28 @@ def rank(viewer_ip: str, title: str | None, ocas: list[OcaState], view: dict[str
     """Ranked locations, best first (see module invariants). `view` maps OCA and origin names
     to path metrics from the viewer; a missing entry means no path (a health miss). `pushed_s`:
     when OCA state was last pushed (None: judge heartbeats at `now`)."""
-    if policy not in POLICIES:
-        raise ValueError(f"unknown steering policy {policy!r}; known: {', '.join(POLICIES)}")
-    if not 0 <= load_threshold <= 1:
-        raise ValueError(f"load_threshold must be in [0, 1], got {load_threshold}")
+    check_policy(policy, load_threshold)
     ipaddress.ip_address(viewer_ip)
-    keyed = []
-    for oca in ocas:
-        if not oca.serves(viewer_ip):
-            continue
-        pm = view.get(oca.name)
-        health = _health(oca, now, stale_after_s, pushed_s) if pm is not None else "no_path"
-        content_miss = title is not None and oca.stored_titles is not None \
-            and title not in oca.stored_titles
-        overloaded = policy == "load_aware" and oca.load > load_threshold
-        group = (G_HEALTH_MISS if health else G_OVERLOADED if overloaded
-                 else G_CONTENT_MISS if content_miss else G_OK)
-        why = health or ("overloaded" if overloaded else "content_miss" if content_miss else "ok")
-        keyed.append((_key(group, oca.tier, pm, oca.load, oca.name, policy),
-                      RankedLocation(oca.name, oca.tier, oca.address, oca.url,
-                                     _reason(pm, oca.load, content_miss, health, overloaded, group,
-                                             policy, why))))
-    pm = view.get(origin.name)
-    keyed.append((_key(G_ORIGIN, "origin", pm, 0.0, origin.name, policy),
-                  RankedLocation(origin.name, "origin", origin.address, origin.url,
-                                 _reason(pm, None, False, None, False, G_ORIGIN, policy, "origin"))))
-    keyed.sort(key=lambda kv: kv[0])
-    return [loc for _, loc in keyed]
+    candidates = [Candidate(o.name, o.tier, view.get(o.name), o.heartbeat_s, o.status, o.load,
+                            o.stored_titles, ref=o) for o in ocas if o.serves(viewer_ip)]
+    ranked = rank_candidates(title, candidates, origin.name, now, policy=policy,
+                             load_threshold=load_threshold, stale_after_s=stale_after_s,
+                             pushed_s=pushed_s)
+    return [_located(r, view, origin, policy) for r in ranked]
 
 
-def _key(group, tier, pm: PathMetrics | None, load, name, policy) -> tuple:
-    hops = pm.hops if pm else 1 << 30
-    rtt = pm.rtt_ms if pm else float("inf")
-    if policy == "load_aware":
-        return (group, TIER_RANK[tier], hops, load, rtt, name)
-    return (group, TIER_RANK[tier], hops, rtt, name)
+def _located(r: Ranked, view: dict[str, PathMetrics], origin: Origin, policy: str) -> RankedLocation:
+    if r.candidate is None:
+        return RankedLocation(origin.name, "origin", origin.address, origin.url,
+                              _reason(view.get(origin.name), None, False, None, False, G_ORIGIN,
+                                      policy, "origin"))
+    c, oca = r.candidate, r.candidate.ref
+    health = None if r.health == "ok" else (
+        f"stale_heartbeat:{r.age_s:.1f}s" if r.health == "stale" else r.health)
+    why = health or ("overloaded" if r.overloaded else "content_miss" if r.content_miss else "ok")
+    return RankedLocation(oca.name, oca.tier, oca.address, oca.url,
+                          _reason(c.path, c.load, r.content_miss, health, r.overloaded, r.group,
+                                  policy, why))
 
 
 def _reason(pm, load, content_miss, health, overloaded, group, policy, why) -> dict:

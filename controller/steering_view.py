@@ -4,7 +4,7 @@ down links are passed in.
 
 Invariants:
 - `rank_json` lists usable locations only (best first, origin last among them) in the shape
-  appliances.steering_local.Location.from_json reads; health misses (no path, a down link on
+  contracts.steering.Location.from_json reads; health misses (no path, a down link on
   the path, an unreachable or stale OCA) are listed under "excluded" with their reason;
 - before the first OCA push there is no origin to offer: rank_json raises LookupError;
 - path metrics per (viewer, target) come from the plan once and are cached; link state is
@@ -16,13 +16,13 @@ import collections
 import logging
 import threading
 
+from contracts.steering import G_HEALTH_MISS, STALE_AFTER_S, PathMetrics
 from topologies.plan import PlanError
+from topologies.routes import path_links
 
 from . import anycast as ac
 from .ocas import OcaRegistry
-from topologies.routes import path_links
-
-from .steering import G_HEALTH_MISS, STALE_AFTER_S, OcaState, Origin, PathMetrics, network_view, rank
+from .steering import OcaState, Origin, network_view, rank
 
 LOG = logging.getLogger("ocalab.controller.steering")
 RECENT_CONNS = 200

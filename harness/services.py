@@ -18,8 +18,7 @@ from topologies.plan import Plan
 from topologies.routes import l3_path, path_delay_ms
 
 ARMS = ("origin", "ixp", "embedded")
-OCA_PORT = 8080
-CONTROL_PORT = 8000
+from contracts.deployment import CONTROL_PORT, OCA_PORT  # noqa: E402 (re-exported)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from controller import forwarding as fw
 from controller.ocas import TIMEOUT_ERROR, TIMEOUTS_TO_EXCLUDE, OcaRegistry
 from controller.probe import snapshot, targets
 from topologies.routes import path_links
-from controller.steering import MONITOR_DEAD_S
+from contracts.steering import MONITOR_DEAD_S
 from controller.steering_view import SteeringView
 from topologies.catalog import metro
 from topologies.plan import PlanError
@@ -249,7 +249,7 @@ def test_link_state_from_ports_feeds_rank_and_links_view():
 
 
 def test_anycast_rank_json_offers_the_anycast_address_then_the_origin():
-    from appliances.steering_local import Location
+    from contracts.steering import Location
     sv = view()
     body = sv.anycast_rank_json("198.18.1.10", "t0001", NOW, frozenset(), sv.snapshot())
     locs = [Location.from_json(d) for d in body["locations"]]

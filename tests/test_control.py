@@ -15,9 +15,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from appliances import tokens
 from appliances.content import Catalog
 from appliances.control import build_control
-from appliances.control_deployment import parse_deployment
+from contracts.deployment import parse_deployment
 from appliances.control_playback import account_token, check_account_token, steering_document
-from appliances.steering_local import Location
+from contracts.steering import Location
 
 KEY = bytes(range(32))
 DEPLOYMENT = {

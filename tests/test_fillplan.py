@@ -2,7 +2,7 @@
 import pytest
 
 from appliances.content import Catalog, CatalogSpec
-from appliances.control_deployment import parse_deployment
+from contracts.deployment import parse_deployment
 from appliances.fillplan import (fill_sources, oca_popularity, plan_oca, popularity_order,
                                  regional_popularity, select_titles)
 

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestServer
 
 from appliances.abr import make_abr
 from appliances.control import build_control
-from appliances.control_deployment import parse_deployment
+from contracts.deployment import parse_deployment
 from appliances.player_session import SessionConfig, ViewerSession
 
 CATALOG = {"n_titles": 5, "duration_s": 8, "seed": 5}

@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestServer
 from appliances.abr import AbrInput
 from appliances.content import Catalog, CatalogSpec
 from appliances.control import build_control
-from appliances.control_deployment import parse_deployment
+from contracts.deployment import parse_deployment
 from appliances.player_session import SessionConfig, ViewerSession
 
 CATALOG = {"n_titles": 3, "duration_s": 16, "seed": 5, "ladder_kbps": [235, 750, 1750]}

@@ -17,6 +17,8 @@ from controller.ocas import PENDING_ERROR, OcaRegistry
 from controller.probe_timer import MAX_TIMEOUT_S, MIN_TIMEOUT_S, ProbeTimer
 
 NOW = 1000.0
+# the fields a deployment OCA needs besides name, tier and url (contracts.deployment)
+PLACE = {"serves": ["127.0.0.0/8"], "distance_hops": 1, "rtt_ms": 1.0}
 
 
 # ---- the timer (RFC 6298 shape) ----------------------------------------------------------
@@ -150,8 +152,8 @@ def test_a_slow_oca_neither_times_out_nor_holds_back_news_of_a_dead_one(servers,
     victim, fast_url = servers(0.0)
     dep = tmp_path / "deployment.json"
     dep.write_text(json.dumps({"origin": {"name": "origin", "url": "http://127.0.0.1:9"},
-                               "ocas": [{"name": "slow", "tier": "embedded", "url": slow_url},
-                                        {"name": "fast", "tier": "ixp", "url": fast_url}]}))
+                               "ocas": [{"name": "slow", "tier": "embedded", "url": slow_url, **PLACE},
+                                        {"name": "fast", "tier": "ixp", "url": fast_url, **PLACE}]}))
     rx = _Pushes()
     prober = subprocess.Popen([sys.executable, "-m", "controller.probe", "--deployment", str(dep),
                                "--push", rx.url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -2,8 +2,8 @@
 import pytest
 
 from topologies.routes import path_delay_ms
-from controller.steering import (MONITOR_DEAD_S, STALE_AFTER_S, OcaState, Origin, PathMetrics,
-                                 network_view, rank)
+from contracts.steering import MONITOR_DEAD_S, STALE_AFTER_S, PathMetrics
+from controller.steering import OcaState, Origin, network_view, rank
 from topologies.catalog import metro
 
 NOW = 10_000.0

@@ -3,9 +3,10 @@ import json
 
 import pytest
 
-from appliances.control_deployment import DeploymentError, HealthRegistry, parse_deployment
-from appliances.steering_local import (LocalSteering, Location, RemoteSteering,
-                                       SteeringUnavailable)
+from appliances.control_health import HealthRegistry
+from appliances.steering_local import LocalSteering, RemoteSteering, SteeringUnavailable
+from contracts.deployment import DeploymentError, parse_deployment
+from contracts.steering import Location
 
 NOW = 1_000_000.0
 
@@ -146,7 +147,7 @@ def test_remote_steering_round_trip_and_failure(http_stub):
 
 
 def test_location_retries_round_trip_and_are_validated():
-    from appliances.steering_local import MAX_RETRIES, Location
+    from contracts.steering import MAX_RETRIES, Location
     loc = Location("anycast", "embedded", "http://198.19.254.1:8080", retries=2)
     assert Location.from_json(loc.to_json()) == loc
     assert Location.from_json({k: v for k, v in loc.to_json().items() if k != "retries"}).retries == 0

@@ -233,7 +233,7 @@ def test_player_rejects_bad_hashes_falls_back_and_reprobes(tmp_path, procs):
     from appliances.abr import make_abr
     from appliances.content import Catalog, CatalogSpec
     from appliances.control import build_control
-    from appliances.control_deployment import parse_deployment
+    from contracts.deployment import parse_deployment
     from appliances.player_session import SessionConfig, ViewerSession
 
     catalog = Catalog(CatalogSpec(**CATALOG))
@@ -294,7 +294,7 @@ def test_control_flags_an_origin_with_another_catalog(tmp_path, procs):
     import asyncio
 
     from appliances.control import build_control, check_origin_catalog
-    from appliances.control_deployment import parse_deployment
+    from contracts.deployment import parse_deployment
 
     procs.start("origin", ["appliances.origin", "--listen", "127.0.0.1:0", "--titles", "9"])
     origin = "http://" + procs.ready_addr["origin"]

@@ -1,6 +1,7 @@
-"""Deployment description (which OCAs exist, where, whom they serve) and the OCA health registry.
+"""The deployment description: which OCAs exist, where, whom they serve; tiers and service ports.
 
-The deployment JSON (given to the control plane with --deployment FILE):
+One format, parsed here only: the control plane reads it (--deployment FILE), controller.probe
+reads the same file, and harness.services writes it.
   {"ocas": [{"name": "i1oca1", "tier": "embedded", "url": "http://198.18.1.100:8080",
              "serves": ["198.18.1.0/24"], "distance_hops": 1, "rtt_ms": 4.2,
              "site": "isp1" (optional; default: tier + served prefixes),
@@ -8,26 +9,28 @@ The deployment JSON (given to the control plane with --deployment FILE):
                                   from heartbeats),
              "fill_rate_mbps": 100 (optional)}, ...],
    "origin": {"name": "origin", "url": "http://...", "tier": "origin"},
-   "catalog": {CatalogSpec fields},
+   "catalog": {contracts.catalog.CatalogSpec fields},
    "regions": {"isp1": {"prefixes": ["198.18.1.0/24"], "preference_seed": 11}}}
 Invariants: names are unique; tiers are embedded|ixp for OCAs; every URL is http://host:port
 without a path; prefixes are valid networks. Parsing never half-succeeds: it raises
-DeploymentError naming the bad field.
+DeploymentError naming the bad field. Pure: no I/O except load_deployment's one file read.
 """
 from __future__ import annotations
 
 import ipaddress
 import json
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from appliances.content import CatalogSpec
+from contracts.catalog import CatalogSpec
 
 OCA_TIERS = ("embedded", "ixp")
+# Preference between tiers, nearest first; every steering policy orders by it.
 TIER_RANK = {"embedded": 0, "ixp": 1, "origin": 2}
+OCA_PORT = 8080  # every OCA and the origin listen on it (deployment URLs, anycast service)
+CONTROL_PORT = 8000  # the control plane's manifest API
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -206,34 +209,3 @@ def load_deployment(path: str | Path) -> Deployment:
     except json.JSONDecodeError as exc:
         raise DeploymentError(f"{path}: not valid JSON ({exc})") from None
     return parse_deployment(data)
-
-
-@dataclass(frozen=True)
-class OcaHealth:
-    """The last heartbeat of one OCA and when (unix s) the control plane received it."""
-
-    received_unix: float
-    health: dict
-
-    def age_s(self, now: float) -> float:
-        return now - self.received_unix
-
-
-@dataclass
-class HealthRegistry:
-    """Latest heartbeat per OCA name; thread-safe (steering may run in a worker thread)."""
-
-    _latest: dict[str, OcaHealth] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def update(self, name: str, health: dict, now: float) -> None:
-        with self._lock:
-            self._latest[name] = OcaHealth(received_unix=now, health=dict(health))
-
-    def get(self, name: str) -> OcaHealth | None:
-        with self._lock:
-            return self._latest.get(name)
-
-    def snapshot(self) -> dict[str, OcaHealth]:
-        with self._lock:
-            return dict(self._latest)

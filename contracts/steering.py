@@ -1,0 +1,173 @@
+"""The one steering ranker, and the delivery-location format a ranking is served in.
+
+`rank_candidates()` is pure (FAUCET style: state and `now` in, ranked locations out, no I/O).
+Both steering policies call it: the controller (controller.steering.rank, served at GET /rank)
+and the control plane's local fallback when the controller is unavailable
+(appliances.steering_local.LocalSteering). What differs between them is input, not code:
+- path metrics: the controller measures them on the plan (None: no path, a health miss); the
+  fallback passes the deployment's declared `distance_hops` and `rtt_ms`, never None;
+- load: the fallback has none and ranks with policy "nearest" (load 0, never overloaded);
+- fail static: the controller passes `pushed_s`, the time of its last OCA push; the fallback
+  passes None (heartbeats judged at `now`);
+- each caller keeps only the OCAs that serve the viewer, and dresses the result in its own
+  reason dict.
+
+Invariants of `rank_candidates()`:
+- the origin is always present and assumed healthy; only health misses rank below it;
+- sort key: (group, TIER_RANK, hops, [load,] rtt_ms, name), so the order is total and
+  deterministic; `load` is in the key only for policy "load_aware"; no path sorts as
+  NO_PATH_HOPS hops and infinite RTT;
+- groups: G_OK usable; G_OVERLOADED (load_aware only: load > load_threshold); G_CONTENT_MISS
+  (stored titles known and without the title: the OCA would fill first, still better than the
+  origin); G_ORIGIN; G_HEALTH_MISS (no path, no heartbeat, heartbeat older than stale_after_s,
+  or status != "ok"), kept as a last resort;
+- fail static: a heartbeat's age is taken at `pushed_s` (not `now`) unless that is None or
+  older than MONITOR_DEAD_S, so a stalled monitor does not make every OCA a health miss at once;
+- `title=None` (anycast: unknown when a connection opens) never counts as a content miss.
+"""
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Any
+
+from contracts.deployment import TIER_RANK
+
+POLICIES = ("nearest", "load_aware")
+# A heartbeat older than this is stale: about two probe timeouts in a row (controller.probe_timer's
+# floor is 1.5 s), not one (one lost packet on a congested path to the OCA).
+STALE_AFTER_S = 3.0
+# No push of OCA state for this long: the monitor is dead, stop trusting what it last said.
+# A shorter pause is a monitor stalled (a probe starved of CPU on a saturated machine): keep the
+# last pushed state rather than turn every OCA into a health miss at once. (An OCA whose own
+# probes keep timing out while pushes arrive still ages out: that is the OCA or its path.)
+MONITOR_DEAD_S = 5.0
+G_OK, G_OVERLOADED, G_CONTENT_MISS, G_ORIGIN, G_HEALTH_MISS = range(5)
+NO_PATH_HOPS = 1 << 30
+MAX_RETRIES = 5  # a location's `retries` (see Location)
+
+
+@dataclass(frozen=True)
+class PathMetrics:
+    hops: int
+    rtt_ms: float
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One OCA as the ranker sees it. path: metrics from the viewer, None for no path;
+    heartbeat_s: when its last heartbeat arrived (clock of `now`), None if never; status: that
+    heartbeat's status; stored_titles: None if unknown; ref: the caller's record, untouched."""
+    name: str
+    tier: str
+    path: PathMetrics | None
+    heartbeat_s: float | None
+    status: object = "ok"
+    load: float = 0.0
+    stored_titles: Collection[str] | None = None
+    ref: Any = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """One ranked location. health: "ok", "no_path", "no_heartbeat", "stale" or
+    "status:<status>" ("ok" for the origin); age_s: the heartbeat's age as judged (None without
+    one); candidate: None for the origin."""
+    name: str
+    tier: str
+    group: int
+    health: str
+    age_s: float | None
+    content_miss: bool
+    overloaded: bool
+    candidate: Candidate | None
+
+
+def check_policy(policy: str, load_threshold: float) -> None:
+    if policy not in POLICIES:
+        raise ValueError(f"unknown steering policy {policy!r}; known: {', '.join(POLICIES)}")
+    if not 0 <= load_threshold <= 1:
+        raise ValueError(f"load_threshold must be in [0, 1], got {load_threshold}")
+
+
+def health_of(c: Candidate, now: float, stale_after_s: float = STALE_AFTER_S,
+              pushed_s: float | None = None) -> tuple[str, float | None]:
+    """(verdict, heartbeat age as judged); see `Ranked.health`."""
+    if c.path is None:
+        return "no_path", None
+    if c.heartbeat_s is None:
+        return "no_heartbeat", None
+    at = now if pushed_s is None or now - pushed_s > MONITOR_DEAD_S else min(now, pushed_s)
+    age_s = at - c.heartbeat_s
+    if age_s > stale_after_s:
+        return "stale", age_s
+    if c.status != "ok":
+        return f"status:{c.status}", age_s
+    return "ok", age_s
+
+
+def rank_candidates(title: str | None, candidates: list[Candidate], origin_name: str, now: float,
+                    *, policy: str = "nearest", load_threshold: float = 0.8,
+                    stale_after_s: float = STALE_AFTER_S,
+                    pushed_s: float | None = None) -> list[Ranked]:
+    """Candidates and the origin, best first (see module invariants). `candidates` are the OCAs
+    that serve the viewer; `pushed_s`: when OCA state was last pushed (None: judge at `now`)."""
+    check_policy(policy, load_threshold)
+    keyed = []
+    for c in candidates:
+        health, age_s = health_of(c, now, stale_after_s, pushed_s)
+        content_miss = title is not None and c.stored_titles is not None \
+            and title not in c.stored_titles
+        overloaded = policy == "load_aware" and c.load > load_threshold
+        group = (G_HEALTH_MISS if health != "ok" else G_OVERLOADED if overloaded
+                 else G_CONTENT_MISS if content_miss else G_OK)
+        keyed.append((_key(group, c.tier, c.path, c.load, c.name, policy),
+                      Ranked(c.name, c.tier, group, health, age_s, content_miss, overloaded, c)))
+    # the origin is alone in its group, so its path metrics could never change the order
+    keyed.append((_key(G_ORIGIN, "origin", None, 0.0, origin_name, policy),
+                  Ranked(origin_name, "origin", G_ORIGIN, "ok", None, False, False, None)))
+    keyed.sort(key=lambda kv: kv[0])
+    return [r for _, r in keyed]
+
+
+def _key(group: int, tier: str, path: PathMetrics | None, load: float, name: str,
+         policy: str) -> tuple:
+    hops = path.hops if path else NO_PATH_HOPS
+    rtt_ms = path.rtt_ms if path else float("inf")
+    if policy == "load_aware":
+        return (group, TIER_RANK[tier], hops, load, rtt_ms, name)
+    return (group, TIER_RANK[tier], hops, rtt_ms, name)
+
+
+@dataclass(frozen=True)
+class Location:
+    """One delivery location as served to the control plane: `base_url_root` is http://host:port
+    (no path). `retries`: how often a player tries this location again after a failure before it
+    falls back (an anycast address is re-steered by the network, so trying it again is
+    meaningful; 0 to MAX_RETRIES)."""
+
+    name: str
+    tier: str
+    base_url_root: str
+    reason: dict = field(default_factory=dict, compare=False, hash=False)
+    retries: int = 0
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "tier": self.tier, "base_url_root": self.base_url_root,
+                "reason": self.reason, "retries": self.retries}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Location":
+        try:
+            name, tier, root = d["name"], d["tier"], d["base_url_root"]
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"location needs name, tier, base_url_root: {exc}") from None
+        if tier not in TIER_RANK:
+            raise ValueError(f"location {name!r}: unknown tier {tier!r}")
+        if not isinstance(root, str) or not root.startswith("http://"):
+            raise ValueError(f"location {name!r}: base_url_root must be http://host:port")
+        retries = d.get("retries", 0)
+        if type(retries) is not int or not 0 <= retries <= MAX_RETRIES:
+            raise ValueError(f"location {name!r}: retries must be an integer in 0..{MAX_RETRIES}")
+        return cls(name=str(name), tier=tier, base_url_root=root.rstrip("/"),
+                   reason=dict(d.get("reason") or {}), retries=retries)
