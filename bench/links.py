@@ -1,10 +1,12 @@
-"""Benchmark of the userspace relay (and of netem, when the kernel has it).
+"""Link benchmarks: the userspace relay (and netem, when the kernel has it), and metro's
+build and teardown time. `run_bench_links(out_dir, quick)` runs both (root only).
 
 `run_bench_relay(out_dir, quick)` builds its own namespaces (prefix `ocbr`),
 measures ping RTT error (p50/p99) idle and under a 100 Mbit/s iperf3 TCP load
 across one relayed link, and one TCP flow's throughput through a chain of
 relays; prints a table, writes `bench_relay.json` into out_dir and always
-removes what it created.  CLI: `python -m bench.links --out DIR`.
+removes what it created.  CLI: `python -m bench.links --out DIR`. Percentiles and medians
+are contracts.stats' (linear between closest ranks).
 
 `NetnsLab` (namespaces, veths, processes tracked by handle) and the
 measurement helpers are shared with tests/test_relay_netns.py.
@@ -24,6 +26,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from contracts.stats import median, percentile
+from harness.rundir import REPO
+
+TARGETS = {"rtt_err_p50_idle_ms": 0.5, "rtt_err_p50_loaded_ms": 1.0,
+           "chain4_mbps": 500, "metro_build_s": 15, "metro_teardown_s": 5}  # printed, not asserted
 ADDR_A, ADDR_B = "198.18.250.1", "198.18.250.2"
 IPERF_PORT = 5201
 WAIT_ALL_S = 5.0  # ping_run: how long past its last send ping waits for every reply
@@ -191,15 +198,6 @@ def ping_rtts_ms(lab: NetnsLab, ns: str, dst: str, count: int, interval_s: float
                  wait_all: bool = True) -> list[float]:
     """RTTs (ms) of the replies to `count` pings; lost pings are absent (see ping_run)."""
     return ping_run(lab, ns, dst, count, interval_s, wait_all)[1]
-
-
-def percentile(values: list[float], pct: float) -> float:
-    """Nearest-rank percentile of a non-empty list."""
-    if not values:
-        raise ValueError("percentile of an empty list")
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(pct / 100 * len(ordered) + 0.5)))
-    return ordered[rank - 1]
 
 
 def start_iperf_server(lab: NetnsLab, ns: str, bind: str) -> subprocess.Popen:
@@ -372,6 +370,43 @@ def run_bench_relay(out_dir: Path, quick: bool = False) -> dict:
     _print_table(result)
     (out_dir / "bench_relay.json").write_text(json.dumps(result, indent=1) + "\n")
     return result
+
+
+def bench_metro_build(repeat: int = 2) -> dict:
+    """Build and tear down metro (no fidelity gate) `repeat` times; median seconds per phase."""
+    from emulation.build import Network, Options
+    from topologies.catalog import metro
+    builds, teardowns = [], []
+    for _ in range(repeat):
+        net = Network(metro(), Options(verify=False, label="bench",
+                                       controller=_controller_available()))
+        net.start()
+        net.stop()
+        builds.append(net.timings_s["build"])
+        teardowns.append(net.timings_s["teardown"])
+    return {"metro_build_s": round(median(builds), 2),
+            "metro_teardown_s": round(median(teardowns), 2),
+            "builds_s": [round(x, 2) for x in builds],
+            "teardowns_s": [round(x, 2) for x in teardowns], "relays": net.summary()["relays"], "link_backend": net.link_backend,
+            "switch_datapath": net.datapath}
+
+
+def _controller_available() -> bool:
+    """Metro is built with the os-ken controller whenever the project ships its launcher."""
+    return (REPO / "controller" / "launcher.py").exists()
+
+
+def run_bench_links(out_dir: Path, quick: bool = False) -> dict:
+    """`ocalab bench links`: relay figures, metro build/teardown times and the targets they
+    are printed beside; sections of the saved JSON. Needs root (namespaces)."""
+    if os.geteuid() != 0:
+        raise SystemExit("ocalab bench links: needs root")
+    links = run_bench_relay(out_dir, quick=quick)
+    m = bench_metro_build(repeat=1 if quick else 3)
+    print(f"metro build {m['metro_build_s']} s (target <= {TARGETS['metro_build_s']}), teardown "
+          f"{m['metro_teardown_s']} s (target <= {TARGETS['metro_teardown_s']}), "
+          f"{m['relays']} relays, backend {m['link_backend']}, datapath {m['switch_datapath']}")
+    return {"links": links, "metro": m, "targets": TARGETS}
 
 
 def main(argv: list[str] | None = None) -> int:

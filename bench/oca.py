@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from pathlib import Path
 
 from appliances.content import Catalog, CatalogSpec
 from appliances.store import Store
+from contracts.stats import median, percentile
 
 NGINX = "/usr/sbin/nginx"
 LEVELS = (1, 8, 64)
@@ -109,13 +109,13 @@ def load(port: int, paths: list[str], clients: int, duration_s: float) -> dict:
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - t_start
-    all_lat = sorted(x for lst in lat_ms for x in lst)
+    all_lat = [x for lst in lat_ms for x in lst]
     n = len(all_lat)
     return {"clients": clients, "requests": n, "bytes": sum(nbytes), "elapsed_s": round(elapsed, 3),
             "throughput_mbps": round(sum(nbytes) * 8 / elapsed / 1e6, 1),
             "req_per_s": round(n / elapsed, 1),
-            "p50_ms": round(statistics.median(all_lat), 3) if n else None,
-            "p99_ms": round(all_lat[min(n - 1, int(0.99 * n))], 3) if n else None,
+            "p50_ms": round(median(all_lat), 3) if n else None,
+            "p99_ms": round(percentile(all_lat, 99), 3) if n else None,
             "errors": errors[:5], "n_errors": len(errors)}
 
 
@@ -207,6 +207,24 @@ def _ratios(results: dict, name: str) -> dict:
     return out
 
 
+def _start_servers(work: Path, store: Path, nroot: Path, n_segments: int,
+                   procs: list[subprocess.Popen]) -> dict[str, int]:
+    """oca, oca_loop and nginx, each appended to procs as it starts; their ports."""
+    ports = {}
+    for name, extra in (("oca", ()), ("oca_loop", ("--sendfile-threads", "0"))):
+        proc, ports[name] = _start_oca(store, n_segments, extra)
+        procs.append(proc)
+    prefix = work / "nginx"
+    prefix.mkdir()
+    ports["nginx"] = _free_port()
+    (prefix / "nginx.conf").write_text(_nginx_conf(nroot, prefix, ports["nginx"]))
+    nginx = subprocess.Popen([NGINX, "-p", str(prefix), "-c", str(prefix / "nginx.conf")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    procs.append(nginx)
+    _wait_port(ports["nginx"], nginx)
+    return ports
+
+
 def run_bench_oca(out_dir: Path, quick: bool = False) -> dict:
     """Measure oca (default: os.sendfile in 2 worker threads), oca_loop (asyncio loop.sendfile)
     and nginx at 1/8/64 clients; write out_dir/bench_oca.json; return the report dict."""
@@ -222,18 +240,7 @@ def run_bench_oca(out_dir: Path, quick: bool = False) -> dict:
     procs: list[subprocess.Popen] = []
     try:
         store, nroot, paths = _prepare(work, n_segments)
-        ports = {}
-        for name, extra in (("oca", ()), ("oca_loop", ("--sendfile-threads", "0"))):
-            proc, ports[name] = _start_oca(store, n_segments, extra)
-            procs.append(proc)
-        prefix = work / "nginx"
-        prefix.mkdir()
-        ports["nginx"] = _free_port()
-        (prefix / "nginx.conf").write_text(_nginx_conf(nroot, prefix, ports["nginx"]))
-        nginx = subprocess.Popen([NGINX, "-p", str(prefix), "-c", str(prefix / "nginx.conf")],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        procs.append(nginx)
-        _wait_port(ports["nginx"], nginx)
+        ports = _start_servers(work, store, nroot, n_segments, procs)
         shas = {name: _fetch_sha(port, paths[0]) for name, port in ports.items()}
         results: dict[str, list] = {name: [] for name in SERVERS}
         for name in SERVERS:
@@ -244,25 +251,31 @@ def run_bench_oca(out_dir: Path, quick: bool = False) -> dict:
         for p in reversed(procs):
             _stop(p)
         shutil.rmtree(work, ignore_errors=True)
-    ratios, ratios_loop = _ratios(results, "oca"), _ratios(results, "oca_loop")
-    n_req = sum(r["requests"] for r in results["oca"])
-    report = {"benchmark": "oca_vs_nginx", "segment_kbps": KBPS, "segments": n_segments,
-              "segment_bytes_mean": round(sum(r["bytes"] for r in results["oca"]) / max(1, n_req)),
-              "duration_s_per_level": duration_s, "quick": quick, "levels": list(LEVELS),
-              "results": results, "ratio_throughput_oca_over_nginx": ratios,
-              "ratio_throughput_oca_loop_over_nginx": ratios_loop,
-              "same_bytes_served": len(set(shas.values())) == 1,
-              "target": "ratio >= 0.5 at 8 clients",
-              "target_met": bool(ratios.get("8") and ratios["8"] >= 0.5),
-              "target_met_loop": bool(ratios_loop.get("8") and ratios_loop["8"] >= 0.5),
-              "cpu_count": os.cpu_count(), "nginx_version": nginx_version,
-              "oca_mode": "disk store, --mem-mb 0: every hit is sent with sendfile; oca is the "
-                          "default CLI (non-blocking os.sendfile in 2 worker threads), oca_loop "
-                          "uses asyncio loop.sendfile in the event loop (--sendfile-threads 0)",
-              "total_s": round(time.monotonic() - t_begin, 1)}
+    report = _report(results, shas, n_segments, duration_s, quick, nginx_version)
+    report["total_s"] = round(time.monotonic() - t_begin, 1)
     (out_dir / "bench_oca.json").write_text(json.dumps(report, indent=2, sort_keys=True))
     print(format_table(report))
     return report
+
+
+def _report(results: dict, shas: dict, n_segments: int, duration_s: float, quick: bool,
+            nginx_version: str) -> dict:
+    """The bench_oca.json fields but total_s: figures, ratios to nginx and the 0.5 target."""
+    ratios, ratios_loop = _ratios(results, "oca"), _ratios(results, "oca_loop")
+    n_req = sum(r["requests"] for r in results["oca"])
+    return {"benchmark": "oca_vs_nginx", "segment_kbps": KBPS, "segments": n_segments,
+            "segment_bytes_mean": round(sum(r["bytes"] for r in results["oca"]) / max(1, n_req)),
+            "duration_s_per_level": duration_s, "quick": quick, "levels": list(LEVELS),
+            "results": results, "ratio_throughput_oca_over_nginx": ratios,
+            "ratio_throughput_oca_loop_over_nginx": ratios_loop,
+            "same_bytes_served": len(set(shas.values())) == 1,
+            "target": "ratio >= 0.5 at 8 clients",
+            "target_met": bool(ratios.get("8") and ratios["8"] >= 0.5),
+            "target_met_loop": bool(ratios_loop.get("8") and ratios_loop["8"] >= 0.5),
+            "cpu_count": os.cpu_count(), "nginx_version": nginx_version,
+            "oca_mode": "disk store, --mem-mb 0: every hit is sent with sendfile; oca is the "
+                        "default CLI (non-blocking os.sendfile in 2 worker threads), oca_loop "
+                        "uses asyncio loop.sendfile in the event loop (--sendfile-threads 0)"}
 
 
 def format_table(report: dict) -> str:

@@ -30,98 +30,118 @@ class Case:
     rfc: str = ""
 
 
+def _r(spec: str) -> dict[str, str]:
+    """Range header of a byte-range set (table shorthand)."""
+    return {"Range": f"bytes={spec}"}
+
+
+def _g(name: str, hdrs: dict[str, str], status: int, body: str, rngs=(), rfc: str = "14.2",
+       method: str = "GET", **kw) -> Case:
+    """One table row (shorthand for Case)."""
+    return Case(name, method, hdrs, status, body, tuple(rngs), rfc=rfc, **kw)
+
+
 def conformance_cases(size_bytes: int, etag: str) -> list[Case]:
-    """At least 40 cases for an object of size_bytes (>= 1000) with strong ETag etag."""
+    """At least 40 cases for an object of size_bytes (>= 1000) with strong ETag etag: range
+    cases first, then validator and method cases, in a fixed order."""
     if size_bytes < 1000:
         raise ValueError(f"conformance object must be >= 1000 bytes, got {size_bytes}")
-    n, weak = size_bytes, "W/" + etag
-    r = lambda spec: {"Range": f"bytes={spec}"}  # noqa: E731 - table shorthand
-    g = lambda name, hdrs, status, body, rngs=(), rfc="14.2", **kw: Case(  # noqa: E731
-        name, kw.pop("method", "GET"), hdrs, status, body, tuple(rngs), rfc=rfc, **kw)
+    return _range_cases(size_bytes) + _validator_cases(size_bytes, etag)
+
+
+def _range_cases(n: int) -> list[Case]:
+    """Plain GET and HEAD, then range requests (RFC 9110 14) on an object of n bytes."""
     unsat = {"Content-Range": f"bytes */{n}"}
     return [
-        g("plain GET", {}, 200, FULL, rfc="15.3.1"),
-        g("HEAD", {}, 200, NONE, method="HEAD", rfc="9.3.2"),
-        g("first byte", r("0-0"), 206, RANGE, [(0, 1)]),
-        g("first 100 bytes", r("0-99"), 206, RANGE, [(0, 100)]),
-        g("middle range", r("100-199"), 206, RANGE, [(100, 200)]),
-        g("last byte by suffix", r("-1"), 206, RANGE, [(n - 1, n)], rfc="14.1.2"),
-        g("suffix 100", r("-100"), 206, RANGE, [(n - 100, n)], rfc="14.1.2"),
-        g("suffix longer than object", r(f"-{n + 10}"), 206, RANGE, [(0, n)], rfc="14.1.2"),
-        g("open-ended from 100", r("100-"), 206, RANGE, [(100, n)], rfc="14.1.2"),
-        g("open-ended from 0", r("0-"), 206, RANGE, [(0, n)]),
-        g("open-ended last byte", r(f"{n - 1}-"), 206, RANGE, [(n - 1, n)]),
-        g("end beyond object clipped", r(f"0-{n + 1000}"), 206, RANGE, [(0, n)], rfc="14.1.2"),
-        g("last-pos equals size-1", r(f"10-{n - 1}"), 206, RANGE, [(10, n)]),
-        g("huge last-pos digits", r("5-" + "9" * 40), 206, RANGE, [(5, n)]),
-        g("start at size: unsatisfiable", r(f"{n}-"), 416, TEXT, extra=unsat, rfc="15.5.17"),
-        g("start beyond end", r(f"{n + 100}-{n + 200}"), 416, TEXT, extra=unsat, rfc="15.5.17"),
-        g("huge first-pos digits", r("9" * 40 + "-"), 416, TEXT, extra=unsat),
-        g("suffix zero", r("-0"), 416, TEXT, extra=unsat, rfc="14.1.2"),
-        g("all specs unsatisfiable", r(f"{n}-,{n + 5}-{n + 9}"), 416, TEXT, extra=unsat),
-        g("invalid: last < first", r("5-2"), 416, TEXT, extra=unsat, rfc="14.1.1"),
-        g("invalid: letters", r("abc"), 416, TEXT, extra=unsat, rfc="14.1.1"),
-        g("invalid: empty set", r(""), 416, TEXT, extra=unsat, rfc="14.1.1"),
-        g("invalid: lone dash", r("-"), 416, TEXT, extra=unsat, rfc="14.1.1"),
-        g("invalid: three numbers", r("1-2-3"), 416, TEXT, extra=unsat, rfc="14.1.1"),
-        g("invalid: one bad spec of two", r("0-1,x-2"), 416, TEXT, extra=unsat, rfc="14.1.1"),
-        g("invalid: negative first", r("-5-10"), 416, TEXT, extra=unsat, rfc="14.1.1"),
-        g("invalid: non-ASCII digits", r("\xb2-\xb3"), 416, TEXT, extra=unsat),
-        g("unknown unit ignored", {"Range": "items=0-9"}, 200, FULL, rfc="14.2"),
-        g("missing unit ignored", {"Range": "0-9"}, 200, FULL, rfc="14.2"),
-        g("unit is case-insensitive", {"Range": "BYTES=0-9"}, 206, RANGE, [(0, 10)], rfc="14.1"),
-        g("whitespace around specs", {"Range": "bytes= 0-9 , 20-29"}, 206, MULTI,
+        _g("plain GET", {}, 200, FULL, rfc="15.3.1"),
+        _g("HEAD", {}, 200, NONE, method="HEAD", rfc="9.3.2"),
+        _g("first byte", _r("0-0"), 206, RANGE, [(0, 1)]),
+        _g("first 100 bytes", _r("0-99"), 206, RANGE, [(0, 100)]),
+        _g("middle range", _r("100-199"), 206, RANGE, [(100, 200)]),
+        _g("last byte by suffix", _r("-1"), 206, RANGE, [(n - 1, n)], rfc="14.1.2"),
+        _g("suffix 100", _r("-100"), 206, RANGE, [(n - 100, n)], rfc="14.1.2"),
+        _g("suffix longer than object", _r(f"-{n + 10}"), 206, RANGE, [(0, n)], rfc="14.1.2"),
+        _g("open-ended from 100", _r("100-"), 206, RANGE, [(100, n)], rfc="14.1.2"),
+        _g("open-ended from 0", _r("0-"), 206, RANGE, [(0, n)]),
+        _g("open-ended last byte", _r(f"{n - 1}-"), 206, RANGE, [(n - 1, n)]),
+        _g("end beyond object clipped", _r(f"0-{n + 1000}"), 206, RANGE, [(0, n)], rfc="14.1.2"),
+        _g("last-pos equals size-1", _r(f"10-{n - 1}"), 206, RANGE, [(10, n)]),
+        _g("huge last-pos digits", _r("5-" + "9" * 40), 206, RANGE, [(5, n)]),
+        _g("start at size: unsatisfiable", _r(f"{n}-"), 416, TEXT, extra=unsat, rfc="15.5.17"),
+        _g("start beyond end", _r(f"{n + 100}-{n + 200}"), 416, TEXT, extra=unsat, rfc="15.5.17"),
+        _g("huge first-pos digits", _r("9" * 40 + "-"), 416, TEXT, extra=unsat),
+        _g("suffix zero", _r("-0"), 416, TEXT, extra=unsat, rfc="14.1.2"),
+        _g("all specs unsatisfiable", _r(f"{n}-,{n + 5}-{n + 9}"), 416, TEXT, extra=unsat),
+        _g("invalid: last < first", _r("5-2"), 416, TEXT, extra=unsat, rfc="14.1.1"),
+        _g("invalid: letters", _r("abc"), 416, TEXT, extra=unsat, rfc="14.1.1"),
+        _g("invalid: empty set", _r(""), 416, TEXT, extra=unsat, rfc="14.1.1"),
+        _g("invalid: lone dash", _r("-"), 416, TEXT, extra=unsat, rfc="14.1.1"),
+        _g("invalid: three numbers", _r("1-2-3"), 416, TEXT, extra=unsat, rfc="14.1.1"),
+        _g("invalid: one bad spec of two", _r("0-1,x-2"), 416, TEXT, extra=unsat, rfc="14.1.1"),
+        _g("invalid: negative first", _r("-5-10"), 416, TEXT, extra=unsat, rfc="14.1.1"),
+        _g("invalid: non-ASCII digits", _r("\xb2-\xb3"), 416, TEXT, extra=unsat),
+        _g("unknown unit ignored", {"Range": "items=0-9"}, 200, FULL, rfc="14.2"),
+        _g("missing unit ignored", {"Range": "0-9"}, 200, FULL, rfc="14.2"),
+        _g("unit is case-insensitive", {"Range": "BYTES=0-9"}, 206, RANGE, [(0, 10)], rfc="14.1"),
+        _g("whitespace around specs", {"Range": "bytes= 0-9 , 20-29"}, 206, MULTI,
           [(0, 10), (20, 30)], rfc="14.1.1"),
-        g("multi-range two parts", r("0-9,20-29"), 206, MULTI, [(0, 10), (20, 30)],
+        _g("multi-range two parts", _r("0-9,20-29"), 206, MULTI, [(0, 10), (20, 30)],
           rfc="14.6"),
-        g("multi-range out of order sorted", r("40-49,0-9,20-29"), 206, MULTI,
+        _g("multi-range out of order sorted", _r("40-49,0-9,20-29"), 206, MULTI,
           [(0, 10), (20, 30), (40, 50)], rfc="14.6"),
-        g("multi-range with suffix", r("0-9,-10"), 206, MULTI, [(0, 10), (n - 10, n)],
+        _g("multi-range with suffix", _r("0-9,-10"), 206, MULTI, [(0, 10), (n - 10, n)],
           rfc="14.6"),
-        g("overlapping ranges coalesced", r("0-9,5-14"), 206, RANGE, [(0, 15)], rfc="14.2"),
-        g("adjacent ranges coalesced", r("0-9,10-19"), 206, RANGE, [(0, 20)], rfc="14.2"),
-        g("one satisfiable of two", r(f"0-9,{n + 10}-"), 206, RANGE, [(0, 10)], rfc="14.1.2"),
-        g("17 disjoint parts refused", r(",".join(f"{i * 20}-{i * 20 + 1}" for i in range(17))),
+        _g("overlapping ranges coalesced", _r("0-9,5-14"), 206, RANGE, [(0, 15)], rfc="14.2"),
+        _g("adjacent ranges coalesced", _r("0-9,10-19"), 206, RANGE, [(0, 20)], rfc="14.2"),
+        _g("one satisfiable of two", _r(f"0-9,{n + 10}-"), 206, RANGE, [(0, 10)], rfc="14.1.2"),
+        _g("17 disjoint parts refused", _r(",".join(f"{i * 20}-{i * 20 + 1}" for i in range(17))),
           416, TEXT, extra=unsat, rfc="14.2"),
-        g("70 specs refused", r(",".join(["0-0"] * 70)), 416, TEXT, extra=unsat, rfc="14.2"),
-        g("If-Range strong match", {**r("0-9"), "If-Range": etag}, 206, RANGE, [(0, 10)],
+        _g("70 specs refused", _r(",".join(["0-0"] * 70)), 416, TEXT, extra=unsat, rfc="14.2"),
+    ]
+
+
+def _validator_cases(n: int, etag: str) -> list[Case]:
+    """Conditional requests (RFC 9110 13), HEAD, unknown segments and a refused method."""
+    weak = "W/" + etag
+    return [
+        _g("If-Range strong match", {**_r("0-9"), "If-Range": etag}, 206, RANGE, [(0, 10)],
           rfc="13.1.5"),
-        g("If-Range mismatch -> full", {**r("0-9"), "If-Range": '"other"'}, 200, FULL,
+        _g("If-Range mismatch -> full", {**_r("0-9"), "If-Range": '"other"'}, 200, FULL,
           rfc="13.1.5"),
-        g("If-Range weak never matches", {**r("0-9"), "If-Range": weak}, 200, FULL,
+        _g("If-Range weak never matches", {**_r("0-9"), "If-Range": weak}, 200, FULL,
           rfc="13.1.5"),
-        g("If-Range date without Last-Modified", {**r("0-9"),
+        _g("If-Range date without Last-Modified", {**_r("0-9"),
           "If-Range": "Sat, 01 Jan 2000 00:00:00 GMT"}, 200, FULL, rfc="13.1.5"),
-        g("If-Range without Range", {"If-Range": etag}, 200, FULL, rfc="13.1.5"),
-        g("If-Range match, multi-range", {**r("0-9,20-29"), "If-Range": etag}, 206, MULTI,
+        _g("If-Range without Range", {"If-Range": etag}, 200, FULL, rfc="13.1.5"),
+        _g("If-Range match, multi-range", {**_r("0-9,20-29"), "If-Range": etag}, 206, MULTI,
           [(0, 10), (20, 30)], rfc="13.1.5"),
-        g("If-None-Match match -> 304", {"If-None-Match": etag}, 304, NONE, rfc="13.1.2"),
-        g("If-None-Match weak compare", {"If-None-Match": weak}, 304, NONE, rfc="13.1.2"),
-        g("If-None-Match star", {"If-None-Match": "*"}, 304, NONE, rfc="13.1.2"),
-        g("If-None-Match in list", {"If-None-Match": f'"a", {etag}, "b"'}, 304, NONE,
+        _g("If-None-Match match -> 304", {"If-None-Match": etag}, 304, NONE, rfc="13.1.2"),
+        _g("If-None-Match weak compare", {"If-None-Match": weak}, 304, NONE, rfc="13.1.2"),
+        _g("If-None-Match star", {"If-None-Match": "*"}, 304, NONE, rfc="13.1.2"),
+        _g("If-None-Match in list", {"If-None-Match": f'"a", {etag}, "b"'}, 304, NONE,
           rfc="13.1.2"),
-        g("If-None-Match mismatch -> 200", {"If-None-Match": '"nope"'}, 200, FULL,
+        _g("If-None-Match mismatch -> 200", {"If-None-Match": '"nope"'}, 200, FULL,
           rfc="13.1.2"),
-        g("If-None-Match beats Range", {**r("0-9"), "If-None-Match": etag}, 304, NONE,
+        _g("If-None-Match beats Range", {**_r("0-9"), "If-None-Match": etag}, 304, NONE,
           rfc="13.2.2"),
-        g("If-None-Match malformed ignored", {"If-None-Match": "no-quotes"}, 200, FULL,
+        _g("If-None-Match malformed ignored", {"If-None-Match": "no-quotes"}, 200, FULL,
           rfc="13.1.2"),
-        g("If-Match match", {"If-Match": etag}, 200, FULL, rfc="13.1.1"),
-        g("If-Match star", {"If-Match": "*"}, 200, FULL, rfc="13.1.1"),
-        g("If-Match mismatch -> 412", {"If-Match": '"nope"'}, 412, NONE, rfc="13.1.1"),
-        g("If-Match weak -> 412", {"If-Match": weak}, 412, NONE, rfc="13.1.1"),
-        g("If-Match fails before Range", {**r("0-9"), "If-Match": '"nope"'}, 412, NONE,
+        _g("If-Match match", {"If-Match": etag}, 200, FULL, rfc="13.1.1"),
+        _g("If-Match star", {"If-Match": "*"}, 200, FULL, rfc="13.1.1"),
+        _g("If-Match mismatch -> 412", {"If-Match": '"nope"'}, 412, NONE, rfc="13.1.1"),
+        _g("If-Match weak -> 412", {"If-Match": weak}, 412, NONE, rfc="13.1.1"),
+        _g("If-Match fails before Range", {**_r("0-9"), "If-Match": '"nope"'}, 412, NONE,
           rfc="13.2.2"),
-        g("If-Modified-Since ignored (no Last-Modified)",
+        _g("If-Modified-Since ignored (no Last-Modified)",
           {"If-Modified-Since": "Sat, 01 Jan 2100 00:00:00 GMT"}, 200, FULL, rfc="13.1.3"),
-        g("HEAD ignores Range", r("0-9"), 200, NONE, method="HEAD", rfc="14.2"),
-        g("HEAD If-None-Match -> 304", {"If-None-Match": etag}, 304, NONE, method="HEAD",
+        _g("HEAD ignores Range", _r("0-9"), 200, NONE, method="HEAD", rfc="14.2"),
+        _g("HEAD If-None-Match -> 304", {"If-None-Match": etag}, 304, NONE, method="HEAD",
           rfc="13.1.2"),
-        g("HEAD with invalid Range", r("zz"), 200, NONE, method="HEAD", rfc="14.2"),
-        g("unknown segment -> 404", {}, 404, TEXT, path="/v/t0000/999/0", rfc="15.5.5"),
-        g("Range on unknown segment -> 404", r("0-9"), 404, TEXT, path="/v/t0000/235/99999",
+        _g("HEAD with invalid Range", _r("zz"), 200, NONE, method="HEAD", rfc="14.2"),
+        _g("unknown segment -> 404", {}, 404, TEXT, path="/v/t0000/999/0", rfc="15.5.5"),
+        _g("Range on unknown segment -> 404", _r("0-9"), 404, TEXT, path="/v/t0000/235/99999",
           rfc="15.5.5"),
-        g("POST segment -> 405", {"Content-Length": "0"}, 405, TEXT, method="POST",
+        _g("POST segment -> 405", {"Content-Length": "0"}, 405, TEXT, method="POST",
           extra={"Allow": "GET, HEAD"}, rfc="15.5.6"),
     ]
 

@@ -20,6 +20,9 @@ import sys
 import time
 from dataclasses import dataclass
 
+from appliances.content import Catalog
+from bench.reliability_spec import SPEC
+
 TRAVERSAL = ["/v/../../etc/passwd", "/v/%2e%2e/%2e%2e/etc/passwd", "/v/%2E%2E/%2E%2E/CANARY",
              "/v/..%2f..%2fCANARY", "/v/..%2F..%2Fetc/passwd", "/v/%252e%252e/%252e%252e/CANARY",
              "/v/..%5c..%5cCANARY", "/v/..\\..\\CANARY", "/v/t0000/235/../../../CANARY",
@@ -397,8 +400,6 @@ def _atheris_target(name: str):
 async def greedy_load(host: str, port: int, paths: list[str], n_clients: int,
                       duration_s: float, rate_bytes_s: float) -> dict:
     """n_clients greedy_client loops for duration_s; summed outcome counts."""
-    from appliances.content import Catalog
-    from bench.reliability import SPEC
     cat = Catalog(SPEC)
     want = {p: cat.segment_bytes(*cat.parse_path(p)) for p in paths}
     until = time.monotonic() + duration_s

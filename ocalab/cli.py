@@ -157,8 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("run_dirs", nargs="+")
     rp.set_defaults(fn=cmd_report)
 
+    from bench.run import BENCHES
     b = sub.add_parser("bench", help="benchmarks that print measured figures")
-    b.add_argument("what", choices=["links", "oca", "reliability", "scale"])
+    b.add_argument("what", choices=list(BENCHES))
     b.add_argument("--quick", action="store_true")
     b.add_argument("--out", type=Path, default=None)
     b.set_defaults(fn=cmd_bench)

@@ -6,7 +6,12 @@ import pytest
 
 from appliances import tokens
 from appliances.content import Catalog
-from bench import reliability as rel
+from bench import reliability_checks as checks
+from bench import reliability_fuzz as rf
+from bench import reliability_load as load
+from bench import reliability_report as report
+from bench import reliability_spec as spec
+from bench.reliability_servers import Integrity, Servers
 
 pytestmark = pytest.mark.integration
 
@@ -14,10 +19,10 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     out = tmp_path_factory.mktemp("reliability")
-    servers, work = rel.Servers(out), out / "work"
-    integ = rel.Integrity(Catalog(rel.SPEC))
-    timeouts = ["--header-timeout-s", str(rel.HEADER_TIMEOUT_S),
-                "--idle-timeout-s", str(rel.IDLE_TIMEOUT_S)]
+    servers, work = Servers(out), out / "work"
+    integ = Integrity(Catalog(spec.SPEC))
+    timeouts = ["--header-timeout-s", str(spec.HEADER_TIMEOUT_S),
+                "--idle-timeout-s", str(spec.IDLE_TIMEOUT_S)]
     try:
         origin = servers.start("origin", "appliances.origin")
         ports = {"origin": origin,
@@ -26,7 +31,7 @@ def env(tmp_path_factory):
                                      str(servers.logs / "oca-disk-access.jsonl"), *timeouts),
                  "mem": servers.oca("oca-mem", origin, work / "mem", "--miss", "proxy"),
                  "load": servers.oca("oca-load", origin, work / "load", "--miss", "proxy",
-                                     "--mem-mb", "0", "--max-conns", "24", *rel.LOAD_FLAGS)}
+                                     "--mem-mb", "0", "--max-conns", "24", *spec.LOAD_FLAGS)}
         ports["origin-fuzz"] = servers.start("origin-fuzz", "appliances.origin", *timeouts)
         key = tokens.write_key(work / "token.key")
         ports["tok"] = servers.oca("oca-tok", origin, work / "tok", "--miss", "proxy",
@@ -45,14 +50,14 @@ def env(tmp_path_factory):
 
 def test_conformance_table_against_origin_and_oca(env):
     p = env["ports"]
-    res = rel.check_conformance({"origin": p["origin"], "oca-disk": p["disk"],
+    res = checks.check_conformance({"origin": p["origin"], "oca-disk": p["disk"],
                                  "oca-mem": p["mem"]}, env["integ"])
     assert res["cases"] >= 40 and res["failures"] == [] and res["ok"]
     assert res["passed"] == res["cases"] * 3
 
 
 def test_fuzz_2000_hostile_requests(env):
-    res = rel.check_fuzz(env["ports"]["disk"], env["servers"], "oca-disk", 2000, 11,
+    res = checks.check_fuzz(env["ports"]["disk"], env["servers"], "oca-disk", 2000, 11,
                          env["integ"], env["canaries"])
     assert res["requests"] == 2000
     counts = ("hangs", "over_timeout", "status_500", "junk_responses", "echoes", "tracebacks",
@@ -60,11 +65,11 @@ def test_fuzz_2000_hostile_requests(env):
     assert {k: res[k] for k in counts} == dict.fromkeys(counts, 0), res
     assert res["alive_after"] and res["correct_bytes_after"]
     assert res["access_log"]["max_line_bytes"] <= 1024
-    assert set(res["by_category"]) == set(rel.rf.GENERATORS)
+    assert set(res["by_category"]) == set(rf.GENERATORS)
 
 
 def test_path_traversal_shapes_never_reach_files(env):
-    res = rel.check_traversal(env["ports"]["disk"], env["canaries"])
+    res = checks.check_traversal(env["ports"]["disk"], env["canaries"])
     assert res["ok"] and res["requests"] >= 30, res["served_outside_store"]
     refused = {r["target"]: r["status"] for r in res["rows"]
                if not r["target"].startswith("/v/t0000/235/0?")}
@@ -77,39 +82,39 @@ def test_fuzz_origin_and_token_oca(env):
                            int(time.time()) + 600)
     for name, port, signer in (("origin-fuzz", env["ports"]["origin-fuzz"], None),
                                ("oca-tok", env["ports"]["tok"], sign)):
-        res = rel.check_fuzz(port, env["servers"], name, 400, 12, env["integ"], env["canaries"],
+        res = checks.check_fuzz(port, env["servers"], name, 400, 12, env["integ"], env["canaries"],
                              signer)
         assert res["ok"] and res["requests"] == 400, (name, res)
 
 
 def test_slowloris_connections_are_cut(env):
-    res = rel.check_slowloris(env["ports"]["disk"], 16, env["integ"], 3, slack_s=2.5)
+    res = load.check_slowloris(env["ports"]["disk"], 16, env["integ"], 3, slack_s=2.5)
     assert res["not_cut"] == 0, res
     assert res["outcomes"] == {"head:408": 4, "late:408": 4, "body:408": 4, "silent:None": 4}
     assert set(res["legit_during"]["status"]) == {"200"}
 
 
 def test_connection_cap_refuses_with_503_retry_after(env):
-    res = rel.check_conn_cap(env["ports"]["load"], 24, 6)
+    res = load.check_conn_cap(env["ports"]["load"], 24, 6)
     assert (res["refused_503"], res["refused_with_retry_after"], res["held_open"]) == (6, 6, 24)
 
 
 def test_overload_gets_503_with_retry_after(env):
-    res = rel.check_overload(env["ports"]["load"], env["integ"], 12, 3.0, 5, rel.LOAD_LIMITS)
+    res = load.check_overload(env["ports"]["load"], env["integ"], 12, 3.0, 5, spec.LOAD_LIMITS)
     assert res["functional_ok"], res
     assert res["greedy"].get("503", 0) > 0 and not res["greedy"].get("503_without_retry_after")
     assert set(res["legit_status"]) <= {"200", "503"}  # served or refused, never an error
 
 
 def test_token_matrix_accepts_no_attack(env):
-    res = rel.check_tokens(env["ports"]["tok"], env["key"], 150, 3000, 9, env["integ"])
+    res = checks.check_tokens(env["ports"]["tok"], env["key"], 150, 3000, 9, env["integ"])
     assert res["matrix_wrong"] == [] and res["matrix_accepted"] == 0
     assert res["socket_mutations_accepted"] == 0 and res["pure_mutations_accepted"] == 0
     assert res["socket_mutations"] > 100 and res["pure_mutations"] > 2000
 
 
 def test_sigkill_during_fill_never_serves_partial(env):
-    res = rel.check_kill_during_fill(env["servers"], env["ports"]["origin"], env["work"], 2,
+    res = load.check_kill_during_fill(env["servers"], env["ports"]["origin"], env["work"], 2,
                                      4, env["integ"])
     assert res["ok"] and res["partial_served_total"] == 0, res["rows"]
 
@@ -127,7 +132,6 @@ def test_report_files_and_summary(tmp_path):
             "traversal": {"ok": True, "requests": 1, "served_outside_store": [],
                           "rows": [{"target": "/v/../x", "status": "400", "leak": False}]},
             "atheris": {"skipped": "not installed", "ok": True},
-            "hypothesis": {"skipped": "quick run", "ok": True},
             "slowloris": {"ok": False, "connections": 1, "cut_p50_s": 2, "cut_max_s": 2,
                           "header_timeout_s": 2, "not_cut": 1, "legit_baseline": {"p99_ms": 1},
                           "legit_during": {"p99_ms": 2}},
@@ -142,8 +146,11 @@ def test_report_files_and_summary(tmp_path):
                                  "partial_served_total": 0, "rows": []},
             "integrity": {"ok": True, "responses_verified": 1, "bytes_verified": 1,
                           "mismatches": 0},
-            "servers": {"ok": True, "exit_codes": {}, "stderr_tracebacks": {}}}
-    rel.write_report(tmp_path, fake)
+            "servers": {"ok": True, "exit_codes": {}, "stderr_tracebacks": {}},
+            "covered_by_tests": {"property tests": "tests/test_parsers_fuzz.py"}}
+    report.write_report(tmp_path, fake)
     md = (tmp_path / "reliability.md").read_text()
     assert "Overall: **FAIL**" in md and "| slowloris | FAIL |" in md and "a\\|b" in md
     assert "| fuzzing oca-x | pass |" in md and (tmp_path / "reliability.json").exists()
+    assert "- property tests: `tests/test_parsers_fuzz.py`" in md
+    assert "fixed" not in md.lower()  # history lives in results/README, not in the report
