@@ -73,3 +73,45 @@ def write_csv(path: Path, rows: list[dict]) -> Path:
         w.writeheader()
         w.writerows(rows)
     return path
+
+
+# A table `<name>` is saved as <name>.csv by a run, or as <name>.csv.gz once packed for committing.
+TABLE_SUFFIXES = (".csv", ".csv.gz")
+
+
+def table_path(run_dir: Path, name: str) -> Path:
+    """The file that holds table `name` (no suffix): <name>.csv, else <name>.csv.gz, else the
+    absent <name>.csv (so `.exists()` says whether the table is there). pandas' read_csv reads both."""
+    for suffix in TABLE_SUFFIXES:
+        path = run_dir / f"{name}{suffix}"
+        if path.exists():
+            return path
+    return run_dir / f"{name}.csv"
+
+
+def missing_tables(run_dir: Path, names) -> list[str]:
+    """`<name>.csv` for every table of `names` that run_dir holds in neither form."""
+    return [f"{n}.csv" for n in names if not table_path(run_dir, n).exists()]
+
+
+def pack_tables(run_dir: Path, names) -> list[tuple[str, int, int]]:
+    """Replace each non-empty <name>.csv of `names` with <name>.csv.gz; returns (name, bytes
+    before, bytes after) of each table packed. Empty tables stay empty .csv files, which every reader
+    takes as "no rows" (a gzip of nothing is not empty). The gzip has no name and no time in
+    it, so packing the same table twice gives the same bytes (a clean git diff)."""
+    import gzip
+    packed = []
+    for name in names:
+        src = run_dir / f"{name}.csv"
+        if not src.exists() or src.stat().st_size == 0:
+            continue
+        dst = run_dir / f"{name}.csv.gz"
+        tmp = dst.with_name(dst.name + ".tmp")
+        with src.open("rb") as f, tmp.open("wb") as raw, \
+                gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9) as z:
+            while chunk := f.read(1 << 20):
+                z.write(chunk)
+        os.replace(tmp, dst)
+        packed.append((name, src.stat().st_size, dst.stat().st_size))
+        src.unlink()
+    return packed

@@ -6,6 +6,12 @@ Layout: with `--repeat 1` the run folder holds the tables itself. With `--repeat
 series: one network build and one fidelity gate, then `rep1/ ... repN/`, each a complete run
 folder (rebuilt alone by `ocalab report`), and at the top summary.csv with every summary figure's
 spread over the repeats and whether each seed-stable figure was identical (harness.repeats).
+
+A run folder holds what the analysis reads: manifest.json, plan.json, fidelity.csv, host_cpu.csv,
+the scenario's tables (<name>.csv, or <name>.csv.gz after `ocalab report --pack`; read them via
+harness.rundir.table_path), summary.csv, figures, logs/ (network) and arms/<arm>/ (deployment.json,
+logs/: access, fill, session, chunk and steering logs). The OCAs' stored objects and the token
+key are not in it: harness.services keeps them in a scratch folder removed when the arm stops.
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from harness.hostload import CpuSampler, cpu_summary, warning
+from harness.overrides import parse_overrides
 from harness.rundir import git_info, new_run_dir, write_csv, write_manifest
 
 
@@ -46,13 +53,12 @@ def run(a, sc: Scenario) -> int:
     from topologies.catalog import by_name
     from emulation.fidelity import as_rows
     from emulation.ledger import install_signal_handlers
-    from ocalab.cli import _overrides
     repeat = getattr(a, "repeat", 1)
     if repeat < 1:
         raise SystemExit(f"ocalab run: --repeat must be at least 1, got {repeat}")
     install_signal_handlers()
     cfg = {**sc.settings(a.quick), "abr": getattr(a, "abr", None) or sc.default_abr}
-    plan = by_name(a.name, _overrides(a.set))
+    plan = by_name(a.name, parse_overrides(a.set))
     if sc.check_plan is not None:
         sc.check_plan(plan)  # a clear PlanError before any namespace exists
     top = new_run_dir(sc.name, a.out)

@@ -7,8 +7,12 @@ Arms select which OCAs exist: `origin` (none), `ixp` (IXP site only), `embedded`
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import shlex
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,15 +95,23 @@ def deployment(plan: Plan, opts: ServiceOptions) -> dict:
             "catalog": opts.catalog, "regions": regions}
 
 
+# The OCAs' stores (hundreds of MB) and the token key live here, not in the run folder: a
+# run folder keeps only what the analysis reads. /var/tmp is on disk where /tmp may be RAM.
+SCRATCH_ROOT = Path(os.environ.get("OCALAB_SCRATCH_DIR", "/var/tmp"))
+
+
 class Services:
-    """The appliance processes of one arm inside `net`; logs go to `run_dir/logs`."""
+    """The appliance processes of one arm inside `net`. Logs and deployment.json go to
+    `run_dir`; the OCAs' stores and the token key go to a scratch folder (`scratch`) that
+    start() creates and stop() removes, so call stop() in a `finally` once start() was called."""
 
     def __init__(self, net: Network, run_dir: Path, opts: ServiceOptions) -> None:
         self.net, self.plan, self.opts = net, net.plan, opts
         self.logs = run_dir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
-        self.store = run_dir / "store"
-        self.key_file = run_dir / "token.key"
+        self.scratch: Path | None = None
+        self.store: Path | None = None
+        self.key_file: Path | None = None
         self.control_url = ""
         self.origin_url = ""
         self.procs = net.process_group()
@@ -112,7 +124,18 @@ class Services:
         line = read_ready(proc, label, timeout_s)
         return line.split()[1]
 
+    def _make_scratch(self) -> None:
+        if self.scratch is not None:
+            raise RuntimeError("Services.start() called twice")
+        SCRATCH_ROOT.mkdir(parents=True, exist_ok=True)
+        self.scratch = Path(tempfile.mkdtemp(prefix="ocalab-services-", dir=SCRATCH_ROOT))
+        if self.procs.ledger is not None:  # the ledger names every leftover of a killed run
+            self.procs.ledger.add("dirs", str(self.scratch))
+        self.store = self.scratch / "store"
+        self.key_file = self.scratch / "token.key"
+
     def start(self) -> "Services":
+        self._make_scratch()
         self.key_file.write_text(secrets.token_hex(32))
         self.dep = dep = deployment(self.plan, self.opts)
         dep_file = self.logs.parent / "deployment.json"
@@ -193,7 +216,21 @@ class Services:
         return self.procs.start(f"player:{tag}", argv, node=self.net.host(viewer), stdout=err, stderr=err)
 
     def stop(self) -> None:
-        self.procs.stop_all()
+        """Stop the processes, then remove the scratch folder (stores and token key)."""
+        try:
+            self.procs.stop_all()
+        finally:
+            self._remove_scratch()
+
+    def _remove_scratch(self) -> None:
+        if self.scratch is None:
+            return
+        failed: list[str] = []
+        shutil.rmtree(self.scratch, onerror=lambda _fn, path, exc: failed.append(f"{path}: {exc[1]}"))
+        if failed:
+            print(f"ocalab: could not remove {len(failed)} scratch files, e.g. {failed[0]}",
+                  file=sys.stderr, flush=True)
+        self.scratch = None
 
     def server_addr(self, name: str) -> str:
         """Address of a delivery location named in chunk logs (an OCA or the origin)."""
@@ -205,8 +242,7 @@ class Services:
     def _get_json(self, url: str) -> dict:
         """GET `url` from inside the control host; the JSON body, or {"error": ...}."""
         out = self.net.host(self.plan.nodes_of(role="control")[0].name).cmd(
-            f"{sys.executable} -c \"import urllib.request,sys;"
-            f"sys.stdout.write(urllib.request.urlopen('{url}',timeout=3).read().decode())\"")
+            f"{sys.executable} -m harness.fetch_json {shlex.quote(url)}")
         try:
             return json.loads(out)
         except json.JSONDecodeError:

@@ -8,15 +8,9 @@ import os
 import sys
 from pathlib import Path
 
+from harness.overrides import parse_overrides
 
-def _overrides(pairs: list[str]) -> dict[str, str]:
-    out = {}
-    for p in pairs or []:
-        if "=" not in p:
-            raise SystemExit(f"ocalab: --set expects key=value, got {p!r}")
-        k, v = p.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
+_overrides = parse_overrides  # ocalab.registry still imports this name
 
 
 def _positive_int(text: str) -> int:
@@ -42,7 +36,7 @@ def cmd_doctor(a) -> int:
 def cmd_topo_show(a) -> int:
     from topologies.catalog import by_name
     from ocalab.topo_show import draw_png, describe
-    plan = by_name(a.name, _overrides(a.set))
+    plan = by_name(a.name, parse_overrides(a.set))
     if a.json:
         print(plan.to_json())
     else:
@@ -56,9 +50,28 @@ def cmd_topo_show(a) -> int:
 def _network(a, **kw):
     from emulation.build import Network, Options
     from topologies.catalog import by_name
-    plan = by_name(a.name, _overrides(a.set))
+    plan = by_name(a.name, parse_overrides(a.set))
     return Network(plan, Options(link_backend=a.link_backend, datapath=a.datapath,
                                  verify=not a.no_verify, **kw))
+
+
+def _cli_services(net, arm: str):
+    """The appliances of `arm` started for `ocalab cli`, or None for "none"; the caller stops them."""
+    if arm == "none":
+        return None
+    import tempfile
+    from harness.services import ServiceOptions, Services
+    svc = Services(net, Path(tempfile.mkdtemp(prefix="ocalab-cli-")), ServiceOptions(arm=arm, warm_titles=5))
+    try:
+        svc.start()
+    except BaseException:
+        svc.stop()  # removes its scratch folder too
+        raise
+    print(f"services up ({arm} arm): control plane {svc.control_url}, origin {svc.origin_url}, "
+          f"controller API {net.api_url}; logs in {svc.logs}")
+    print(f"try: i1v1 {sys.executable} -m appliances.player --control " + svc.control_url +
+          " --viewers 1 --titles t0001 --segments 3 --chunk-log /tmp/c.csv --session-log /tmp/s.jsonl")
+    return svc
 
 
 def cmd_cli(a) -> int:
@@ -68,18 +81,14 @@ def cmd_cli(a) -> int:
     install_signal_handlers()
     with _network(a, label="cli") as net:
         print(json.dumps(net.summary(), indent=1))
-        if a.services != "none":
-            import tempfile
-            from harness.services import ServiceOptions, Services
-            svc = Services(net, Path(tempfile.mkdtemp(prefix="ocalab-cli-")), ServiceOptions(arm=a.services, warm_titles=5))
-            svc.start()
-            print(f"services up ({a.services} arm): control plane {svc.control_url}, origin {svc.origin_url}, "
-                  f"controller API {net.api_url}; logs in {svc.logs}")
-            print(f"try: i1v1 {sys.executable} -m appliances.player --control " + svc.control_url +
-                  " --viewers 1 --titles t0001 --segments 3 --chunk-log /tmp/c.csv --session-log /tmp/s.jsonl")
-        from mininet.log import setLogLevel
-        setLogLevel("output")  # the build runs quietly; the CLI must print what commands print
-        CLI(net.mn)
+        svc = _cli_services(net, a.services)
+        try:
+            from mininet.log import setLogLevel
+            setLogLevel("output")  # the build runs quietly; the CLI must print what commands print
+            CLI(net.mn)
+        finally:
+            if svc is not None:  # the OCAs' stores live in a scratch folder until stop()
+                svc.stop()
     return 0
 
 
@@ -100,7 +109,7 @@ def cmd_run(a) -> int:
 
 def cmd_report(a) -> int:
     from ocalab.report import report
-    return report([Path(d) for d in a.run_dirs])
+    return report([Path(d) for d in a.run_dirs], pack=a.pack, show_traceback=a.traceback)
 
 
 def cmd_bench(a) -> int:
@@ -155,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser("report", help="rebuild tables and figures of run folders (no root)")
     rp.add_argument("run_dirs", nargs="+")
+    rp.add_argument("--pack", action="store_true",
+                    help="first replace the scenario's tables with .csv.gz (to commit them), then rebuild")
+    rp.add_argument("--traceback", action="store_true", help="show where a failing summary raised")
     rp.set_defaults(fn=cmd_report)
 
     from bench.run import BENCHES

@@ -145,15 +145,19 @@ def env(tmp_path_factory):
 
     net = Network(metro(), Options(verify=False, label="ctltest"))
     net.start()
+    svc = None
     try:
         fresh = all_flows(net)
         run_dir = tmp_path_factory.mktemp("ctlmetro")
         svc = Services(net, run_dir, ServiceOptions(
-            arm="embedded", catalog={"seed": 1, "n_titles": 20, "duration_s": 40}, capacity_mb=200)).start()
+            arm="embedded", catalog={"seed": 1, "n_titles": 20, "duration_s": 40}, capacity_mb=200))
+        svc.start()
         wait_for(lambda: [o for o in api(net, "/ocas")["ocas"] if o["status"] == "ok"] and all(
             o["status"] == "ok" for o in api(net, "/ocas")["ocas"]), 20, "every OCA probed ok")
         yield Env(net, svc, fresh, run_dir)
     finally:
+        if svc is not None:  # removes the OCAs' scratch folder (stores, token key)
+            svc.stop()
         net.stop()
 
 
