@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -161,7 +162,7 @@ def clean(force: bool = False, log=print) -> dict:
 
     Returns counts of what was removed. Safe to run twice; touches nothing without the prefix.
     """
-    removed = {"procs": 0, "bridges": 0, "root_intfs": 0, "netns": 0, "ledgers": 0}
+    removed = {"procs": 0, "bridges": 0, "root_intfs": 0, "netns": 0, "dirs": 0, "ledgers": 0}
     if not LEDGER_DIR.exists():
         return removed
     for path in sorted(LEDGER_DIR.glob("*.json")):
@@ -210,6 +211,20 @@ def _clean_one(data: dict, removed: dict, log) -> None:
         if ns.startswith(PREFIX) and ns in ns_present:
             if _run(["ip", "netns", "del", ns]).returncode == 0:
                 removed["netns"] += 1
+    for d in data.get("dirs", []):
+        _remove_scratch(Path(d), removed, log)
+
+
+def _remove_scratch(path: Path, removed: dict, log) -> None:
+    """Remove a scratch folder the run recorded; only real folders named ocalab-* (never a
+    link, never a run folder), so a damaged ledger cannot point clean at anything else."""
+    if not path.name.startswith("ocalab-") or path.is_symlink() or not path.is_dir():
+        return
+    try:
+        shutil.rmtree(path)
+        removed["dirs"] += 1
+    except OSError as e:
+        log(f"ocalab clean: could not remove {path}: {e}")
 
 
 def _signal(pid: int, sig: int) -> None:

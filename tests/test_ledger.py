@@ -181,7 +181,7 @@ def test_clean_removes_procs_of_a_dead_run_and_is_idempotent(ledger_dir, procs):
     assert bystander.poll() is None, "clean signalled a process whose start time did not match"
     assert not list(ledger_dir.glob("*.json"))
     assert clean(log=logs.append) == {"procs": 0, "bridges": 0, "root_intfs": 0, "netns": 0,
-                                      "ledgers": 0}
+                                      "dirs": 0, "ledgers": 0}
 
 
 def test_clean_leaves_a_live_run_alone_unless_forced(ledger_dir, procs):
@@ -213,3 +213,18 @@ def test_clean_skips_unreadable_ledgers(ledger_dir):
 def test_clean_without_ledger_dir(ledger_dir):
     assert not ledger_dir.exists()
     assert sum(clean(log=lambda *_: None).values()) == 0
+
+
+def test_clean_removes_recorded_scratch_folders_and_nothing_else(ledger_dir, procs, tmp_path):
+    scratch = tmp_path / "ocalab-services-x1"
+    (scratch / "store" / "t0001").mkdir(parents=True)
+    (scratch / "store" / "t0001" / "seg").write_bytes(b"x" * 10)
+    run_folder = tmp_path / "placement-1"  # not named ocalab-*: a damaged ledger must not remove it
+    run_folder.mkdir()
+    link = tmp_path / "ocalab-link"
+    link.symlink_to(run_folder)
+    write_ledger(ledger_dir, "dead-run", dead_owner(procs), [],
+                 dirs=[str(scratch), str(run_folder), str(link), str(tmp_path / "ocalab-gone")])
+    removed = clean(log=lambda *_: None)
+    assert removed["dirs"] == 1 and not scratch.exists()
+    assert run_folder.is_dir() and link.is_symlink()
