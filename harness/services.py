@@ -156,7 +156,7 @@ class Services:
             ctl_argv += ["--push-fill", "--fill-wait-s", "10"]
             if self.opts.fill_segments_per_title:
                 ctl_argv += ["--fill-segments-per-title", str(self.opts.fill_segments_per_title)]
-        mgmt_url = getattr(self.net, "mgmt_url", None)
+        mgmt_url = self.net.mgmt_url
         if mgmt_url:  # the controller steers: it learns OCA health from a 250 ms prober in ctl
             ctl_argv += ["--steering", mgmt_url + ("/anycast" if self.opts.steering == "anycast" else "")]
         elif self.opts.steering == "anycast":

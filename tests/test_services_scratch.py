@@ -42,6 +42,7 @@ class Host:
 class Net:
     def __init__(self, ledger: Ledger, fail: bool = False) -> None:
         self.plan, self.ledger, self.started = metro(), ledger, []
+        self.mgmt_url = None  # as emulation.build.Network without a controller
         self.host_ = Host(self.started, fail)
 
     def process_group(self) -> ProcessGroup:
