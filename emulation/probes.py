@@ -6,13 +6,13 @@ hosts, so they are tested on saved text.
 from __future__ import annotations
 
 import re
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from topologies.plan import Plan
+from topologies.routes import l3_end
 
 _HOP_RE = re.compile(r"^\s*(\d+)\s+(\S+)")
 
@@ -76,36 +76,6 @@ def link_counters(net) -> dict[str, dict]:
     return out
 
 
-def counter_delta(before: dict, after: dict) -> list[dict]:
-    rows = []
-    for name, a in after.items():
-        b = before.get(name, {"to_node_bytes": 0, "from_node_bytes": 0})
-        rows.append({"link": name, "cls": a["cls"], "node": a["node"],
-                     "to_node_bytes": a["to_node_bytes"] - b["to_node_bytes"],
-                     "from_node_bytes": a["from_node_bytes"] - b["from_node_bytes"]})
-    return rows
-
-
-def bytes_by_class(rows: list[dict], plan: Plan) -> dict[str, int]:
-    """Bytes that crossed each link class, counted once per link crossing.
-
-    Transit and peering are counted on the ISP border's port only (bytes entering or leaving
-    the ISP), so one transfer is not counted at both ends of the exchange.
-    """
-    out: dict[str, int] = {}
-    for r in rows:
-        node = plan.node(r["node"])
-        if r["cls"] in ("transit", "peering") and node.role != "border":
-            continue
-        out[r["cls"]] = out.get(r["cls"], 0) + r["to_node_bytes"] + r["from_node_bytes"]
-    return out
-
-
-def l3_end(plan: Plan) -> dict[str, str]:
-    """Link name -> the node at its non-switch end (its `a` end if neither is a switch)."""
-    return {lk.name: lk.b.node if plan.node(lk.a.node).kind == "switch" else lk.a.node for lk in plan.links}
-
-
 def controller_counters(net) -> dict[str, dict]:
     """The controller's port-stat counters per plan link, in the shape of `link_counters`
     (to_node = tx of the switch port). Empty if the network runs without the controller."""
@@ -134,37 +104,3 @@ def settled_counters(net, timeout_s: float = 10.0) -> tuple[dict[str, dict], dic
         if time.monotonic() > deadline:
             raise TimeoutError(f"controller port stats not refreshed in {timeout_s:g} s: {stale[:5]}")
         time.sleep(0.1)
-
-
-def payload_by_class(access: list[dict], plan: Plan, origin: str) -> dict[str, int]:
-    """Response-body bytes of every logged transfer, laid over the plan path from the server to
-    the client and counted per link class like `bytes_by_class` (transit and peering at the
-    ISP border only). A function of the requests alone: no headers, retransmissions or probes,
-    so one seeded request set gives the same figures every run. `access` rows need server,
-    client and bytes; server "origin" is the plan node `origin`. Pure."""
-    from topologies.routes import path_links
-    links = {lk.name: lk for lk in plan.links}
-    ends = l3_end(plan)
-    owners = {e.addr: n.name for n in plan.nodes for e in plan.ends_of(n.name) if e.addr}
-    paths: dict[tuple[str, str], tuple[str, ...]] = {}
-    out: dict[str, int] = {}
-    for r in access:
-        size = int(r["bytes"])
-        if not size:
-            continue
-        src = origin if r["server"] == "origin" else r["server"]
-        pair = (src, r["client"])
-        if pair not in paths:
-            if r["client"] not in owners:
-                raise ValueError(f"access log client {r['client']!r} is no address of the plan")
-            paths[pair] = path_links(plan, src, r["client"])
-        for name in paths[pair]:
-            cls = links[name].cls
-            if cls in ("transit", "peering") and plan.node(ends[name]).role != "border":
-                continue
-            out[cls] = out.get(cls, 0) + size
-    return out
-
-
-def median(xs: list[float]) -> float:
-    return round(statistics.median(xs), 3) if xs else float("nan")

@@ -12,14 +12,16 @@ failover.png from them (no root).
 """
 from __future__ import annotations
 
-import csv
-import json
 import signal
 import time
 from pathlib import Path
 
+import pandas as pd
+
 from harness.rundir import write_csv
 from harness.runner import Scenario
+from scenarios.logs import of_arm, read_table, viewer_tables
+from scenarios.traffic import bytes_by_class, counter_delta
 
 ARMS = ("manifest", "anycast")
 ISP = "isp1"
@@ -47,71 +49,8 @@ def check_plan(plan) -> None:
         plan.node(victim)  # a clear PlanError if the topology lacks the OCAs this scenario kills
 
 
-def collect_logs(svc, arm: str, viewers: list[str], tables: dict) -> None:
-    """Chunks (server resolved), sessions and segment access-log rows of one arm into `tables`."""
-    access = read_access(svc.logs, arm)
-    ips = {v: svc.plan.primary_ip(v) for v in viewers}
-    chunks = []
-    for v in viewers:
-        path = svc.logs / f"chunks-{v}.csv"
-        rows = read_csv(path) if path.exists() else []
-        chunks += [{"arm": arm, "host": v, "client": ips[v], **r} for r in rows]
-        spath = svc.logs / f"sessions-{v}.jsonl"
-        for line in (spath.read_text().splitlines() if spath.exists() else []):
-            s = json.loads(line)
-            s.pop("servers", None)
-            s["errors"] = len(s.get("errors") or [])
-            tables["sessions"].append({"arm": arm, "host": v, **s})
-    tiers = {o["name"]: o["tier"] for o in svc.dep["ocas"]} | {"origin": "origin"}
-    tables["chunks"] += resolve_servers(chunks, access, tiers)
-    tables["access"] += access
-
-
-def read_access(logs: Path, arm: str) -> list[dict]:
-    """Segment requests (/v/...) of every access log in `logs` (OCAs and origin)."""
-    out = []
-    for path in sorted(logs.glob("*.access.jsonl")):
-        for line in path.read_text().splitlines():
-            r = json.loads(line)
-            if str(r.get("path", "")).startswith("/v/"):
-                out.append({"arm": arm, "server": r["server"], "ts": r["ts"], "client": r["client"],
-                            "method": r["method"],
-                            "path": r["path"], "status": r["status"], "cache": r["cache"], "bytes": r["bytes"]})
-    return out
-
-
-def resolve_servers(chunks: list[dict], access: list[dict], tiers: dict[str, str],
-                    max_skew_s: float = 5.0) -> list[dict]:
-    """Each chunk with `pathway` (what the player fetched) and `server`/`tier` (who sent the bytes).
-
-    A chunk whose pathway is not a known location (the anycast address) gets as `server` the
-    node its response named (`node`, the X-Ocalab-Node header) and, as an independent
-    cross-check, `log_server`: the server of the 200 access-log row with the same client, path
-    and byte count whose ts is nearest the chunk's time (within max_skew_s), "" if none. Without a node
-    header the log join decides; a chunk neither names keeps server "unresolved". Pure."""
-    index: dict[tuple, list[dict]] = {}
-    for r in access:
-        if int(r["status"]) == 200:
-            index.setdefault((r["client"], r["path"]), []).append(r)
-    out = []
-    for c in chunks:
-        c = {**c, "pathway": c["server"], "log_server": ""}
-        if c["server"] not in tiers:
-            path = f"/v/{c['title']}/{c['kbps']}/{c['index']}"
-            cands = [r for r in index.get((c["client"], path), [])
-                     if abs(float(r["ts"]) - float(c["time"])) <= max_skew_s
-                     and int(r.get("bytes", c["bytes"])) == int(c["bytes"])]  # a whole body
-            best = min(cands, key=lambda r: abs(float(r["ts"]) - float(c["time"])), default=None)
-            c["log_server"] = best["server"] if best else ""
-            node = c.get("node") or ""
-            c["server"] = node if node in tiers else (c["log_server"] or "unresolved")
-            c["tier"] = tiers.get(c["server"], "unknown")
-        out.append(c)
-    return out
-
-
 def _run_arm(net, run_dir: Path, arm: str, cfg: dict, seed: int, tables: dict) -> None:
-    from emulation.probes import bytes_by_class, counter_delta, link_counters
+    from emulation.probes import link_counters
     from harness.services import ServiceOptions, Services
     arm_dir = run_dir / "arms" / arm
     # caches start cold (miss proxy): pre-kill transit includes the embedded OCA's pull-through
@@ -140,12 +79,7 @@ def _run_arm(net, run_dir: Path, arm: str, cfg: dict, seed: int, tables: dict) -
                                      **{f"{k}_bytes": v for k, v in sorted(by.items())}})
     finally:
         svc.stop()
-    collect_logs(svc, arm, viewers, tables)
-
-
-def read_csv(path: Path) -> list[dict]:
-    with path.open() as f:
-        return list(csv.DictReader(f))
+    viewer_tables(svc, arm, viewers, tables)
 
 
 # ---- pure summary --------------------------------------------------------------------------
@@ -175,66 +109,76 @@ def recovery(chunks: list[dict], t_kill: float, victim: str, t_end: float) -> li
 def requested_unix(chunk: dict) -> float:
     """When the player sent the chunk's (last) request: its `request_unix`, or in runs saved
     before that column, completion time minus download time."""
-    if chunk.get("request_unix"):
+    if _num(chunk.get("request_unix")):
         return float(chunk["request_unix"])
-    return float(chunk["time"]) - float(chunk.get("download_ms") or 0) / 1000
+    return float(chunk["time"]) - _num(chunk.get("download_ms")) / 1000
 
 
-def _mean(xs: list[float]) -> float | None:
-    return round(sum(xs) / len(xs), 3) if xs else None
+def _num(x) -> float:
+    """A table cell as a number; 0 for an empty one (None, "" or NaN)."""
+    return 0.0 if x is None or x == "" or pd.isna(x) else float(x)
 
 
 def summarize(run_dir: Path) -> list[dict]:
     """summary.csv (one row per arm and kill) and failover.png; needs no root and no network."""
-    chunks, events = read_csv(run_dir / "chunks.csv"), read_csv(run_dir / "events.csv")
-    phases = read_csv(run_dir / "phases.csv")
+    chunks, events, phases = (read_table(run_dir / f"{n}.csv", optional=False) for n in ("chunks", "events", "phases"))
     rows = []
     for arm in ARMS:
-        ev = sorted((e for e in events if e["arm"] == arm), key=lambda e: float(e["t_unix"]))
-        ph = {p["phase"]: p for p in phases if p["arm"] == arm}
-        ch = [c for c in chunks if c["arm"] == arm]
-        if not ev or not ch or "pre" not in ph:
-            continue
-        pre = ph["pre"]
-        t_first = float(ev[0]["t_unix"])
-        # viewers' bytes from the origin (they cross transit) per second before the first kill
-        pre_origin = sum(int(c["bytes"]) for c in ch if c["tier"] == "origin" and float(c["time"]) < t_first)
-        pre_rate = pre_origin / float(pre["duration_s"])
-        for i, e in enumerate(ev):
-            t_kill = float(e["t_unix"])
-            t_end = float(ev[i + 1]["t_unix"]) if i + 1 < len(ev) else float("inf")
-            rec = recovery(ch, t_kill, e["victim"], t_end)
-            times = [r["recover_s"] for r in rec if r["recover_s"] is not None]
-            window = [c for c in ch if t_kill <= float(c["time"]) < t_end]
-            total = sum(int(c["bytes"]) for c in window)
-            p = ph.get(e["event"], {})
-            transit = int(p.get("transit_bytes") or 0)
-            origin_bytes = sum(int(c["bytes"]) for c in window if c["tier"] == "origin")
-            late = [c for c in window if c["server"] == e["victim"]]
-            extra = origin_bytes - pre_rate * float(p.get("duration_s") or 0)
-            rows.append({
-                "arm": arm, "event": e["event"], "victim": e["victim"],
-                "viewers_affected": len(rec), "recovered": len(times),
-                "recover_s_median": round(sorted(times)[len(times) // 2], 3) if times else None,
-                "recover_s_max": max(times) if times else None,
-                # a killed process's socket buffers still drain: bodies requested before the kill
-                # may complete after it; a request sent after it must never be answered
-                "victim_mb_after": round(sum(int(c["bytes"]) for c in late) / 1e6, 3),
-                "victim_requests_after": sum(requested_unix(c) > t_kill + CLOCK_SKEW_S for c in late),
-                "rebuffer_s": round(sum(r["rebuffer_s"] for r in rec), 3),
-                "fallback_chunks": sum(int(c["fallback"]) for c in window),
-                "chunks_after": len(window),
-                "mean_kbps_after": _mean([float(c["kbps"]) for c in window]),
-                **{f"{t}_share_after": round(sum(int(c["bytes"]) for c in window if c["tier"] == t) / total, 3)
-                   if total else 0.0 for t in ("embedded", "ixp", "origin")},
-                "pre_transit_mb": round(int(pre.get("transit_bytes") or 0) / 1e6, 2),
-                "transit_mb_after": round(transit / 1e6, 2),
-                "origin_mb_after": round(origin_bytes / 1e6, 2),
-                "extra_transit_mb": round(extra / 1e6, 2)})
+        ev = of_arm(events, arm)
+        ph = {p["phase"]: p for p in of_arm(phases, arm).to_dict("records")}
+        ch = of_arm(chunks, arm)
+        if not ev.empty and not ch.empty and "pre" in ph:
+            rows += _arm_rows(ch, ev.sort_values("t_unix", kind="stable").to_dict("records"), ph)
     write_csv(run_dir / "summary.csv", rows)
-    if chunks:
-        _figure(chunks, events, run_dir / "failover.png")
+    if not chunks.empty:
+        _figure(chunks.to_dict("records"), events.to_dict("records"), run_dir / "failover.png")
     return rows
+
+
+def _arm_rows(ch: pd.DataFrame, ev: list[dict], ph: dict[str, dict]) -> list[dict]:
+    """One summary row per kill of one arm (events `ev` in time order, phases `ph` by name)."""
+    pre = ph["pre"]
+    # viewers' bytes from the origin (they cross transit) per second before the first kill
+    pre_origin = int(ch.loc[(ch["tier"] == "origin") & (ch["time"] < float(ev[0]["t_unix"])), "bytes"].sum())
+    pre_rate = pre_origin / float(pre["duration_s"])
+    rows = []
+    for i, e in enumerate(ev):
+        t_end = float(ev[i + 1]["t_unix"]) if i + 1 < len(ev) else float("inf")
+        p = ph.get(e["event"], {})
+        window = ch[(ch["time"] >= float(e["t_unix"])) & (ch["time"] < t_end)]
+        origin_bytes = int(window.loc[window["tier"] == "origin", "bytes"].sum())
+        rows.append({"arm": e["arm"], "event": e["event"], "victim": e["victim"],
+                     **_kill_figures(ch, window, e["victim"], float(e["t_unix"]), t_end),
+                     "pre_transit_mb": round(_num(pre.get("transit_bytes")) / 1e6, 2),
+                     "transit_mb_after": round(_num(p.get("transit_bytes")) / 1e6, 2),
+                     "origin_mb_after": round(origin_bytes / 1e6, 2),
+                     "extra_transit_mb": round((origin_bytes - pre_rate * _num(p.get("duration_s"))) / 1e6, 2)})
+    return rows
+
+
+def _kill_figures(ch: pd.DataFrame, window: pd.DataFrame, victim: str, t_kill: float, t_end: float) -> dict:
+    """Recovery, QoE and byte shares after `victim` was killed; `window`: the chunks in [t_kill, t_end)."""
+    from contracts.stats import mean
+    # recovery walks each viewer's chunks in time order: a loop over records is clearer
+    rec = recovery(ch.to_dict("records"), t_kill, victim, t_end)
+    times = pd.Series([r["recover_s"] for r in rec if r["recover_s"] is not None], dtype=float)
+    total = int(window["bytes"].sum())
+    late = window[window["server"] == victim]
+    return {
+        "viewers_affected": len(rec), "recovered": len(times),
+        # the upper median (a recovery time some viewer had), as before: not interpolated
+        "recover_s_median": round(float(times.quantile(0.5, interpolation="higher")), 3) if len(times) else None,
+        "recover_s_max": float(times.max()) if len(times) else None,
+        # a killed process's socket buffers still drain: bodies requested before the kill
+        # may complete after it; a request sent after it must never be answered
+        "victim_mb_after": round(int(late["bytes"].sum()) / 1e6, 3),
+        "victim_requests_after": sum(requested_unix(c) > t_kill + CLOCK_SKEW_S for c in late.to_dict("records")),
+        "rebuffer_s": round(sum(r["rebuffer_s"] for r in rec), 3),
+        "fallback_chunks": int(window["fallback"].sum()),
+        "chunks_after": len(window),
+        "mean_kbps_after": round(mean(window["kbps"].astype(float)), 3) if len(window) else None,
+        **{f"{t}_share_after": round(int(window.loc[window["tier"] == t, "bytes"].sum()) / total, 3)
+           if total else 0.0 for t in ("embedded", "ixp", "origin")}}
 
 
 def format_table(rows: list[dict]) -> str:

@@ -9,24 +9,26 @@ Saved tidy tables (`arm` and `capacity_mb` columns): links_ts.csv (controller po
 every plan link, sampled each second), links.csv (kernel counter deltas per run: the
 cross-check), requests.csv (OCA access-log segment requests with their `cache` field),
 fills.csv (bytes each OCA pulled upstream: push fill and pull-through), sessions.csv, slots.csv.
-`summarize(run_dir)` (pure) writes summary.csv, upstream_ts.csv and fill.png.
-Shared helpers (sampler, players, log collection, per-second series) are used by flashcrowd.
+`summarize(run_dir)` (pure) writes summary.csv, upstream_ts.csv, oca_summary.csv and fill.png.
 """
 from __future__ import annotations
 
-import csv
 import json
 import math
 import random
-import threading
 import time
 from pathlib import Path
 
+import pandas as pd
+
 from harness.rundir import write_csv
 from harness.runner import Scenario
+from scenarios.logs import day_tables, read_steering, read_table
+from scenarios.traffic import (UPSTREAM, LinkSampler, border_upstream_bytes, compulsory_bound, counter_delta,
+                               hit_ratios, per_second, startup_times, upstream_mbps, viewer_requests,
+                               viewers_by_isp)
 
 ARMS = ("none", "reactive", "proactive")
-UPSTREAM = ("transit", "peering")
 # the fill window closes at this share of the night, so objects in flight land before the day
 FILL_WINDOW_SHARE = 0.8
 # the evening peak: the seconds with at least this share of the most sessions playing at once
@@ -108,115 +110,6 @@ def lru_simulate(popularity: list[float], cache_items: int, requests: int, seed:
     return hits / counted
 
 
-def per_second(links_ts: list[dict], roles: dict[str, str], arm_key: tuple) -> list[dict]:
-    """Per-second bytes per link class from cumulative counter samples of one run.
-
-    Transit and peering count only at ISP border ports (bytes entering or leaving an ISP), as
-    measure.bytes_by_class does. Rows: t_s, cls, bytes, mbps (interval-normalised)."""
-    by_t: dict[float, dict[str, dict]] = {}
-    for r in links_ts:
-        if (r["arm"], str(r["capacity_mb"])) != arm_key:
-            continue
-        by_t.setdefault(float(r["t_s"]), {})[r["link"]] = r
-    times = sorted(by_t)
-    out = []
-    for t0, t1 in zip(times, times[1:]):
-        acc: dict[str, int] = {}
-        for link, b in by_t[t1].items():
-            a = by_t[t0].get(link)
-            if a is None or b["to_node_bytes"] in ("", None) or a["to_node_bytes"] in ("", None):
-                continue
-            if b["cls"] in UPSTREAM and roles.get(b["node"]) != "border":
-                continue
-            d = (int(b["to_node_bytes"]) - int(a["to_node_bytes"])
-                 + int(b["from_node_bytes"]) - int(a["from_node_bytes"]))
-            acc[b["cls"]] = acc.get(b["cls"], 0) + max(d, 0)
-        for cls, nbytes in sorted(acc.items()):
-            out.append({"t_s": t1, "cls": cls, "bytes": nbytes,
-                        "mbps": round(nbytes * 8 / 1e6 / (t1 - t0), 3)})
-    return out
-
-
-# ---- IO shells shared with flashcrowd ---------------------------------------------------
-class LinkSampler:
-    """Samples net.api('/links') every `period_s` in a thread; rows are cumulative counters."""
-
-    def __init__(self, net, t0: float, tags: dict, period_s: float = 1.0) -> None:
-        self.net, self.t0, self.tags, self.period_s = net, t0, tags, period_s
-        self.rows: list[dict] = []
-        self.errors = 0
-        self._stop = threading.Event()
-        from emulation.probes import l3_end
-        self._nodes = l3_end(net.plan)
-        self._thread = threading.Thread(target=self._loop, name="ocalab-link-sampler", daemon=True)
-
-    def __enter__(self) -> "LinkSampler":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def _loop(self) -> None:
-        nxt = time.monotonic()
-        while not self._stop.is_set():
-            self.sample()
-            nxt += self.period_s
-            self._stop.wait(max(0.0, nxt - time.monotonic()))
-
-    def sample(self) -> None:
-        now = time.time()
-        data = self.net.api("/links")
-        if not isinstance(data, list):
-            self.errors += 1
-            return
-        t_s = round(now - self.t0, 3)
-        for r in data:
-            self.rows.append({**self.tags, "t_s": t_s, "unix_s": round(now, 3), "link": r["name"],
-                              "cls": r["cls"], "node": self._nodes.get(r["name"], ""),
-                              "to_node_bytes": r.get("tx_bytes"), "from_node_bytes": r.get("rx_bytes")})
-
-
-def viewers_by_isp(plan) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for v in plan.nodes_of(role="viewer"):
-        out.setdefault(v.domain, []).append(v.name)
-    return out
-
-
-def _jsonl(path: Path) -> list[dict]:
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
-
-
-def collect(logs: Path, tags: dict, t0: float, window_end: float) -> dict[str, list]:
-    """Tidy rows from one run's logs: sessions, segment requests per OCA, upstream fills."""
-    out: dict[str, list] = {"sessions": [], "requests": [], "fills": []}
-    for f in sorted(logs.glob("sessions-*.jsonl")):
-        for s in _jsonl(f):
-            s.pop("servers", None)
-            s.pop("errors", None)
-            out["sessions"].append({**tags, "t_s": round(s["started_unix"] - t0, 3), **s})
-    for f in sorted(logs.glob("*.access.jsonl")):
-        oca = f.name.split(".")[0]
-        for r in _jsonl(f):
-            if not r["path"].startswith("/v/"):
-                continue
-            row = {**tags, "oca": oca, "client": r["client"], "t_s": round(r["ts"] - t0, 3), "path": r["path"],
-                   "status": r["status"], "bytes": r["bytes"], "cache": r["cache"]}
-            out["requests"].append(row)
-            if oca != "origin" and r["cache"] == "fill":
-                out["fills"].append({**tags, "oca": oca, "t_s": row["t_s"], "kind": "pull",
-                                     "bytes": r["bytes"], "in_window": r["ts"] < window_end})
-    for f in sorted(logs.glob("*.fill.jsonl")):
-        oca = f.name.split(".")[0]
-        for r in _jsonl(f):
-            if r.get("status") == "ok":
-                out["fills"].append({**tags, "oca": oca, "t_s": round(r["ts"] - t0, 3), "kind": "push",
-                                     "bytes": r["bytes"], "in_window": r["ts"] < window_end})
-    return out
-
-
 # ---- the run ----------------------------------------------------------------------------
 def _runs(cfg: dict) -> list[tuple[str, float]]:
     main = cfg["capacity_mb"]
@@ -229,7 +122,7 @@ def settings(quick: bool) -> dict:
 
 
 def body(net, run_dir: Path, cfg: dict, seed: int, tables: dict) -> None:
-    from emulation.probes import counter_delta, link_counters
+    from emulation.probes import link_counters
     for arm, cap in _runs(cfg):
         print(f"fill: arm {arm} capacity {cap:g} MB ...", flush=True)
         before = link_counters(net)
@@ -277,148 +170,101 @@ def _run_day(net, run_dir: Path, arm: str, cap: float, cfg: dict, seed: int, tab
             print(f"fill: {sampler.errors} controller samples failed", flush=True)
     finally:
         svc.stop()
-    for k, rows in collect(svc.logs, tags, t0, t0 + window_s).items():
+    for k, rows in day_tables(svc.logs, tags, t0, t0 + window_s).items():
         tables[k] += rows
-    from scenarios.steering import read_steering
     tables["steering"] += [{**tags, "t_s": round(d["ts"] - t0, 3), **{k: v for k, v in d.items() if k != "arm"}}
                            for d in read_steering(svc.logs / "steering.jsonl", arm)]
 
 
 # ---- summary ----------------------------------------------------------------------------
-def _read_csv(path: Path) -> list[dict]:
-    if not path.exists() or path.stat().st_size == 0:
-        return []
-    with path.open() as f:
-        return list(csv.DictReader(f))
-
-
-def _truthy(x) -> bool:
-    return str(x).lower() in ("true", "1")
-
-
-def _keys(rows: list[dict]) -> list[tuple[str, str]]:
-    seen: list[tuple[str, str]] = []
-    for r in rows:
-        k = (r["arm"], str(r["capacity_mb"]))
-        if k not in seen:
-            seen.append(k)
-    return seen
-
-
-def hit_ratios(requests: list[dict]) -> tuple[float, float]:
-    """(request, byte) hit ratio of OCA segment requests (origin excluded); nan if none. A request
-    that joined another's pull in flight (`coalesced`) is a hit: it cost no upstream bytes."""
-    rq = [r for r in requests if r["oca"] != "origin" and r["cache"] in ("hit", "coalesced", "miss", "fill")]
-    if not rq:
-        return float("nan"), float("nan")
-    hits = [r for r in rq if r["cache"] in ("hit", "coalesced")]  # coalesced: joined a pull in flight
-    nbytes = sum(int(r["bytes"]) for r in rq)
-    return len(hits) / len(rq), (sum(int(r["bytes"]) for r in hits) / nbytes if nbytes else float("nan"))
-
-
-def viewer_requests(requests: list[dict], plan) -> list[dict]:
-    """Requests sent by viewers (drops OCA-to-OCA fill traffic); rows without `client` are kept."""
-    viewers = {plan.primary_ip(v.name) for v in plan.nodes_of(role="viewer")}
-    return [r for r in requests if r.get("client") in viewers or not r.get("client")]
-
-
-def compulsory_bound(requests: list[dict]) -> float:
-    """Highest request hit ratio any cache could reach on this request stream: every OCA misses
-    at least the first request of each object (1 - distinct objects / requests, over OCAs)."""
-    rq = [r for r in requests if r["oca"] != "origin" and r["cache"] in ("hit", "coalesced", "miss", "fill")]
-    if not rq:
-        return float("nan")
-    return 1 - len({(r["oca"], r["path"]) for r in rq}) / len(rq)
-
-
-def peak_mean_mbps(per_s: dict[float, float], sessions: list[dict], share: float = PEAK_SHARE) -> float:
+def peak_mean_mbps(per_s: dict[float, float], sessions: pd.DataFrame, share: float = PEAK_SHARE) -> float:
     """Mean upstream Mbit/s over the evening peak: the sample times at which at least `share` of
     the most sessions ever playing at once were playing (a session plays from its t_s for
     ended_unix - started_unix s). Steadier than the highest single second. Pure; nan without
     sessions or samples."""
-    spans = [(float(s["t_s"]), float(s["t_s"]) + float(s["ended_unix"]) - float(s["started_unix"]))
-             for s in sessions if s.get("ended_unix") not in ("", None) and s.get("started_unix") not in ("", None)]
+    from contracts.stats import mean
+    se = sessions.dropna(subset=["started_unix", "ended_unix"]) if len(sessions) else sessions
+    spans = list(zip(se["t_s"], se["t_s"] + se["ended_unix"] - se["started_unix"])) if len(se) else []
     playing = {t: sum(a <= t < b for a, b in spans) for t in per_s}
     top = max(playing.values(), default=0)
     peak = [per_s[t] for t, n in playing.items() if top and n >= share * top]
-    return sum(peak) / len(peak) if peak else float("nan")
-
-
-def startup_times(sessions: list[dict]) -> list[float]:
-    """Startup delays (s) of the sessions that began playing. A session that failed before its
-    first chunk (a login timed out over a saturated transit link, say) has an empty startup_s;
-    it is counted in sessions_ok, not here."""
-    return [float(s["startup_s"]) for s in sessions if s.get("startup_s") not in ("", None)]
+    return mean(peak) if peak else float("nan")
 
 
 def summarize(run_dir: Path) -> list[dict]:
-    """summary.csv, upstream_ts.csv and fill.png from the tidy tables; needs no root and no network."""
-    import statistics as st
+    """summary.csv, upstream_ts.csv, oca_summary.csv and fill.png from the tidy tables; needs no
+    root and no network."""
     from appliances.content import Catalog, CatalogSpec
     from topologies.plan import Plan
     plan = Plan.from_json((run_dir / "plan.json").read_text())
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    cfg = manifest["settings"]
+    cfg = json.loads((run_dir / "manifest.json").read_text())["settings"]
     roles = {n.name: n.role for n in plan.nodes}
-    t = {k: _read_csv(run_dir / f"{k}.csv") for k in ("links_ts", "links", "requests", "fills", "sessions")}
+    t = {k: read_table(run_dir / f"{k}.csv") for k in ("links_ts", "links", "requests", "fills", "sessions")}
     t["requests"] = viewer_requests(t["requests"], plan)
     window_s = cfg["window_slots"] * cfg["day_s"] / cfg["slots"]
     pop = list(Catalog(CatalogSpec(**cfg["catalog"])).popularity().values())
     rows, series, per_oca = [], [], []
-    for arm, cap in _keys(t["links_ts"]):
-        sel = {k: [r for r in v if (r["arm"], str(r["capacity_mb"])) == (arm, cap)] for k, v in t.items()}
-        ts = per_second(t["links_ts"], roles, (arm, cap))
-        series += [{"arm": arm, "capacity_mb": cap, **r} for r in ts]
-        up = [r for r in ts if r["cls"] in UPSTREAM]
-        night = sum(r["bytes"] for r in up if r["t_s"] <= window_s)
-        day = sum(r["bytes"] for r in up if r["t_s"] > window_s)
-        per_s: dict[float, float] = {}
-        for r in up:
-            per_s[r["t_s"]] = per_s.get(r["t_s"], 0) + r["mbps"]
-        peak_mbps = max((v for k, v in per_s.items() if k > window_s), default=0.0)
-        kernel = sum(int(r["to_node_bytes"]) + int(r["from_node_bytes"]) for r in sel["links"]
-                     if r["cls"] in UPSTREAM and roles.get(r["node"]) == "border")
-        fills = sel["fills"]
-        fill_in = sum(int(f["bytes"]) for f in fills if _truthy(f["in_window"]))
-        fill_out = sum(int(f["bytes"]) for f in fills if not _truthy(f["in_window"]))
-        req_hr, byte_hr = hit_ratios(sel["requests"])
-        for oca in sorted({r["oca"] for r in sel["requests"]} - {"origin"}):
-            mine = [r for r in sel["requests"] if r["oca"] == oca]
-            o_req, o_byte = hit_ratios(mine)
-            per_oca.append({"arm": arm, "capacity_mb": float(cap), "oca": oca, "requests": len(mine),
-                            "hit_ratio": round(o_req, 3), "byte_hit_ratio": round(o_byte, 3)})
-        se = sel["sessions"]
-        served_day = sum(int(s["bytes"]) for s in se if float(s["t_s"]) > window_s)
-        sess_bytes = [int(s["bytes"]) for s in se if s["status"] == "ok"]
-        bound = compulsory_bound(sel["requests"])
-        item_bytes = st.mean(sess_bytes) if sess_bytes else float("nan")
-        che = (che_hit_ratio(pop, float(cap) * 2 ** 20 / item_bytes)
-               if arm != "none" and sess_bytes else float("nan"))
-        rows.append({
-            "arm": arm, "capacity_mb": float(cap), "sessions": len(se),
-            "sessions_ok": sum(s["status"] == "ok" for s in se),
-            "startup_s": round(st.median(startup_times(se)), 3) if startup_times(se) else float("nan"),
-            "upstream_night_mb": round(night / 1e6, 2), "upstream_day_mb": round(day / 1e6, 2),
-            "upstream_peak_mbps": round(peak_mbps, 2),
-            "upstream_peak_mean_mbps": round(peak_mean_mbps(per_s, se), 2),
-            "upstream_kernel_mb": round(kernel / 1e6, 2),
-            "served_day_mb": round(served_day / 1e6, 2),
-            # sessions whose manifest put the origin first: with OCAs deployed, only when the
-            # controller left every OCA out as a health miss (steering.csv `excluded` says why)
-            "origin_first_sessions": sum(s.get("first_location") == "origin" for s in se),
-            "upstream_day_share": round(day / served_day, 3) if served_day else float("nan"),
-            "fill_in_window_mb": round(fill_in / 1e6, 2), "fill_outside_mb": round(fill_out / 1e6, 2),
-            "hit_ratio": round(req_hr, 3), "byte_hit_ratio": round(byte_hr, 3),
-            "compulsory_bound": round(bound, 3),
-            "capacity_miss_ratio": round(bound - req_hr, 3),
-            "che_hit_ratio": round(che, 3), "item_mb": round(item_bytes / 1e6, 3),
-        })
+    runs = t["links_ts"][["arm", "capacity_mb"]].drop_duplicates() if len(t["links_ts"]) else pd.DataFrame()
+    for arm, cap in runs.itertuples(index=False):
+        sel = {k: v[(v["arm"] == arm) & (v["capacity_mb"] == cap)] if len(v) else v for k, v in t.items()}
+        ts = per_second(sel["links_ts"], roles)
+        series += [{"arm": arm, "capacity_mb": float(cap), **r} for r in ts.to_dict("records")]
+        per_oca += _per_oca(sel["requests"], arm, float(cap))
+        rows.append({"arm": arm, "capacity_mb": float(cap), **_run_figures(sel, ts, roles, window_s, pop, arm, cap)})
     write_csv(run_dir / "summary.csv", rows)
     write_csv(run_dir / "upstream_ts.csv", series)
     write_csv(run_dir / "oca_summary.csv", per_oca)
     if rows:
         _figure(rows, series, window_s, pop, run_dir / "fill.png")
     return rows
+
+
+def _per_oca(requests: pd.DataFrame, arm: str, cap: float) -> list[dict]:
+    """Request and byte hit ratio of each OCA in one run."""
+    out = []
+    for oca, mine in requests[requests["oca"] != "origin"].groupby("oca", sort=True) if len(requests) else ():
+        o_req, o_byte = hit_ratios(mine)
+        out.append({"arm": arm, "capacity_mb": cap, "oca": oca, "requests": len(mine),
+                    "hit_ratio": round(o_req, 3), "byte_hit_ratio": round(o_byte, 3)})
+    return out
+
+
+def _run_figures(sel: dict[str, pd.DataFrame], ts: pd.DataFrame, roles: dict[str, str], window_s: float,
+                 pop: list[float], arm: str, cap: float) -> dict:
+    """The summary figures of one run (arm and cache size) from its rows of each table."""
+    from contracts.stats import mean
+    up = ts[ts["cls"].isin(UPSTREAM)]
+    night, day = int(up.loc[up["t_s"] <= window_s, "bytes"].sum()), int(up.loc[up["t_s"] > window_s, "bytes"].sum())
+    per_s = upstream_mbps(ts)
+    fills, se = sel["fills"], sel["sessions"]
+    in_window = fills["in_window"].astype(str).str.lower().isin(("true", "1")) if len(fills) else []
+    fill_in = int(fills.loc[in_window, "bytes"].sum()) if len(fills) else 0
+    fill_out = int(fills.loc[~in_window, "bytes"].sum()) if len(fills) else 0
+    req_hr, byte_hr = hit_ratios(sel["requests"])
+    served_day = int(se.loc[se["t_s"] > window_s, "bytes"].sum()) if len(se) else 0
+    sess_bytes = se.loc[se["status"] == "ok", "bytes"] if len(se) else []
+    bound = compulsory_bound(sel["requests"])
+    item_bytes = mean(int(b) for b in sess_bytes) if len(sess_bytes) else float("nan")
+    che = che_hit_ratio(pop, float(cap) * 2 ** 20 / item_bytes) if arm != "none" and len(sess_bytes) else float("nan")
+    startups = startup_times(se)
+    return {
+        "sessions": len(se), "sessions_ok": int((se["status"] == "ok").sum()) if len(se) else 0,
+        "startup_s": round(float(startups.median()), 3) if len(startups) else float("nan"),
+        "upstream_night_mb": round(night / 1e6, 2), "upstream_day_mb": round(day / 1e6, 2),
+        "upstream_peak_mbps": round(max((v for k, v in per_s.items() if k > window_s), default=0.0), 2),
+        "upstream_peak_mean_mbps": round(peak_mean_mbps(per_s, se), 2),
+        "upstream_kernel_mb": round(border_upstream_bytes(sel["links"], roles) / 1e6, 2),
+        "served_day_mb": round(served_day / 1e6, 2),
+        # sessions whose manifest put the origin first: with OCAs deployed, only when the
+        # controller left every OCA out as a health miss (steering.csv `excluded` says why)
+        "origin_first_sessions": int((se["first_location"] == "origin").sum()) if "first_location" in se else 0,
+        "upstream_day_share": round(day / served_day, 3) if served_day else float("nan"),
+        "fill_in_window_mb": round(fill_in / 1e6, 2), "fill_outside_mb": round(fill_out / 1e6, 2),
+        "hit_ratio": round(req_hr, 3), "byte_hit_ratio": round(byte_hr, 3),
+        "compulsory_bound": round(bound, 3),
+        "capacity_miss_ratio": round(bound - req_hr, 3),
+        "che_hit_ratio": round(che, 3), "item_mb": round(item_bytes / 1e6, 3),
+    }
 
 
 def format_table(rows: list[dict]) -> str:

@@ -16,10 +16,13 @@ import sys
 import time
 from pathlib import Path
 
-from scenarios.fill import (LinkSampler, UPSTREAM, _read_csv, collect, hit_ratios, per_second, startup_times,
-                   viewer_requests, viewers_by_isp)
+import pandas as pd
+
 from harness.rundir import write_csv
 from harness.runner import Scenario
+from scenarios.logs import day_tables, of_arm, read_table
+from scenarios.traffic import (UPSTREAM, LinkSampler, border_upstream_bytes, counter_delta, hit_ratios, per_second, startup_times,
+                               upstream_mbps, viewer_requests, viewers_by_isp)
 
 ARMS = ("prepositioned", "cold")
 
@@ -51,35 +54,24 @@ def body(net, run_dir: Path, cfg: dict, seed: int, tables: dict) -> None:
         print(f"flashcrowd: arm {arm} (new title {cfg['new_title']}) ...", flush=True)
         _run_arm(net, run_dir, arm, cfg, seed, tables)
 
-POST_FILL = """
-import json, sys, urllib.request
-body = open(sys.argv[2], "rb").read()
-req = urllib.request.Request(sys.argv[1] + "/fill", data=body, method="POST",
-                             headers={"Content-Type": "application/json"})
-with urllib.request.urlopen(req, timeout=5) as r:
-    print(r.status)
-"""
-
-
 def preposition(svc, title: str, cfg: dict, arm_dir: Path) -> None:
-    """POST /fill with every rung of the first `segments` segments of `title` to each OCA."""
+    """POST /fill with every rung of the first `segments` segments of `title` to each OCA (from
+    the control host: `scenarios.hostcmd post-fill`)."""
     from appliances.content import LADDER_KBPS
     from emulation.linkemu import EmulationError
     body = {"segments": [[title, k, i] for k in LADDER_KBPS for i in range(cfg["segments"])],
             "sources": [svc.origin_url], "rate_mbps": 200, "window_end_unix": time.time() + 120}
     body_file = arm_dir / "preposition.json"
     body_file.write_text(json.dumps(body))
-    script = arm_dir / "post_fill.py"
-    script.write_text(POST_FILL)
     ctl = svc.net.host(svc.plan.nodes_of(role="control")[0].name)
     for o in svc.dep["ocas"]:
-        out = ctl.cmd(f"{sys.executable} {script} {o['url']} {body_file}").strip()
+        out = ctl.cmd(f"{sys.executable} -m scenarios.hostcmd post-fill {o['url']} {body_file}").strip()
         if not out.endswith("202"):
             raise EmulationError(f"POST /fill to {o['name']} answered {out[-300:]!r}")
 
 
 def _run_arm(net, run_dir: Path, arm: str, cfg: dict, seed: int, tables: dict) -> None:
-    from emulation.probes import counter_delta, link_counters
+    from emulation.probes import link_counters
     from harness.services import ServiceOptions, Services
     tags = {"arm": arm, "capacity_mb": cfg["capacity_mb"]}
     arm_dir = run_dir / "arms" / arm
@@ -111,70 +103,70 @@ def _run_arm(net, run_dir: Path, arm: str, cfg: dict, seed: int, tables: dict) -
         tables["links"] += [{**tags, **r} for r in counter_delta(before, link_counters(net))]
     finally:
         svc.stop()
-    got = collect(svc.logs, tags, t0, t0)
+    got = day_tables(svc.logs, tags, t0, t0)
     for s in got["sessions"]:
         s["role"] = "spike" if s["account"].split("-")[1] == "spike" else "baseline"
     for k, rows in got.items():
         tables[k] += rows
 
 
-def _q(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    if not xs:
-        return float("nan")
-    return xs[min(len(xs) - 1, int(q * len(xs)))]
-
-
 def summarize(run_dir: Path) -> list[dict]:
     """summary.csv, transit_ts.csv and flashcrowd.png from the tidy tables; no root, no network."""
-    import statistics as st
     from topologies.plan import Plan
     plan = Plan.from_json((run_dir / "plan.json").read_text())
     cfg = json.loads((run_dir / "manifest.json").read_text())["settings"]
     roles = {n.name: n.role for n in plan.nodes}
-    t = {k: _read_csv(run_dir / f"{k}.csv") for k in ("links_ts", "links", "requests", "sessions")}
+    t = {k: read_table(run_dir / f"{k}.csv") for k in ("links_ts", "links", "requests", "sessions")}
     rows, series = [], []
-    title = cfg["new_title"]
     for arm in ARMS:
-        sel = {k: [r for r in v if r["arm"] == arm] for k, v in t.items()}
-        if not sel["links_ts"]:
+        sel = {k: of_arm(v, arm) for k, v in t.items()}
+        if sel["links_ts"].empty:
             continue
-        key = (arm, sel["links_ts"][0]["capacity_mb"])
-        ts = per_second(t["links_ts"], roles, key)
-        per_s: dict[float, float] = {}
-        for r in ts:
-            if r["cls"] in UPSTREAM:
-                per_s[r["t_s"]] = per_s.get(r["t_s"], 0) + r["mbps"]
+        ts = per_second(sel["links_ts"], roles)
+        per_s = upstream_mbps(ts)
         series += [{"arm": arm, "t_s": k, "upstream_mbps": round(v, 3)} for k, v in sorted(per_s.items())]
-        spike = startup_times([s for s in sel["sessions"] if s["role"] == "spike"])
-        base = startup_times([s for s in sel["sessions"] if s["role"] == "baseline"])
-        kernel = sum(int(r["to_node_bytes"]) + int(r["from_node_bytes"]) for r in sel["links"]
-                     if r["cls"] in UPSTREAM and roles.get(r["node"]) == "border")
-        new_req = [r for r in sel["requests"] if r["path"].startswith(f"/v/{title}/")]
-        hr, _ = hit_ratios([r for r in viewer_requests(new_req, plan) if float(r["t_s"]) >= 0])
-        rows.append({
-            "arm": arm, "spike_sessions": sum(s["role"] == "spike" for s in sel["sessions"]),
-            "spike_ok": sum(s["status"] == "ok" for s in sel["sessions"] if s["role"] == "spike"),
-            "startup_p50_s": round(st.median(spike), 3) if spike else float("nan"),
-            "startup_p90_s": round(_q(spike, 0.9), 3), "startup_max_s": round(max(spike, default=float("nan")), 3),
-            "baseline_startup_p50_s": round(st.median(base), 3) if base else float("nan"),
-            "upstream_peak_mbps": round(max(per_s.values(), default=0.0), 2),
-            "spike_peak_mbps": round(max((v for k, v in per_s.items() if k > cfg["spike_at_s"]), default=0.0), 2),
-            "spike_upstream_mb": round(sum(r["bytes"] for r in ts if r["cls"] in UPSTREAM
-                                           and r["t_s"] > cfg["spike_at_s"]) / 1e6, 2),
-            "upstream_mb": round(sum(r["bytes"] for r in ts if r["cls"] in UPSTREAM) / 1e6, 2),
-            "upstream_kernel_mb": round(kernel / 1e6, 2),
-            "new_title_hit_ratio": round(hr, 3),
-            "origin_new_title_mb": round(sum(int(r["bytes"]) for r in new_req
-                                             if r["oca"] == "origin" and float(r["t_s"]) >= 0) / 1e6, 2),
-            "prefill_mb": round(sum(int(r["bytes"]) for r in new_req
-                                    if r["oca"] == "origin" and float(r["t_s"]) < 0) / 1e6, 2),
-        })
+        rows.append({"arm": arm, **_spike_figures(sel["sessions"]), **_upstream_figures(ts, per_s, cfg),
+                     "upstream_kernel_mb": round(border_upstream_bytes(sel["links"], roles) / 1e6, 2),
+                     **_title_figures(sel["requests"], plan, cfg["new_title"])})
     write_csv(run_dir / "summary.csv", rows)
     write_csv(run_dir / "transit_ts.csv", series)
     if rows:
         _figure(t["sessions"], series, cfg["spike_at_s"], run_dir / "flashcrowd.png")
     return rows
+
+
+def _spike_figures(sessions: pd.DataFrame) -> dict:
+    """Startup delays of the launch spike's sessions (p90 and max: nearest rank, a real session's)."""
+    spike = sessions[sessions["role"] == "spike"]
+    up = startup_times(spike)
+    base = startup_times(sessions[sessions["role"] == "baseline"])
+    nan = float("nan")
+    return {"spike_sessions": len(spike), "spike_ok": int((spike["status"] == "ok").sum()),
+            "startup_p50_s": round(float(up.median()), 3) if len(up) else nan,
+            "startup_p90_s": round(float(up.quantile(0.9, interpolation="higher")), 3) if len(up) else nan,
+            "startup_max_s": round(float(up.max()), 3) if len(up) else nan,
+            "baseline_startup_p50_s": round(float(base.median()), 3) if len(base) else nan}
+
+
+def _upstream_figures(ts: pd.DataFrame, per_s: dict[float, float], cfg: dict) -> dict:
+    """Upstream peaks (Mbit/s) and volumes (MB), in all and after the spike began."""
+    up = ts[ts["cls"].isin(UPSTREAM)]
+    after = up[up["t_s"] > cfg["spike_at_s"]]
+    return {"upstream_peak_mbps": round(max(per_s.values(), default=0.0), 2),
+            "spike_peak_mbps": round(max((v for k, v in per_s.items() if k > cfg["spike_at_s"]), default=0.0), 2),
+            "spike_upstream_mb": round(int(after["bytes"].sum()) / 1e6, 2),
+            "upstream_mb": round(int(up["bytes"].sum()) / 1e6, 2)}
+
+
+def _title_figures(requests: pd.DataFrame, plan, title: str) -> dict:
+    """The new title's hit ratio at OCAs and its bytes from the origin, after t = 0 and before
+    (the pre-positioning fill)."""
+    new = requests[requests["path"].str.startswith(f"/v/{title}/")]
+    hr, _ = hit_ratios(viewer_requests(new, plan).query("t_s >= 0"))
+    origin = new[new["oca"] == "origin"]
+    return {"new_title_hit_ratio": round(hr, 3),
+            "origin_new_title_mb": round(int(origin.loc[origin["t_s"] >= 0, "bytes"].sum()) / 1e6, 2),
+            "prefill_mb": round(int(origin.loc[origin["t_s"] < 0, "bytes"].sum()) / 1e6, 2)}
 
 
 def format_table(rows: list[dict]) -> str:
@@ -188,13 +180,14 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _figure(sessions: list[dict], series: list[dict], spike_at_s: float, path: Path) -> None:
+def _figure(sessions: pd.DataFrame, series: list[dict], spike_at_s: float, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
     for arm in ARMS:
-        xs = sorted(startup_times([s for s in sessions if s["arm"] == arm and s["role"] == "spike"]))
+        arm_s = of_arm(sessions, arm)
+        xs = sorted(startup_times(arm_s[arm_s["role"] == "spike"]))
         if xs:
             ax1.step(xs, [(i + 1) / len(xs) for i in range(len(xs))], where="post", label=arm)
         pts = [(float(r["t_s"]), float(r["upstream_mbps"])) for r in series if r["arm"] == arm]

@@ -8,14 +8,16 @@ Saved tidy tables (one row per observation, `arm` column): chunks.csv, sessions.
 """
 from __future__ import annotations
 
-import csv
-import json
 import time
 from collections import Counter
 from pathlib import Path
 
+import pandas as pd
+
 from harness.rundir import write_csv
 from harness.runner import Scenario
+from scenarios.logs import attach_cache, of_arm, read_access, read_rows, read_table, sessions
+from scenarios.traffic import HIT, bytes_by_class, counter_delta, payload_by_class
 
 ARMS = ("origin", "ixp", "embedded")
 # Doan, Bajpai, Crawford (INFOCOM 2020): embedded vs outside the ISP
@@ -37,8 +39,7 @@ def body(net, run_dir: Path, cfg: dict, seed: int, tables: dict) -> None:
 
 
 def _run_arm(net, run_dir: Path, arm: str, cfg: dict, seed: int, tables: dict) -> None:
-    from scenarios.failover import read_access
-    from emulation.probes import counter_delta, settled_counters
+    from emulation.probes import settled_counters
     from harness.services import ServiceOptions, Services
     from emulation.fidelity import wait_quiet
     arm_dir = run_dir / "arms" / arm
@@ -65,12 +66,10 @@ def _run_arm(net, run_dir: Path, arm: str, cfg: dict, seed: int, tables: dict) -
         # probe paths on a quiet machine, as the fidelity gate does (a busy one inflates RTTs)
         busy = round(wait_quiet(), 3)
         for v in viewers:
-            chunks = attach_cache(_read_csv(arm_dir / "logs" / f"chunks-{v}.csv"), access, net.plan.primary_ip(v))
+            chunks = attach_cache(read_rows(svc.logs / f"chunks-{v}.csv", optional=False), access,
+                                  net.plan.primary_ip(v))
             tables["chunks"] += [{"arm": arm, "host": v, **r} for r in chunks]
-            for line in (arm_dir / "logs" / f"sessions-{v}.jsonl").read_text().splitlines():
-                s = json.loads(line)
-                s.pop("servers", None)
-                tables["sessions"].append({"arm": arm, "host": v, **s})
+            tables["sessions"] += [{"arm": arm, "host": v, **s} for s in sessions(svc.logs / f"sessions-{v}.jsonl")]
             tables["paths"].append({"arm": arm, "host": v, **_path_row(net, svc, v, chunks), "cpu_busy": busy})
     finally:
         svc.stop()
@@ -78,39 +77,22 @@ def _run_arm(net, run_dir: Path, arm: str, cfg: dict, seed: int, tables: dict) -
 
 def _path_row(net, svc, viewer: str, chunks: list[dict]) -> dict:
     """Hops (traceroute), RTT and TCP connect time from `viewer` to the server that sent most of its chunks."""
-    from emulation.probes import connect_ms, median, ping_rtts, traceroute
+    from emulation.probes import connect_ms, ping_rtts, traceroute
     from harness.services import OCA_PORT
     server = Counter(r["server"] for r in chunks).most_common(1)[0][0]
     addr = svc.server_addr(server)
     hops = traceroute(net, viewer, addr)
     return {"server": server, "server_addr": addr, "hops": len(hops), "hops_answered": sum(h != "*" for h in hops),
-            "path": " ".join(hops), "rtt_ms": median(ping_rtts(net, viewer, addr)),
-            "connect_ms": median(connect_ms(net, viewer, addr, OCA_PORT))}
+            "path": " ".join(hops), "rtt_ms": _median_ms(ping_rtts(net, viewer, addr)),
+            "connect_ms": _median_ms(connect_ms(net, viewer, addr, OCA_PORT))}
 
 
-def attach_cache(chunks: list[dict], access: list[dict], client: str, max_skew_s: float = 30.0) -> list[dict]:
-    """Each chunk with `cache` (hit, miss, ...) from the serving server's access-log row for the
-    same client and path nearest in time (`unmatched` if none within max_skew_s). Pure."""
-    index: dict[tuple, list[dict]] = {}
-    for r in access:
-        if r["client"] == client and int(r["status"]) in (200, 206):
-            index.setdefault((r["server"], r["path"]), []).append(r)
-    out = []
-    for c in chunks:
-        cands = index.get((c["server"], f"/v/{c['title']}/{c['kbps']}/{c['index']}"), [])
-        best = min(cands, key=lambda r: abs(float(r["ts"]) - float(c["time"])), default=None)
-        ok = best is not None and abs(float(best["ts"]) - float(c["time"])) <= max_skew_s
-        out.append({**c, "cache": best["cache"] if ok else "unmatched"})
-    return out
+def _median_ms(samples: list[float]) -> float:
+    """A probe's median in ms (3 decimals); nan if it got no sample."""
+    return round(float(pd.Series(samples, dtype=float).median()), 3) if samples else float("nan")
 
 
-def _read_csv(path: Path) -> list[dict]:
-    with path.open() as f:
-        return list(csv.DictReader(f))
-
-
-def _f(x) -> float:
-    return float(x) if x not in ("", None) else float("nan")
+TABLES = ("chunks", "sessions", "links", "links_ctl", "paths", "access")
 
 
 def summarize(run_dir: Path) -> list[dict]:
@@ -121,51 +103,57 @@ def summarize(run_dir: Path) -> list[dict]:
     `local_mb` are kernel counters (wire bytes: headers, retransmissions, probes), and
     `ctl_vs_kernel_pct` is the largest gap between the controller's port counters and the
     kernel's over the link classes (the cross-check)."""
-    import statistics as st
     from topologies.plan import Plan
-    from emulation.probes import bytes_by_class, payload_by_class
     plan = Plan.from_json((run_dir / "plan.json").read_text())
-    t = {n: _read_csv(run_dir / f"{n}.csv") if (run_dir / f"{n}.csv").exists() else []
-         for n in ("chunks", "sessions", "links", "links_ctl", "paths", "access")}
+    t = {n: read_table(run_dir / f"{n}.csv") for n in TABLES}
     tiers = {n.name: n.tier for n in plan.nodes if n.role == "oca"}
     rows = []
     for arm in ARMS:
-        ch, se, pa = ([r for r in t[k] if r["arm"] == arm] for k in ("chunks", "sessions", "paths"))
-        if not ch:
+        arm_t = {k: of_arm(v, arm) for k, v in t.items()}
+        if arm_t["chunks"].empty:
             continue
-        wire = bytes_by_class(_ints([r for r in t["links"] if r["arm"] == arm]), plan)
-        ctl = bytes_by_class(_ints([r for r in t["links_ctl"] if r["arm"] == arm]), plan)
-        payload = payload_by_class([r for r in t["access"] if r["arm"] == arm], plan, "origin")
-        total = sum(int(c["bytes"]) for c in ch)
-        in_isp = sum(int(c["bytes"]) for c in ch if tiers.get(c["server"]) == "embedded")
-        at_oca = [c for c in ch if c["server"] in tiers]
-        rows.append({
-            "arm": arm, "sessions": len(se), "sessions_ok": sum(x.get("status") == "ok" for x in se),
-            "chunks": len(ch),
-            "servers": " ".join(f"{p['host']}={p['server']}" for p in sorted(pa, key=lambda p: p["host"])),
-            "hops": st.median(int(p["hops"]) for p in pa),
-            "rtt_ms": round(st.median(_f(p["rtt_ms"]) for p in pa), 2),
-            "connect_ms": round(st.median(_f(p["connect_ms"]) for p in pa), 2),
-            "ttfb_ms": round(st.median(_f(c["ttfb_ms"]) for c in ch), 1),
-            "ttfb_hit_ms": _median_of(ch, "ttfb_ms", ("hit",)),
-            "ttfb_miss_ms": _median_of(ch, "ttfb_ms", MISS),
-            "startup_s": _stat(st.median, se, "startup_s", 3),
-            "rebuffer_ratio": _stat(st.mean, se, "rebuffer_ratio", 4),
-            "mean_kbps": _stat(st.mean, se, "mean_kbps", 1),
-            "qoe_lin": _stat(st.mean, se, "qoe_lin", 2),
-            "served_mb": round(total / 1e6, 3),
-            "oca_hit_ratio": round(sum(c["cache"] in HIT for c in at_oca) / len(at_oca), 4) if at_oca else "",
-            "in_isp_share": round(in_isp / total, 4) if total else 0.0,
-            **{f"payload_{c}_mb": round(payload.get(c, 0) / 1e6, 3) for c in CLASSES},
-            **{f"{c}_mb": round(wire.get(c, 0) / 1e6, 2) for c in CLASSES},
-            "ctl_vs_kernel_pct": _gap_pct(ctl, wire) if t["links_ctl"] else "",
-        })
+        rows.append({"arm": arm, **_arm_figures(arm_t, plan, tiers), **_byte_figures(arm_t, plan, t["links_ctl"].empty)})
     write_csv(run_dir / "summary.csv", rows)
     _figure(rows, run_dir / "placement.png")
     return rows
 
 
-HIT = ("hit", "coalesced")  # served from the OCA's store, or joined a pull already in flight
+def _arm_figures(t: dict[str, pd.DataFrame], plan, tiers: dict[str, str]) -> dict:
+    """Sessions, paths and chunk figures of one arm (its rows of each table)."""
+    ch, se, pa = t["chunks"], t["sessions"], t["paths"].sort_values("host", kind="stable")
+    total = int(ch["bytes"].sum())
+    at_oca = ch[ch["server"].isin(tiers)]
+    hops = pa["hops"].median()
+    return {
+        "sessions": len(se), "sessions_ok": int((se["status"] == "ok").sum()) if len(se) else 0,
+        "chunks": len(ch),
+        "servers": " ".join(f"{h}={s}" for h, s in zip(pa["host"], pa["server"])),
+        "hops": int(hops) if len(pa) % 2 else float(hops),  # statistics.median's types: a value or a mean
+        "rtt_ms": _median(pa["rtt_ms"], 2), "connect_ms": _median(pa["connect_ms"], 2),
+        "ttfb_ms": _median(ch["ttfb_ms"], 1),
+        "ttfb_hit_ms": _median(ch.loc[ch["cache"] == "hit", "ttfb_ms"], 1, ""),
+        "ttfb_miss_ms": _median(ch.loc[ch["cache"].isin(MISS), "ttfb_ms"], 1, ""),
+        "startup_s": _median(_finite(se, "startup_s"), 3, ""),
+        "rebuffer_ratio": _mean(_finite(se, "rebuffer_ratio"), 4),
+        "mean_kbps": _mean(_finite(se, "mean_kbps"), 1),
+        "qoe_lin": _mean(_finite(se, "qoe_lin"), 2),
+        "served_mb": round(total / 1e6, 3),
+        "oca_hit_ratio": round(int(at_oca["cache"].isin(HIT).sum()) / len(at_oca), 4) if len(at_oca) else "",
+        "in_isp_share": round(int(ch.loc[ch["server"].map(tiers) == "embedded", "bytes"].sum()) / total, 4)
+        if total else 0.0,
+    }
+
+
+def _byte_figures(t: dict[str, pd.DataFrame], plan, no_ctl: bool) -> dict:
+    """Payload, kernel-counter and controller-counter bytes per link class of one arm."""
+    wire = bytes_by_class(_ints(t["links"]), plan)
+    ctl = bytes_by_class(_ints(t["links_ctl"]), plan)
+    payload = payload_by_class(t["access"].to_dict("records"), plan, "origin")
+    return {**{f"payload_{c}_mb": round(payload.get(c, 0) / 1e6, 3) for c in CLASSES},
+            **{f"{c}_mb": round(wire.get(c, 0) / 1e6, 2) for c in CLASSES},
+            "ctl_vs_kernel_pct": "" if no_ctl else _gap_pct(ctl, wire)}
+
+
 MISS = ("fill", "coalesced")  # waited for a pull from upstream
 CLASSES = ("transit", "peering", "backbone", "internal", "access")
 # figures that depend on the seeded request set only (identical across runs with --abr fixed)
@@ -173,22 +161,30 @@ STABLE = ("sessions", "chunks", "servers", "hops", "served_mb", "oca_hit_ratio",
           *(f"payload_{c}_mb" for c in CLASSES))
 
 
-def _ints(rows: list[dict]) -> list[dict]:
+def _ints(links: pd.DataFrame) -> list[dict]:
     return [{**r, "to_node_bytes": int(r["to_node_bytes"]), "from_node_bytes": int(r["from_node_bytes"])}
-            for r in rows]
+            for r in links.to_dict("records")]
 
 
-def _stat(fn, rows: list[dict], col: str, digits: int) -> float | str:
-    """fn over the finite values of `col` (a failed session may have none); "" if there are none."""
-    import math
-    xs = [x for x in (_f(r.get(col)) for r in rows) if math.isfinite(x)]
-    return round(fn(xs), digits) if xs else ""
+def _finite(rows: pd.DataFrame, col: str) -> pd.Series:
+    """The finite values of `col` (a failed session may have none)."""
+    if col not in rows:
+        return pd.Series(dtype=float)
+    xs = pd.to_numeric(rows[col])
+    return xs[xs.abs() != float("inf")].dropna()
 
 
-def _median_of(rows: list[dict], col: str, caches: tuple[str, ...]) -> float | str:
-    import statistics as st
-    xs = [_f(r[col]) for r in rows if r.get("cache") in caches]
-    return round(st.median(xs), 1) if xs else ""
+def _median(xs: pd.Series, digits: int, empty="nan"):
+    """The median of xs (pandas', as statistics.median) rounded to `digits`; `empty` if none."""
+    xs = pd.to_numeric(xs).dropna()
+    if xs.empty:
+        return float("nan") if empty == "nan" else empty
+    return round(float(xs.median()), digits)
+
+
+def _mean(xs: pd.Series, digits: int) -> float | str:
+    from contracts.stats import mean
+    return round(mean(xs), digits) if len(xs) else ""
 
 
 def _gap_pct(ctl: dict[str, int], kernel: dict[str, int]) -> float:
@@ -207,9 +203,10 @@ def format_table(rows: list[dict]) -> str:
     by = {r["arm"]: r for r in rows}
     if "embedded" in by and "origin" in by and by["origin"]["hops"]:
         e, o = by["embedded"], by["origin"]
+        lo, hi = DOAN["path_len_reduction_pct"]
         lines.append(f"embedded vs origin: path {100 * (1 - e['hops'] / o['hops']):.0f}% shorter "
-                     f"(Doan et al.: 40-50%), connect time {100 * (1 - e['connect_ms'] / o['connect_ms']):.0f}% "
-                     f"lower (Doan et al.: 64%)")
+                     f"(Doan et al.: {lo}-{hi}%), connect time {100 * (1 - e['connect_ms'] / o['connect_ms']):.0f}% "
+                     f"lower (Doan et al.: {DOAN['connect_time_reduction_pct']}%)")
     gaps = [r["ctl_vs_kernel_pct"] for r in rows if r.get("ctl_vs_kernel_pct") not in ("", None)]
     if gaps:
         lines.append(f"bytes per link class: controller port counters within {max(map(float, gaps))}% "

@@ -20,10 +20,12 @@ import sys
 import time
 from pathlib import Path
 
-from scenarios.failover import collect_logs, read_csv
-from scenarios.fill import startup_times
+import pandas as pd
+
 from harness.rundir import write_csv
 from harness.runner import Scenario
+from scenarios.logs import join_misses, of_arm, read_steering, read_table, viewer_tables
+from scenarios.traffic import startup_times
 
 ARMS = ("nearest", "load_aware")
 ISP = "isp1"
@@ -66,39 +68,18 @@ def _run_arm(net, run_dir: Path, arm: str, cfg: dict, seed: int, tables: dict) -
         svc.wait_players(procs, 300)
     finally:
         svc.stop()
-    collect_logs(svc, arm, viewers, tables)
+    viewer_tables(svc, arm, viewers, tables)
     decisions = read_steering(svc.logs / "steering.jsonl", arm)
     tables["steering"] += decisions
     tables["misses"] += join_misses([r for r in tables["access"] if r["arm"] == arm], decisions)
 
 
-# Runs in the control host: HEAD each URL, 6 at a time. A HEAD miss makes a proxy-mode OCA pull
-# the object and store it, with no body sent (no egress counted).
-WARMER = r"""
-import json, sys, time, urllib.error, urllib.request
-from concurrent.futures import ThreadPoolExecutor
-urls = json.loads(sys.argv[1])
-def head(url):
-    for attempt in range(5):  # 503: the OCA is at its stream limit; retry shortly
-        try:
-            with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=60) as r:
-                return r.status
-        except urllib.error.HTTPError as e:
-            if e.code != 503:
-                return e.code
-            time.sleep(0.2)
-    return 503
-with ThreadPoolExecutor(6) as ex:
-    codes = list(ex.map(head, urls))
-print(json.dumps({"n": len(codes), "ok": sum(c == 200 for c in codes)}))
-"""
-
-
 def warm(svc, ctl: str, ocas: list[str]) -> None:
-    """Store segment 0 at the lowest rung of every title on `ocas`. The controller's content
-    check is per title (an OCA's `stored_titles`), so afterwards no OCA is a content miss for any
-    title and the policies differ by load only; the other segments are still real cache misses
-    (pulled through on first request)."""
+    """Store segment 0 at the lowest rung of every title on `ocas` (HEAD requests from the control
+    host: `scenarios.hostcmd warm`). The controller's content check is per title (an OCA's
+    `stored_titles`), so afterwards no OCA is a content miss for any title and the policies
+    differ by load only; the other segments are still real cache misses (pulled through on
+    first request)."""
     import subprocess
     from appliances import tokens
     from appliances.content import LADDER_KBPS
@@ -111,7 +92,7 @@ def warm(svc, ctl: str, ocas: list[str]) -> None:
         for name in ocas:
             root = f"http://{svc.plan.primary_ip(name)}:8080"
             urls.append(f"{root}/v/{title}/{LADDER_KBPS[0]}/0?{query}")
-    proc = svc.net.host(ctl).popen([sys.executable, "-c", WARMER, json.dumps(urls)],
+    proc = svc.net.host(ctl).popen([sys.executable, "-m", "scenarios.hostcmd", "warm", json.dumps(urls)],
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = proc.communicate(timeout=180)
     if proc.returncode != 0:
@@ -121,89 +102,54 @@ def warm(svc, ctl: str, ocas: list[str]) -> None:
         raise EmulationError(f"cache warm-up: {res['ok']} of {len(urls)} objects")
 
 
-def read_steering(path: Path, arm: str) -> list[dict]:
-    """One row per steering decision of the control plane (logs/steering.jsonl)."""
-    out = []
-    for line in (path.read_text().splitlines() if path.exists() else []):
-        d = json.loads(line)
-        reasons = d.get("reasons") or {}
-
-        def names(key: str) -> str:
-            return " ".join(n for n, r in reasons.items() if r.get(key))
-        out.append({"arm": arm, "ts": d["ts"], "viewer": d["viewer"], "account": d["account"],
-                    "title": d["title"], "first": d["ranked"][0] if d["ranked"] else "",
-                    "ranked": " ".join(d["ranked"]), "overloaded": names("overloaded"),
-                    "health_missed": names("health_miss"), "content_missed": names("content_miss"),
-                    # OCAs the controller left out (health misses), name=why
-                    "excluded": " ".join(f"{n}={why}" for n, why in sorted((d.get("excluded") or {}).items())),
-                    "policy": next((r.get("policy") for r in reasons.values() if r.get("policy")), ""),
-                    "fallback": int(any(r.get("steering") == "local-fallback" for r in reasons.values()))})
-    return out
-
-
-def join_misses(access: list[dict], decisions: list[dict]) -> list[dict]:
-    """Each 503 to a GET (a viewer's health miss at the OCA) with the latest steering decision for the same viewer
-    address and title made before it: whether that decision ranked the refusing OCA first and
-    whether it already knew it was overloaded or unhealthy. Pure."""
-    out = []
-    for r in access:
-        if int(r["status"]) != 503 or r.get("method", "GET") != "GET":
-            continue
-        title = str(r["path"]).split("/")[2]
-        prior = [d for d in decisions if d["viewer"] == r["client"] and d["title"] == title
-                 and float(d["ts"]) <= float(r["ts"])]
-        d = max(prior, key=lambda d: float(d["ts"]), default=None)
-        out.append({"arm": r["arm"], "ts": r["ts"], "server": r["server"], "client": r["client"],
-                    "path": r["path"], "decision_ts": d["ts"] if d else "",
-                    "ranked_first": int(bool(d) and d["first"] == r["server"]),
-                    "known_overloaded": int(bool(d) and r["server"] in d["overloaded"].split()),
-                    "known_unhealthy": int(bool(d) and r["server"] in d["health_missed"].split())})
-    return out
-
-
-# ---- pure summary --------------------------------------------------------------------------
-
-def _mean(xs: list[float]) -> float | None:
-    return round(sum(xs) / len(xs), 4) if xs else None
-
-
 def summarize(run_dir: Path) -> list[dict]:
     """summary.csv (one row per policy) and steering.png; needs no root and no network."""
-    chunks, sessions = read_csv(run_dir / "chunks.csv"), read_csv(run_dir / "sessions.csv")
-    access, steering = read_csv(run_dir / "access.csv"), read_csv(run_dir / "steering.csv")
-    misses = read_csv(run_dir / "misses.csv") if (run_dir / "misses.csv").stat().st_size else []
+    t = {n: read_table(run_dir / f"{n}.csv", optional=False) for n in ("chunks", "sessions", "access", "steering")}
+    t["misses"] = read_table(run_dir / "misses.csv")  # none when no OCA refused a request
     rows = []
     for arm in ARMS:
-        ch = [c for c in chunks if c["arm"] == arm]
-        if not ch:
-            continue
-        se = [s for s in sessions if s["arm"] == arm]
-        ac = [r for r in access if r["arm"] == arm and r["server"] != "origin" and r.get("method", "GET") == "GET"]
-        de = [d for d in steering if d["arm"] == arm]
-        mi = [m for m in misses if m["arm"] == arm]
-        total = sum(int(c["bytes"]) for c in ch)
-        health = sum(int(r["status"]) == 503 for r in ac)
-        rows.append({
-            "arm": arm, "sessions": len(se), "sessions_ok": sum(s["status"] == "ok" for s in se),
-            "decisions": len(de),
-            "first_embedded_share": round(sum(d["first"].startswith("i") and "oca" in d["first"] for d in de)
-                                          / len(de), 3) if de else None,
-            "decisions_overloaded_seen": sum(bool(d["overloaded"]) for d in de),
-            "oca_requests": len(ac), "health_misses": health,
-            "health_miss_ratio": round(health / len(ac), 4) if ac else 0.0,
-            "health_misses_ranked_first": sum(int(m["ranked_first"]) for m in mi),
-            "content_misses": sum(r["cache"] in ("miss", "fill") and int(r["status"]) == 200 for r in ac),
-            **{f"{t}_share": round(sum(int(c["bytes"]) for c in ch if c["tier"] == t) / total, 3) if total else 0.0
-               for t in ("embedded", "ixp", "origin")},
-            "fallback_chunks": sum(int(c["fallback"]) for c in ch),
-            "qoe_lin": _mean([float(s["qoe_lin"]) for s in se]),
-            "rebuffer_ratio": _mean([float(s["rebuffer_ratio"]) for s in se]),
-            "mean_kbps": _mean([float(s["mean_kbps"]) for s in se]),
-            "startup_s": _mean(startup_times(se))})
+        arm_t = {k: of_arm(v, arm) for k, v in t.items()}
+        if not arm_t["chunks"].empty:
+            rows.append({"arm": arm, **_figures(arm_t)})
     write_csv(run_dir / "summary.csv", rows)
     if rows:
         _figure(rows, run_dir / "steering.png")
     return rows
+
+
+def _figures(t: dict[str, pd.DataFrame]) -> dict:
+    """The summary figures of one policy from its rows of each table."""
+    ch, se, de, mi = t["chunks"], t["sessions"], t["steering"], t["misses"]
+    ac = t["access"]
+    method = ac["method"] if "method" in ac else "GET"  # runs saved before the column: all GETs
+    ac = ac[(ac["server"] != "origin") & (method == "GET")]
+    total = int(ch["bytes"].sum())
+    health = int((ac["status"] == 503).sum())
+    first = de["first"].fillna("") if len(de) else pd.Series(dtype=str)
+    return {
+        "sessions": len(se), "sessions_ok": int((se["status"] == "ok").sum()) if len(se) else 0,
+        "decisions": len(de),
+        "first_embedded_share": round(int((first.str.startswith("i") & first.str.contains("oca")).sum())
+                                      / len(de), 3) if len(de) else None,
+        "decisions_overloaded_seen": int(de["overloaded"].notna().sum()) if len(de) else 0,
+        "oca_requests": len(ac), "health_misses": health,
+        "health_miss_ratio": round(health / len(ac), 4) if len(ac) else 0.0,
+        "health_misses_ranked_first": int(mi["ranked_first"].sum()) if len(mi) else 0,
+        "content_misses": int((ac["cache"].isin(("miss", "fill")) & (ac["status"] == 200)).sum()),
+        **{f"{tier}_share": round(int(ch.loc[ch["tier"] == tier, "bytes"].sum()) / total, 3) if total else 0.0
+           for tier in ("embedded", "ixp", "origin")},
+        "fallback_chunks": int(ch["fallback"].sum()),
+        "qoe_lin": _mean(se, "qoe_lin"), "rebuffer_ratio": _mean(se, "rebuffer_ratio"),
+        "mean_kbps": _mean(se, "mean_kbps"), "startup_s": _mean_of(startup_times(se))}
+
+
+def _mean(sessions: pd.DataFrame, col: str) -> float | None:
+    return _mean_of(sessions[col] if col in sessions else pd.Series(dtype=float))
+
+
+def _mean_of(xs: pd.Series) -> float | None:
+    from contracts.stats import mean
+    return round(mean(xs.astype(float)), 4) if len(xs) else None
 
 
 def format_table(rows: list[dict]) -> str:
@@ -224,9 +170,6 @@ def _figure(rows: list[dict], path: Path) -> None:
                ("mean_kbps", "mean bitrate (kbps)")]
     bar_panels(rows, metrics, "steering: nearest vs load-aware under OCA capacity limits", path,
                ["#c44e52", "#4c72b0"], panel_w=2.8)
-
-
-# ---- the policy proxy (runs in the control host) -------------------------------------------
 
 STABLE = ("sessions", "decisions")  # load-aware steering reacts to timing, so little else is
 

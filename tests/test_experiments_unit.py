@@ -4,6 +4,7 @@ import json
 import pytest
 
 from emulation import probes as measure
+from scenarios.traffic import bytes_by_class
 from harness.rundir import new_run_dir, write_manifest
 from harness.services import ServiceOptions, deployment, ocas_for_arm
 from topologies.catalog import metro
@@ -27,7 +28,7 @@ def test_bytes_by_class_counts_interdomain_bytes_once_at_the_isp_border():
             {"link": "c", "cls": "peering", "node": "nfxr", "to_node_bytes": 7, "from_node_bytes": 70},
             {"link": "d", "cls": "peering", "node": "i2br", "to_node_bytes": 70, "from_node_bytes": 7},
             {"link": "e", "cls": "access", "node": "i1v1", "to_node_bytes": 50, "from_node_bytes": 1}]
-    assert measure.bytes_by_class(rows, plan) == {"transit": 105, "peering": 77, "access": 51}
+    assert bytes_by_class(rows, plan) == {"transit": 105, "peering": 77, "access": 51}
 
 
 @pytest.mark.parametrize("arm,tiers", [("origin", set()), ("ixp", {"ixp"}), ("embedded", {"ixp", "embedded"})])

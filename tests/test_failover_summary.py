@@ -1,5 +1,6 @@
 """Pure parts of the failover scenario on small synthetic tidy tables (no root)."""
 from scenarios import failover
+from scenarios.logs import resolve_servers
 from harness.rundir import write_csv
 
 TIERS = {"i1oca1": "embedded", "nfxoca1": "ixp", "origin": "origin"}
@@ -20,13 +21,13 @@ def test_resolve_servers_maps_anycast_chunks_to_the_access_log_that_served_them(
         {"server": "origin", "ts": 200.1, "client": "198.18.1.10", "path": "/v/t0001/3000/4", "status": 200},
         {"server": "nfxoca1", "ts": 200.0, "client": "198.18.1.11", "path": "/v/t0001/3000/4", "status": 200},
     ]
-    out = failover.resolve_servers(chunks, access, TIERS)
+    out = resolve_servers(chunks, access, TIERS)
     assert [(c["pathway"], c["server"], c["tier"]) for c in out] == [
         ("anycast", "i1oca1", "embedded"), ("anycast", "origin", "origin")]
 
 
 def test_resolve_servers_keeps_known_servers_and_marks_unmatched():
-    out = failover.resolve_servers([chunk(1.0, "nfxoca1"), chunk(5.0, "anycast")], [], TIERS)
+    out = resolve_servers([chunk(1.0, "nfxoca1"), chunk(5.0, "anycast")], [], TIERS)
     assert [(c["server"], c["pathway"]) for c in out] == [("nfxoca1", "nfxoca1"), ("unresolved", "anycast")]
 
 
@@ -82,7 +83,7 @@ def test_resolve_servers_prefers_the_node_header_and_keeps_the_log_join_as_cross
               {**chunk(300.0, "anycast", index=5), "node": "elsewhere"}]
     access = [{"server": "nfxoca1", "ts": 100.2, "client": "198.18.1.10", "path": "/v/t0001/3000/3", "status": 200},
               {"server": "origin", "ts": 300.1, "client": "198.18.1.10", "path": "/v/t0001/3000/5", "status": 200}]
-    out = failover.resolve_servers(chunks, access, TIERS)
+    out = resolve_servers(chunks, access, TIERS)
     assert [(c["server"], c["log_server"], c["tier"]) for c in out] == [
         ("nfxoca1", "nfxoca1", "ixp"),  # both agree
         ("nfxoca1", "", "ixp"),  # no log row (e.g. the log line was lost with a killed OCA)

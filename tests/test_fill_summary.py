@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import math
 
+import pandas as pd
 import pytest
 
-from scenarios import fill
+from scenarios import fill, traffic
 from harness.rundir import write_csv
 
 
@@ -62,7 +63,8 @@ def test_per_second_counts_upstream_at_borders_only():
             _ts("a", 1, "L2", "transit", "nfxr", 9_000_000, 0),
             _ts("a", 1, "L3", "access", "i1v1", 500_000, 0),
             _ts("b", 1, "L1", "transit", "i1br", 7, 7)]
-    out = {r["cls"]: r for r in fill.per_second(rows, ROLES, ("a", "40.0"))}
+    ts = pd.DataFrame(rows)
+    out = {r["cls"]: r for r in traffic.per_second(ts[ts["arm"] == "a"], ROLES).to_dict("records")}
     assert out["transit"]["bytes"] == 1_250_000 and out["transit"]["mbps"] == pytest.approx(10.0)
     assert out["access"]["bytes"] == 500_000
 
@@ -70,15 +72,15 @@ def test_per_second_counts_upstream_at_borders_only():
 def test_hit_ratios_skip_origin_and_weigh_bytes():
     reqs = [{"oca": "i1oca1", "cache": "hit", "bytes": 300}, {"oca": "i1oca1", "cache": "fill", "bytes": 100},
             {"oca": "origin", "cache": "none", "bytes": 999}, {"oca": "i1oca1", "cache": "hit", "bytes": 100}]
-    req, byte = fill.hit_ratios(reqs)
+    req, byte = traffic.hit_ratios(pd.DataFrame(reqs))
     assert req == pytest.approx(2 / 3) and byte == pytest.approx(0.8)
-    assert all(math.isnan(x) for x in fill.hit_ratios([]))
+    assert all(math.isnan(x) for x in traffic.hit_ratios(pd.DataFrame()))
 
 
 def test_compulsory_bound_counts_first_requests_per_oca():
     reqs = [{"oca": o, "cache": "hit", "path": p} for o, p in
             (("a", "/v/t1/235/0"), ("a", "/v/t1/235/0"), ("a", "/v/t2/235/0"), ("b", "/v/t1/235/0"))]
-    assert fill.compulsory_bound(reqs) == pytest.approx(0.25)
+    assert traffic.compulsory_bound(pd.DataFrame(reqs)) == pytest.approx(0.25)
 
 
 def _synthetic_run(tmp_path):
@@ -141,14 +143,17 @@ def test_viewer_requests_drop_fill_traffic_between_ocas():
     plan = metro()
     viewer, oca = plan.primary_ip("i1v1"), plan.primary_ip("i1oca1")
     reqs = [{"client": viewer, "oca": "nfxoca1"}, {"client": oca, "oca": "nfxoca1"}, {"oca": "i1oca1"}]
-    assert fill.viewer_requests(reqs, plan) == [reqs[0], reqs[2]]
+    assert traffic.viewer_requests(pd.DataFrame(reqs), plan).to_dict("records")[0] == reqs[0]
+    assert list(traffic.viewer_requests(pd.DataFrame(reqs), plan).index) == [0, 2]
 
 
 def test_peak_mean_is_taken_where_most_sessions_play():
     per_s = {float(t): float(t) for t in range(10)}  # upstream Mbit/s = t
-    sessions = [{"t_s": a, "started_unix": 0, "ended_unix": b - a} for a, b in ((2, 8), (4, 7), (5, 9), (5, 6))]
+    sessions = pd.DataFrame([{"t_s": a, "started_unix": 0, "ended_unix": b - a}
+                             for a, b in ((2, 8), (4, 7), (5, 9), (5, 6))])
     # playing at t = 2..8: 1 1 2 4 3 2 1 -> the peak (>= 0.8 x 4) is t = 5 only
     assert fill.peak_mean_mbps(per_s, sessions) == pytest.approx(5.0)
     assert fill.peak_mean_mbps(per_s, sessions, share=0.5) == pytest.approx((4 + 5 + 6 + 7) / 4)
-    assert math.isnan(fill.peak_mean_mbps(per_s, [])) and math.isnan(fill.peak_mean_mbps({}, sessions))
-    assert math.isnan(fill.peak_mean_mbps(per_s, [{"t_s": 1, "started_unix": "", "ended_unix": ""}]))
+    assert math.isnan(fill.peak_mean_mbps(per_s, pd.DataFrame())) and math.isnan(fill.peak_mean_mbps({}, sessions))
+    unfinished = pd.DataFrame([{"t_s": 1, "started_unix": None, "ended_unix": None}])  # empty cells
+    assert math.isnan(fill.peak_mean_mbps(per_s, unfinished))

@@ -2,8 +2,8 @@
 plan paths, chunk-to-access-log joins, and the series layout that `ocalab report` rebuilds."""
 import pytest
 
-from emulation import probes as measure
-from scenarios import placement
+from scenarios.logs import attach_cache
+from scenarios.traffic import payload_by_class
 from harness.repeats import children, format_spread, spread, summarize_series
 from harness.rundir import write_csv
 from harness.runner import Scenario
@@ -33,12 +33,12 @@ def test_payload_by_class_follows_plan_paths():
               {"server": "origin", "client": oca, "bytes": 100},      # pull-through to the OCA
               {"server": "nfxoca1", "client": v1, "bytes": 5000},     # IXP site: peering
               {"server": "i1oca1", "client": v1, "bytes": 0}]
-    by = measure.payload_by_class(access, plan, "origin")
+    by = payload_by_class(access, plan, "origin")
     assert by["transit"] == 1100 and by["peering"] == 5000
     assert by["access"] == 1000 + 10 + 5000  # every viewer download crosses its access link once
-    assert "transit" not in measure.payload_by_class(access[1:2], plan, "origin")
+    assert "transit" not in payload_by_class(access[1:2], plan, "origin")
     with pytest.raises(ValueError, match="no address of the plan"):
-        measure.payload_by_class([{"server": "origin", "client": "192.0.2.9", "bytes": 1}], plan, "origin")
+        payload_by_class([{"server": "origin", "client": "192.0.2.9", "bytes": 1}], plan, "origin")
 
 
 def test_attach_cache_joins_the_nearest_access_row_of_the_same_server_and_path():
@@ -51,7 +51,7 @@ def test_attach_cache_joins_the_nearest_access_row_of_the_same_server_and_path()
                "cache": "hit"},
               {"server": "i1oca1", "client": "198.18.1.11", "path": "/v/t0001/750/1", "ts": "104.0", "status": "200",
                "cache": "miss"}]
-    out = placement.attach_cache(chunks, access, "198.18.1.10")
+    out = attach_cache(chunks, access, "198.18.1.10")
     assert [c["cache"] for c in out] == ["miss", "hit", "unmatched"]
 
 

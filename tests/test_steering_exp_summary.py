@@ -5,6 +5,7 @@ import json
 import pytest
 
 from scenarios import steering as steering_exp
+from scenarios.logs import join_misses, read_steering
 from harness.rundir import write_csv
 
 
@@ -26,7 +27,7 @@ def test_read_steering_flattens_the_control_plane_log(tmp_path):
     log.write_text(json.dumps({"ts": 5.0, "viewer": "198.18.1.10", "account": "i1v1-0000", "title": "t0001",
                                "ranked": ["nfxoca1", "i1oca1", "origin"], "reasons": reasons,
                                "excluded": {"i2oca1": "status:unreachable", "i0oca1": "no_path"}}) + "\n")
-    [row] = steering_exp.read_steering(log, "load_aware")
+    [row] = read_steering(log, "load_aware")
     assert row["first"] == "nfxoca1" and row["overloaded"] == "i1oca1" and row["health_missed"] == ""
     assert row["excluded"] == "i0oca1=no_path i2oca1=status:unreachable"
     assert row["policy"] == "load_aware" and row["fallback"] == 0
@@ -36,7 +37,7 @@ def test_join_misses_uses_the_latest_prior_decision_of_that_viewer_and_title():
     """HEAD requests (the cache warm-up) are not viewers' misses."""
     decisions = [decision(1.0, "i1oca1"), decision(3.0, "nfxoca1", overloaded="i1oca1"),
                  decision(2.0, "i1oca1", viewer="198.18.1.11"), decision(9.0, "i1oca1")]
-    rows = steering_exp.join_misses(
+    rows = join_misses(
         [access(2.0, "i1oca1", 503), access(4.0, "i1oca1", 503), access(4.5, "i1oca1"),
          access(0.5, "i1oca1", 503), {**access(2.5, "i1oca1", 503), "method": "HEAD"}], decisions)
     assert [(r["decision_ts"], r["ranked_first"], r["known_overloaded"]) for r in rows] == [
@@ -57,7 +58,7 @@ def test_summarize_counts_health_and_content_misses_and_tier_shares(tmp_path):
     write_csv(tmp_path / "sessions.csv", sessions)
     write_csv(tmp_path / "access.csv", acc)
     write_csv(tmp_path / "steering.csv", [decision(0.5, "i1oca1"), {**decision(0.5, "nfxoca1"), "arm": "load_aware"}])
-    write_csv(tmp_path / "misses.csv", steering_exp.join_misses(acc, [decision(0.5, "i1oca1")]))
+    write_csv(tmp_path / "misses.csv", join_misses(acc, [decision(0.5, "i1oca1")]))
     near, aware = steering_exp.summarize(tmp_path)
     assert near["arm"] == "nearest" and aware["arm"] == "load_aware"
     assert near["health_misses"] == 1 and near["oca_requests"] == 3 and near["health_miss_ratio"] == 0.3333

@@ -204,3 +204,8 @@ def path_delay_ms(plan, src: str, dst_addr: str) -> float:
     """One-way delay the plan implies from `src` to `dst_addr` (sum over every link crossed)."""
     delays = {lk.name: lk.delay_ms for lk in plan.links}
     return sum(delays[name] for name in path_links(plan, src, dst_addr))
+
+
+def l3_end(plan: Plan) -> dict[str, str]:
+    """Link name -> the node at its non-switch end (its `a` end if neither is a switch)."""
+    return {lk.name: lk.b.node if plan.node(lk.a.node).kind == "switch" else lk.a.node for lk in plan.links}
