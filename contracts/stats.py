@@ -31,7 +31,13 @@ def percentile(values: Iterable[float], pct: float) -> float:
 
 
 def median(values: Iterable[float]) -> float:
-    return quantile(values, 0.5)
+    """`quantile(values, 0.5)`, computed as the mean of the middle two for an even count so that
+    it equals `statistics.median` and pandas bit for bit (rounding ties depend on it)."""
+    ordered = sorted(values)
+    n = len(ordered)
+    if n and n % 2 == 0:
+        return (ordered[n // 2 - 1] + ordered[n // 2]) / 2
+    return quantile(ordered, 0.5)
 
 
 def mean(values: Iterable[float]) -> float:

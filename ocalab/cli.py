@@ -10,7 +10,6 @@ from pathlib import Path
 
 from harness.overrides import parse_overrides
 
-_overrides = parse_overrides  # ocalab.registry still imports this name
 
 
 def _positive_int(text: str) -> int:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.rundir import write_csv
+from harness.rundir import table_path, write_csv
 from harness.runner import Scenario
 from scenarios.logs import of_arm, read_table, viewer_tables
 from scenarios.traffic import bytes_by_class, counter_delta
@@ -121,7 +121,7 @@ def _num(x) -> float:
 
 def summarize(run_dir: Path) -> list[dict]:
     """summary.csv (one row per arm and kill) and failover.png; needs no root and no network."""
-    chunks, events, phases = (read_table(run_dir / f"{n}.csv", optional=False) for n in ("chunks", "events", "phases"))
+    chunks, events, phases = (read_table(table_path(run_dir, n), optional=False) for n in ("chunks", "events", "phases"))
     rows = []
     for arm in ARMS:
         ev = of_arm(events, arm)
@@ -167,7 +167,7 @@ def _kill_figures(ch: pd.DataFrame, window: pd.DataFrame, victim: str, t_kill: f
     return {
         "viewers_affected": len(rec), "recovered": len(times),
         # the upper median (a recovery time some viewer had), as before: not interpolated
-        "recover_s_median": round(float(times.quantile(0.5, interpolation="higher")), 3) if len(times) else None,
+        "recover_s_median": round(float(times.median()), 3) if len(times) else None,
         "recover_s_max": float(times.max()) if len(times) else None,
         # a killed process's socket buffers still drain: bodies requested before the kill
         # may complete after it; a request sent after it must never be answered

@@ -14,10 +14,10 @@ def run(a) -> int:
     from emulation.build import Network, Options
     from emulation.fidelity import as_rows
     from emulation.ledger import install_signal_handlers
-    from ocalab.cli import _overrides
+    from harness.overrides import parse_overrides
     from topologies.catalog import by_name
     install_signal_handlers()
-    plan = by_name(a.name, _overrides(a.set))
+    plan = by_name(a.name, parse_overrides(a.set))
     run_dir = new_run_dir("fidelity", a.out)
     started = time.time()
     net = Network(plan, Options(link_backend=a.link_backend, datapath=a.datapath, verify=False,

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.rundir import write_csv
+from harness.rundir import table_path, write_csv
 from harness.runner import Scenario
 from scenarios.logs import day_tables, read_steering, read_table
 from scenarios.traffic import (UPSTREAM, LinkSampler, border_upstream_bytes, compulsory_bound, counter_delta,
@@ -199,7 +199,7 @@ def summarize(run_dir: Path) -> list[dict]:
     plan = Plan.from_json((run_dir / "plan.json").read_text())
     cfg = json.loads((run_dir / "manifest.json").read_text())["settings"]
     roles = {n.name: n.role for n in plan.nodes}
-    t = {k: read_table(run_dir / f"{k}.csv") for k in ("links_ts", "links", "requests", "fills", "sessions")}
+    t = {k: read_table(table_path(run_dir, k)) for k in ("links_ts", "links", "requests", "fills", "sessions")}
     t["requests"] = viewer_requests(t["requests"], plan)
     window_s = cfg["window_slots"] * cfg["day_s"] / cfg["slots"]
     pop = list(Catalog(CatalogSpec(**cfg["catalog"])).popularity().values())

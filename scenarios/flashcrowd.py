@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.rundir import write_csv
+from harness.rundir import table_path, write_csv
 from harness.runner import Scenario
 from scenarios.logs import day_tables, of_arm, read_table
 from scenarios.traffic import (UPSTREAM, LinkSampler, border_upstream_bytes, counter_delta, hit_ratios, per_second, startup_times,
@@ -116,7 +116,7 @@ def summarize(run_dir: Path) -> list[dict]:
     plan = Plan.from_json((run_dir / "plan.json").read_text())
     cfg = json.loads((run_dir / "manifest.json").read_text())["settings"]
     roles = {n.name: n.role for n in plan.nodes}
-    t = {k: read_table(run_dir / f"{k}.csv") for k in ("links_ts", "links", "requests", "sessions")}
+    t = {k: read_table(table_path(run_dir, k)) for k in ("links_ts", "links", "requests", "sessions")}
     rows, series = [], []
     for arm in ARMS:
         sel = {k: of_arm(v, arm) for k, v in t.items()}
@@ -143,7 +143,7 @@ def _spike_figures(sessions: pd.DataFrame) -> dict:
     nan = float("nan")
     return {"spike_sessions": len(spike), "spike_ok": int((spike["status"] == "ok").sum()),
             "startup_p50_s": round(float(up.median()), 3) if len(up) else nan,
-            "startup_p90_s": round(float(up.quantile(0.9, interpolation="higher")), 3) if len(up) else nan,
+            "startup_p90_s": round(float(up.quantile(0.9)), 3) if len(up) else nan,
             "startup_max_s": round(float(up.max()), 3) if len(up) else nan,
             "baseline_startup_p50_s": round(float(base.median()), 3) if len(base) else nan}
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.rundir import write_csv
+from harness.rundir import table_path, write_csv
 from harness.runner import Scenario
 from scenarios.logs import attach_cache, of_arm, read_access, read_rows, read_table, sessions
 from scenarios.traffic import HIT, bytes_by_class, counter_delta, payload_by_class
@@ -105,7 +105,7 @@ def summarize(run_dir: Path) -> list[dict]:
     kernel's over the link classes (the cross-check)."""
     from topologies.plan import Plan
     plan = Plan.from_json((run_dir / "plan.json").read_text())
-    t = {n: read_table(run_dir / f"{n}.csv") for n in TABLES}
+    t = {n: read_table(table_path(run_dir, n)) for n in TABLES}
     tiers = {n.name: n.tier for n in plan.nodes if n.role == "oca"}
     rows = []
     for arm in ARMS:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.rundir import write_csv
+from harness.rundir import table_path, write_csv
 from harness.runner import Scenario
 from scenarios.logs import join_misses, of_arm, read_steering, read_table, viewer_tables
 from scenarios.traffic import startup_times
@@ -104,8 +104,8 @@ def warm(svc, ctl: str, ocas: list[str]) -> None:
 
 def summarize(run_dir: Path) -> list[dict]:
     """summary.csv (one row per policy) and steering.png; needs no root and no network."""
-    t = {n: read_table(run_dir / f"{n}.csv", optional=False) for n in ("chunks", "sessions", "access", "steering")}
-    t["misses"] = read_table(run_dir / "misses.csv")  # none when no OCA refused a request
+    t = {n: read_table(table_path(run_dir, n), optional=False) for n in ("chunks", "sessions", "access", "steering")}
+    t["misses"] = read_table(table_path(run_dir, "misses"))  # none when no OCA refused a request
     rows = []
     for arm in ARMS:
         arm_t = {k: of_arm(v, arm) for k, v in t.items()}
