@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from contracts.deployment import OCA_PORT, TIER_RANK
 from harness.rundir import table_path, write_csv
 from harness.runner import Scenario
 from scenarios.logs import attach_cache, of_arm, read_access, read_rows, read_table, sessions
@@ -75,11 +76,18 @@ def _run_arm(net, run_dir: Path, arm: str, cfg: dict, seed: int, tables: dict) -
         svc.stop()
 
 
+def main_server(chunks: list[dict], tiers: dict[str, str]) -> str:
+    """The server that sent most of `chunks`; a tie goes to the better tier, then the name, so
+    the choice depends on the request set only, never on the order two players logged in. Pure."""
+    counts = Counter(r["server"] for r in chunks)
+    return min(counts, key=lambda s: (-counts[s], TIER_RANK.get(tiers.get(s, "origin"), len(TIER_RANK)), s))
+
+
 def _path_row(net, svc, viewer: str, chunks: list[dict]) -> dict:
     """Hops (traceroute), RTT and TCP connect time from `viewer` to the server that sent most of its chunks."""
     from emulation.probes import connect_ms, ping_rtts, traceroute
-    from harness.services import OCA_PORT
-    server = Counter(r["server"] for r in chunks).most_common(1)[0][0]
+
+    server = main_server(chunks, {n.name: n.tier for n in net.plan.nodes if n.role == "oca"})
     addr = svc.server_addr(server)
     hops = traceroute(net, viewer, addr)
     return {"server": server, "server_addr": addr, "hops": len(hops), "hops_answered": sum(h != "*" for h in hops),

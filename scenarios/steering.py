@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from contracts.deployment import OCA_PORT
 from harness.rundir import table_path, write_csv
 from harness.runner import Scenario
 from scenarios.logs import join_misses, of_arm, read_steering, read_table, viewer_tables
@@ -48,7 +49,7 @@ def body(net, run_dir: Path, cfg: dict, seed: int, tables: dict) -> None:
 def _run_arm(net, run_dir: Path, arm: str, cfg: dict, seed: int, tables: dict) -> None:
     from emulation.linkemu import EmulationError
     from harness.services import ServiceOptions, Services
-    if not getattr(net, "mgmt_url", None):
+    if not net.mgmt_url:
         raise EmulationError("steering policies need the controller (Options(controller=True))")
     arm_dir = run_dir / "arms" / arm
     opts = ServiceOptions(arm="embedded", catalog=cfg["catalog"], capacity_mb=cfg["capacity_mb"],
@@ -90,7 +91,7 @@ def warm(svc, ctl: str, ocas: list[str]) -> None:
     for title in (f"t{i:04d}" for i in range(n_titles)):
         query = tokens.sign(key, f"/v/{title}/", "0.0.0.0/0", int(time.time()) + 600)
         for name in ocas:
-            root = f"http://{svc.plan.primary_ip(name)}:8080"
+            root = f"http://{svc.plan.primary_ip(name)}:{OCA_PORT}"
             urls.append(f"{root}/v/{title}/{LADDER_KBPS[0]}/0?{query}")
     proc = svc.net.host(ctl).popen([sys.executable, "-m", "scenarios.hostcmd", "warm", json.dumps(urls)],
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)

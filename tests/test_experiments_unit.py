@@ -72,3 +72,12 @@ def test_failed_sessions_are_an_outcome_but_a_crashed_player_stops_the_run(tmp_p
     assert svc.wait_players(players(0, SESSIONS_FAILED), 30) == [0, SESSIONS_FAILED]
     with pytest.raises(EmulationError, match=r"players exited with \[1\]"):
         svc.wait_players(players(0, 1), 30)  # 1: a Python traceback, not a session outcome
+
+
+def test_main_server_breaks_ties_by_tier_then_name_not_by_log_order():
+    from scenarios.placement import main_server
+    tiers = {"i1oca1": "embedded", "nfxoca1": "ixp"}
+    chunks = [{"server": s} for s in ["nfxoca1", "i1oca1"] * 3]
+    assert main_server(chunks, tiers) == main_server(chunks[::-1], tiers) == "i1oca1"
+    assert main_server(chunks + [{"server": "nfxoca1"}], tiers) == "nfxoca1"  # a count decides first
+    assert main_server([{"server": "origin"}, {"server": "nfxoca1"}], tiers) == "nfxoca1"
