@@ -81,3 +81,15 @@ def test_main_server_breaks_ties_by_tier_then_name_not_by_log_order():
     assert main_server(chunks, tiers) == main_server(chunks[::-1], tiers) == "i1oca1"
     assert main_server(chunks + [{"server": "nfxoca1"}], tiers) == "nfxoca1"  # a count decides first
     assert main_server([{"server": "origin"}, {"server": "nfxoca1"}], tiers) == "nfxoca1"
+
+
+def test_compare_arms_puts_doan_beside_embedded_vs_ixp_only():
+    from scenarios.placement import DOAN, compare_arms
+    by = {"origin": {"hops": 4, "connect_ms": 100.0, "chunk_mbps": 10.0},
+          "ixp": {"hops": 3, "connect_ms": 28.0, "chunk_mbps": 20.0},
+          "embedded": {"hops": 1, "connect_ms": 8.0, "chunk_mbps": 40.0}}
+    lines = compare_arms(by)
+    assert [ln.split(":")[0] for ln in lines] == ["embedded vs ixp", "embedded vs origin", "ixp vs origin"]
+    assert "path 67% shorter (Doan et al.: 40-50%)" in lines[0] and "x2.0 (Doan et al.: x3)" in lines[0]
+    assert f"{DOAN['connect_time_reduction_pct']}%" in lines[0] and "Doan" not in lines[1] + lines[2]
+    assert compare_arms({"embedded": by["embedded"], "ixp": {**by["ixp"], "chunk_mbps": ""}}) == []
