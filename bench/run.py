@@ -1,8 +1,8 @@
-"""`ocalab bench links|oca|reliability`: dispatch to one benchmark and save what it returns.
+"""`ocalab bench links|oca|reliability|cache`: dispatch to one benchmark and save what it returns.
 
 Figures go to results/bench/<what>-<timestamp>.json (never overwritten) with the git commit
 and versions; nothing here asserts a speed. The exit status is 1 iff a returned section says
-`ok: False` (only the reliability bench has pass/fail checks).
+`ok: False` (the reliability and cache benches have pass/fail checks).
 """
 from __future__ import annotations
 
@@ -29,8 +29,13 @@ def _reliability(out_dir: Path, quick: bool) -> dict:
     return {"reliability": run_reliability(out_dir, quick=quick)}
 
 
+def _cache(out_dir: Path, quick: bool) -> dict:
+    from bench.cache import run_bench_cache
+    return {"cache": run_bench_cache(out_dir, quick=quick)}
+
+
 BENCHES: dict[str, Callable[[Path, bool], dict]] = {
-    "links": _links, "oca": _oca, "reliability": _reliability}  # the CLI's choices
+    "links": _links, "oca": _oca, "reliability": _reliability, "cache": _cache}  # the CLI's choices
 
 
 def run_bench(a) -> int:

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import time
 from pathlib import Path
 
 import pandas as pd
 
+from contracts.cachetheory import che_hit_ratio
 from harness.rundir import table_path, write_csv
 from harness.runner import Scenario
 from scenarios.logs import day_tables, read_steering, read_table
@@ -60,54 +60,6 @@ def slot_counts(slots: int, peak: int) -> list[int]:
     if slots < 1 or peak < 0:
         raise ValueError(f"need slots >= 1 and peak >= 0, got {slots}, {peak}")
     return [round(peak * diurnal_shape((i + 0.5) / slots)) for i in range(slots)]
-
-
-def che_hit_ratio(popularity: list[float], cache_items: float) -> float:
-    """Che's approximation of the LRU hit ratio under IRM for equal-size items.
-
-    Solves sum_i (1 - exp(-p_i T)) = C for the characteristic time T (bisection), returns
-    sum_i p_i (1 - exp(-p_i T)). C >= number of items -> 1.0; C <= 0 -> 0.0."""
-    total = sum(popularity)
-    if total <= 0 or any(p < 0 for p in popularity):
-        raise ValueError("popularity must be non-negative and not all zero")
-    p = [x / total for x in popularity if x > 0]
-    if cache_items <= 0:
-        return 0.0
-    if cache_items >= len(p):
-        return 1.0
-
-    def occupancy(t: float) -> float:
-        return sum(1 - math.exp(-pi * t) for pi in p)
-    lo, hi = 0.0, 1.0
-    while occupancy(hi) < cache_items:
-        hi *= 2
-    for _ in range(100):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if occupancy(mid) < cache_items else (lo, mid)
-    t = (lo + hi) / 2
-    return sum(pi * (1 - math.exp(-pi * t)) for pi in p)
-
-
-def lru_simulate(popularity: list[float], cache_items: int, requests: int, seed: int = 1) -> float:
-    """Hit ratio of an LRU cache of `cache_items` under IRM requests (seeded; warm-up excluded)."""
-    from collections import OrderedDict
-    rng = random.Random(seed)
-    items = list(range(len(popularity)))
-    draws = rng.choices(items, weights=popularity, k=requests)
-    cache: OrderedDict = OrderedDict()
-    hits = counted = 0
-    for n, x in enumerate(draws):
-        hit = x in cache
-        if hit:
-            cache.move_to_end(x)
-        else:
-            cache[x] = True
-            if len(cache) > cache_items:
-                cache.popitem(last=False)
-        if n >= requests // 10:
-            counted += 1
-            hits += hit
-    return hits / counted
 
 
 # ---- the run ----------------------------------------------------------------------------

@@ -20,9 +20,9 @@ def test_bench_choices_are_the_dispatch_table(capsys):
     assert build_parser().parse_args(["bench", "oca", "--quick"]).what == "oca"
     with pytest.raises(SystemExit):
         build_parser().parse_args(["bench", "scale"])
-    assert "invalid choice: 'scale' (choose from 'links', 'oca', 'reliability')" \
+    assert "invalid choice: 'scale' (choose from 'links', 'oca', 'reliability', 'cache')" \
         in capsys.readouterr().err
-    assert list(run.BENCHES) == ["links", "oca", "reliability"]
+    assert list(run.BENCHES) == ["links", "oca", "reliability", "cache"]
 
 
 @pytest.mark.parametrize("section, status", [({"x": 1}, 0), ({"ok": True}, 0),

@@ -1,5 +1,5 @@
-"""Pure parts of the `fill` scenario: diurnal curve, Che's approximation, per-second series and
-the summarizer on small synthetic tidy tables (no root, no network)."""
+"""Pure parts of the `fill` scenario: diurnal curve, per-second series and the summarizer on small
+synthetic tidy tables (no root, no network); Che's approximation: test_cache_theory.py."""
 from __future__ import annotations
 
 import json
@@ -27,25 +27,6 @@ def test_slot_counts_night_is_quiet_and_peak_is_late():
     assert max(counts) == 3 and counts[0] == 0
     with pytest.raises(ValueError):
         fill.slot_counts(0, 3)
-
-
-def test_che_known_values():
-    # uniform popularity over N items, cache C: T solves N(1-exp(-T/N)) = C and the hit ratio
-    # is 1 - exp(-T/N) = C/N exactly
-    assert fill.che_hit_ratio([1.0] * 10, 4) == pytest.approx(0.4, abs=1e-9)
-    assert fill.che_hit_ratio([1.0] * 10, 0) == 0.0
-    assert fill.che_hit_ratio([1.0] * 10, 10) == 1.0
-    with pytest.raises(ValueError):
-        fill.che_hit_ratio([0.0, 0.0], 1)
-
-
-@pytest.mark.parametrize("cache_items", [2, 5, 10])
-def test_che_matches_lru_simulation_under_irm(cache_items):
-    pop = [1 / (i + 1) ** 0.9 for i in range(30)]
-    che = fill.che_hit_ratio(pop, cache_items)
-    sim = fill.lru_simulate(pop, cache_items, 60000, seed=3)
-    assert che == pytest.approx(sim, abs=0.02)
-    assert fill.che_hit_ratio(pop, cache_items + 3) > che  # more cache, more hits
 
 
 ROLES = {"i1br": "border", "nfxr": "router", "i1v1": "viewer"}
