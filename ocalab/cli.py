@@ -66,25 +66,26 @@ def _cli_services(net, arm: str):
     except BaseException:
         svc.stop()  # removes its scratch folder too
         raise
-    print(f"services up ({arm} arm): control plane {svc.control_url}, origin {svc.origin_url}, "
-          f"controller API {net.api_url}; logs in {svc.logs}")
-    print(f"try: i1v1 {sys.executable} -m appliances.player --control " + svc.control_url +
-          " --viewers 1 --titles t0001 --segments 3 --chunk-log /tmp/c.csv --session-log /tmp/s.jsonl")
     return svc
 
 
 def cmd_cli(a) -> int:
     _need_root("cli")
-    from mininet.cli import CLI
     from emulation.ledger import install_signal_handlers
+    from ocalab.labcli import banner, run_cli, write_details
     install_signal_handlers()
     with _network(a, label="cli") as net:
-        print(json.dumps(net.summary(), indent=1))
+        summary = net.summary()
+        details = write_details(summary, net.work_dir)
+        if a.details:
+            print(json.dumps(summary, indent=1, default=str))
         svc = _cli_services(net, a.services)
         try:
+            urls = {} if svc is None else {"control": svc.control_url, "origin": svc.origin_url, "api": net.api_url}
+            print("\n".join(banner(net.plan, summary, a.services, urls, details)), flush=True)
             from mininet.log import setLogLevel
             setLogLevel("output")  # the build runs quietly; the CLI must print what commands print
-            CLI(net.mn)
+            run_cli(net.mn)
         finally:
             if svc is not None:  # the OCAs' stores live in a scratch folder until stop()
                 svc.stop()
@@ -144,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("name", nargs="?", default="metro")
     c.add_argument("--services", choices=["embedded", "ixp", "origin", "none"], default="embedded",
                    help="which appliances to start in the hosts (default: all OCAs)")
+    c.add_argument("--details", action="store_true",
+                   help="also print the network's details (backends' reasons, calibration, timings)")
     net_args(c)
     c.set_defaults(fn=cmd_cli)
 
