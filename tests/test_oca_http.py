@@ -89,6 +89,10 @@ def req(port, method, target, headers=None, body=None):
     return r, data
 
 
+def _health(port) -> dict:
+    return json.loads(req(port, "GET", "/health")[1])
+
+
 def raw(port, payload: bytes, wait_s: float = 5.0) -> bytes:
     """Send raw bytes; return one response (head + Content-Length body) or all until close."""
     with socket.create_connection(("127.0.0.1", port), timeout=wait_s) as s:
@@ -681,20 +685,26 @@ def test_concurrent_misses_make_one_pull_and_are_logged_as_coalesced(oca_factory
     import threading
     import urllib.request
     pulls = []
+    release = threading.Event()
 
-    def slow_upstream(path: str) -> bytes:
+    def held_upstream(path: str) -> bytes:
         pulls.append(path)
-        time.sleep(2.0)  # keep the pull in flight while the other requests arrive
+        release.wait(30)  # the pull stays in flight until every request is inside the OCA
         return urllib.request.urlopen(f"http://127.0.0.1:{origin}{path}", timeout=5).read()
-    _, port = oca_factory("--miss", "proxy", upstream=http_stub(slow_upstream))
+    _, port = oca_factory("--miss", "proxy", upstream=http_stub(held_upstream))
     n_before = len(list(tmp_path.glob("access*.log"))) - 1
+    misses_before = _health(port)["counters"].get("misses", 0)
     results = []
     threads = [threading.Thread(target=lambda: results.append(req(port, "GET", "/v/t0002/750/1")))
                for _ in range(4)]
     for t in threads:
         t.start()
+    deadline = time.monotonic() + 30  # judged by the OCA's own count, not by a sleep a busy host outlasts
+    while _health(port)["counters"].get("misses", 0) - misses_before < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    release.set()
     for t in threads:
-        t.join(15)
+        t.join(30)
     assert [r.status for r, _ in results] == [200] * 4
     assert len({body for _, body in results}) == 1 and pulls == ["/v/t0002/750/1"]
     log = [json.loads(x) for x in (tmp_path / f"access{n_before}.log").read_text().splitlines()]
