@@ -32,7 +32,9 @@ def banner(plan, summary: dict, arm: str, urls: dict[str, str], details_path: Pa
         lines.append("  OCAs     " + "  ".join(f"{n.name} {ip(n.name)} ({n.tier})" for n in ocas))
     if urls:
         lines.append(f"  origin   {urls['origin']}   control plane {urls['control']}   controller API {urls['api']}")
-    v, target = viewers[0].name, (ocas[0].name if ocas else origin)
+    v = viewers[0]
+    own = [n for n in ocas if n.domain == v.domain]  # the viewer's own embedded OCA when it runs
+    v, target = v.name, (own or ocas)[0].name if ocas else origin
     lines += ["try:", f"  {v} ping -c 3 {ip(target)}", f"  {v} traceroute -n {ip(origin)}"]
     if ocas:
         lines.append(f"  {v} curl -s http://{ip(target)}:{OCA_PORT}/health")

@@ -19,6 +19,8 @@ def test_banner_is_short_and_names_what_runs_where(tmp_path):
     for v in plan.nodes_of(role="viewer"):
         assert f"{v.name} {plan.primary_ip(v.name)}" in text
     assert all(n.name in text for n in plan.nodes_of(role="oca"))
+    i1oca1 = plan.primary_ip("i1oca1")
+    assert f"i1v1 ping -c 3 {i1oca1}" in text and f"curl -s http://{i1oca1}:8080/health" in text
     assert "curl -s http://" in text and "-m appliances.player --control http://198.18.9.2:8000" in text
     assert str(tmp_path / "network.json") in text and "{" not in text  # details go to the file
 
