@@ -20,6 +20,9 @@ from urllib.parse import unquote
 
 MAX_REQUEST_LINE_BYTES = 4096
 NODE_HEADER = "X-Ocalab-Node"  # on every origin/OCA response: the server that sent the bytes
+# "1" on an OCA's 404 in miss mode content_miss: it lacks the object and does not pull it at
+# serve time, so the player moves to its next location (a plain 404 carries no such header).
+CONTENT_MISS_HEADER = "X-Ocalab-Content-Miss"
 MAX_HEADERS = 64
 MAX_BODY_BYTES = 4 * 1024 * 1024
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "TRACE", "PATCH",

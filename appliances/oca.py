@@ -14,9 +14,14 @@ Invariants:
   started the pull, "coalesced" for requests that joined it in flight). A plain GET is served
   cut-through while the pull runs (appliances.inflight: the last bytes wait for verification,
   a failed pull cuts the response short); ranges, conditionals and HEAD wait for the object.
+  Miss `content_miss` (Open Connect's serve path): 404 with `X-Ocalab-Content-Miss: 1` (cache
+  "content_miss", counter content_misses); the upstream is never contacted, the player tries
+  its next location. Every store miss also counts in counters["misses"].
 - A fill request from another OCA (header `X-Ocalab-Fill: 1`) never pulls through: a miss is
   404 (cache "miss") and the filler tries its next source. So a source's store holds only its
   own plan and what its viewers asked for, whatever the order in which peers fill.
+- Health publishes `stored_titles` and `title_objects` ({title: stored objects}), both from the
+  store's index at the time of the call.
 - Only complete, verified objects are stored and served from the store (see store.py); a
   cut-through response completes only if its pull verified.
 """
@@ -36,14 +41,14 @@ import aiohttp
 
 from appliances import ranges, tokens
 from appliances.content import Catalog, CatalogSpec, ContentError
-from appliances.httpcore import Request
+from appliances.httpcore import CONTENT_MISS_HEADER, Request
 from appliances.inflight import Inflight
 from appliances.oca_fill import FILL_HEADER, FillSourceError, Filler, parse_fill_plan
 from appliances.oca_http import Response, json_response, parse_listen, \
     serve_from_args, text_response
 from appliances.store import EVICTION_POLICIES, Key, Store, StoreError, etag_for
 
-MISS_MODES = ("redirect", "proxy")
+MISS_MODES = ("redirect", "proxy", "content_miss")
 PULL_CHUNK_BYTES = 64 * 1024  # upstream read size of a pull-through (cut-through granularity)
 
 
@@ -151,10 +156,12 @@ class Oca:
         egress = self.meter.mbps(now)
         load = load_of(self.active_streams, self.cfg.max_streams, egress, self.cfg.egress_mbps)
         status = "draining" if self.draining else ("overloaded" if load >= 1.0 else "ok")
+        keys = self.store.keys()
         return {"name": self.cfg.name, "status": status, "load": round(min(load, 1.0), 4),
                 "egress_mbps": round(egress, 3), "active_streams": self.active_streams,
                 "stored_titles": self.store.titles(), "capacity_bytes": self.store.capacity_bytes,
-                "used_bytes": self.store.used_bytes, "stored_objects": len(self.store.keys()),
+                "title_objects": dict(sorted(collections.Counter(k[0] for k in keys).items())),
+                "used_bytes": self.store.used_bytes, "stored_objects": len(keys),
                 "miss_mode": self.cfg.miss, "eviction": self.cfg.eviction,
                 "max_streams": self.cfg.max_streams, "egress_limit_mbps": self.cfg.egress_mbps,
                 "counters": dict(self.counters), "fill": {
@@ -208,6 +215,10 @@ class Oca:
         self.counters["misses"] += 1
         if req.headers.get(FILL_HEADER.lower()) == "1":
             return text_response(404, "not stored here (fill requests do not pull through)", cache="miss")
+        if self.cfg.miss == "content_miss":  # serve phase never fills: the player goes on
+            self.counters["content_misses"] += 1
+            return text_response(404, "content miss: not stored here",
+                                 [(CONTENT_MISS_HEADER, "1")], cache="content_miss")
         if self.cfg.miss == "redirect":
             loc = self.cfg.upstream + req.path + (f"?{req.query}" if req.query else "")
             return text_response(302, "see upstream", [("Location", loc)], cache="miss")

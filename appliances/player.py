@@ -35,7 +35,8 @@ from appliances.player_session import FETCH_ERRORS, SegmentError, SessionConfig,
 
 log = logging.getLogger("ocalab.player")
 CHUNK_FIELDS = ("time", "request_unix", "viewer", "title", "index", "kbps", "bytes", "download_ms",
-                "ttfb_ms", "buffer_s", "rebuffer_s", "server", "tier", "fallback", "node")
+                "ttfb_ms", "buffer_s", "rebuffer_s", "server", "tier", "fallback", "fallback_reason",
+                "node")
 
 SESSIONS_FAILED = 4  # exit status: the run completed, some sessions did not finish ok
 

@@ -5,6 +5,12 @@ Invariants:
   attempt (-> fallback), never accepted into the buffer.
 - Errors that trigger fallback: connection failure, timeout, non-200 status, short body,
   wrong hash. When every location failed, the session reloads steering (bounded).
+- A 404 with `X-Ocalab-Content-Miss: 1` is a content miss, not an error: the player goes to
+  its next location at once (no retry pause) and skips that location (by pathway, also after a
+  steering reload) for the rest of the session. It counts in `content_misses`, not in
+  `failed_attempts`; a 404 without the header is an error like any other status.
+- A chunk's `fallback_reason` is "" when the top location served it on the first try,
+  "content_miss" when only content misses stood in the way, else "error".
 - Media clock = wall clock * speed. Buffer, stalls and startup are in media seconds; the
   throughput the ABR sees is divided by speed, so a run at speed k is the same experiment as
   speed 1 over a network k times slower (bandwidth / k, latency * k). Use speed 1 for data.
@@ -23,7 +29,7 @@ from typing import Callable
 import aiohttp
 
 from appliances.abr import Abr, AbrInput
-from appliances.httpcore import NODE_HEADER
+from appliances.httpcore import CONTENT_MISS_HEADER, NODE_HEADER
 from appliances.player_model import LocationCursor
 from appliances.qoe import PlaybackBuffer, summarize
 
@@ -57,6 +63,10 @@ class SegmentError(Exception):
     """A fetched segment was refused (status, size or hash); the message says why."""
 
 
+class ContentMiss(SegmentError):
+    """The location answered that it lacks the object (404 + CONTENT_MISS_HEADER)."""
+
+
 @dataclass
 class Attempt:
     ok: bool
@@ -67,6 +77,7 @@ class Attempt:
     download_ms: float = 0.0
     request_unix: float = 0.0  # wall time the request was sent
     node: str = ""  # X-Ocalab-Node of the response: the server that really sent the bytes
+    content_miss: bool = False  # the location lacks the object (it answered, the path works)
 
 
 @dataclass
@@ -91,6 +102,8 @@ class ViewerSession:
     control_retries: int = 0  # login/manifest calls tried again after no answer
     retry_rung_changes: int = 0  # attempts after a failed one at another rung (the ABR asked again)
     redirects: int = 0
+    content_misses: int = 0  # 404s with CONTENT_MISS_HEADER: each location at most once
+    _missed_pathways: set[str] = field(default_factory=set)  # skipped for the rest of the session
     errors: list[str] = field(default_factory=list)  # first MAX_ERRORS failed attempts
     _locations: list = field(default_factory=list)  # latest ranked list, to name redirect targets
     first_location: str | None = None
@@ -136,8 +149,12 @@ class ViewerSession:
     def _cursor(self, locations: list) -> LocationCursor:
         if not locations:
             raise SegmentError("steering returned no locations")
-        return LocationCursor(len(locations), self.cfg.reprobe_segments, self.cfg.reprobe_s,
-                              retries=tuple(int(loc.get("retries", 0)) for loc in locations))
+        cursor = LocationCursor(len(locations), self.cfg.reprobe_segments, self.cfg.reprobe_s,
+                                retries=tuple(int(loc.get("retries", 0)) for loc in locations))
+        for i, loc in enumerate(locations):  # a steering reload may list them again
+            if loc["pathway"] in self._missed_pathways:
+                cursor.content_missed(i)
+        return cursor
 
     async def _wait_for_room(self) -> None:
         self._media_tick()
@@ -195,7 +212,7 @@ class ViewerSession:
         """Segment `index` from the first location that delivers it. Every attempt asks the ABR
         again: a failed one (a cut transfer, a timeout) drained the buffer meanwhile, and a real
         player does not repeat a rung its buffer can no longer afford on a path it has not measured."""
-        failures, tried_kbps = 0, None
+        kinds, tried_kbps = set(), None  # why this chunk's attempts failed: content_miss, error
         while True:
             if cursor.exhausted:
                 try:
@@ -206,24 +223,49 @@ class ViewerSession:
                 cursor = self._cursor(locations)
             i = cursor.pick(time.monotonic())
             kbps = self._choose(ladder)
-            if failures and kbps != tried_kbps:
+            if kinds and kbps != tried_kbps:
                 self.retry_rung_changes += 1
             tried_kbps = kbps
             size, sha = segments[str(kbps)][index]
             att = await self._fetch(http, locations[i], kbps, index, size, sha)
             if att.ok:
                 cursor.succeeded(i)
-                self._accept(att, kbps, index, fallback=failures > 0 or i > 0)
+                self._accept(att, kbps, index, self._fallback_reason(kinds, cursor, i))
                 return locations, cursor
-            failures += 1
-            self.failed_attempts += 1
-            if len(self.errors) < MAX_ERRORS:
-                self.errors.append(f"seg {index} {att.location['pathway']}: {att.error}")
-            log.info("%s: %s seg %d from %s failed: %s", self.viewer, self.title, index,
-                     att.location["pathway"], att.error)
+            if att.content_miss:  # an answer, not a failure: the next location at once
+                kinds.add("content_miss")
+                self._content_miss(att.location, cursor, i, index)
+                continue
+            kinds.add("error")
+            self._failed(att, index)
             cursor.failed(i, time.monotonic())
             if cursor.current == i:  # a retry of the same location: give the network time to re-steer
                 await asyncio.sleep(self.cfg.retry_pause_s)
+
+    def _failed(self, att: Attempt, index: int) -> None:
+        self.failed_attempts += 1
+        if len(self.errors) < MAX_ERRORS:
+            self.errors.append(f"seg {index} {att.location['pathway']}: {att.error}")
+        log.info("%s: %s seg %d from %s failed: %s", self.viewer, self.title, index,
+                 att.location["pathway"], att.error)
+
+    def _content_miss(self, loc: dict, cursor: LocationCursor, i: int, index: int) -> None:
+        """Location i lacks the title's objects and the serve phase will not fill it: skip it for
+        the rest of the session."""
+        self.content_misses += 1
+        self._missed_pathways.add(loc["pathway"])
+        cursor.content_missed(i)
+        log.info("%s: %s seg %d: content miss at %s", self.viewer, self.title, index,
+                 loc["pathway"])
+
+    @staticmethod
+    def _fallback_reason(kinds: set[str], cursor: LocationCursor, i: int) -> str:
+        """Why the chunk did not come from the top location on the first try ("" if it did)."""
+        if i > 0:  # locations above i were skipped in earlier chunks too
+            kinds = kinds | {"content_miss" if cursor.missed_above(i) else "error"}
+        if not kinds:
+            return ""
+        return "content_miss" if kinds == {"content_miss"} else "error"
 
     async def _fetch(self, http, loc: dict, kbps: int, index: int, size: int, sha: str) -> Attempt:
         url = f"{loc['base_url']}{kbps}/{index}?{loc['query']}"
@@ -236,6 +278,8 @@ class ViewerSession:
                 ttfb_ms = (time.monotonic() - t0) * 1000
                 served_by = self._served_by(loc, resp)
                 node = resp.headers.get(NODE_HEADER, "")
+                if resp.status == 404 and resp.headers.get(CONTENT_MISS_HEADER) == "1":
+                    raise ContentMiss("HTTP 404 content miss")
                 if resp.status != 200:
                     raise SegmentError(f"HTTP {resp.status}")
                 body = await resp.read()
@@ -245,7 +289,8 @@ class ViewerSession:
                 self.hash_failures += 1
                 raise SegmentError("SHA-256 mismatch")
         except (SegmentError, *FETCH_ERRORS) as exc:
-            return Attempt(False, loc, error=f"{type(exc).__name__}: {exc}")
+            return Attempt(False, loc, error=f"{type(exc).__name__}: {exc}",
+                           content_miss=isinstance(exc, ContentMiss))
         return Attempt(True, served_by, size_bytes=len(body), ttfb_ms=ttfb_ms,
                        download_ms=(time.monotonic() - t0) * 1000, request_unix=t0_unix, node=node)
 
@@ -260,7 +305,8 @@ class ViewerSession:
                 return cand
         return {"pathway": resp.url.host + f":{resp.url.port}", "tier": "unknown"}
 
-    def _accept(self, att: Attempt, kbps: int, index: int, fallback: bool) -> None:
+    def _accept(self, att: Attempt, kbps: int, index: int, fallback_reason: str) -> None:
+        fallback = bool(fallback_reason)
         self._media_tick()
         stall_s = self.buffer.rebuffer_s - self._stall_mark
         if self.buffer.add_segment(self.segment_s):
@@ -279,7 +325,7 @@ class ViewerSession:
             "buffer_s": round(self.buffer.level_s, 4),
             "rebuffer_s": round(stall_s, 4),
             "server": name, "tier": att.location["tier"], "fallback": int(fallback),
-            "node": att.node})
+            "fallback_reason": fallback_reason, "node": att.node})
         self._stall_mark = self.buffer.rebuffer_s
 
     def summary(self, abr_name: str) -> dict:
@@ -293,7 +339,8 @@ class ViewerSession:
                 "fallback_chunks": self.fallback_chunks, "steering_reloads": self.steering_reloads,
                 "control_retries": self.control_retries,
                 "retry_rung_changes": self.retry_rung_changes,
-                "redirects": self.redirects, "errors": self.errors,
+                "redirects": self.redirects, "content_misses": self.content_misses,
+                "errors": self.errors,
                 "first_location": self.first_location, "servers": self.servers,
                 "started_unix": self.started_unix, "ended_unix": time.time(),
                 "speed": self.cfg.speed}

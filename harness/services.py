@@ -30,7 +30,7 @@ class ServiceOptions:
     arm: str = "embedded"
     catalog: dict = field(default_factory=lambda: {"seed": 1, "n_titles": 100, "duration_s": 120})
     capacity_mb: float = 2000.0
-    miss: str = "proxy"
+    miss: str = "proxy"                   # OCA miss mode: proxy | redirect | content_miss
     push_fill: bool = False
     fill_segments_per_title: int | None = None
     steering: str = "manifest"            # manifest (controller ranks OCA URLs) | anycast (SDN)
@@ -48,6 +48,9 @@ class ServiceOptions:
         from appliances.abr import ALGORITHMS
         if self.abr not in ALGORITHMS:
             raise ValueError(f"abr: {self.abr!r} is not one of {ALGORITHMS}")
+        from appliances.oca import MISS_MODES
+        if self.miss not in MISS_MODES:  # fail here, not as an OCA that never prints READY
+            raise ValueError(f"miss: {self.miss!r} is not one of {MISS_MODES}")
 
 
 def _catalog_args(catalog: dict) -> list[str]:

@@ -50,6 +50,13 @@ def test_bad_arm_is_rejected():
         ServiceOptions(arm="edge")
 
 
+def test_miss_modes_default_proxy_content_miss_accepted_unknown_rejected():
+    assert ServiceOptions().miss == "proxy"
+    assert ServiceOptions(miss="content_miss").miss == "content_miss"
+    with pytest.raises(ValueError, match="miss"):
+        ServiceOptions(miss="pull")
+
+
 def test_run_dirs_never_collide(tmp_path):
     a, b = new_run_dir("x", tmp_path), new_run_dir("x", tmp_path)
     assert a != b and a.exists() and b.exists()
