@@ -4,7 +4,10 @@ CLI:
   python -m appliances.control --listen HOST:PORT --deployment FILE --token-key FILE
       [--steering URL] [--telemetry-log FILE] [--steering-log FILE] [--token-ttl-s N]
       [--push-fill] [--fill-wait-s S] [--fill-window-s S] [--fill-rate-mbps R]
-      [--fill-segments-per-title N] [--drop-health-misses] [--warm-titles N]
+      [--fill-segments-per-title N] [--history FILE] [--drop-health-misses] [--warm-titles N]
+--history FILE: yesterday's sessions, CSV `region,title` (appliances/history.py); fill plans are
+then built from their add-one smoothed per-region shares instead of the popularity players draw
+from. A bad file exits 2 with one `control: error: FILE:LINE: ...` line before serving.
 Prints `READY host:port` (the bound port, also for port 0) once listening; exits 0 on
 SIGTERM/SIGINT. Every error answer is JSON {"error": ...} with a 4xx/5xx status; a handler bug
 is logged with its traceback on stderr and answered 500 without one.
@@ -29,6 +32,8 @@ from appliances.content import Catalog, CatalogSpec
 from appliances.control_cache import CacheControl, Telemetry
 from appliances.control_health import HealthRegistry
 from appliances.control_playback import PlaybackService, json_error
+from appliances.fillplan import history_popularity
+from appliances.history import read_history_csv
 from appliances.steering_local import LocalSteering, RemoteSteering, Steering
 from contracts.deployment import Deployment, DeploymentError, load_deployment
 from contracts.steering import POLICIES as STEERING_POLICIES
@@ -76,9 +81,11 @@ def build_control(deployment: Deployment, key: bytes, steering_url: str | None =
                   token_ttl_s: int = 3600, drop_health_misses: bool = False,
                   fill_window_s: float = 12 * 3600.0, fill_rate_mbps: float = 100.0,
                   fill_segments_per_title: int | None = None,
-                  steering_policy: str | None = None) -> ControlPlane:
+                  steering_policy: str | None = None,
+                  history: dict[str, dict[str, float]] | None = None) -> ControlPlane:
     """Wire the three services into one aiohttp application. `steering_policy` is sent to the
-    controller with every rank query (None: the controller's default)."""
+    controller with every rank query (None: the controller's default); `history` (region ->
+    title -> share, see load_history) makes fill plans predicted, None keeps the truth."""
     catalog = Catalog(deployment.catalog)
     registry = HealthRegistry()
     local = LocalSteering(deployment, registry, drop_health_misses=drop_health_misses)
@@ -87,7 +94,7 @@ def build_control(deployment: Deployment, key: bytes, steering_url: str | None =
                                token_ttl_s=token_ttl_s, steering_log=steering_log)
     cache = CacheControl(deployment, catalog, registry, fill_window_s=fill_window_s,
                          fill_rate_mbps=fill_rate_mbps,
-                         segments_per_title=fill_segments_per_title)
+                         segments_per_title=fill_segments_per_title, history=history)
     telemetry = Telemetry(sink=telemetry_sink)
     app = web.Application(middlewares=[json_errors], client_max_size=4 * 1024 * 1024)
     app.add_routes(playback.routes() + cache.routes() + telemetry.routes())
@@ -122,6 +129,17 @@ async def check_origin_catalog(cp: ControlPlane, origin_url: str, wait_s: float 
     return cp.catalog_check
 
 
+def load_history(path: str, deployment: Deployment) -> dict[str, dict[str, float]]:
+    """Per-region predicted shares from a history CSV; ValueError naming file:line if bad."""
+    titles = Catalog(deployment.catalog).titles()
+    trace = read_history_csv(path, deployment, titles)
+    history = history_popularity(trace, titles)
+    absent = sorted({r.name for r in deployment.regions} - history.keys())
+    log.warning("fill history: %d sessions from %s, regions %s%s", len(trace), path,
+                sorted(history), f" (no history, base popularity: {absent})" if absent else "")
+    return history
+
+
 def parse_listen(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
@@ -149,6 +167,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--fill-window-s", type=float, default=12 * 3600.0)
     p.add_argument("--fill-rate-mbps", type=float, default=100.0)
     p.add_argument("--fill-segments-per-title", type=int, default=None)
+    p.add_argument("--history", metavar="FILE", default=None,
+                   help="CSV region,title of yesterday's sessions: plan fills from it "
+                        "(predicted popularity) instead of the players' own distribution")
     p.add_argument("--warm-titles", type=int, default=20,
                    help="precompute manifests (sizes, SHA-256) of the N most popular titles "
                         "in the background at start, so cold manifests do not skew startup")
@@ -160,13 +181,14 @@ async def serve(args: argparse.Namespace, stack: ExitStack) -> int:
         raise ValueError("--steering-policy needs --steering (the local policy has no variants)")
     deployment = load_deployment(args.deployment)
     key = tokens.load_key(args.token_key)
+    history = load_history(args.history, deployment) if args.history else None
     if args.token_ttl_s < 1 or args.warm_titles < 0:
         raise ValueError("--token-ttl-s must be >= 1 and --warm-titles >= 0")
     tsink = stack.enter_context(open(args.telemetry_log, "a")) if args.telemetry_log else None
     ssink = stack.enter_context(open(args.steering_log, "a")) if args.steering_log else None
     cp = build_control(deployment, key, args.steering, tsink, ssink, args.token_ttl_s,
                        args.drop_health_misses, args.fill_window_s, args.fill_rate_mbps,
-                       args.fill_segments_per_title, args.steering_policy)
+                       args.fill_segments_per_title, args.steering_policy, history)
     runner = web.AppRunner(cp.app, access_log=None, handle_signals=False)
     await runner.setup()
     host, port = args.listen

@@ -40,6 +40,9 @@ class CacheControl:
     fill_rate_mbps: float = 100.0
     segments_per_title: int | None = None  # None: whole titles
     clock: Callable[[], float] = time.time
+    # region -> title -> predicted share (fillplan.history_popularity); None: plan from the
+    # regional popularity players draw from (the truth)
+    history: dict[str, dict[str, float]] | None = None
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/heartbeat", self.heartbeat), web.get("/ocas", self.ocas),
@@ -73,6 +76,8 @@ class CacheControl:
         return int(cap) if isinstance(cap, (int, float)) and cap >= 0 else None
 
     def plan(self, oca: OcaSpec, segments_per_title: int | None) -> FillPlan:
+        """The OCA's fill plan, from `history` when set (else the truth); LookupError when
+        its capacity is unknown."""
         cap = self.capacity_bytes(oca)
         if cap is None:
             raise LookupError(f"capacity of {oca.name} unknown: no capacity_mb in the "
@@ -80,7 +85,8 @@ class CacheControl:
         total = self.catalog.segment_count(self.catalog.titles()[0])  # same for every title
         n = min(segments_per_title or self.segments_per_title or total, total)
         return plan_oca(self.deployment, oca, self.catalog.popularity(),
-                        self.catalog.spec.ladder_kbps, n, self.catalog.segment_size, cap)
+                        self.catalog.spec.ladder_kbps, n, self.catalog.segment_size, cap,
+                        history=self.history)
 
     def _body(self, oca: OcaSpec, plan: FillPlan) -> dict:
         rate = oca.fill_rate_mbps if oca.fill_rate_mbps is not None else self.fill_rate_mbps

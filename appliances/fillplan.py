@@ -5,6 +5,10 @@ Invariants:
   factor per (region preference_seed, title), renormalised to sum 1: same seed, same result.
 - An OCA's popularity is the mean of the popularities of the regions it serves (regions whose
   prefixes overlap the OCA's served prefixes); with no such region, the catalog popularity.
+- Prediction from history (issue 11 item 5): regional popularity is the truth players draw from.
+  `history_trace` samples "yesterday" from it with a seeded log-normal drift; a plan built with
+  `history` uses only the add-one smoothed shares of that trace (`history_popularity`), never the
+  truth. A region the OCA serves that has no history entry falls back to the base popularity.
 - A plan takes whole titles (every rung, the first `segments_per_title` segments) in
   decreasing popularity (ties by title name); a title that does not fit is skipped and smaller
   later titles may still fit. The planned bytes never exceed capacity_bytes * headroom.
@@ -46,19 +50,149 @@ def _overlaps(oca: OcaSpec, region: RegionSpec) -> bool:
                for a in oca.serves for b in region.prefixes)
 
 
-def oca_popularity(deployment: Deployment, oca: OcaSpec,
-                   base: Mapping[str, float]) -> dict[str, float]:
-    """Mean regional popularity over the regions this OCA serves."""
+History = Mapping[str, Mapping[str, float]]  # region name -> title -> predicted share
+
+
+def oca_popularity(deployment: Deployment, oca: OcaSpec, base: Mapping[str, float],
+                   history: History | None = None) -> dict[str, float]:
+    """Mean popularity over the regions this OCA serves; base when it serves none.
+
+    Without history a region's popularity is regional_popularity (the truth); with history it
+    is history[region] (a prediction), or base for a region absent from history.
+    """
     regions = [r for r in deployment.regions if _overlaps(oca, r)]
     if not regions:
         return dict(base)
-    pops = [regional_popularity(base, r.preference_seed) for r in regions]
+    if history is None:
+        pops = [regional_popularity(base, r.preference_seed) for r in regions]
+    else:
+        pops = [_history_region(history, r.name, base) for r in regions]
     return {t: sum(p[t] for p in pops) / len(pops) for t in base}
+
+
+def _history_region(history: History, region: str,
+                    base: Mapping[str, float]) -> Mapping[str, float]:
+    """history[region] checked to cover every base title; base when the region is absent."""
+    shares = history.get(region)
+    if shares is None:
+        return base
+    missing = base.keys() - shares.keys()
+    if missing:
+        raise ValueError(f"history[{region!r}] lacks {len(missing)} catalog titles, "
+                         f"e.g. {min(missing)!r}")
+    return shares
+
+
+def _drifted(popularity: Mapping[str, float], drift: float, rng_seed: str) -> dict[str, float]:
+    """popularity times exp(drift * N(0,1)) per title (sorted order, seeded), normalised to 1."""
+    rng = random.Random(rng_seed)
+    weights = {t: popularity[t] * math.exp(drift * rng.gauss(0.0, 1.0)) for t in sorted(popularity)}
+    total = sum(weights.values())
+    return {t: w / total for t, w in weights.items()}
+
+
+def _check_history_args(deployment: Deployment, sessions_per_region: int, drift: float,
+                        seed: int) -> None:
+    """ValueError naming the field unless the history_trace arguments are usable."""
+    if isinstance(sessions_per_region, bool) or not isinstance(sessions_per_region, int) \
+            or sessions_per_region < 1:
+        raise ValueError(f"sessions_per_region must be an integer >= 1, "
+                         f"got {sessions_per_region!r}")
+    if isinstance(drift, bool) or not isinstance(drift, (int, float)) \
+            or not math.isfinite(drift) or drift < 0:
+        raise ValueError(f"drift must be a finite number >= 0, got {drift!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+    if not deployment.regions:
+        raise ValueError("deployment.regions is empty: no region to draw a history for")
+
+
+def history_trace(deployment: Deployment, base: Mapping[str, float], *,
+                  sessions_per_region: int, drift: float,
+                  seed: int) -> list[tuple[str, str]]:
+    """Yesterday's sessions as (region name, title), regions in name order.
+
+    Per region: its regional_popularity (truth) times a seeded drift exp(drift * N(0,1)) per
+    title (rng "history-drift|{seed}|{region}"; drift 0 = none), renormalised; then
+    `sessions_per_region` titles drawn with rng "history-sessions|{seed}|{region}".
+    Same arguments, same trace.
+    """
+    _check_history_args(deployment, sessions_per_region, drift, seed)
+    trace: list[tuple[str, str]] = []
+    for region in sorted(deployment.regions, key=lambda r: r.name):
+        truth = regional_popularity(base, region.preference_seed)
+        pop = _drifted(truth, drift, f"history-drift|{seed}|{region.name}")
+        titles = list(pop)
+        rng = random.Random(f"history-sessions|{seed}|{region.name}")
+        drawn = rng.choices(titles, weights=[pop[t] for t in titles], k=sessions_per_region)
+        trace.extend((region.name, t) for t in drawn)
+    return trace
+
+
+def history_popularity(trace: Iterable[tuple[str, str]],
+                       titles: Iterable[str]) -> dict[str, dict[str, float]]:
+    """Per region in the trace: (count(title) + 1) / (sessions + n_titles) over all titles.
+
+    Add-one smoothing: every catalog title gets a share > 0 and each region's shares sum to 1.
+    A title in the trace that is not in `titles` is a ValueError.
+    """
+    names = list(dict.fromkeys(titles))
+    if not names:
+        raise ValueError("titles is empty")
+    known = set(names)
+    counts: dict[str, dict[str, int]] = {}
+    for region, title in trace:
+        if title not in known:
+            raise ValueError(f"history title {title!r} (region {region!r}) is not in the catalog")
+        per = counts.setdefault(region, {})
+        per[title] = per.get(title, 0) + 1
+    out = {}
+    for region in sorted(counts):
+        denom = sum(counts[region].values()) + len(names)
+        out[region] = {t: (counts[region].get(t, 0) + 1) / denom for t in names}
+    return out
 
 
 def popularity_order(popularity: Mapping[str, float]) -> list[str]:
     """Titles by decreasing probability, ties broken by title name."""
     return sorted(popularity, key=lambda t: (-popularity[t], t))
+
+
+HEAD_SHARE_TOLERANCE = 1e-9  # float sums: a prefix within this of `share` reaches it
+
+
+def head_bytes(popularity: Mapping[str, float], title_bytes: Callable[[str], int],
+               share: float) -> int:
+    """Bytes of the shortest popularity_order prefix whose probability reaches `share`.
+
+    Probabilities are taken relative to their total (so counts work too); a prefix reaches
+    share when its sum >= share - HEAD_SHARE_TOLERANCE. share 1.0 takes every title of
+    positive probability. Capacity = head_bytes / headroom is the caller's choice.
+    """
+    if not (isinstance(share, (int, float)) and 0 < share <= 1):
+        raise ValueError(f"share must be in (0, 1], got {share!r}")
+    if any(p < 0 for p in popularity.values()):
+        raise ValueError("popularity has a negative probability")
+    total = sum(popularity.values())
+    if total <= 0:
+        raise ValueError("popularity is empty or sums to zero")
+    covered, used_bytes = 0.0, 0
+    for t in popularity_order(popularity):
+        if covered / total >= share - HEAD_SHARE_TOLERANCE:
+            break
+        covered += popularity[t]
+        used_bytes += title_bytes(t)
+    return used_bytes
+
+
+def plan_coverage(plan_titles: Iterable[str], demand: Mapping[str, float]) -> float:
+    """Share in [0, 1] of `demand` (title -> count or probability) whose title is planned."""
+    if any(v < 0 for v in demand.values()):
+        raise ValueError("demand has a negative value")
+    total = sum(demand.values())
+    if total <= 0:
+        raise ValueError("demand is empty or sums to zero")
+    return sum(demand.get(t, 0.0) for t in set(plan_titles)) / total
 
 
 @dataclass(frozen=True)
@@ -99,8 +233,9 @@ def fill_sources(deployment: Deployment, oca: OcaSpec) -> list[str]:
 
 def plan_oca(deployment: Deployment, oca: OcaSpec, base_popularity: Mapping[str, float],
              ladder_kbps: Sequence[int], segments_per_title: int, size_fn: SizeFn,
-             capacity_bytes: int, headroom: float = DEFAULT_HEADROOM) -> FillPlan:
-    """The fill plan of one OCA (see module invariants)."""
+             capacity_bytes: int, headroom: float = DEFAULT_HEADROOM,
+             history: History | None = None) -> FillPlan:
+    """The fill plan of one OCA (see module invariants); `history` as in oca_popularity."""
     if capacity_bytes < 0:
         raise ValueError(f"capacity_bytes must be >= 0, got {capacity_bytes}")
     if segments_per_title < 1:
@@ -111,7 +246,7 @@ def plan_oca(deployment: Deployment, oca: OcaSpec, base_popularity: Mapping[str,
     def title_bytes(t: str) -> int:
         return sum(size_fn(t, k, i) for k in ladder_kbps for i in range(segments_per_title))
 
-    order = popularity_order(oca_popularity(deployment, oca, base_popularity))
+    order = popularity_order(oca_popularity(deployment, oca, base_popularity, history))
     titles, used = select_titles(order, title_bytes, int(capacity_bytes * headroom))
     segments = tuple((t, k, i) for t in titles for k in ladder_kbps
                      for i in range(segments_per_title))
