@@ -9,6 +9,8 @@ and the control plane's local fallback when the controller is unavailable
 - load: the fallback has none and ranks with policy "nearest" (load 0, never overloaded);
 - fail static: the controller passes `pushed_s`, the time of its last OCA push; the fallback
   passes None (heartbeats judged at `now`);
+- need_objects is the same for both: the control plane computes it per session
+  (len(ladder) * segments) and hands it to the controller (GET /rank?need=) and to the fallback;
 - each caller keeps only the OCAs that serve the viewer, and dresses the result in its own
   reason dict.
 
@@ -19,8 +21,8 @@ Invariants of `rank_candidates()`:
   NO_PATH_HOPS hops and infinite RTT;
 - groups: G_OK usable; G_OVERLOADED (load_aware only: load > load_threshold); G_CONTENT_MISS
   (the OCA does not hold what the session needs, see `content_verdict`: it would fill first,
-  still better than the origin); G_ORIGIN; G_HEALTH_MISS (no path, no heartbeat, heartbeat older than stale_after_s,
-  or status != "ok"), kept as a last resort;
+  still better than the origin); G_ORIGIN; G_HEALTH_MISS (no path, no heartbeat, heartbeat
+  older than stale_after_s, or status != "ok"), kept as a last resort;
 - fail static: a heartbeat's age is taken at `pushed_s` (not `now`) unless that is None or
   older than MONITOR_DEAD_S, so a stalled monitor does not make every OCA a health miss at once;
 - content (`content_verdict`): `title=None` (anycast: unknown when a connection opens) is never
