@@ -5,10 +5,16 @@ Endpoints (all JSON):
   GET  /catalog                            -> {"spec", "titles", "popularity"} (caller's region)
   GET  /play/<title>[?segments=N]          -> manifest (Authorization: Bearer <account_token>);
                                               N caps the segment list (first N segments)
-  GET  /steering/<title>                   -> steering document only (the RELOAD-URI)
-  GET  /rank?viewer=IP&title=T             -> {"locations": [...]} from the local policy (the
+  GET  /steering/<title>[?segments=N]      -> steering document only (the RELOAD-URI)
+  GET  /rank?viewer=IP&title=T[&need=K]    -> {"locations": [...]} from the local policy (the
                                               same shape RemoteSteering expects)
 Invariants:
+- `segments` and `need` are integers >= 1 when given (400 otherwise); segments is capped at the
+  title's segment count and defaults to all of them.
+- A session of n segments may play any rung of the ladder, so steering ranks for it with
+  need_objects = len(ladder_kbps) * n (an OCA holding fewer objects of the title is a content
+  miss), both at the controller (&need=) and in the local fallback; the steering document's
+  RELOAD-URI carries `?segments=n`, so a reload ranks for the same session.
 - Account tokens are `<account>.<hex HMAC>` with a key derived from the control key, so an
   account token can never be confused with a URL token.
 - Every location of one manifest shares one URL token: path_prefix `/v/<title>/`, client
@@ -70,9 +76,11 @@ def json_error(status: int, message: str) -> web.Response:
 
 
 def steering_document(title: str, locations: list[Location], query: str,
-                      ttl_s: int = STEERING_TTL_S) -> dict:
-    """HLS/DASH Content Steering fields plus our signed location entries."""
-    return {"VERSION": 1, "TTL": ttl_s, "RELOAD-URI": f"/steering/{title}",
+                      ttl_s: int = STEERING_TTL_S, *, segments: int | None = None) -> dict:
+    """HLS/DASH Content Steering fields plus our signed location entries. segments: the
+    session's segment count, carried in the RELOAD-URI (None: left out, meaning all)."""
+    reload_uri = f"/steering/{title}" + ("" if segments is None else f"?segments={segments}")
+    return {"VERSION": 1, "TTL": ttl_s, "RELOAD-URI": reload_uri,
             "PATHWAY-PRIORITY": [loc.name for loc in locations],
             "locations": [{"pathway": loc.name, "tier": loc.tier,
                            "base_url": f"{loc.base_url_root}/v/{title}/", "query": query,
@@ -108,7 +116,10 @@ class PlaybackService:
             self.catalog.segment_count(title)
         except ValueError as exc:  # ContentError is a ValueError
             return json_error(400, f"need ?viewer=IP&title=T: {exc}")
-        locs = self.fallback_steering.rank(viewer, title, self.clock())
+        need = positive_int_query(request, "need")
+        if isinstance(need, web.Response):
+            return need
+        locs = self.fallback_steering.rank(viewer, title, self.clock(), need)
         return web.json_response({"locations": [loc.to_json() for loc in locs]})
 
     async def login(self, request: web.Request) -> web.Response:
@@ -139,30 +150,40 @@ class PlaybackService:
             return json_error(404, "unknown title")
         return title, total
 
-    async def _rank(self, ip: str, title: str, now: float) -> tuple[list[Location], dict[str, str]]:
+    def need_objects(self, n_segments: int) -> int:
+        """Objects of a title a session of its first n_segments needs: every rung of each."""
+        return len(self.catalog.spec.ladder_kbps) * n_segments
+
+    async def _rank(self, ip: str, title: str, now: float,
+                    need_objects: int) -> tuple[list[Location], dict[str, str]]:
         """Ranked locations and the OCAs steering left out (name -> why; known only from the
-        controller's answer: the blocking steering is RemoteSteering)."""
+        controller's answer: the blocking steering is RemoteSteering). The controller and the
+        local fallback rank with the same need_objects."""
         if getattr(self.steering, "blocking", False):
             try:
-                return await asyncio.to_thread(self.steering.rank_detail, ip, title, now)
+                return await asyncio.to_thread(self.steering.rank_detail, ip, title, now, need_objects)
             except SteeringUnavailable as exc:
                 log.warning("steering unavailable, using local policy: %s", exc)
-                locs = self.fallback_steering.rank(ip, title, now)
+                locs = self.fallback_steering.rank(ip, title, now, need_objects)
                 return [Location(l.name, l.tier, l.base_url_root,
                                  {**l.reason, "steering": "local-fallback"}, l.retries) for l in locs], {}
-        return self.steering.rank(ip, title, now), {}
+        return self.steering.rank(ip, title, now, need_objects), {}
 
-    async def _document(self, request: web.Request, title: str, account: str) -> tuple[dict, int]:
+    async def _document(self, request: web.Request, title: str, account: str,
+                        n_segments: int) -> tuple[dict, int]:
+        """The steering document for a session of the title's first n_segments."""
         now = self.clock()
         ip = viewer_ip(request)
-        locations, excluded = await self._rank(ip, title, now)
+        need = self.need_objects(n_segments)
+        locations, excluded = await self._rank(ip, title, now, need)
         exp = int(now + self.token_ttl_s)
         cp = self.deployment.client_prefix(ip)
         query = tokens.sign(self.key, f"/v/{title}/", cp, exp)
-        doc = steering_document(title, locations, query)
+        doc = steering_document(title, locations, query, segments=n_segments)
         if self.steering_log is not None:
             self.steering_log.write(json.dumps({
                 "ts": now, "viewer": ip, "account": account, "title": title,
+                "segments": n_segments, "need_objects": need,
                 "ranked": doc["PATHWAY-PRIORITY"],
                 "reasons": {l.name: l.reason for l in locations}, "excluded": excluded}) + "\n")
             self.steering_log.flush()
@@ -181,17 +202,11 @@ class PlaybackService:
         if isinstance(found, web.Response):
             return found
         account, title, total = found
-        n = total
-        if "segments" in request.query:
-            try:
-                n = int(request.query["segments"])
-            except ValueError:
-                return json_error(400, "segments must be an integer")
-            if n < 1:
-                return json_error(400, "segments must be >= 1")
-            n = min(n, total)  # "the first N segments" of a shorter title: all of them
+        n = session_segments(request, total)
+        if isinstance(n, web.Response):
+            return n
         table = await self.tables.get(title, n)
-        doc, exp = await self._document(request, title, account)
+        doc, exp = await self._document(request, title, account, n)
         return web.json_response({"title": title, "account": account,
                                   "segment_s": self.catalog.spec.segment_s,
                                   "ladder_kbps": list(self.catalog.spec.ladder_kbps),
@@ -202,9 +217,33 @@ class PlaybackService:
         found = self._account_and_title(request)
         if isinstance(found, web.Response):
             return found
-        account, title, _ = found
-        doc, _ = await self._document(request, title, account)
+        account, title, total = found
+        n = session_segments(request, total)
+        if isinstance(n, web.Response):
+            return n
+        doc, _ = await self._document(request, title, account, n)
         return web.json_response(doc)
+
+
+def positive_int_query(request: web.Request, name: str) -> int | None | web.Response:
+    """Query parameter `name` as an integer >= 1, None if absent, or the 400 to send instead."""
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        return json_error(400, f"{name} must be an integer")
+    return value if value >= 1 else json_error(400, f"{name} must be >= 1")
+
+
+def session_segments(request: web.Request, total: int) -> int | web.Response:
+    """The session's segment count: ?segments=N capped at the title's `total` ("the first N
+    segments" of a shorter title: all of them), `total` when absent, or the 400 to send."""
+    n = positive_int_query(request, "segments")
+    if isinstance(n, web.Response):
+        return n
+    return total if n is None else min(n, total)
 
 
 def viewer_ip(request: web.Request) -> str:

@@ -4,7 +4,9 @@ Invariants:
 - Every segment is checked against the manifest's size and SHA-256; a mismatch is a failed
   attempt (-> fallback), never accepted into the buffer.
 - Errors that trigger fallback: connection failure, timeout, non-200 status, short body,
-  wrong hash. When every location failed, the session reloads steering (bounded).
+  wrong hash. When every location failed, the session reloads steering (bounded) from the
+  latest steering document's RELOAD-URI (a path on the control plane; it carries the session's
+  segment count), or /steering/<title> if none (or no path) was given.
 - A 404 with `X-Ocalab-Content-Miss: 1` is a content miss, not an error: the player goes to
   its next location at once (no retry pause) and skips that location (by pathway, also after a
   steering reload) for the rest of the session. It counts in `content_misses`, not in
@@ -106,6 +108,7 @@ class ViewerSession:
     _missed_pathways: set[str] = field(default_factory=set)  # skipped for the rest of the session
     errors: list[str] = field(default_factory=list)  # first MAX_ERRORS failed attempts
     _locations: list = field(default_factory=list)  # latest ranked list, to name redirect targets
+    _reload_uri: str = ""  # the latest steering document's RELOAD-URI ("" : none given)
     first_location: str | None = None
     segment_s: float = 4.0
     started_unix: float = 0.0
@@ -130,6 +133,7 @@ class ViewerSession:
         self.buffer = PlaybackBuffer(start_threshold_s=self.segment_s)
         ladder = tuple(manifest["ladder_kbps"])
         locations = self._locations = manifest["steering"]["locations"]
+        self._reload_uri = str(manifest["steering"].get("RELOAD-URI") or "")
         self.first_location = locations[0]["pathway"] if locations else None
         cursor = self._cursor(locations)
         for index in range(int(manifest["n_segments"])):
@@ -201,12 +205,14 @@ class ViewerSession:
         if self.steering_reloads > self.cfg.max_steering_reloads:
             raise SegmentError("every location failed and steering reloads are used up")
         await asyncio.sleep(0.5 / self.cfg.speed * min(self.steering_reloads, 4))
-        async with http.get(f"{self.cfg.control_url}/steering/{self.title}",
-                            headers=self._auth()) as r:
+        uri = self._reload_uri if self._reload_uri.startswith("/") else f"/steering/{self.title}"
+        async with http.get(f"{self.cfg.control_url}{uri}", headers=self._auth()) as r:
             if r.status != 200:
                 raise SegmentError(f"steering reload answered {r.status}")
-            self._locations = (await r.json())["locations"]
-            return self._locations
+            doc = await r.json()
+        self._locations = doc["locations"]
+        self._reload_uri = str(doc.get("RELOAD-URI") or self._reload_uri)
+        return self._locations
 
     async def _fetch_with_fallback(self, http, locations, cursor, index, segments, ladder):
         """Segment `index` from the first location that delivers it. Every attempt asks the ABR

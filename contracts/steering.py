@@ -9,6 +9,8 @@ and the control plane's local fallback when the controller is unavailable
 - load: the fallback has none and ranks with policy "nearest" (load 0, never overloaded);
 - fail static: the controller passes `pushed_s`, the time of its last OCA push; the fallback
   passes None (heartbeats judged at `now`);
+- need_objects is the same for both: the control plane computes it per session
+  (len(ladder) * segments) and hands it to the controller (GET /rank?need=) and to the fallback;
 - each caller keeps only the OCAs that serve the viewer, and dresses the result in its own
   reason dict.
 
@@ -18,17 +20,23 @@ Invariants of `rank_candidates()`:
   deterministic; `load` is in the key only for policy "load_aware"; no path sorts as
   NO_PATH_HOPS hops and infinite RTT;
 - groups: G_OK usable; G_OVERLOADED (load_aware only: load > load_threshold); G_CONTENT_MISS
-  (stored titles known and without the title: the OCA would fill first, still better than the
-  origin); G_ORIGIN; G_HEALTH_MISS (no path, no heartbeat, heartbeat older than stale_after_s,
-  or status != "ok"), kept as a last resort;
+  (the OCA does not hold what the session needs, see `content_verdict`: it would fill first,
+  still better than the origin); G_ORIGIN; G_HEALTH_MISS (no path, no heartbeat, heartbeat
+  older than stale_after_s, or status != "ok"), kept as a last resort;
 - fail static: a heartbeat's age is taken at `pushed_s` (not `now`) unless that is None or
   older than MONITOR_DEAD_S, so a stalled monitor does not make every OCA a health miss at once;
-- `title=None` (anycast: unknown when a connection opens) never counts as a content miss.
+- content (`content_verdict`): `title=None` (anycast: unknown when a connection opens) is never
+  a content miss; with both the OCA's `title_objects` and the session's `need_objects` known, the
+  OCA misses iff it stores fewer than need_objects objects of the title (a session of N segments
+  at any rung of an L-rung ladder needs L * N of them); otherwise, with `stored_titles` known, it
+  misses iff it stores no object of the title at all; with neither, the content is unknown (not
+  a miss). The count is of objects, not of the exact ones the session plays.
 """
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from contracts.deployment import TIER_RANK
@@ -65,6 +73,7 @@ class Candidate:
     status: object = "ok"
     load: float = 0.0
     stored_titles: Collection[str] | None = None
+    title_objects: Mapping[str, int] | None = None
     ref: Any = field(default=None, compare=False)
 
 
@@ -106,18 +115,50 @@ def health_of(c: Candidate, now: float, stale_after_s: float = STALE_AFTER_S,
     return "ok", age_s
 
 
+def title_objects_of(health: dict | None) -> Mapping[str, int] | None:
+    """An OCA health JSON's "title_objects" as a read-only {title: stored objects}, or None
+    (unknown) if health is None, the field is absent or malformed: not an object, a key not a
+    string, or a count not an int >= 0 (one bad entry makes it all unknown, never partial)."""
+    raw = health.get("title_objects") if isinstance(health, dict) else None
+    if not isinstance(raw, dict):
+        return None
+    if not all(isinstance(t, str) and type(n) is int and n >= 0 for t, n in raw.items()):
+        return None
+    return MappingProxyType(dict(raw))
+
+
+def check_need_objects(need_objects: int | None) -> None:
+    """need_objects is None or an int >= 1 (ValueError otherwise)."""
+    if need_objects is not None and (type(need_objects) is not int or need_objects < 1):
+        raise ValueError(f"need_objects must be an integer >= 1, got {need_objects!r}")
+
+
+def content_verdict(c: Candidate, title: str | None, need_objects: int | None = None) -> str:
+    """"hit", "miss" or "unknown" for the session's content at `c` (see module invariants;
+    only "miss" ranks lower). title None: "unknown" (anycast, never a miss)."""
+    if title is None:
+        return "unknown"
+    if c.title_objects is not None and need_objects is not None:
+        return "miss" if c.title_objects.get(title, 0) < need_objects else "hit"
+    if c.stored_titles is not None:
+        return "hit" if title in c.stored_titles else "miss"
+    return "unknown"
+
+
 def rank_candidates(title: str | None, candidates: list[Candidate], origin_name: str, now: float,
                     *, policy: str = "nearest", load_threshold: float = 0.8,
-                    stale_after_s: float = STALE_AFTER_S,
-                    pushed_s: float | None = None) -> list[Ranked]:
+                    stale_after_s: float = STALE_AFTER_S, pushed_s: float | None = None,
+                    need_objects: int | None = None) -> list[Ranked]:
     """Candidates and the origin, best first (see module invariants). `candidates` are the OCAs
-    that serve the viewer; `pushed_s`: when OCA state was last pushed (None: judge at `now`)."""
+    that serve the viewer; `pushed_s`: when OCA state was last pushed (None: judge at `now`);
+    `need_objects`: objects of the title the session needs (None: unknown, the stored_titles
+    rule applies)."""
     check_policy(policy, load_threshold)
+    check_need_objects(need_objects)
     keyed = []
     for c in candidates:
         health, age_s = health_of(c, now, stale_after_s, pushed_s)
-        content_miss = title is not None and c.stored_titles is not None \
-            and title not in c.stored_titles
+        content_miss = content_verdict(c, title, need_objects) == "miss"
         overloaded = policy == "load_aware" and c.load > load_threshold
         group = (G_HEALTH_MISS if health != "ok" else G_OVERLOADED if overloaded
                  else G_CONTENT_MISS if content_miss else G_OK)

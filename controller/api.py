@@ -9,12 +9,18 @@ with 500, so a broken view is visible to the caller. Later issues add routes wit
 Controller endpoints (`controller_api`):
   GET  /health /switches /ports /classes     controller, switch and port views
   GET  /links                                per plan link: byte/packet counters, rates, `up`
-  GET  /rank?viewer=IP[&title=T][&policy=P]  {"locations": [...usable, best first], "excluded": [...]}
+  GET  /rank?viewer=IP[&title=T][&policy=P][&need=N]
+                                             {"locations": [...usable, best first], "excluded": [...]};
+                                             N (integer >= 1): objects of T the session needs (an
+                                             OCA holding fewer is a content miss); absent: unknown
   GET  /ocas                                 OCA state as last pushed (status, load, heartbeat age)
   POST /ocas                                 a full OCA snapshot from controller.probe
   GET  /anycast                              anycast address, per-location counts, recent connections
-  GET  /anycast/rank?viewer=IP[&title=T]     SDN anycast mode for the control plane
+  GET  /anycast/rank?viewer=IP[&title=T][&need=N]
+                                             SDN anycast mode for the control plane
                                              (--steering <api>/anycast): anycast address, then origin
+                                             (N validated as for /rank, unused: a new connection's
+                                             title is unknown)
 """
 from __future__ import annotations
 
@@ -148,6 +154,21 @@ def _one(query: dict[str, list[str]], key: str, required: bool = True) -> str | 
     return vals[0]
 
 
+def _need(query: dict[str, list[str]]) -> int | None:
+    """The optional `need` query parameter: None if absent, else an integer >= 1 (ApiError 400
+    otherwise)."""
+    raw = _one(query, "need", required=False)
+    if raw is None:
+        return None
+    try:
+        need = int(raw)
+    except ValueError:
+        raise ApiError(400, f"need must be an integer >= 1, got {raw!r}") from None
+    if need < 1:
+        raise ApiError(400, f"need must be an integer >= 1, got {raw!r}")
+    return need
+
+
 def controller_api(state, port: int = 0, extra_hosts: tuple[str, ...] = ()) -> ApiServer:
     """The controller's API over a ControllerState (see controller.app)."""
     from topologies.plan import PlanError
@@ -165,17 +186,19 @@ def controller_api(state, port: int = 0, extra_hosts: tuple[str, ...] = ()) -> A
         def handler(query, body):
             viewer = _one(query, "viewer")
             title = _one(query, "title", required=False)
+            need = _need(query)
             try:
-                return view(viewer, title, query)
+                return view(viewer, title, need, query)
             except (PlanError, ValueError) as e:
                 raise ApiError(400, str(e)) from None
             except LookupError as e:
                 raise ApiError(503, str(e)) from None
         return handler
 
-    rank = ranking(lambda viewer, title, query: state.rank_view(
-        viewer, title, time.time(), _one(query, "policy", required=False) or "nearest"))
-    anycast_rank = ranking(lambda viewer, title, query: state.anycast_rank_view(viewer, title, time.time()))
+    rank = ranking(lambda viewer, title, need, query: state.rank_view(
+        viewer, title, time.time(), _one(query, "policy", required=False) or "nearest", need))
+    anycast_rank = ranking(lambda viewer, title, need, query: state.anycast_rank_view(
+        viewer, title, time.time()))
 
     def push(query, body):
         try:

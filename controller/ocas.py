@@ -17,13 +17,17 @@ Invariants of `OcaRegistry.apply()`:
   "pending" probe (still in flight when the push left) is no news: the previous state stays
   and its heartbeat ages (an OCA never answered yet has status "pending");
   when pushes stop, heartbeats age and steering's staleness check excludes the OCAs;
-- load is clamped to [0, 1]; stored_titles is None when the health JSON has no list.
+- load is clamped to [0, 1]; stored_titles is None when the health JSON has no list;
+  title_objects is None unless the health JSON has an object of title -> non-negative integer
+  (anything else, even one bad entry, makes it unknown: None, never a partial count).
 """
 from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+from contracts.steering import title_objects_of
 
 from .steering import OcaState, Origin
 
@@ -93,7 +97,8 @@ def _oca(d: object, i: int, now: float, prev: _Entry | None) -> _Entry:
     try:
         state = OcaState(name, tier, url_host(d.get("url"), where),
                          tuple(serves) if serves is not None else None, status=status, load=load,
-                         heartbeat_s=heartbeat, stored_titles=titles, url=d["url"])
+                         heartbeat_s=heartbeat, stored_titles=titles,
+                         title_objects=title_objects_of(health) if ok else None, url=d["url"])
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from None
     return _Entry(state, dict(probe), health if ok else (prev.health if prev else None), now, timeouts)

@@ -126,11 +126,12 @@ class ControllerState:
         return out
 
     # ---- steering (called from the API and the event loop) -----------------------------
-    def rank_view(self, viewer_ip: str, title: str | None, now: float, policy: str = "nearest") -> dict:
+    def rank_view(self, viewer_ip: str, title: str | None, now: float, policy: str = "nearest",
+                  need_objects: int | None = None) -> dict:
         with self.lock:
             down = self.down_links()
             snap = self.steering.snapshot()
-        return self.steering.rank_json(viewer_ip, title, now, down, snap, policy)
+        return self.steering.rank_json(viewer_ip, title, now, down, snap, policy, need_objects)
 
     def anycast_rank_view(self, viewer_ip: str, title: str | None, now: float) -> dict:
         with self.lock:

@@ -14,7 +14,8 @@ target whose path crosses a link named in `down_links` is left out (no path: a h
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from contracts.steering import (G_ORIGIN, STALE_AFTER_S, Candidate, PathMetrics, Ranked,
                                 check_policy, rank_candidates)
@@ -25,7 +26,8 @@ from topologies.routes import l3_path, path_links
 @dataclass(frozen=True)
 class OcaState:
     """What the controller knows of one OCA. heartbeat_s is the time of the last heartbeat
-    (same clock as `now`), None if never; stored_titles None means unknown."""
+    (same clock as `now`), None if never; stored_titles and title_objects (title -> stored
+    objects) None mean unknown."""
     name: str
     tier: str
     address: str
@@ -35,6 +37,7 @@ class OcaState:
     heartbeat_s: float | None = None
     stored_titles: frozenset[str] | None = None
     url: str | None = None
+    title_objects: Mapping[str, int] | None = field(default=None, hash=False)
 
     def __post_init__(self) -> None:
         if self.tier not in ("embedded", "ixp"):
@@ -74,17 +77,19 @@ class RankedLocation:
 def rank(viewer_ip: str, title: str | None, ocas: list[OcaState], view: dict[str, PathMetrics],
          origin: Origin, now: float, policy: str = "nearest",
          load_threshold: float = 0.8, stale_after_s: float = STALE_AFTER_S,
-         pushed_s: float | None = None) -> list[RankedLocation]:
+         pushed_s: float | None = None, need_objects: int | None = None) -> list[RankedLocation]:
     """Ranked locations, best first (see module invariants). `view` maps OCA and origin names
     to path metrics from the viewer; a missing entry means no path (a health miss). `pushed_s`:
-    when OCA state was last pushed (None: judge heartbeats at `now`)."""
+    when OCA state was last pushed (None: judge heartbeats at `now`); `need_objects`: objects
+    of the title the session needs (None: unknown; see contracts.steering.content_verdict)."""
     check_policy(policy, load_threshold)
     ipaddress.ip_address(viewer_ip)
     candidates = [Candidate(o.name, o.tier, view.get(o.name), o.heartbeat_s, o.status, o.load,
-                            o.stored_titles, ref=o) for o in ocas if o.serves(viewer_ip)]
+                            o.stored_titles, o.title_objects, ref=o)
+                  for o in ocas if o.serves(viewer_ip)]
     ranked = rank_candidates(title, candidates, origin.name, now, policy=policy,
                              load_threshold=load_threshold, stale_after_s=stale_after_s,
-                             pushed_s=pushed_s)
+                             pushed_s=pushed_s, need_objects=need_objects)
     return [_located(r, view, origin, policy) for r in ranked]
 
 

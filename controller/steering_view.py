@@ -66,7 +66,7 @@ class SteeringView:
         return pm, links
 
     def ranked(self, viewer_ip: str, title: str | None, now: float, down: frozenset[str],
-               snap, policy: str = "nearest"):
+               snap, policy: str = "nearest", need_objects: int | None = None):
         states, origin, pushed_s = snap
         self.plan.owner_of(viewer_ip)  # PlanError for an address no plan node owns
         if origin is None:
@@ -77,15 +77,18 @@ class SteeringView:
             if pm is not None and down.isdisjoint(links):
                 view[name] = pm
         return rank(viewer_ip, title, list(states), view, origin, now, policy,
-                    stale_after_s=self.stale_after_s, pushed_s=pushed_s)
+                    stale_after_s=self.stale_after_s, pushed_s=pushed_s, need_objects=need_objects)
 
     def rank_json(self, viewer_ip: str, title: str | None, now: float, down: frozenset[str],
-                  snap, policy: str = "nearest") -> dict:
-        ranked = self.ranked(viewer_ip, title, now, down, snap, policy)
+                  snap, policy: str = "nearest", need_objects: int | None = None) -> dict:
+        """GET /rank's body; `need_objects`: objects of the title the session needs (None:
+        unknown), echoed as "need_objects"."""
+        ranked = self.ranked(viewer_ip, title, now, down, snap, policy, need_objects)
         usable = [r for r in ranked if r.reason["group"] != G_HEALTH_MISS]
         excluded = [{"name": r.name, "tier": r.tier, "why": r.reason["why"]}
                     for r in ranked if r.reason["group"] == G_HEALTH_MISS]
         return {"viewer": viewer_ip, "title": title, "policy": policy, "now_unix": now,
+                "need_objects": need_objects,
                 "down_links": sorted(down), "locations": [r.to_json() for r in usable],
                 "excluded": excluded}
 

@@ -127,6 +127,53 @@ def test_registry_replaces_the_set_and_keeps_titles():
     assert [s.name for s in reg.states()] == ["i1oca1"]
 
 
+def test_registry_keeps_title_objects_and_drops_malformed_ones():
+    reg = OcaRegistry()
+    reg.apply(push_body(stored_titles=["t0001"], title_objects={"t0001": 12}), NOW)
+    assert {s.name: dict(s.title_objects) for s in reg.states()}["i1oca1"] == {"t0001": 12}
+    for bad in ({"t0001": -1}, {"t0001": 2.0}, ["t0001"], "12"):
+        reg.apply(push_body(title_objects=bad), NOW + 1)
+        assert all(s.title_objects is None for s in reg.states()), bad
+    reg.apply(push_body(), NOW + 2)  # an OCA that does not publish counts: unknown
+    assert all(s.title_objects is None for s in reg.states())
+
+
+def test_rank_json_needs_the_sessions_objects_not_one_segment():
+    # i1oca1 (nearest) holds 29 objects of t0001, nfxoca1 all 30 a session needs
+    body = push_body(stored_titles=["t0001"], title_objects={"t0001": 29})
+    body["ocas"][2]["health"]["title_objects"] = {"t0001": 30}
+    sv = view(body)
+    ranked = sv.rank_json("198.18.1.10", "t0001", NOW, frozenset(), sv.snapshot(), need_objects=30)
+    assert [loc["name"] for loc in ranked["locations"]] == ["nfxoca1", "i1oca1", "origin"]
+    assert ranked["locations"][1]["reason"]["content_miss"] and ranked["need_objects"] == 30
+    # need unknown: holding any object of the title is a hit (stored_titles), nearest first
+    ranked = sv.rank_json("198.18.1.10", "t0001", NOW, frozenset(), sv.snapshot())
+    assert [loc["name"] for loc in ranked["locations"]] == ["i1oca1", "nfxoca1", "origin"]
+    assert ranked["need_objects"] is None
+
+
+def test_controller_api_rank_validates_need():
+    from controller.api import controller_api
+    from controller.app import ControllerState
+    st = ControllerState(PLAN)
+    body = push_body(title_objects={"t0001": 29})
+    body["ocas"][2]["health"]["title_objects"] = {"t0001": 30}
+    st.ocas_push(body, time.time())
+    api = controller_api(st)
+    try:
+        status, ranked = api.dispatch("GET", "/rank?viewer=198.18.1.10&title=t0001&need=30", b"")
+        assert status == 200 and [loc["name"] for loc in ranked["locations"]] == [
+            "nfxoca1", "i1oca1", "origin"]
+        for bad in ("0", "-3", "x", "1.5"):  # (a blank need= is absent: parse_qs drops it)
+            for path in ("/rank", "/anycast/rank"):
+                status, err = api.dispatch("GET", f"{path}?viewer=198.18.1.10&title=t0001&need={bad}", b"")
+                assert status == 400 and "need must be an integer >= 1" in err["error"], (path, bad, err)
+        status, err = api.dispatch("GET", "/rank?viewer=198.18.1.10&need=2&need=3", b"")
+        assert status == 400 and "given 2 times" in err["error"]
+    finally:
+        api.httpd.server_close()
+
+
 @pytest.mark.parametrize("mutate,msg", [
     (lambda b: b.pop("origin"), "origin"),
     (lambda b: b["ocas"][0].update(url="ftp://x"), r"ocas\[0\].url"),

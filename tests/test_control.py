@@ -54,6 +54,9 @@ def test_steering_document_shape():
                                    "base_url": "http://198.18.1.100:8080/v/t0007/",
                                    "query": "exp=1&cp=198.18.1.0/24&tok=abc", "reason": {"x": 1},
                                    "retries": 0}
+    # a session's segment count rides in the reload URI, so a reload ranks for the same session
+    doc = steering_document("t0007", locs, "q", segments=5)
+    assert doc["RELOAD-URI"] == "/steering/t0007?segments=5"
 
 
 def run_with_client(fn, **kw):
@@ -112,6 +115,56 @@ def test_manifest_has_ladder_hashes_and_signed_ranked_locations():
 
 
 @pytest.mark.integration
+def test_steering_ranks_by_the_objects_the_session_needs():
+    async def body(client, cp):
+        auth = await login(client)
+        # t0003: 3 segments x 2 rungs. oca1 (nearer) holds 3 objects, oca2 holds 4
+        for name, n in (("oca1", 3), ("oca2", 4)):
+            await client.post("/heartbeat", json={"name": name, "status": "ok",
+                                                  "stored_titles": ["t0003"],
+                                                  "title_objects": {"t0003": n}})
+        m = await (await client.get("/play/t0003?segments=2", headers=auth)).json()
+        doc = m["steering"]  # 2 segments need 4 objects: oca1 misses
+        assert doc["PATHWAY-PRIORITY"] == ["oca2", "oca1", "origin"]
+        assert [l["reason"]["content"] for l in doc["locations"]] == ["hit", "miss", "hit"]
+        assert doc["RELOAD-URI"] == "/steering/t0003?segments=2"
+        reload = await (await client.get(doc["RELOAD-URI"], headers=auth)).json()
+        assert reload["PATHWAY-PRIORITY"] == ["oca2", "oca1", "origin"]
+        assert reload["RELOAD-URI"] == "/steering/t0003?segments=2"
+        one = await (await client.get("/steering/t0003?segments=1", headers=auth)).json()
+        assert one["PATHWAY-PRIORITY"] == ["oca1", "oca2", "origin"]  # 2 objects: both hold them
+        # no segments: the whole title (6 objects), which neither holds; capped like /play
+        for path in ("/steering/t0003", "/steering/t0003?segments=99"):
+            doc = await (await client.get(path, headers=auth)).json()
+            assert doc["RELOAD-URI"] == "/steering/t0003?segments=3"
+            assert [l["reason"]["content"] for l in doc["locations"]] == ["miss", "miss", "hit"]
+        full = await (await client.get("/play/t0003", headers=auth)).json()
+        assert full["steering"]["RELOAD-URI"] == "/steering/t0003?segments=3"
+        # the local policy's /rank takes the need directly
+        r = await client.get("/rank?viewer=127.0.0.1&title=t0003&need=4")
+        assert [l["name"] for l in (await r.json())["locations"]] == ["oca2", "oca1", "origin"]
+    run_with_client(body)
+
+
+@pytest.mark.integration
+def test_the_controller_is_asked_for_the_sessions_need(http_stub):
+    asked: list[str] = []
+
+    def controller(path: str) -> bytes:
+        asked.append(path)
+        return json.dumps({"locations": [{"name": "origin", "tier": "origin",
+                                          "base_url_root": "http://127.0.0.1:5"}]}).encode()
+
+    async def body(client, cp):
+        auth = await login(client)
+        assert (await client.get("/play/t0003?segments=2", headers=auth)).status == 200
+        assert (await client.get("/steering/t0003", headers=auth)).status == 200
+    run_with_client(body, steering_url=http_stub(controller))
+    assert asked == ["/rank?viewer=127.0.0.1&title=t0003&need=4",
+                     "/rank?viewer=127.0.0.1&title=t0003&need=6"]
+
+
+@pytest.mark.integration
 def test_bad_requests_get_json_4xx():
     async def body(client, cp):
         auth = await login(client)
@@ -120,6 +173,11 @@ def test_bad_requests_get_json_4xx():
                  ("GET", "/play/t9999", auth, None, 404),
                  ("GET", "/play/t0003?segments=0", auth, None, 400),
                  ("GET", "/play/t0003?segments=x", auth, None, 400),
+                 ("GET", "/steering/t0003?segments=0", auth, None, 400),
+                 ("GET", "/steering/t0003?segments=2.5", auth, None, 400),
+                 ("GET", "/steering/t0003?segments=x", None, None, 401),
+                 ("GET", "/rank?viewer=127.0.0.1&title=t0003&need=0", None, None, 400),
+                 ("GET", "/rank?viewer=127.0.0.1&title=t0003&need=many", None, None, 400),
                  ("POST", "/login", None, b"{not json", 400),
                  ("POST", "/login", None, b'{"account": "a b"}', 400),
                  ("POST", "/heartbeat", None, b"[1, 2]", 400),

@@ -64,3 +64,30 @@ def test_an_http_error_is_final():
     with pytest.raises(aiohttp.ClientResponseError) as e:
         _session("a b", drops=0)  # an invalid account name: 400
     assert e.value.status == 400
+
+
+def test_a_steering_reload_follows_the_reload_uri_with_the_sessions_segments():
+    """Every location fails (the origin's port is closed): the session reloads steering from the
+    manifest's RELOAD-URI, which carries its segment count, so the reload ranks for it."""
+    from appliances.player_session import SegmentError
+    seen: list[str] = []
+
+    @web.middleware
+    async def record(request: web.Request, handler):
+        seen.append(request.path_qs)
+        return await handler(request)
+
+    async def main() -> None:
+        dep = parse_deployment({"ocas": [], "origin": {"name": "origin", "url": "http://127.0.0.1:9"},
+                                "catalog": CATALOG})
+        cp = build_control(dep, bytes(range(32)))
+        cp.app.middlewares.append(record)
+        async with TestServer(cp.app, host="127.0.0.1") as srv:
+            cfg = SessionConfig(control_url=f"http://127.0.0.1:{srv.port}", abr=make_abr("bba"),
+                                segments=1, speed=20, segment_timeout_s=1.0, max_steering_reloads=1)
+            async with aiohttp.ClientSession() as http:
+                with pytest.raises(SegmentError, match="reloads are used up"):
+                    await ViewerSession("v-0001", "t0001", cfg, lambda row: None).run(http)
+
+    asyncio.run(main())
+    assert seen == ["/login", "/play/t0001?segments=1", "/steering/t0001?segments=1"]

@@ -2,7 +2,8 @@
 import pytest
 
 from topologies.routes import path_delay_ms
-from contracts.steering import MONITOR_DEAD_S, STALE_AFTER_S, PathMetrics
+from contracts.steering import (MONITOR_DEAD_S, STALE_AFTER_S, Candidate, PathMetrics,
+                                content_verdict, title_objects_of)
 from controller.steering import OcaState, Origin, network_view, rank
 from topologies.catalog import metro
 
@@ -43,6 +44,53 @@ def test_content_miss_goes_below_hits_but_above_origin():
     ranked = rank(VIEWER, "t1", ocas, VIEW, ORIGIN, NOW)
     assert names(ranked) == ["e2", "x1", "e1", "origin"]
     assert ranked[2].reason["content_miss"] and ranked[2].reason["why"] == "content_miss"
+
+
+def test_an_oca_short_of_the_needed_objects_is_a_content_miss():
+    # e1 is nearer but holds 29 of the 30 objects a session needs (e.g. 3 rungs x 10 segments)
+    ocas = [oca("e1", title_objects={"t1": 29}, stored_titles=frozenset({"t1"})),
+            oca("e2", title_objects={"t1": 30, "t2": 5})]
+    ranked = rank(VIEWER, "t1", ocas, VIEW, ORIGIN, NOW, need_objects=30)
+    assert names(ranked) == ["e2", "e1", "origin"]
+    assert ranked[1].reason["content_miss"] and ranked[1].reason["why"] == "content_miss"
+    assert not ranked[0].reason["content_miss"]
+    # a shorter session needs fewer: both hold enough, nearest first
+    assert names(rank(VIEWER, "t1", ocas, VIEW, ORIGIN, NOW, need_objects=29)) == ["e1", "e2", "origin"]
+    # a title an OCA holds nothing of is a miss, however small the need
+    assert names(rank(VIEWER, "t2", ocas, VIEW, ORIGIN, NOW, need_objects=1)) == ["e2", "e1", "origin"]
+
+
+def test_without_need_or_counts_the_stored_titles_rule_applies():
+    ocas = [oca("e1", title_objects={"t1": 1}, stored_titles=frozenset({"t1"})),
+            oca("e2", title_objects={"t1": 99}, stored_titles=frozenset({"t2"}))]
+    # need unknown: one stored segment is enough (e1 hit), counts are not used (e2 miss by titles)
+    ranked = rank(VIEWER, "t1", ocas, VIEW, ORIGIN, NOW)
+    assert names(ranked) == ["e1", "e2", "origin"] and ranked[1].reason["content_miss"]
+    # counts unknown: stored_titles decides even with a need
+    plain = [oca("e1", stored_titles=frozenset({"t1"})), oca("e2", stored_titles=frozenset({"t2"}))]
+    assert names(rank(VIEWER, "t1", plain, VIEW, ORIGIN, NOW, need_objects=30)) == ["e1", "e2", "origin"]
+    # nothing known of the content: never a miss
+    assert names(rank(VIEWER, "t1", [oca("e1"), oca("e2")], VIEW, ORIGIN, NOW, need_objects=30)) == [
+        "e1", "e2", "origin"]
+
+
+def test_content_verdict_and_title_objects_parsing():
+    c = Candidate("e1", "embedded", PathMetrics(1, 1.0), NOW, title_objects={"t1": 3},
+                  stored_titles=("t1",))
+    assert content_verdict(c, None, 1) == "unknown"  # anycast: never a miss
+    assert [content_verdict(c, "t1", n) for n in (2, 3, 4)] == ["hit", "hit", "miss"]
+    assert content_verdict(c, "t2", None) == "miss" and content_verdict(c, "t1", None) == "hit"
+    assert content_verdict(Candidate("e", "embedded", None, NOW), "t1", 3) == "unknown"
+    assert title_objects_of({"title_objects": {"t1": 3, "t2": 0}}) == {"t1": 3, "t2": 0}
+    for bad in ([["t1", 3]], {"t1": -1}, {"t1": 1.5}, {"t1": True}, {"t1": "3"}, {1: 3}, None):
+        assert title_objects_of({"title_objects": bad}) is None, bad
+    assert title_objects_of({}) is None and title_objects_of(None) is None
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "30"])
+def test_bad_need_objects_is_named(bad):
+    with pytest.raises(ValueError, match="need_objects"):
+        rank(VIEWER, "t1", [oca("e1")], VIEW, ORIGIN, NOW, need_objects=bad)
 
 
 @pytest.mark.parametrize("bad", [

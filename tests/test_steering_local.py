@@ -30,10 +30,12 @@ def deployment(extra_ocas=()):
     })
 
 
-def healthy(reg, name, titles=None, now=NOW, status="ok"):
+def healthy(reg, name, titles=None, now=NOW, status="ok", objects=None):
     h = {"name": name, "status": status, "load": 0.1}
     if titles is not None:
         h["stored_titles"] = titles
+    if objects is not None:
+        h["title_objects"] = objects
     reg.update(name, h, now)
 
 
@@ -68,6 +70,28 @@ def test_content_miss_pushed_below_hits_but_above_origin():
     # unknown content (no stored_titles in the heartbeat) counts as a hit
     healthy(reg, "i1oca1")
     assert names(s.rank("198.18.1.7", "t0001", NOW))[:2] == ["i1oca1", "i1oca2"]
+
+
+def test_content_is_what_the_session_needs_when_counts_and_need_are_known():
+    reg = HealthRegistry()
+    healthy(reg, "i1oca1", titles=["t0001"], objects={"t0001": 29})  # nearest, one object short
+    healthy(reg, "i1oca2", titles=["t0001"], objects={"t0001": 30})
+    healthy(reg, "ixp1", titles=["t0001"])                            # no counts published
+    s = LocalSteering(deployment(), reg)
+    locs = s.rank("198.18.1.7", "t0001", NOW, need_objects=30)
+    assert names(locs) == ["i1oca2", "ixp1", "i1oca1", "origin"]
+    assert [loc.reason["content"] for loc in locs[:3]] == ["hit", "hit", "miss"]
+    assert [loc.reason["group"] for loc in locs] == [0, 0, 1, 2]
+    # need unknown: one stored object of the title is a hit (the stored_titles rule)
+    locs = s.rank("198.18.1.7", "t0001", NOW)
+    assert names(locs) == ["i1oca1", "i1oca2", "ixp1", "origin"]
+    assert {loc.reason["content"] for loc in locs[:3]} == {"hit"}
+    # no list and no counts: unknown, ranked as a hit; a health miss reads unknown too
+    healthy(reg, "ixp1")
+    healthy(reg, "i1oca2", objects={"t0001": 30}, now=NOW - 10)
+    locs = s.rank("198.18.1.7", "t0001", NOW, need_objects=30)
+    assert [(loc.name, loc.reason["content"]) for loc in locs] == [
+        ("ixp1", "unknown"), ("i1oca1", "miss"), ("origin", "hit"), ("i1oca2", "unknown")]
 
 
 def test_health_misses_stale_status_and_missing_heartbeat():
@@ -138,6 +162,9 @@ def test_remote_steering_round_trip_and_failure(http_stub):
     # a policy, when given, goes to the controller with every query
     locs = RemoteSteering(url, policy="load_aware").rank("198.18.1.7", "t0003", NOW)
     assert locs[0].reason["path"] == "/rank?viewer=198.18.1.7&title=t0003&policy=load_aware"
+    # the objects the session needs, when known, go with the query
+    locs = RemoteSteering(url).rank("198.18.1.7", "t0003", NOW, need_objects=30)
+    assert locs[0].reason["path"] == "/rank?viewer=198.18.1.7&title=t0003&need=30"
     import socket
     with socket.socket() as s:  # a port with nothing listening: bind, note it, close
         s.bind(("127.0.0.1", 0))
