@@ -57,8 +57,10 @@ def run(a, sc: Scenario) -> int:
     if repeat < 1:
         raise SystemExit(f"ocalab run: --repeat must be at least 1, got {repeat}")
     install_signal_handlers()
-    cfg = {**sc.settings(a.quick), "abr": getattr(a, "abr", None) or sc.default_abr}
-    plan = by_name(a.name, parse_overrides(a.set))
+    overrides = parse_overrides(a.set)
+    cfg = {**sc.settings(a.quick), "abr": getattr(a, "abr", None) or sc.default_abr,
+           "miss": getattr(a, "miss", None) or "content_miss", "capacity": _capacity(overrides)}
+    plan = by_name(a.name, overrides)
     if sc.check_plan is not None:
         sc.check_plan(plan)  # a clear PlanError before any namespace exists
     top = new_run_dir(sc.name, a.out)
@@ -93,6 +95,17 @@ def run(a, sc: Scenario) -> int:
             print(summarize_series(top, sc))
     print(f"run folder: {top}")
     return 1 if failed_summaries else 0
+
+
+def _capacity(overrides: dict[str, str]) -> dict[str, str]:
+    """tier -> capacity rule (harness.sizing), taking the capacity keys out of `overrides` (the
+    rest are plan overrides); SystemExit names a bad rule before any namespace exists."""
+    from harness.sizing import CAPACITY_KEYS, tier_rules
+    mine = {k: overrides.pop(k) for k in list(overrides) if k in CAPACITY_KEYS}
+    try:
+        return {tier: str(rule) for tier, rule in tier_rules(mine).items()}
+    except ValueError as exc:
+        raise SystemExit(f"ocalab run: --set {exc}") from None
 
 
 def _repeat(net, top: Path, sc: Scenario, cfg: dict, seed: int, k: int, repeat: int, common: dict,

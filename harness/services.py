@@ -22,6 +22,7 @@ from topologies.plan import Plan
 from topologies.routes import l3_path, path_delay_ms
 
 ARMS = ("origin", "ixp", "embedded")
+FILL_MODES = ("none", "network", "staged")
 from contracts.deployment import CONTROL_PORT, OCA_PORT  # noqa: E402 (re-exported)
 
 
@@ -29,9 +30,13 @@ from contracts.deployment import CONTROL_PORT, OCA_PORT  # noqa: E402 (re-export
 class ServiceOptions:
     arm: str = "embedded"
     catalog: dict = field(default_factory=lambda: {"seed": 1, "n_titles": 100, "duration_s": 120})
-    capacity_mb: float = 2000.0
-    miss: str = "proxy"                   # OCA miss mode: proxy | redirect | content_miss
-    push_fill: bool = False
+    capacity_mb: float = 2000.0           # every OCA's store, unless capacity_rules sizes it
+    capacity_rules: dict | None = None    # tier -> harness.sizing rule ("head:0.9", "1"); None: capacity_mb
+    miss: str = "content_miss"            # OCA miss mode: content_miss (Open Connect) | proxy | redirect
+    fill: str = "none"                    # none | network (control plane pushes plans) | staged (harness.staging)
+    launch_titles: tuple[str, ...] = ()   # released today: in no history, no staged store
+    history: dict | None = None           # yesterday's trace {seed, sessions_per_region, drift}; None: plans
+                                          # use today's popularity (fill scenario's truth-based baseline)
     fill_segments_per_title: int | None = None
     steering: str = "manifest"            # manifest (controller ranks OCA URLs) | anycast (SDN)
     oca_args: tuple[str, ...] = ()        # extra OCA flags, e.g. ("--max-streams", "4")
@@ -43,6 +48,12 @@ class ServiceOptions:
     def __post_init__(self) -> None:
         if self.arm not in ARMS:
             raise ValueError(f"arm: {self.arm!r} is not one of {ARMS}")
+        if self.fill not in FILL_MODES:
+            raise ValueError(f"fill: {self.fill!r} is not one of {FILL_MODES}")
+        if self.capacity_rules is not None:
+            from harness.sizing import parse_rule
+            for tier, rule in self.capacity_rules.items():
+                parse_rule(rule, f"{tier}_capacity")
         if self.steering not in ("manifest", "anycast"):
             raise ValueError(f"steering: {self.steering!r} is not manifest or anycast")
         from appliances.abr import ALGORITHMS
@@ -119,6 +130,7 @@ class Services:
         self.origin_url = ""
         self.procs = net.process_group()
         self.dep: dict = {}
+        self.staged: dict[str, dict] = {}  # name -> what harness.staging wrote (fill "staged")
 
     def _start(self, label: str, host: str, argv: list[str], timeout_s: float = 30) -> str:
         err = open(self.logs / f"{label}.stderr", "wb")
@@ -137,12 +149,45 @@ class Services:
         self.store = self.scratch / "store"
         self.key_file = self.scratch / "token.key"
 
+    def _prepare(self) -> Path:
+        """deployment.json (capacities sized), history.csv, staged stores; the deployment file."""
+        from harness import staging
+        from harness.sizing import parse_rule
+        o = self.opts
+        dep = deployment(self.plan, o)
+        hist = None
+        if o.history is not None and dep["ocas"]:
+            h = {**staging.HISTORY_DEFAULTS, **o.history}
+            hist = staging.write_history(dep, self.history_file, int(h["seed"]),
+                                         int(h["sessions_per_region"]), float(h["drift"]),
+                                         skip_titles=o.launch_titles)
+        if o.capacity_rules is not None:
+            rules = {t: parse_rule(r, f"{t}_capacity") for t, r in o.capacity_rules.items()}
+            dep = staging.size_ocas(dep, rules, o.fill_segments_per_title, hist)
+        if o.fill == "staged":
+            self.staged = staging.stage(dep, o.fill_segments_per_title, hist, self.store,
+                                        self.scratch / "catalog-objects", skip_titles=o.launch_titles)
+        self.dep = dep
+        dep_file = self.logs.parent / "deployment.json"
+        dep_file.write_text(json.dumps(dep, indent=1))
+        return dep_file
+
+    @property
+    def history_file(self) -> Path:
+        return self.logs.parent / "history.csv"
+
+    def _upstream(self, oca: dict) -> str:
+        """Pull-through upstream (miss proxy, the ablation): the next tier, as Open Connect's
+        fill order, not always the origin: an embedded OCA pulls from the IXP site (which pulls
+        from the origin over the backbone), an IXP site from the origin."""
+        ixp = [o["url"] for o in self.dep["ocas"] if o["tier"] == "ixp"]
+        return ixp[0] if oca["tier"] == "embedded" and ixp else self.origin_url
+
     def start(self) -> "Services":
         self._make_scratch()
         self.key_file.write_text(secrets.token_hex(32))
-        self.dep = dep = deployment(self.plan, self.opts)
-        dep_file = self.logs.parent / "deployment.json"
-        dep_file.write_text(json.dumps(dep, indent=1))
+        dep_file = self._prepare()
+        dep = self.dep
         cat = _catalog_args(self.opts.catalog)
         origin = self.plan.nodes_of(role="origin")[0].name
         origin_ip = self.plan.primary_ip(origin)
@@ -155,7 +200,9 @@ class Services:
         ctl_argv = ["appliances.control", "--listen", f"{ctl_ip}:{CONTROL_PORT}", "--deployment", str(dep_file),
                     "--token-key", str(self.key_file), "--telemetry-log", str(self.logs / "telemetry.jsonl"),
                     "--steering-log", str(self.logs / "steering.jsonl"), "--warm-titles", str(self._warm_titles())]
-        if self.opts.push_fill:
+        if self.history_file.exists():
+            ctl_argv += ["--history", str(self.history_file)]
+        if self.opts.fill == "network":
             ctl_argv += ["--push-fill", "--fill-wait-s", "10"]
             if self.opts.fill_segments_per_title:
                 ctl_argv += ["--fill-segments-per-title", str(self.opts.fill_segments_per_title)]
@@ -169,8 +216,8 @@ class Services:
             name = o["name"]
             ip = self.plan.primary_ip(name)
             self._start(name, name, ["appliances.oca", "--listen", f"{ip}:{OCA_PORT}", "--name", name,
-                                     "--upstream", self.origin_url, "--store", str(self.store / name),
-                                     "--capacity-mb", str(self.opts.capacity_mb), "--miss", self.opts.miss,
+                                     "--upstream", self._upstream(o), "--store", str(self.store / name),
+                                     "--capacity-mb", repr(o["capacity_mb"]), "--miss", self.opts.miss,
                                      "--token-key", str(self.key_file), "--cache-control", self.control_url,
                                      "--access-log", str(self.logs / f"{name}.access.jsonl"),
                                      "--fill-log", str(self.logs / f"{name}.fill.jsonl"), *cat,
@@ -251,13 +298,14 @@ class Services:
         except json.JSONDecodeError:
             return {"error": out.strip()[-300:]}
 
-    def wait_fill(self, timeout_s: float) -> dict:
-        """Wait until every OCA's fill plan is done; returns name -> fill status."""
+    def wait_fill(self, timeout_s: float, names: list[str] | None = None) -> dict:
+        """Wait until the fill plan of every OCA (or of those named) is done; name -> fill status."""
         import time
         deadline = time.monotonic() + timeout_s
         status: dict = {}
+        names = [o["name"] for o in self.dep["ocas"]] if names is None else names
         while time.monotonic() < deadline:
-            status = {o["name"]: self.oca_status(o["name"], "/fill/status") for o in self.dep["ocas"]}
+            status = {n: self.oca_status(n, "/fill/status") for n in names}
             if all(s.get("plan_id", 0) >= 1 and s.get("state") in ("done", "window_closed")
                    for s in status.values()):
                 return status

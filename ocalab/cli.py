@@ -160,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--abr", choices=["bba", "tput", "fixed"], default=None,
                    help="players' ABR (default: bba); 'fixed' (1750 kbps) makes byte counts "
                         "and hit ratios repeat exactly")
+    r.add_argument("--miss", choices=["content_miss", "proxy"], default="content_miss",
+                   help="what an OCA does with a request it does not hold: content_miss (Open "
+                        "Connect: 404, the player goes to its next location) or proxy (the "
+                        "ablation: pull it through from the next tier at once)")
     r.add_argument("--name", default="metro", help="topology")
     net_args(r)
     r.set_defaults(fn=cmd_run)

@@ -33,9 +33,9 @@ CLOCK_SKEW_S = 0.05  # the kill and the chunk times come from two processes' wal
 def _settings(quick: bool) -> dict:
     if quick:
         return {"viewers_per_host": 2, "segments": 17, "kill_embedded_s": 8.0, "kill_ixp_s": 22.0,
-                "catalog": {"seed": 1, "n_titles": 4, "duration_s": 68}, "capacity_mb": 200.0}
+                "catalog": {"seed": 1, "n_titles": 4, "duration_s": 68}}
     return {"viewers_per_host": 3, "segments": 30, "kill_embedded_s": 25.0, "kill_ixp_s": 55.0,
-            "catalog": {"seed": 1, "n_titles": 12, "duration_s": 120}, "capacity_mb": 800.0}
+            "catalog": {"seed": 1, "n_titles": 12, "duration_s": 120}}
 
 
 def body(net, run_dir: Path, cfg: dict, seed: int, tables: dict) -> None:
@@ -53,9 +53,10 @@ def _run_arm(net, run_dir: Path, arm: str, cfg: dict, seed: int, tables: dict) -
     from emulation.probes import link_counters
     from harness.services import ServiceOptions, Services
     arm_dir = run_dir / "arms" / arm
-    # caches start cold (miss proxy): pre-kill transit includes the embedded OCA's pull-through
-    svc = Services(net, arm_dir, ServiceOptions(arm="embedded", catalog=cfg["catalog"],
-                                                capacity_mb=cfg["capacity_mb"], steering=arm, abr=cfg["abr"]))
+    # steady state: the OCAs hold their fill plans (staged) before the clock, as after a night's fill
+    svc = Services(net, arm_dir, ServiceOptions(
+        arm="embedded", catalog=cfg["catalog"], capacity_rules=cfg["capacity"], miss=cfg["miss"], fill="staged",
+        history={"seed": seed}, fill_segments_per_title=cfg["segments"], steering=arm, abr=cfg["abr"]))
     viewers = [v.name for v in net.plan.nodes_of(role="viewer") if v.domain == ISP]
     try:
         svc.start()

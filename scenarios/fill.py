@@ -90,7 +90,7 @@ def _run_day(net, run_dir: Path, arm: str, cap: float, cfg: dict, seed: int, tab
     fill_window_s = FILL_WINDOW_SHARE * window_s
     spt = cfg["segments"]
     opts = ServiceOptions(arm="origin" if arm == "none" else "embedded", catalog=cfg["catalog"],
-                          capacity_mb=cap, miss="proxy", push_fill=arm == "proactive",
+                          capacity_mb=cap, miss="proxy", fill="network" if arm == "proactive" else "none",
                           fill_segments_per_title=spt, abr=cfg["abr"],
                           # midnight is when the control plane pushes the fill plan (at its start):
                           # the day must not wait for manifests (they warm in the background)

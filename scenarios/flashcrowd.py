@@ -20,6 +20,7 @@ import pandas as pd
 
 from harness.rundir import table_path, write_csv
 from harness.runner import Scenario
+from harness.staging import HISTORY_DEFAULTS
 from scenarios.logs import day_tables, of_arm, read_table
 from scenarios.traffic import (UPSTREAM, LinkSampler, border_upstream_bytes, counter_delta, hit_ratios, per_second, startup_times,
                                upstream_mbps, viewer_requests, viewers_by_isp)
@@ -30,10 +31,10 @@ ARMS = ("prepositioned", "cold")
 def _settings(quick: bool) -> dict:
     if quick:
         return {"segments": 3, "catalog": {"seed": 1, "n_titles": 10, "duration_s": 12},
-                "capacity_mb": 100.0, "baseline_per_host": 1, "spike_per_host": 4, "spike_at_s": 4.0,
+                "baseline_per_host": 1, "spike_per_host": 4, "spike_at_s": 4.0,
                 "spike_ramp_s": 2.0, "tail_s": 3.0}
     return {"segments": 5, "catalog": {"seed": 1, "n_titles": 40, "duration_s": 20},
-            "capacity_mb": 200.0, "baseline_per_host": 2, "spike_per_host": 8, "spike_at_s": 8.0,
+            "baseline_per_host": 2, "spike_per_host": 8, "spike_at_s": 8.0,
             "spike_ramp_s": 3.0, "tail_s": 5.0}
 
 
@@ -55,16 +56,28 @@ def body(net, run_dir: Path, cfg: dict, seed: int, tables: dict) -> None:
         _run_arm(net, run_dir, arm, cfg, seed, tables)
 
 def preposition(svc, title: str, cfg: dict, arm_dir: Path) -> None:
-    """POST /fill with every rung of the first `segments` segments of `title` to each OCA (from
-    the control host: `scenarios.hostcmd post-fill`)."""
+    """Tiered pre-positioning of every rung of the first `segments` segments of `title`, as Open
+    Connect fills: the IXP sites from the origin (backbone) first, then the embedded OCAs from
+    the IXP sites (peering), the origin last (POST /fill from the control host:
+    `scenarios.hostcmd post-fill`)."""
     from appliances.content import LADDER_KBPS
+    segments = [[title, k, i] for k in LADDER_KBPS for i in range(cfg["segments"])]
+    ixp = [o for o in svc.dep["ocas"] if o["tier"] == "ixp"]
+    embedded = [o for o in svc.dep["ocas"] if o["tier"] != "ixp"]
+    for tier, ocas, sources in (("ixp", ixp, [svc.origin_url]),
+                                ("embedded", embedded, [o["url"] for o in ixp] + [svc.origin_url])):
+        body = {"segments": segments, "sources": sources, "rate_mbps": 200,
+                "window_end_unix": time.time() + 120}
+        body_file = arm_dir / f"preposition-{tier}.json"
+        body_file.write_text(json.dumps(body))
+        _post_fill(svc, ocas, body_file)
+        svc.wait_fill(120, names=[o["name"] for o in ocas])
+
+
+def _post_fill(svc, ocas: list[dict], body_file: Path) -> None:
     from emulation.linkemu import EmulationError
-    body = {"segments": [[title, k, i] for k in LADDER_KBPS for i in range(cfg["segments"])],
-            "sources": [svc.origin_url], "rate_mbps": 200, "window_end_unix": time.time() + 120}
-    body_file = arm_dir / "preposition.json"
-    body_file.write_text(json.dumps(body))
     ctl = svc.net.host(svc.plan.nodes_of(role="control")[0].name)
-    for o in svc.dep["ocas"]:
+    for o in ocas:
         out = ctl.cmd(f"{sys.executable} -m scenarios.hostcmd post-fill {o['url']} {body_file}").strip()
         if not out.endswith("202"):
             raise EmulationError(f"POST /fill to {o['name']} answered {out[-300:]!r}")
@@ -73,13 +86,16 @@ def preposition(svc, title: str, cfg: dict, arm_dir: Path) -> None:
 def _run_arm(net, run_dir: Path, arm: str, cfg: dict, seed: int, tables: dict) -> None:
     from emulation.probes import link_counters
     from harness.services import ServiceOptions, Services
-    tags = {"arm": arm, "capacity_mb": cfg["capacity_mb"]}
     arm_dir = run_dir / "arms" / arm
-    svc = Services(net, arm_dir, ServiceOptions(arm="embedded", catalog=cfg["catalog"],
-                                                capacity_mb=cfg["capacity_mb"], miss="proxy", abr=cfg["abr"]))
+    # steady state (yesterday's fill staged) in both arms; the launch title is in no store
+    svc = Services(net, arm_dir, ServiceOptions(
+        arm="embedded", catalog=cfg["catalog"], capacity_rules=cfg["capacity"], miss=cfg["miss"], abr=cfg["abr"],
+        fill="staged", history={"seed": seed}, fill_segments_per_title=cfg["segments"],
+        launch_titles=(cfg["new_title"],)))
     procs = []
     try:
         svc.start()
+        tags = {"arm": arm, "capacity_mb": min(o["capacity_mb"] for o in svc.dep["ocas"])}
         if arm == "prepositioned":
             preposition(svc, cfg["new_title"], cfg, arm_dir)
             svc.wait_fill(120)
@@ -215,7 +231,7 @@ STABLE = ("spike_sessions", "prefill_mb")
 SCENARIO = Scenario(
     name="flashcrowd", settings=settings, body=body, summarize=summarize, format_table=format_table,
     tables=("links_ts", "links", "requests", "fills", "sessions"), stable=STABLE,
-    manifest=lambda cfg: {"arms": ARMS})
+    manifest=lambda cfg: {"arms": ARMS, "fill_mode": "staged", "history": HISTORY_DEFAULTS})
 
 def run(a) -> int:
     from harness.runner import run as run_scenario

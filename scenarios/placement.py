@@ -17,6 +17,7 @@ import pandas as pd
 from contracts.deployment import OCA_PORT, TIER_RANK
 from harness.rundir import table_path, write_csv
 from harness.runner import Scenario
+from harness.staging import HISTORY_DEFAULTS
 from scenarios.logs import attach_cache, of_arm, read_access, read_rows, read_table, sessions
 from scenarios.traffic import HIT, bytes_by_class, counter_delta, payload_by_class
 
@@ -27,11 +28,11 @@ DOAN = {"path_len_reduction_pct": (40, 50), "connect_time_reduction_pct": 64, "t
 
 
 def _settings(quick: bool) -> dict:
+    """Catalog and workload; OCA capacities come from cfg["capacity"] (harness.sizing rules:
+    embedded holds the predicted 95% head, the IXP site the whole catalog)."""
     if quick:
-        return {"viewers_per_host": 2, "segments": 6, "catalog": {"seed": 1, "n_titles": 8, "duration_s": 24},
-                "capacity_mb": 60.0}
-    return {"viewers_per_host": 3, "segments": 12, "catalog": {"seed": 1, "n_titles": 40, "duration_s": 48},
-            "capacity_mb": 200.0}
+        return {"viewers_per_host": 2, "segments": 6, "catalog": {"seed": 1, "n_titles": 12, "duration_s": 24}}
+    return {"viewers_per_host": 3, "segments": 12, "catalog": {"seed": 1, "n_titles": 40, "duration_s": 48}}
 
 
 def body(net, run_dir: Path, cfg: dict, seed: int, tables: dict) -> None:
@@ -45,15 +46,13 @@ def _run_arm(net, run_dir: Path, arm: str, cfg: dict, seed: int, tables: dict) -
     from harness.services import ServiceOptions, Services
     from emulation.fidelity import wait_quiet
     arm_dir = run_dir / "arms" / arm
-    svc = Services(net, arm_dir, ServiceOptions(arm=arm, catalog=cfg["catalog"], capacity_mb=cfg["capacity_mb"],
-                                                push_fill=arm != "origin", abr=cfg["abr"],
-                                                fill_segments_per_title=cfg["segments"]))
+    svc = Services(net, arm_dir, ServiceOptions(
+        arm=arm, catalog=cfg["catalog"], capacity_rules=cfg["capacity"], miss=cfg["miss"], abr=cfg["abr"],
+        fill="staged" if arm != "origin" else "none", history={"seed": seed},
+        fill_segments_per_title=cfg["segments"]))
     try:
-        svc.start()
-        if svc.dep["ocas"]:
-            for name, st in svc.wait_fill(240).items():
-                tables["fill"].append({"arm": arm, "oca": name, **{k: st.get(k) for k in
-                                       ("state", "total", "filled", "present", "failed", "no_room", "bytes")}})
+        svc.start()  # steady state: every OCA holds its fill plan (harness.staging) before the clock
+        tables["fill"] += [{"arm": arm, "oca": name, **st} for name, st in svc.staged.items()]
         serve_t0 = time.time()
         before, ctl_before = settled_counters(net)  # the controller's 1 s polls catch up with the fill
         viewers = [v.name for v in net.plan.nodes_of(role="viewer")]
@@ -148,6 +147,7 @@ def _arm_figures(t: dict[str, pd.DataFrame], plan, tiers: dict[str, str]) -> dic
         "mean_kbps": _mean(_finite(se, "mean_kbps"), 1),
         "qoe_lin": _mean(_finite(se, "qoe_lin"), 2),
         "served_mb": round(total / 1e6, 3),
+        "content_misses": int(pd.to_numeric(se["content_misses"]).sum()) if "content_misses" in se else 0,
         "oca_hit_ratio": round(int(at_oca["cache"].isin(HIT).sum()) / len(at_oca), 4) if len(at_oca) else "",
         "in_isp_share": round(int(ch.loc[ch["server"].map(tiers) == "embedded", "bytes"].sum()) / total, 4)
         if total else 0.0,
@@ -252,7 +252,7 @@ def _figure(rows: list[dict], path: Path) -> None:
 SCENARIO = Scenario(
     name="placement", settings=_settings, body=body, summarize=summarize, format_table=format_table,
     tables=("chunks", "sessions", "links", "links_ctl", "paths", "fill", "access"), stable=STABLE,
-    manifest=lambda cfg: {"arms": ARMS})
+    manifest=lambda cfg: {"arms": ARMS, "fill_mode": "staged", "history": HISTORY_DEFAULTS})
 
 
 def run(a) -> int:

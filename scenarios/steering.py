@@ -15,14 +15,10 @@ misses.csv (each OCA 503 joined with the viewer's latest steering decision for t
 """
 from __future__ import annotations
 
-import json
-import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 
-from contracts.deployment import OCA_PORT
 from harness.rundir import table_path, write_csv
 from harness.runner import Scenario
 from scenarios.logs import join_misses, of_arm, read_steering, read_table, viewer_tables
@@ -35,9 +31,9 @@ ISP = "isp1"
 def _settings(quick: bool) -> dict:
     if quick:
         return {"viewers_per_host": 6, "segments": 10, "ramp_s": 15.0, "max_streams": 8, "egress_mbps": 40.0,
-                "catalog": {"seed": 1, "n_titles": 4, "duration_s": 40}, "capacity_mb": 200.0}
+                "catalog": {"seed": 1, "n_titles": 4, "duration_s": 40}}
     return {"viewers_per_host": 8, "segments": 16, "ramp_s": 30.0, "max_streams": 10, "egress_mbps": 50.0,
-            "catalog": {"seed": 1, "n_titles": 20, "duration_s": 80}, "capacity_mb": 400.0}
+            "catalog": {"seed": 1, "n_titles": 20, "duration_s": 80}}
 
 
 def body(net, run_dir: Path, cfg: dict, seed: int, tables: dict) -> None:
@@ -52,18 +48,17 @@ def _run_arm(net, run_dir: Path, arm: str, cfg: dict, seed: int, tables: dict) -
     if not net.mgmt_url:
         raise EmulationError("steering policies need the controller (Options(controller=True))")
     arm_dir = run_dir / "arms" / arm
-    opts = ServiceOptions(arm="embedded", catalog=cfg["catalog"], capacity_mb=cfg["capacity_mb"],
+    # steady state with the whole catalog at both OCAs: the policies differ by load only
+    opts = ServiceOptions(arm="embedded", catalog=cfg["catalog"], fill="staged", history={"seed": seed},
+                          capacity_rules={"embedded": "1", "ixp": "1"}, miss=cfg["miss"],
+                          fill_segments_per_title=cfg["segments"],
                           oca_args=("--max-streams", str(cfg["max_streams"]),
                                     "--egress-mbps", str(cfg["egress_mbps"])),
                           control_args=("--steering-policy", arm), abr=cfg["abr"])
     svc = Services(net, arm_dir, opts)
     viewers = [v.name for v in net.plan.nodes_of(role="viewer") if v.domain == ISP]
-    ctl = net.plan.nodes_of(role="control")[0].name
     try:
         svc.start()
-        t0 = time.time()
-        warm(svc, ctl, ["i1oca1", "nfxoca1"])
-        print(f"steering: {arm}: caches warmed in {time.time() - t0:.1f} s", flush=True)
         procs = [svc.play(v, cfg["viewers_per_host"], cfg["segments"], seed * 1000 + i, ramp_s=cfg["ramp_s"])
                  for i, v in enumerate(viewers)]
         svc.wait_players(procs, 300)
@@ -73,34 +68,6 @@ def _run_arm(net, run_dir: Path, arm: str, cfg: dict, seed: int, tables: dict) -
     decisions = read_steering(svc.logs / "steering.jsonl", arm)
     tables["steering"] += decisions
     tables["misses"] += join_misses([r for r in tables["access"] if r["arm"] == arm], decisions)
-
-
-def warm(svc, ctl: str, ocas: list[str]) -> None:
-    """Store segment 0 at the lowest rung of every title on `ocas` (HEAD requests from the control
-    host: `scenarios.hostcmd warm`). The controller's content check is per title (an OCA's
-    `stored_titles`), so afterwards no OCA is a content miss for any title and the policies
-    differ by load only; the other segments are still real cache misses (pulled through on
-    first request)."""
-    import subprocess
-    from appliances import tokens
-    from appliances.content import LADDER_KBPS
-    from emulation.linkemu import EmulationError
-    key = tokens.load_key(svc.key_file)
-    n_titles = int(svc.opts.catalog["n_titles"])
-    urls = []
-    for title in (f"t{i:04d}" for i in range(n_titles)):
-        query = tokens.sign(key, f"/v/{title}/", "0.0.0.0/0", int(time.time()) + 600)
-        for name in ocas:
-            root = f"http://{svc.plan.primary_ip(name)}:{OCA_PORT}"
-            urls.append(f"{root}/v/{title}/{LADDER_KBPS[0]}/0?{query}")
-    proc = svc.net.host(ctl).popen([sys.executable, "-m", "scenarios.hostcmd", "warm", json.dumps(urls)],
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    out, err = proc.communicate(timeout=180)
-    if proc.returncode != 0:
-        raise EmulationError(f"cache warm-up failed: {err.decode()[-500:]}")
-    res = json.loads(out)
-    if res["ok"] != len(urls):
-        raise EmulationError(f"cache warm-up: {res['ok']} of {len(urls)} objects")
 
 
 def summarize(run_dir: Path) -> list[dict]:

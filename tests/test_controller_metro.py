@@ -150,7 +150,8 @@ def env(tmp_path_factory):
         fresh = all_flows(net)
         run_dir = tmp_path_factory.mktemp("ctlmetro")
         svc = Services(net, run_dir, ServiceOptions(
-            arm="embedded", catalog={"seed": 1, "n_titles": 20, "duration_s": 40}, capacity_mb=200))
+            arm="embedded", catalog={"seed": 1, "n_titles": 20, "duration_s": 40}, capacity_mb=200,
+            miss="proxy"))  # empty stores that pull through: these tests are about steering
         svc.start()
         wait_for(lambda: [o for o in api(net, "/ocas")["ocas"] if o["status"] == "ok"] and all(
             o["status"] == "ok" for o in api(net, "/ocas")["ocas"]), 20, "every OCA probed ok")

@@ -50,9 +50,9 @@ def test_bad_arm_is_rejected():
         ServiceOptions(arm="edge")
 
 
-def test_miss_modes_default_proxy_content_miss_accepted_unknown_rejected():
-    assert ServiceOptions().miss == "proxy"
-    assert ServiceOptions(miss="content_miss").miss == "content_miss"
+def test_miss_modes_default_content_miss_proxy_accepted_unknown_rejected():
+    assert ServiceOptions().miss == "content_miss"  # Open Connect's serve path is the default
+    assert ServiceOptions(miss="proxy").miss == "proxy"
     with pytest.raises(ValueError, match="miss"):
         ServiceOptions(miss="pull")
 
@@ -100,3 +100,11 @@ def test_compare_arms_puts_doan_beside_embedded_vs_ixp_only():
     assert "path 67% shorter (Doan et al.: 40-50%)" in lines[0] and "x2.0 (Doan et al.: x3)" in lines[0]
     assert f"{DOAN['connect_time_reduction_pct']}%" in lines[0] and "Doan" not in lines[1] + lines[2]
     assert compare_arms({"embedded": by["embedded"], "ixp": {**by["ixp"], "chunk_mbps": ""}}) == []
+
+
+def test_fill_mode_and_capacity_rules_are_checked_before_anything_starts():
+    assert ServiceOptions().fill == "none"
+    with pytest.raises(ValueError, match="fill"):
+        ServiceOptions(fill="nightly")
+    with pytest.raises(ValueError, match="embedded_capacity"):
+        ServiceOptions(capacity_rules={"embedded": "head:1.5"})

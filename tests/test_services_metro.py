@@ -19,6 +19,10 @@ def net():
         yield n
 
 
+# steady state: every OCA holds the whole catalog (staged), so every title is a hit
+WHOLE = {"fill": "staged", "capacity_rules": {"embedded": "1", "ixp": "1"}}
+
+
 def _sessions(path):
     return [json.loads(x) for x in path.read_text().splitlines()]
 
@@ -26,7 +30,7 @@ def _sessions(path):
 def test_viewers_stream_from_their_embedded_oca(net, tmp_path):
     from harness.services import ServiceOptions, Services
     svc = Services(net, tmp_path, ServiceOptions(arm="embedded", catalog={"seed": 3, "n_titles": 10,
-                                                                          "duration_s": 16}))
+                                                                          "duration_s": 16}, **WHOLE))
     try:
         svc.start()
         viewers = ["i1v1", "i2v1", "i3v1"]
@@ -52,7 +56,7 @@ def test_viewers_stream_from_their_embedded_oca(net, tmp_path):
 def test_killed_oca_viewers_fall_back_and_verify_every_segment(net, tmp_path):
     from harness.services import ServiceOptions, Services
     svc = Services(net, tmp_path, ServiceOptions(arm="embedded", catalog={"seed": 4, "n_titles": 5,
-                                                                          "duration_s": 40}))
+                                                                          "duration_s": 40}, **WHOLE))
     try:
         svc.start()
         player = svc.play("i2v1", 2, 10, seed=7)

@@ -1,0 +1,66 @@
+"""harness.staging: yesterday's history, capacities sized from it, and stores filled with the
+control plane's own plans before the serve clock (no root: plain files)."""
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from appliances.content import Catalog
+from appliances.store import Store
+from contracts.catalog import CatalogSpec
+from harness import staging
+from harness.services import ServiceOptions, deployment
+from harness.sizing import tier_rules
+from topologies.catalog import metro
+
+CATALOG = {"seed": 1, "n_titles": 6, "duration_s": 8}
+
+
+@pytest.fixture(scope="module")
+def staged(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("staging")
+    dep = deployment(metro(), ServiceOptions(arm="embedded", catalog=CATALOG))
+    hist = staging.write_history(dep, tmp / "history.csv", seed=5, sessions_per_region=200, drift=0.3,
+                                 skip_titles=("t0003",))
+    dep = staging.size_ocas(dep, tier_rules(), None, hist)
+    out = staging.stage(dep, None, hist, tmp / "stores", tmp / "objects", skip_titles=("t0003",))
+    return tmp, dep, hist, out
+
+
+def test_history_file_is_yesterdays_sessions_without_todays_launch(staged):
+    tmp, dep, _, _ = staged
+    rows = (tmp / "history.csv").read_text().splitlines()
+    assert rows[0] == "region,title" and len(rows) > 100
+    assert not any(r.endswith(",t0003") for r in rows[1:])
+
+
+def test_stores_hold_exactly_the_plan_with_catalog_bytes(staged):
+    tmp, dep, hist, out = staged
+    catalog = Catalog(CatalogSpec(**CATALOG))
+    plans = staging.plans(dep, None, hist)
+    for o in dep["ocas"]:
+        store = Store(tmp / "stores" / o["name"], int(o["capacity_mb"] * 2**20))
+        want = {k for k in plans[o["name"]].segments if k[0] != "t0003"}
+        assert set(store.keys()) == want and out[o["name"]]["filled"] == len(want)
+        assert store.used_bytes == out[o["name"]]["bytes"] <= store.capacity_bytes
+        key = sorted(want)[0]
+        obj = store.lookup(key)
+        data = obj.path.read_bytes()
+        assert data == catalog.segment_bytes(*key) and obj.sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_ixp_holds_the_catalog_and_embedded_the_predicted_head(staged):
+    _, dep, _, out = staged
+    titles = {o["name"]: set(out[o["name"]]["titles"].split()) for o in dep["ocas"]}
+    assert titles["nfxoca1"] == {f"t000{i}" for i in range(6)} - {"t0003"}
+    for o in dep["ocas"]:
+        if o["tier"] == "embedded":
+            assert o["capacity_rule"] == "head:0.95"
+            assert 0 < len(titles[o["name"]]) <= 6 and o["capacity_mb"] < dep["ocas"][0]["capacity_mb"] * 10
+
+
+def test_objects_are_generated_once_and_hard_linked(staged):
+    tmp, dep, _, _ = staged
+    src = next((tmp / "objects").glob("*/*/*"))
+    assert src.stat().st_nlink >= 2  # the IXP site and at least one embedded OCA share it
