@@ -43,7 +43,8 @@ from appliances import ranges, tokens
 from appliances.content import Catalog, CatalogSpec, ContentError
 from appliances.httpcore import CONTENT_MISS_HEADER, Request
 from appliances.inflight import Inflight
-from appliances.oca_fill import FILL_HEADER, FillSourceError, Filler, parse_fill_plan
+from appliances.oca_fill import (DEFAULT_FILL_PARALLEL, FILL_HEADER, FillSourceError, Filler,
+                                 check_fill_parallel, parse_fill_plan)
 from appliances.oca_http import Response, json_response, parse_listen, \
     serve_from_args, text_response
 from appliances.store import EVICTION_POLICIES, Key, Store, StoreError, etag_for
@@ -101,8 +102,10 @@ class OcaConfig:
     heartbeat_s: float = 1.0
     verify_sha: bool = True
     egress_window_s: float = 1.0
+    fill_parallel: int = DEFAULT_FILL_PARALLEL  # fill objects in flight at once
 
     def __post_init__(self) -> None:
+        check_fill_parallel(self.fill_parallel)
         if self.miss not in MISS_MODES:
             raise ValueError(f"miss must be one of {MISS_MODES}, got {self.miss!r}")
         if self.eviction not in EVICTION_POLICIES:
@@ -128,7 +131,7 @@ class Oca:
         self._inflight: dict[Key, Inflight] = {}
         self._session: aiohttp.ClientSession | None = None
         self.filler = Filler(self.store, catalog, self.session, self._sign_query, fill_log,
-                             cfg.verify_sha)
+                             cfg.verify_sha, cfg.fill_parallel)
         self._hb_task: asyncio.Task | None = None
 
     def _expected_size(self, key: Key) -> int | None:
@@ -373,6 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="worker threads running non-blocking os.sendfile, so kernel copies "
                         "use several cores (0: asyncio loop.sendfile in the event loop)")
     p.add_argument("--no-verify-sha", action="store_true", help="skip SHA-256 checks of fills")
+    p.add_argument("--fill-parallel", type=int, default=DEFAULT_FILL_PARALLEL, metavar="K",
+                   help="fill objects in flight at once (1..32; the fill rate cap is shared)")
     CatalogSpec.add_cli_args(p)
     return p
 
@@ -392,7 +397,8 @@ def config_from_args(args: argparse.Namespace) -> OcaConfig:
                      mem_bytes=int(args.mem_mb * 2**20), miss=args.miss, eviction=args.eviction,
                      egress_mbps=args.egress_mbps, max_streams=args.max_streams, token_key=key,
                      cache_control=args.cache_control, heartbeat_s=args.heartbeat_s,
-                     verify_sha=not args.no_verify_sha, egress_window_s=args.egress_window_s)
+                     verify_sha=not args.no_verify_sha, egress_window_s=args.egress_window_s,
+                     fill_parallel=check_fill_parallel(args.fill_parallel))
 
 
 async def amain(args: argparse.Namespace, cfg: OcaConfig, catalog: Catalog) -> None:

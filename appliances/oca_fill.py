@@ -4,12 +4,22 @@ Plan JSON (contract): {"segments": [[title, kbps, index], ...], "sources": [base
 peer, tier, origin], "rate_mbps": R, "window_end_unix": T, optional "window_start_unix": S}.
 Invariants:
 - `parse_fill_plan` is pure and rejects any malformed plan with a ValueError naming the field.
-- Objects are pulled one at a time, ranked sources tried in order per object; a source that
-  answers anything but 200 with the expected size (or whose bytes fail the catalog SHA-256
-  when verify_sha is on) is skipped. Bytes stream into a store temp file and become visible
-  only on commit, so a crash mid-fill never exposes a partial object.
-- The cumulative pull rate stays <= rate_mbps (pacing after every chunk); no object is
-  started before window_start_unix or after window_end_unix.
+- Up to `parallel` objects (1..MAX_FILL_PARALLEL) are in flight at once; objects are started
+  in plan order, each exactly once (one shared iterator). Per object the ranked sources are
+  tried in order; a source that answers anything but 200 with the expected size (or whose
+  bytes fail the catalog SHA-256 when verify_sha is on) is skipped. Bytes stream into a store
+  temp file and become visible only on commit, so a crash mid-fill never exposes a partial
+  object.
+- The cumulative pull rate of all workers together stays <= rate_mbps (one shared byte count
+  paced after every chunk; overshoot at most one chunk per worker); no object is started
+  before window_start_unix or after window_end_unix (checked before each object).
+- Counters are exact under concurrency (updated only between awaits): every plan object ends
+  as exactly one of present | filled | no_room | failed, unless the window closed first;
+  `bytes` = sum(bytes_by_source) = payload bytes written to store temp files per source,
+  failed and no-room attempts included (the load each source's link carried);
+  `by_source` = bytes of committed objects per source.
+- State machine: idle -> waiting -> running -> done | window_closed; a newer plan marks the old
+  status `replaced` and cancels its workers.
 - A new plan replaces the running one; under the `pinned` policy its segments become the
   pinned set. Every object outcome is one JSON line in the fill log and in `status()`.
 """
@@ -32,6 +42,16 @@ MAX_PLAN_SEGMENTS = 200_000
 FILL_HEADER = "X-Ocalab-Fill"  # sent with every fill pull; a source OCA answers a miss with 404
 MAX_SOURCES = 8
 CHUNK_BYTES = 64 * 1024
+DEFAULT_FILL_PARALLEL = 4
+MAX_FILL_PARALLEL = 32
+
+
+def check_fill_parallel(k) -> int:
+    """The number of objects in flight, validated: an int in 1..MAX_FILL_PARALLEL."""
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_FILL_PARALLEL:
+        raise ValueError(f"--fill-parallel must be an integer in 1..{MAX_FILL_PARALLEL}, "
+                         f"got {k!r}")
+    return k
 
 
 class FillSourceError(Exception):
@@ -115,25 +135,29 @@ class FillStatus:
     failed: int = 0
     no_room: int = 0
     bytes: int = 0
-    current: list | None = None
-    current_bytes: int = 0
-    by_source: dict = field(default_factory=dict)
+    current: list | None = None  # the object started last, while any is in flight
+    current_bytes: int = 0  # bytes received so far of the objects in flight
+    in_flight: list = field(default_factory=list)  # [title, kbps, index] of each object in flight
+    by_source: dict = field(default_factory=dict)  # source URL -> bytes of committed objects
+    bytes_by_source: dict = field(default_factory=dict)  # source URL -> payload bytes pulled
     recent: collections.deque = field(default_factory=lambda: collections.deque(maxlen=200))
 
     def to_dict(self) -> dict:
         return {"plan_id": self.plan_id, "state": self.state, "total": self.total,
                 "filled": self.filled, "present": self.present, "failed": self.failed,
                 "no_room": self.no_room, "bytes": self.bytes, "current": self.current,
-                "current_bytes": self.current_bytes, "by_source": dict(self.by_source),
-                "recent": list(self.recent)}
+                "current_bytes": self.current_bytes, "in_flight": list(self.in_flight),
+                "by_source": dict(self.by_source),
+                "bytes_by_source": dict(self.bytes_by_source), "recent": list(self.recent)}
 
 
 class Filler:
     def __init__(self, store: Store, catalog: Catalog, session: Callable[[], aiohttp.ClientSession],
                  sign_query: Callable[[str], str | None], log: TextIO | None,
-                 verify_sha: bool = True) -> None:
+                 verify_sha: bool = True, parallel: int = DEFAULT_FILL_PARALLEL) -> None:
         self.store, self.catalog, self.session = store, catalog, session
         self.sign_query, self.log, self.verify_sha = sign_query, log, verify_sha
+        self.parallel = check_fill_parallel(parallel)
         self.status = FillStatus()
         self._task: asyncio.Task | None = None
         self.fills_total = 0
@@ -166,23 +190,35 @@ class Filler:
             await asyncio.sleep(plan.window_start_unix - time.time())
         st.state = "running"
         t_start = time.monotonic()
-        for key in plan.segments:
+        keys = iter(plan.segments)  # shared: each object is taken by one worker, in plan order
+        n_workers = min(self.parallel, max(1, len(plan.segments)))
+        async with asyncio.TaskGroup() as tg:  # a failing worker cancels its siblings
+            workers = [tg.create_task(self._worker(keys, plan, st, t_start))
+                       for _ in range(n_workers)]
+        st.state = "window_closed" if any(w.result() for w in workers) else "done"
+        st.current = None
+
+    async def _worker(self, keys, plan: FillPlan, st: FillStatus, t_start: float) -> bool:
+        """Fill the next plan object until none is left; True if it stopped at the window end."""
+        for key in keys:
             if plan.window_end_unix is not None and time.time() > plan.window_end_unix:
-                st.state = "window_closed"
-                return
+                return True
             if key in self.store:
                 st.present += 1
                 self._record(st, event="fill", title=key[0], kbps=key[1], index=key[2],
                              status="present", source=None, bytes=0)
                 continue
-            await self._fill_one(key, plan, st, t_start)
-        st.state = "done"
-        st.current, st.current_bytes = None, 0
+            st.current = list(key)
+            st.in_flight.append(list(key))
+            try:
+                await self._fill_one(key, plan, st, t_start)
+            finally:
+                st.in_flight.remove(list(key))
+        return False
 
     async def _fill_one(self, key: Key, plan: FillPlan, st: FillStatus, t_start: float) -> None:
         want_size = self.catalog.segment_size(*key)
         want_sha = self.catalog.segment_sha256(*key) if self.verify_sha else None
-        st.current, st.current_bytes = list(key), 0
         errors = []
         for source in plan.sources:
             t0 = time.monotonic()
@@ -221,14 +257,23 @@ class Filler:
             if r.content_length is not None and r.content_length != want_size:
                 raise FillSourceError(f"size {r.content_length} != catalog {want_size}")
             writer = self.store.open_writer(key, want_size, want_sha, pinned=True)
+            received = 0
             try:
                 async for chunk in r.content.iter_chunked(CHUNK_BYTES):
                     writer.write(chunk)
-                    st.current_bytes += len(chunk)
-                    st.bytes += len(chunk)
+                    received += len(chunk)
+                    self._count_bytes(st, source, len(chunk))
                     ahead_s = st.bytes * 8 / (plan.rate_mbps * 1e6) - (time.monotonic() - t_start)
                     if ahead_s > 0:
                         await asyncio.sleep(ahead_s)
                 return writer.commit()
             finally:
+                st.current_bytes -= received  # this object is no longer in flight
                 writer.abort()  # no-op after commit; removes the temp file otherwise
+
+    @staticmethod
+    def _count_bytes(st: FillStatus, source: str, n_bytes: int) -> None:
+        """Tally payload bytes received from `source`; keeps bytes == sum(bytes_by_source)."""
+        st.bytes += n_bytes
+        st.current_bytes += n_bytes
+        st.bytes_by_source[source] = st.bytes_by_source.get(source, 0) + n_bytes
