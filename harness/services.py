@@ -34,6 +34,7 @@ class ServiceOptions:
     capacity_rules: dict | None = None    # tier -> harness.sizing rule ("head:0.9", "1"); None: capacity_mb
     miss: str = "content_miss"            # OCA miss mode: content_miss (Open Connect) | proxy | redirect
     fill: str = "none"                    # none | network (control plane pushes plans) | staged (harness.staging)
+    stage_tiers: tuple[str, ...] | None = None  # tiers staged before start (None: all if fill staged, else none)
     launch_titles: tuple[str, ...] = ()   # released today: in no history, no staged store
     history: dict | None = None           # yesterday's trace {seed, sessions_per_region, drift}; None: plans
                                           # use today's popularity (fill scenario's truth-based baseline)
@@ -164,9 +165,11 @@ class Services:
         if o.capacity_rules is not None:
             rules = {t: parse_rule(r, f"{t}_capacity") for t, r in o.capacity_rules.items()}
             dep = staging.size_ocas(dep, rules, o.fill_segments_per_title, hist)
-        if o.fill == "staged":
+        tiers = o.stage_tiers if o.stage_tiers is not None else (("ixp", "embedded") if o.fill == "staged" else ())
+        if tiers:
             self.staged = staging.stage(dep, o.fill_segments_per_title, hist, self.store,
-                                        self.scratch / "catalog-objects", skip_titles=o.launch_titles)
+                                        self.scratch / "catalog-objects", skip_titles=o.launch_titles,
+                                        tiers=tiers)
         self.dep = dep
         dep_file = self.logs.parent / "deployment.json"
         dep_file.write_text(json.dumps(dep, indent=1))

@@ -5,7 +5,8 @@ A capacity rule is text, so it can come from `ocalab run ... --set embedded_capa
   *predicted* popularity (the OCA's own fill-plan popularity, from yesterday's requests) sums to
   at least S, divided by the fill plan's headroom, so that exactly that head fits the plan;
 - `F` (a number, 0 < F <= 2): F times the catalog's bytes, divided by the headroom (`1` holds
-  the whole catalog, as an IXP site does).
+  the whole catalog, as an IXP site does);
+- `mb:M` (M > 0): exactly M MiB (a cache-size sweep, where capacity should bind).
 
 Defaults follow Open Connect: an embedded storage OCA holds the predicted head that covers 95% of
 predicted demand (Netflix: "95% of our traffic is directly connected", AfPIF 2018; with a
@@ -29,23 +30,23 @@ SLACK_BYTES = 1 << 20  # rounding room: the plan's int(capacity * headroom) must
 
 @dataclass(frozen=True)
 class CapacityRule:
-    kind: str    # "head" or "catalog"
+    kind: str    # "head", "catalog" or "mb"
     value: float
 
     def __str__(self) -> str:
-        return f"head:{self.value:g}" if self.kind == "head" else f"{self.value:g}"
+        return f"{self.value:g}" if self.kind == "catalog" else f"{self.kind}:{self.value:g}"
 
 
 def parse_rule(text: str, key: str = "capacity") -> CapacityRule:
-    """`head:S` or a catalog fraction F (see module doc); ValueError names `key` and the text."""
+    """`head:S`, `mb:M` or a catalog fraction F (see module doc); ValueError names `key` and the text."""
     t = str(text).strip()
-    kind, num = ("head", t[5:]) if t.startswith("head:") else ("catalog", t)
+    kind, num = next(((k, t[len(k) + 1:]) for k in ("head", "mb") if t.startswith(k + ":")), ("catalog", t))
     try:
         value = float(num)
     except ValueError:
-        raise ValueError(f"{key}={text!r}: expected head:S (0 < S <= 1) or a fraction of the "
-                         f"catalog (0 < F <= 2)") from None
-    hi = 1.0 if kind == "head" else 2.0
+        raise ValueError(f"{key}={text!r}: expected head:S (0 < S <= 1), mb:M (M > 0) or a "
+                         f"fraction of the catalog (0 < F <= 2)") from None
+    hi = {"head": 1.0, "catalog": 2.0, "mb": 1e7}[kind]
     if not (0 < value <= hi) or math.isnan(value):
         raise ValueError(f"{key}={text!r}: value must be in (0, {hi:g}]")
     return CapacityRule(kind, value)
@@ -67,6 +68,8 @@ def capacity_bytes(rule: CapacityRule, popularity: Mapping[str, float],
     (the planned segments of every rung)."""
     if not 0 < headroom <= 1:
         raise ValueError(f"headroom must be in (0, 1], got {headroom}")
+    if rule.kind == "mb":
+        return int(rule.value * 2**20)
     if rule.kind == "head":
         want = head_bytes(popularity, title_bytes.__getitem__, rule.value)
     else:

@@ -80,13 +80,17 @@ def plans(dep: dict, segments_per_title: int | None, history: dict | None) -> di
 
 
 def stage(dep: dict, segments_per_title: int | None, history: dict | None, stores: Path,
-          objects_dir: Path, skip_titles: tuple[str, ...] = ()) -> dict[str, dict]:
+          objects_dir: Path, skip_titles: tuple[str, ...] = (),
+          tiers: tuple[str, ...] = ("ixp", "embedded")) -> dict[str, dict]:
     """Write every OCA's plan into `stores/<name>/objects/...`, except `skip_titles` (released
-    today: yesterday's fill cannot hold them); name -> what was staged."""
+    today: yesterday's fill cannot hold them), for the OCAs of `tiers`; name -> what was staged."""
     catalog = catalog_of(dep)
     made: dict[tuple, Path] = {}
     out = {}
+    tier_of = {o["name"]: o["tier"] for o in dep["ocas"]}
     for name, plan in plans(dep, segments_per_title, history).items():
+        if tier_of[name] not in tiers:
+            continue
         keys = [k for k in plan.segments if k[0] not in skip_titles]
         for key in keys:
             src = made.get(key) or _materialise(catalog, key, objects_dir)

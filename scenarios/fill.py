@@ -2,8 +2,15 @@
 pushes its popularity-predicted fill plan, few viewers), then demand follows a diurnal curve
 (player processes started per slot, counts from the curve, seeded titles from the regional
 Zipf popularity). Arms: `none` (no OCAs: everything from the origin), `reactive` (embedded
-OCAs, pull-through LRU, no push), `proactive` (push fill at night, then pull-through), plus
-extra `reactive` runs at other cache sizes (the sweep; Che's approximation is drawn beside them).
+OCAs, pull-through LRU from the IXP site, no push), `proactive` (Open Connect: the control plane
+pushes a fill plan predicted from yesterday's requests at night, tier by tier; by day an OCA
+serves what it holds and answers a content miss for the rest), plus extra `reactive` runs at
+other cache sizes (the sweep; Che's approximation and a trace-driven replay of the run's own
+request stream through the store's LRU are set beside them). Embedded caches start empty with
+`capacity_mb` each. In `proactive` the IXP site holds the whole catalog (staged: its own fill
+from the origin over the backbone is not what this measures); in `reactive` it starts empty too
+and pulls through from the origin, a two-level pull-through hierarchy (steering sees no OCA
+holding a whole title, so viewers go to their nearest OCA).
 
 Saved tidy tables (`arm` and `capacity_mb` columns): links_ts.csv (controller port counters of
 every plan link, sampled each second), links.csv (kernel counter deltas per run: the
@@ -23,6 +30,7 @@ import pandas as pd
 from contracts.cachetheory import che_hit_ratio
 from harness.rundir import table_path, write_csv
 from harness.runner import Scenario
+from harness.staging import HISTORY_DEFAULTS
 from scenarios.logs import day_tables, read_steering, read_table
 from scenarios.traffic import (UPSTREAM, LinkSampler, border_upstream_bytes, compulsory_bound, counter_delta,
                                hit_ratios, per_second, startup_times, upstream_mbps, viewer_requests,
@@ -37,10 +45,10 @@ PEAK_SHARE = 0.8
 
 def _settings(quick: bool) -> dict:
     if quick:
-        return {"day_s": 30, "slots": 6, "window_slots": 2, "peak_per_isp": 3, "segments": 3,
+        return {"day_s": 36, "slots": 6, "window_slots": 2, "peak_per_isp": 3, "segments": 3,
                 "catalog": {"seed": 1, "n_titles": 20, "duration_s": 12}, "capacity_mb": 40.0,
                 "sweep_mb": [4.0], "fill_rate_mbps": 200.0}
-    return {"day_s": 48, "slots": 12, "window_slots": 3, "peak_per_isp": 5, "segments": 5,
+    return {"day_s": 72, "slots": 12, "window_slots": 3, "peak_per_isp": 5, "segments": 5,
             "catalog": {"seed": 1, "n_titles": 60, "duration_s": 20}, "capacity_mb": 80.0,
             "sweep_mb": [10.0, 40.0, 240.0], "fill_rate_mbps": 200.0}
 
@@ -90,7 +98,10 @@ def _run_day(net, run_dir: Path, arm: str, cap: float, cfg: dict, seed: int, tab
     fill_window_s = FILL_WINDOW_SHARE * window_s
     spt = cfg["segments"]
     opts = ServiceOptions(arm="origin" if arm == "none" else "embedded", catalog=cfg["catalog"],
-                          capacity_mb=cap, miss="proxy", fill="network" if arm == "proactive" else "none",
+                          capacity_rules={"embedded": f"mb:{cap:g}", "ixp": "1"},
+                          stage_tiers=("ixp",) if arm == "proactive" else (),
+                          miss=cfg["miss"] if arm == "proactive" else "proxy", history={"seed": seed},
+                          fill="network" if arm == "proactive" else "none",
                           fill_segments_per_title=spt, abr=cfg["abr"],
                           # midnight is when the control plane pushes the fill plan (at its start):
                           # the day must not wait for manifests (they warm in the background)
@@ -154,7 +165,8 @@ def summarize(run_dir: Path) -> list[dict]:
     t = {k: read_table(table_path(run_dir, k)) for k in ("links_ts", "links", "requests", "fills", "sessions")}
     t["requests"] = viewer_requests(t["requests"], plan)
     window_s = cfg["window_slots"] * cfg["day_s"] / cfg["slots"]
-    pop = list(Catalog(CatalogSpec(**cfg["catalog"])).popularity().values())
+    catalog = Catalog(CatalogSpec(**cfg["catalog"]))
+    pop = list(catalog.popularity().values())
     rows, series, per_oca = [], [], []
     runs = t["links_ts"][["arm", "capacity_mb"]].drop_duplicates() if len(t["links_ts"]) else pd.DataFrame()
     for arm, cap in runs.itertuples(index=False):
@@ -162,13 +174,43 @@ def summarize(run_dir: Path) -> list[dict]:
         ts = per_second(sel["links_ts"], roles)
         series += [{"arm": arm, "capacity_mb": float(cap), **r} for r in ts.to_dict("records")]
         per_oca += _per_oca(sel["requests"], arm, float(cap))
-        rows.append({"arm": arm, "capacity_mb": float(cap), **_run_figures(sel, ts, roles, window_s, pop, arm, cap)})
+        rows.append({"arm": arm, "capacity_mb": float(cap),
+                     **_run_figures(sel, ts, roles, window_s, pop, arm, cap, catalog)})
     write_csv(run_dir / "summary.csv", rows)
     write_csv(run_dir / "upstream_ts.csv", series)
     write_csv(run_dir / "oca_summary.csv", per_oca)
     if rows:
         _figure(rows, series, window_s, pop, run_dir / "fill.png")
     return rows
+
+
+def lru_replay(requests: pd.DataFrame, catalog, capacity_mb: float) -> float:
+    """Request hit ratio of the store's own LRU (appliances.store.EvictionPolicy) replaying this
+    run's viewer requests per OCA in time order, with no network: the trace-driven figure to set
+    beside the emulated one (they differ by concurrency: a request that joins a pull in flight
+    is a hit here only if the pull finished first). Pure; nan without requests."""
+    from appliances.store import EvictionPolicy
+    from scenarios.traffic import CACHE_OUTCOMES
+    rq = requests[(requests["oca"] != "origin") & requests["cache"].isin(CACHE_OUTCOMES)] if len(requests) else requests
+    if rq.empty:
+        return float("nan")
+    hits = 0
+    cap = int(float(capacity_mb) * 2**20)
+    for _, mine in rq.sort_values("t_s", kind="stable").groupby("oca", sort=True):
+        lru = EvictionPolicy("lru")
+        for path in mine["path"]:
+            key = catalog.parse_path(path)
+            if key in lru:
+                hits += 1
+                lru.touch(key)
+                continue
+            size = catalog.segment_size(*key)
+            victims = lru.victims(size, cap)
+            for v in victims or ():
+                lru.remove(v)
+            if victims is not None:
+                lru.add(key, size)
+    return hits / len(rq)
 
 
 def _per_oca(requests: pd.DataFrame, arm: str, cap: float) -> list[dict]:
@@ -182,16 +224,18 @@ def _per_oca(requests: pd.DataFrame, arm: str, cap: float) -> list[dict]:
 
 
 def _run_figures(sel: dict[str, pd.DataFrame], ts: pd.DataFrame, roles: dict[str, str], window_s: float,
-                 pop: list[float], arm: str, cap: float) -> dict:
+                 pop: list[float], arm: str, cap: float, catalog) -> dict:
     """The summary figures of one run (arm and cache size) from its rows of each table."""
     from contracts.stats import mean
     up = ts[ts["cls"].isin(UPSTREAM)]
     night, day = int(up.loc[up["t_s"] <= window_s, "bytes"].sum()), int(up.loc[up["t_s"] > window_s, "bytes"].sum())
     per_s = upstream_mbps(ts)
     fills, se = sel["fills"], sel["sessions"]
-    in_window = fills["in_window"].astype(str).str.lower().isin(("true", "1")) if len(fills) else []
-    fill_in = int(fills.loc[in_window, "bytes"].sum()) if len(fills) else 0
-    fill_out = int(fills.loc[~in_window, "bytes"].sum()) if len(fills) else 0
+    push = fills[fills["kind"] == "push"] if len(fills) else fills
+    in_window = push["in_window"].astype(str).str.lower().isin(("true", "1")) if len(push) else []
+    fill_in = int(push.loc[in_window, "bytes"].sum()) if len(push) else 0
+    fill_out = int(push.loc[~in_window, "bytes"].sum()) if len(push) else 0
+    pull = int(fills.loc[fills["kind"] == "pull", "bytes"].sum()) if len(fills) else 0
     req_hr, byte_hr = hit_ratios(sel["requests"])
     served_day = int(se.loc[se["t_s"] > window_s, "bytes"].sum()) if len(se) else 0
     sess_bytes = se.loc[se["status"] == "ok", "bytes"] if len(se) else []
@@ -211,7 +255,11 @@ def _run_figures(sel: dict[str, pd.DataFrame], ts: pd.DataFrame, roles: dict[str
         # controller left every OCA out as a health miss (steering.csv `excluded` says why)
         "origin_first_sessions": int((se["first_location"] == "origin").sum()) if "first_location" in se else 0,
         "upstream_day_share": round(day / served_day, 3) if served_day else float("nan"),
+        # push fill (the plan) inside and outside the night; pull-through by day is apart
         "fill_in_window_mb": round(fill_in / 1e6, 2), "fill_outside_mb": round(fill_out / 1e6, 2),
+        "pull_mb": round(pull / 1e6, 2),
+        "lru_replay_hit_ratio": round(lru_replay(sel["requests"], catalog, cap), 3) if arm == "reactive"
+        else float("nan"),
         "hit_ratio": round(req_hr, 3), "byte_hit_ratio": round(byte_hr, 3),
         "compulsory_bound": round(bound, 3),
         "capacity_miss_ratio": round(bound - req_hr, 3),
@@ -223,8 +271,9 @@ def format_table(rows: list[dict]) -> str:
     cols = ["arm", "capacity_mb", "sessions_ok", "startup_s", "upstream_night_mb", "upstream_day_mb",
             "upstream_day_share", "origin_first_sessions", "upstream_peak_mbps", "upstream_peak_mean_mbps",
             "upstream_kernel_mb",
-            "fill_in_window_mb", "fill_outside_mb",
-            "hit_ratio", "byte_hit_ratio", "compulsory_bound", "capacity_miss_ratio", "che_hit_ratio"]
+            "fill_in_window_mb", "fill_outside_mb", "pull_mb",
+            "hit_ratio", "byte_hit_ratio", "compulsory_bound", "capacity_miss_ratio", "lru_replay_hit_ratio",
+            "che_hit_ratio"]
     width = {c: max([len(c)] + [len(str(r[c])) for r in rows]) for c in cols}
     lines = ["  ".join(f"{c:>{width[c]}s}" for c in cols)]
     for r in rows:
@@ -283,7 +332,8 @@ SCENARIO = Scenario(
     name="fill", settings=settings, body=body, summarize=summarize, format_table=format_table,
     tables=("links_ts", "links", "requests", "fills", "sessions", "slots", "steering"),
     key=("arm", "capacity_mb"),
-    stable=STABLE, manifest=lambda cfg: {"runs": _runs(cfg)})
+    stable=STABLE, manifest=lambda cfg: {"runs": _runs(cfg), "history": HISTORY_DEFAULTS,
+                                         "fill_mode": "network (embedded); IXP site staged"})
 
 def run(a) -> int:
     from harness.runner import run as run_scenario

@@ -17,7 +17,8 @@ from topologies.plan import Plan
 
 UPSTREAM = ("transit", "peering")
 HIT = ("hit", "coalesced")  # served from the OCA's store, or joined a pull already in flight
-CACHE_OUTCOMES = (*HIT, "miss", "fill")  # a segment request an OCA answered from or into its cache
+# a segment request an OCA answered from or into its cache, or refused as a content miss
+CACHE_OUTCOMES = (*HIT, "miss", "fill", "content_miss")
 
 
 def counter_delta(before: dict, after: dict) -> list[dict]:

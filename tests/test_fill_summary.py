@@ -106,7 +106,10 @@ def test_summarize_synthetic_run(tmp_path):
     assert pro["upstream_peak_mbps"] < re["upstream_peak_mbps"]
     assert re["upstream_peak_mbps"] == pytest.approx(30.0)
     assert (re["upstream_peak_mean_mbps"], pro["upstream_peak_mean_mbps"]) == pytest.approx((30.0, 5.0))
-    assert pro["fill_in_window_mb"] == 5.0 and re["fill_outside_mb"] == 4.0
+    # push fill in/outside the night; pull-through by day counted apart
+    assert (pro["fill_in_window_mb"], pro["fill_outside_mb"]) == (5.0, 0.0) and re["fill_outside_mb"] == 0.0
+    assert (re["pull_mb"], pro["pull_mb"]) == (4.0, 1.0)
+    assert 0 <= re["lru_replay_hit_ratio"] <= 1 and pro["lru_replay_hit_ratio"] != pro["lru_replay_hit_ratio"]
     assert re["hit_ratio"] == pytest.approx(0.333) and pro["hit_ratio"] == pytest.approx(0.667)
     assert 0 < re["che_hit_ratio"] < 1
     assert re["upstream_kernel_mb"] > 0
@@ -138,3 +141,16 @@ def test_peak_mean_is_taken_where_most_sessions_play():
     assert math.isnan(fill.peak_mean_mbps(per_s, pd.DataFrame())) and math.isnan(fill.peak_mean_mbps({}, sessions))
     unfinished = pd.DataFrame([{"t_s": 1, "started_unix": None, "ended_unix": None}])  # empty cells
     assert math.isnan(fill.peak_mean_mbps(per_s, unfinished))
+
+
+def test_lru_replay_runs_the_stores_lru_over_the_request_stream():
+    import pandas as pd
+    from appliances.content import Catalog, CatalogSpec
+    cat = Catalog(CatalogSpec(seed=1, n_titles=4, duration_s=8))
+    a, b = "/v/t0000/235/0", "/v/t0001/235/0"
+    rq = pd.DataFrame({"oca": ["i1oca1"] * 4 + ["origin"], "t_s": [1, 2, 3, 4, 5], "path": [a, b, a, b, a],
+                       "cache": ["fill", "fill", "hit", "hit", "hit"]})
+    big, one = 10.0, cat.segment_size("t0000", 235, 0) * 1.5 / 2**20
+    assert fill.lru_replay(rq, cat, big) == 0.5      # a b | a b hit; the origin's row is not a cache
+    assert fill.lru_replay(rq, cat, one) == 0.0      # room for one object: each evicts the other
+    assert fill.lru_replay(rq.iloc[0:0], cat, big) != fill.lru_replay(rq.iloc[0:0], cat, big)  # nan

@@ -23,9 +23,11 @@ def test_flashcrowd_quick(tmp_path):
     # pre-positioned: the launch title is served from the OCAs' stores
     assert float(pre["new_title_hit_ratio"]) > float(cold["new_title_hit_ratio"])
     # cold: the spike pulls the title through the upstream links while viewers wait
-    assert float(cold["spike_upstream_mb"]) > float(pre["spike_upstream_mb"])
+    # (0.13 measured at quick size; the full-size reference must reach 0.2, results/README)
+    assert float(pre["spike_upstream_mb"]) <= 0.5 * float(cold["spike_upstream_mb"])
     assert float(cold["origin_new_title_mb"]) > float(pre["origin_new_title_mb"])
-    # startup delays are reported, not asserted (timings; the quick spike has only 24 sessions)
-    assert all(float(r["startup_p50_s"]) > 0 for r in (pre, cold))
+    # cold spike sessions are content misses at the embedded OCA and the IXP site, then stream
+    # from the origin across transit (RTT ~100 ms vs ~8 ms): 3.1 vs 1.0 s measured at quick size
+    assert 0 < float(pre["startup_p50_s"]) < float(cold["startup_p50_s"])
     assert float(pre["prefill_mb"]) > 0 == float(cold["prefill_mb"])
     assert (run_dir / "links_ts.csv").stat().st_size > 0 and (run_dir / "flashcrowd.png").exists()

@@ -43,7 +43,10 @@ def test_placement_repeats_reproduce_non_timing_figures(tmp_path, monkeypatch):
     summary = {r["arm"]: r for r in _rows(top / "rep1" / "summary.csv")}
     e, o = summary["embedded"], summary["origin"]
     assert float(e["hops"]) < float(summary["ixp"]["hops"]) < float(o["hops"])
-    assert float(e["payload_transit_mb"]) < float(o["payload_transit_mb"])
+    # Open Connect's serve path from filled caches: an embedded OCA's content miss goes to the IXP
+    # site, never pulls over transit, so embedded moves no more transit than the IXP arm
+    assert float(e["payload_transit_mb"]) <= 0.1 * float(o["payload_transit_mb"])
+    assert float(e["payload_transit_mb"]) <= float(summary["ixp"]["payload_transit_mb"]) + 1.0
     assert float(o["payload_transit_mb"]) >= float(o["served_mb"])  # everything came over transit
     assert float(e["in_isp_share"]) > 0.5 and float(o["in_isp_share"]) == 0.0
     for r in summary.values():

@@ -21,8 +21,10 @@ def test_capacity_holds_the_head_or_a_catalog_fraction_after_headroom():
 def test_rules_parse_and_bad_ones_name_the_key():
     assert parse_rule("head:0.9") == CapacityRule("head", 0.9)
     assert parse_rule(" 0.25 ") == CapacityRule("catalog", 0.25)
+    assert parse_rule("mb:40") == CapacityRule("mb", 40.0) and str(parse_rule("mb:40")) == "mb:40"
+    assert capacity_bytes(parse_rule("mb:40"), POP, BYTES, 0.95) == 40 * 2**20  # exactly, no headroom
     assert str(parse_rule("head:0.90")) == "head:0.9" and str(parse_rule("1")) == "1"
-    for bad in ("head:0", "head:1.2", "0", "3", "most", "head:", "nan"):
+    for bad in ("head:0", "head:1.2", "0", "3", "most", "head:", "nan", "mb:0", "mb:-5", "mb:x"):
         with pytest.raises(ValueError, match="embedded_capacity"):
             parse_rule(bad, "embedded_capacity")
 

@@ -30,7 +30,8 @@ class MetroParams:
     access_delay_ms: float = 3.0      # 2-5 ms is realistic; ISP k adds 0.5 ms * (k-1)
     access_bw_mbps: float = 50.0
     internal_delay_ms: float = 1.0    # ISP LAN to border router
-    lan_delay_ms: float = 0.25        # hosts and routers on a LAN or exchange switch
+    lan_delay_ms: float = 0.5         # hosts and routers on a LAN or exchange switch (>= 0.5: the
+                                      # relay backend's own ~0.3 ms per link stays compensable)
     peering_delay_ms: float = 7.0     # ISP border to IXP fabric (5-10 ms)
     transit_delay_ms: float = 15.0    # ISP border to transit provider (10-20 ms)
     transit_bw_mbps: float = 200.0
