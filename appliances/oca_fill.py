@@ -12,7 +12,9 @@ Invariants:
   object.
 - The cumulative pull rate of all workers together stays <= rate_mbps (one shared byte count
   paced after every chunk; overshoot at most one chunk per worker); no object is started
-  before window_start_unix or after window_end_unix (checked before each object).
+  before window_start_unix or after window_end_unix (checked before each object); an object
+  still in flight at window_end_unix is cut off and dropped (status `window_end`,
+  `cut_at_window_end`), so no fill runs into the day.
 - Counters are exact under concurrency (updated only between awaits): every plan object ends
   as exactly one of present | filled | no_room | failed, unless the window closed first;
   `bytes` = sum(bytes_by_source) = payload bytes written to store temp files per source,
@@ -134,6 +136,7 @@ class FillStatus:
     present: int = 0
     failed: int = 0
     no_room: int = 0
+    cut_at_window_end: int = 0  # objects in flight when the window closed: dropped, not stored
     bytes: int = 0
     current: list | None = None  # the object started last, while any is in flight
     current_bytes: int = 0  # bytes received so far of the objects in flight
@@ -145,10 +148,17 @@ class FillStatus:
     def to_dict(self) -> dict:
         return {"plan_id": self.plan_id, "state": self.state, "total": self.total,
                 "filled": self.filled, "present": self.present, "failed": self.failed,
-                "no_room": self.no_room, "bytes": self.bytes, "current": self.current,
+                "no_room": self.no_room, "cut_at_window_end": self.cut_at_window_end,
+                "bytes": self.bytes, "current": self.current,
                 "current_bytes": self.current_bytes, "in_flight": list(self.in_flight),
                 "by_source": dict(self.by_source),
                 "bytes_by_source": dict(self.bytes_by_source), "recent": list(self.recent)}
+
+
+def _remaining_s(plan: FillPlan) -> float | None:
+    """Seconds left in the fill window (None: no end). An object still in flight when the window
+    closes is cut off and dropped (its temp file removed): fill never runs into the day."""
+    return None if plan.window_end_unix is None else max(0.0, plan.window_end_unix - time.time())
 
 
 class Filler:
@@ -211,7 +221,13 @@ class Filler:
             st.current = list(key)
             st.in_flight.append(list(key))
             try:
-                await self._fill_one(key, plan, st, t_start)
+                async with asyncio.timeout(_remaining_s(plan)):  # the window is a hard end
+                    await self._fill_one(key, plan, st, t_start)
+            except TimeoutError:
+                st.cut_at_window_end += 1
+                self._record(st, event="fill", title=key[0], kbps=key[1], index=key[2], source=None,
+                             bytes=0, status="window_end")
+                return True
             finally:
                 st.in_flight.remove(list(key))
         return False

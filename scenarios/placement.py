@@ -113,14 +113,15 @@ def summarize(run_dir: Path) -> list[dict]:
     kernel's over the link classes (the cross-check)."""
     from topologies.plan import Plan
     plan = Plan.from_json((run_dir / "plan.json").read_text())
-    t = {n: read_table(table_path(run_dir, n)) for n in TABLES}
+    t = {n: read_table(table_path(run_dir, n)) for n in (*TABLES, "fill")}
     tiers = {n.name: n.tier for n in plan.nodes if n.role == "oca"}
     rows = []
     for arm in ARMS:
         arm_t = {k: of_arm(v, arm) for k, v in t.items()}
         if arm_t["chunks"].empty:
             continue
-        rows.append({"arm": arm, **_arm_figures(arm_t, plan, tiers), **_byte_figures(arm_t, plan, t["links_ctl"].empty)})
+        rows.append({"arm": arm, **_arm_figures(arm_t, plan, tiers), "plan_coverage": plan_coverage(arm_t, plan),
+                     **_byte_figures(arm_t, plan, t["links_ctl"].empty)})
     write_csv(run_dir / "summary.csv", rows)
     _figure(rows, run_dir / "placement.png")
     return rows
@@ -152,6 +153,21 @@ def _arm_figures(t: dict[str, pd.DataFrame], plan, tiers: dict[str, str]) -> dic
         "in_isp_share": round(int(ch.loc[ch["server"].map(tiers) == "embedded", "bytes"].sum()) / total, 4)
         if total else 0.0,
     }
+
+
+def plan_coverage(t: dict[str, pd.DataFrame], plan) -> float | str:
+    """Share of the arm's sessions whose title the fill plan of their own embedded OCA held (the
+    prediction from yesterday's requests against today's demand); "" without embedded plans."""
+    fill, se = t["fill"], t["sessions"]
+    if fill.empty or "titles" not in fill or se.empty:
+        return ""
+    held = {r["oca"]: set(str(r["titles"]).split()) for r in fill.to_dict("records")}
+    own = {n.domain: n.name for n in plan.nodes if n.role == "oca" and n.tier == "embedded" and n.name in held}
+    if not own:
+        return ""
+    domain = {n.name: n.domain for n in plan.nodes}
+    covered = [title in held.get(own.get(domain[host], ""), ()) for host, title in zip(se["host"], se["title"])]
+    return round(sum(covered) / len(covered), 4)
 
 
 def _byte_figures(t: dict[str, pd.DataFrame], plan, no_ctl: bool) -> dict:

@@ -318,7 +318,28 @@ def test_window_end_stops_new_objects_with_k_workers(tmp_path):
 
     src, st = asyncio.run(main())
     assert st["state"] == "window_closed" and st["in_flight"] == []
-    assert st["filled"] == len(src.started) < 12  # only objects started before the end
+    # only objects started before the end, and of those only the ones done by the end are stored
+    assert st["filled"] + st["cut_at_window_end"] == len(src.started) < 12
+
+
+@integration
+def test_an_object_in_flight_at_window_end_is_cut_off_and_not_stored(tmp_path):
+    keys = _keys(1)[:1]
+
+    async def main():
+        async with Source(latency_s=3.0) as src:  # answers long after the window closed
+            eng = Engine(tmp_path, 1)
+            try:
+                st = await eng.run(_plan(keys, [src.url], window_end_unix=time.time() + 0.5))
+            finally:
+                await eng.close()
+            return src, st, eng
+
+    src, st, eng = asyncio.run(main())
+    assert len(src.started) == 1 and st["state"] == "window_closed"
+    assert (st["filled"], st["cut_at_window_end"], st["in_flight"]) == (0, 1, [])
+    assert [r["status"] for r in eng.records()] == ["window_end"]
+    assert eng.store.keys() == [] and not any((tmp_path / "store-k1" / "tmp").iterdir())  # temp file removed
 
 
 @integration

@@ -49,6 +49,8 @@ def test_placement_repeats_reproduce_non_timing_figures(tmp_path, monkeypatch):
     assert float(e["payload_transit_mb"]) <= float(summary["ixp"]["payload_transit_mb"]) + 1.0
     assert float(o["payload_transit_mb"]) >= float(o["served_mb"])  # everything came over transit
     assert float(e["in_isp_share"]) > 0.5 and float(o["in_isp_share"]) == 0.0
+    # the plan came from yesterday's history, so it covers most but not necessarily all sessions
+    assert 0.5 < float(e["plan_coverage"]) <= 1.0 and o["plan_coverage"] == ""
     for r in summary.values():
         assert float(r["ctl_vs_kernel_pct"]) < 2.0  # controller port counters agree with the kernel
         # wire bytes carry the payload plus headers, ACKs and probes
