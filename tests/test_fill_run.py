@@ -46,9 +46,10 @@ def test_fill_quick(tmp_path):
     assert len(sweep) >= 2 and all(gap >= -0.01 for _, gap in sweep)
     assert sweep[0][1] >= sweep[-1][1] - 0.01
     assert all(0 <= float(r["che_hit_ratio"]) <= 1 for r in rows if r["arm"] == "reactive")
-    # the store's own LRU replaying each reactive run's request stream (trace-driven, no network)
-    # lands where the emulated cache did: they differ only by requests that met a pull in flight
+    # the store's own LRU replaying each reactive run's viewer requests per OCA (trace-driven, no
+    # network) starts cold, so it cannot beat the compulsory bound of that stream; the emulated
+    # figure may (the IXP site's cache also holds what the embedded OCAs pulled through it)
     for (a, c), r in by.items():
         if a == "reactive":
-            assert float(r["lru_replay_hit_ratio"]) == pytest.approx(float(r["hit_ratio"]), abs=0.05)
+            assert 0 < float(r["lru_replay_hit_ratio"]) <= float(r["compulsory_bound"]) + 1e-9
     assert (run_dir / "links_ts.csv").stat().st_size > 0 and (run_dir / "fill.png").exists()
