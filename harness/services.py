@@ -22,7 +22,8 @@ from topologies.plan import Plan
 from topologies.routes import l3_path, path_delay_ms
 
 ARMS = ("origin", "ixp", "embedded")
-FILL_MODES = ("none", "network", "staged")
+FILL_MODES = ("none", "network")
+STEADY_STATE = ("ixp", "embedded")  # stage_tiers of a serve experiment: every OCA starts filled
 from contracts.deployment import CONTROL_PORT, OCA_PORT  # noqa: E402 (re-exported)
 
 
@@ -33,8 +34,8 @@ class ServiceOptions:
     capacity_mb: float = 2000.0           # every OCA's store, unless capacity_rules sizes it
     capacity_rules: dict | None = None    # tier -> harness.sizing rule ("head:0.9", "1"); None: capacity_mb
     miss: str = "content_miss"            # OCA miss mode: content_miss (Open Connect) | proxy | redirect
-    fill: str = "none"                    # none | network (control plane pushes plans) | staged (harness.staging)
-    stage_tiers: tuple[str, ...] | None = None  # tiers staged before start (None: all if fill staged, else none)
+    fill: str = "none"                    # none | network (the control plane pushes plans at start)
+    stage_tiers: tuple[str, ...] = ()     # tiers whose stores hold their plan before start (harness.staging)
     launch_titles: tuple[str, ...] = ()   # released today: in no history, no staged store
     history: dict | None = None           # yesterday's trace {seed, sessions_per_region, drift}; None: plans
                                           # use today's popularity (fill scenario's truth-based baseline)
@@ -51,6 +52,8 @@ class ServiceOptions:
             raise ValueError(f"arm: {self.arm!r} is not one of {ARMS}")
         if self.fill not in FILL_MODES:
             raise ValueError(f"fill: {self.fill!r} is not one of {FILL_MODES}")
+        if not set(self.stage_tiers) <= set(STEADY_STATE):
+            raise ValueError(f"stage_tiers: {self.stage_tiers!r} names a tier not in {STEADY_STATE}")
         if self.capacity_rules is not None:
             from harness.sizing import parse_rule
             for tier, rule in self.capacity_rules.items():
@@ -131,7 +134,7 @@ class Services:
         self.origin_url = ""
         self.procs = net.process_group()
         self.dep: dict = {}
-        self.staged: dict[str, dict] = {}  # name -> what harness.staging wrote (fill "staged")
+        self.staged: dict[str, dict] = {}  # name -> what harness.staging wrote (stage_tiers)
 
     def _start(self, label: str, host: str, argv: list[str], timeout_s: float = 30) -> str:
         err = open(self.logs / f"{label}.stderr", "wb")
@@ -165,11 +168,10 @@ class Services:
         if o.capacity_rules is not None:
             rules = {t: parse_rule(r, f"{t}_capacity") for t, r in o.capacity_rules.items()}
             dep = staging.size_ocas(dep, rules, o.fill_segments_per_title, hist)
-        tiers = o.stage_tiers if o.stage_tiers is not None else (("ixp", "embedded") if o.fill == "staged" else ())
-        if tiers:
+        if o.stage_tiers:
             self.staged = staging.stage(dep, o.fill_segments_per_title, hist, self.store,
                                         self.scratch / "catalog-objects", skip_titles=o.launch_titles,
-                                        tiers=tiers)
+                                        tiers=o.stage_tiers)
         self.dep = dep
         dep_file = self.logs.parent / "deployment.json"
         dep_file.write_text(json.dumps(dep, indent=1))

@@ -51,11 +51,12 @@ def check_plan(plan) -> None:
 
 def _run_arm(net, run_dir: Path, arm: str, cfg: dict, seed: int, tables: dict) -> None:
     from emulation.probes import link_counters
-    from harness.services import ServiceOptions, Services
+    from harness.services import STEADY_STATE, ServiceOptions, Services
     arm_dir = run_dir / "arms" / arm
     # steady state: the OCAs hold their fill plans (staged) before the clock, as after a night's fill
     svc = Services(net, arm_dir, ServiceOptions(
-        arm="embedded", catalog=cfg["catalog"], capacity_rules=cfg["capacity"], miss=cfg["miss"], fill="staged",
+        arm="embedded", catalog=cfg["catalog"], capacity_rules=cfg["capacity"], miss=cfg["miss"],
+        stage_tiers=STEADY_STATE,
         history={"seed": seed}, fill_segments_per_title=cfg["segments"], steering=arm, abr=cfg["abr"]))
     viewers = [v.name for v in net.plan.nodes_of(role="viewer") if v.domain == ISP]
     try:

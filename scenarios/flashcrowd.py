@@ -85,12 +85,12 @@ def _post_fill(svc, ocas: list[dict], body_file: Path) -> None:
 
 def _run_arm(net, run_dir: Path, arm: str, cfg: dict, seed: int, tables: dict) -> None:
     from emulation.probes import link_counters
-    from harness.services import ServiceOptions, Services
+    from harness.services import STEADY_STATE, ServiceOptions, Services
     arm_dir = run_dir / "arms" / arm
     # steady state (yesterday's fill staged) in both arms; the launch title is in no store
     svc = Services(net, arm_dir, ServiceOptions(
         arm="embedded", catalog=cfg["catalog"], capacity_rules=cfg["capacity"], miss=cfg["miss"], abr=cfg["abr"],
-        fill="staged", history={"seed": seed}, fill_segments_per_title=cfg["segments"],
+        stage_tiers=STEADY_STATE, history={"seed": seed}, fill_segments_per_title=cfg["segments"],
         launch_titles=(cfg["new_title"],)))
     procs = []
     try:

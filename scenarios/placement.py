@@ -43,12 +43,12 @@ def body(net, run_dir: Path, cfg: dict, seed: int, tables: dict) -> None:
 
 def _run_arm(net, run_dir: Path, arm: str, cfg: dict, seed: int, tables: dict) -> None:
     from emulation.probes import settled_counters
-    from harness.services import ServiceOptions, Services
+    from harness.services import STEADY_STATE, ServiceOptions, Services
     from emulation.fidelity import wait_quiet
     arm_dir = run_dir / "arms" / arm
     svc = Services(net, arm_dir, ServiceOptions(
         arm=arm, catalog=cfg["catalog"], capacity_rules=cfg["capacity"], miss=cfg["miss"], abr=cfg["abr"],
-        fill="staged" if arm != "origin" else "none", history={"seed": seed},
+        stage_tiers=STEADY_STATE, history={"seed": seed},
         fill_segments_per_title=cfg["segments"]))
     try:
         svc.start()  # steady state: every OCA holds its fill plan (harness.staging) before the clock

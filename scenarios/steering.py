@@ -44,12 +44,13 @@ def body(net, run_dir: Path, cfg: dict, seed: int, tables: dict) -> None:
 
 def _run_arm(net, run_dir: Path, arm: str, cfg: dict, seed: int, tables: dict) -> None:
     from emulation.linkemu import EmulationError
-    from harness.services import ServiceOptions, Services
+    from harness.services import STEADY_STATE, ServiceOptions, Services
     if not net.mgmt_url:
         raise EmulationError("steering policies need the controller (Options(controller=True))")
     arm_dir = run_dir / "arms" / arm
     # steady state with the whole catalog at both OCAs: the policies differ by load only
-    opts = ServiceOptions(arm="embedded", catalog=cfg["catalog"], fill="staged", history={"seed": seed},
+    opts = ServiceOptions(arm="embedded", catalog=cfg["catalog"], stage_tiers=STEADY_STATE,
+                          history={"seed": seed},
                           capacity_rules={"embedded": "1", "ixp": "1"}, miss=cfg["miss"],
                           fill_segments_per_title=cfg["segments"],
                           oca_args=("--max-streams", str(cfg["max_streams"]),

@@ -101,3 +101,17 @@ def http_stub():
     for srv in servers:
         srv.shutdown()
         srv.server_close()
+
+
+def start_appliance(module: str, *args: str, timeout_s: float = 15.0) -> tuple[subprocess.Popen, int]:
+    """`python -m module --listen 127.0.0.1:0 *args` until it prints READY; (process, its port).
+    A process that does not get ready is killed and its stderr raised."""
+    import select
+    proc = subprocess.Popen([sys.executable, "-m", module, "--listen", "127.0.0.1:0", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ready, _, _ = select.select([proc.stdout], [], [], timeout_s)
+    line = proc.stdout.readline() if ready else ""
+    if not line.startswith("READY "):
+        proc.kill()
+        raise RuntimeError(f"{module} did not start: {line!r} {proc.stderr.read()[-2000:]}")
+    return proc, int(line.strip().rsplit(":", 1)[1])

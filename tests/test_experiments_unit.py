@@ -106,5 +106,7 @@ def test_fill_mode_and_capacity_rules_are_checked_before_anything_starts():
     assert ServiceOptions().fill == "none"
     with pytest.raises(ValueError, match="fill"):
         ServiceOptions(fill="nightly")
+    with pytest.raises(ValueError, match="stage_tiers"):
+        ServiceOptions(stage_tiers=("edge",))
     with pytest.raises(ValueError, match="embedded_capacity"):
         ServiceOptions(capacity_rules={"embedded": "head:1.5"})

@@ -5,7 +5,6 @@ import asyncio
 import io
 import json
 import logging
-import select
 import signal
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from appliances.control_cache import (MAX_POLL_ERRORS, TIER_GRACE_S, _plan_id, f
 from appliances.oca_fill import CHUNK_BYTES, Filler, check_fill_parallel, parse_fill_plan
 from appliances.store import Store
 from contracts.deployment import parse_deployment
+from conftest import start_appliance
 
 integration = pytest.mark.integration
 
@@ -38,15 +38,15 @@ FINAL = ("done", "window_closed")
 def _dep(ocas, origin="http://127.0.0.1:5"):
     return parse_deployment({"ocas": ocas, "origin": {"name": "origin", "url": origin},
                              "catalog": {"seed": 3, "n_titles": 4, "duration_s": 24},
-                             "regions": {"r1": {"prefixes": ["10.1.0.0/16"],
+                             "regions": {"r1": {"prefixes": ["198.18.1.0/24"],
                                                 "preference_seed": 1},
-                                         "r2": {"prefixes": ["10.2.0.0/16"],
+                                         "r2": {"prefixes": ["198.18.2.0/24"],
                                                 "preference_seed": 2}}})
 
 
 def _oca(name, tier, url, capacity_mb=None):
     d = {"name": name, "tier": tier, "url": url, "site": f"{tier}-{name}",
-         "serves": ["10.1.0.0/16"] if tier == "embedded" else ["10.0.0.0/8"],
+         "serves": ["198.18.1.0/24"] if tier == "embedded" else ["198.18.0.0/15"],
          "distance_hops": 1 if tier == "embedded" else 3, "rtt_ms": 1.0}
     return d if capacity_mb is None else {**d, "capacity_mb": capacity_mb}
 
@@ -365,18 +365,11 @@ def test_new_plan_replaces_running_workers(tmp_path):
 
 # --- tiered push ---------------------------------------------------------------------------
 
-PY = sys.executable
 
 
 def start(module: str, *args: str, timeout_s: float = 15.0):
-    proc = subprocess.Popen([PY, "-m", module, "--listen", "127.0.0.1:0", *args, *CAT_FLAGS],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    ready, _, _ = select.select([proc.stdout], [], [], timeout_s)
-    line = proc.stdout.readline() if ready else ""
-    if not line.startswith("READY "):
-        proc.kill()
-        raise RuntimeError(f"{module} did not start: {line!r} {proc.stderr.read()[-2000:]}")
-    return proc, f"http://127.0.0.1:{int(line.strip().rsplit(':', 1)[1])}"
+    proc, port = start_appliance(module, *args, *CAT_FLAGS, timeout_s=timeout_s)
+    return proc, f"http://127.0.0.1:{port}"
 
 
 def stop(proc: subprocess.Popen) -> int:

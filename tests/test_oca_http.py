@@ -5,11 +5,9 @@ import http.client
 import http.server
 import json
 import os
-import select
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -22,24 +20,17 @@ from appliances.content import Catalog, CatalogSpec
 from appliances.httpcore import HttpError, parse_request_head, render_response_head
 from appliances.oca import EgressMeter, load_of
 from appliances.oca_fill import parse_fill_plan
+from conftest import start_appliance
 
 integration = pytest.mark.integration
 
 SPEC = CatalogSpec(seed=3, n_titles=4, duration_s=24)  # 6 segments per title
 CAT_FLAGS = ["--catalog-seed", "3", "--titles", "4", "--duration-s", "24"]
 CAT = Catalog(SPEC)
-PY = sys.executable
 
 
 def start(module: str, *args: str, timeout_s: float = 15.0):
-    proc = subprocess.Popen([PY, "-m", module, "--listen", "127.0.0.1:0", *args, *CAT_FLAGS],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    ready, _, _ = select.select([proc.stdout], [], [], timeout_s)
-    line = proc.stdout.readline() if ready else ""
-    if not line.startswith("READY "):
-        proc.kill()
-        raise RuntimeError(f"{module} did not start: {line!r} {proc.stderr.read()[-2000:]}")
-    return proc, int(line.strip().rsplit(":", 1)[1])
+    return start_appliance(module, *args, *CAT_FLAGS, timeout_s=timeout_s)
 
 
 def stop(proc: subprocess.Popen) -> int:

@@ -18,6 +18,15 @@ from appliances.player_session import SessionConfig, ViewerSession
 CATALOG = {"n_titles": 5, "duration_s": 8, "seed": 5}
 
 
+def _control(middleware) -> TestServer:
+    """A real control plane (no OCAs) on 127.0.0.1 with `middleware` in front of it."""
+    dep = parse_deployment({"ocas": [], "origin": {"name": "origin", "url": "http://127.0.0.1:9"},
+                            "catalog": CATALOG})
+    cp = build_control(dep, bytes(range(32)))
+    cp.app.middlewares.append(middleware)
+    return TestServer(cp.app, host="127.0.0.1")
+
+
 def _session(account: str, drops: int) -> tuple[ViewerSession, list[str]]:
     """Login and manifest of one session against a real control plane whose first `drops` logins
     lose their connection without an answer; (session, paths the control plane saw)."""
@@ -32,11 +41,7 @@ def _session(account: str, drops: int) -> tuple[ViewerSession, list[str]]:
         return await handler(request)
 
     async def main() -> ViewerSession:
-        dep = parse_deployment({"ocas": [], "origin": {"name": "origin", "url": "http://127.0.0.1:9"},
-                                "catalog": CATALOG})
-        cp = build_control(dep, bytes(range(32)))
-        cp.app.middlewares.append(drop)
-        async with TestServer(cp.app, host="127.0.0.1") as srv:
+        async with _control(drop) as srv:
             cfg = SessionConfig(control_url=f"http://127.0.0.1:{srv.port}", abr=make_abr("bba"),
                                 segments=1, speed=20, segment_timeout_s=1.0)
             s = ViewerSession(account, "t0001", cfg, lambda row: None)
@@ -78,11 +83,7 @@ def test_a_steering_reload_follows_the_reload_uri_with_the_sessions_segments():
         return await handler(request)
 
     async def main() -> None:
-        dep = parse_deployment({"ocas": [], "origin": {"name": "origin", "url": "http://127.0.0.1:9"},
-                                "catalog": CATALOG})
-        cp = build_control(dep, bytes(range(32)))
-        cp.app.middlewares.append(record)
-        async with TestServer(cp.app, host="127.0.0.1") as srv:
+        async with _control(record) as srv:
             cfg = SessionConfig(control_url=f"http://127.0.0.1:{srv.port}", abr=make_abr("bba"),
                                 segments=1, speed=20, segment_timeout_s=1.0, max_steering_reloads=1)
             async with aiohttp.ClientSession() as http:

@@ -20,7 +20,7 @@ def net():
 
 
 # steady state: every OCA holds the whole catalog (staged), so every title is a hit
-WHOLE = {"fill": "staged", "capacity_rules": {"embedded": "1", "ixp": "1"}}
+WHOLE = {"stage_tiers": ("ixp", "embedded"), "capacity_rules": {"embedded": "1", "ixp": "1"}}
 
 
 def _sessions(path):
