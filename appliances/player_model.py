@@ -40,6 +40,11 @@ class LocationCursor:
             raise ValueError("retries: at most one non-negative count per location")
 
     @property
+    def retried(self) -> int:
+        """Retries of `current` used since its last success (0: none)."""
+        return self._retried
+
+    @property
     def exhausted(self) -> bool:
         return self.current >= self.n_locations
 

@@ -34,6 +34,7 @@ from appliances.abr import Abr, AbrInput
 from appliances.httpcore import CONTENT_MISS_HEADER, NODE_HEADER
 from appliances.player_model import LocationCursor
 from appliances.qoe import PlaybackBuffer, summarize
+from contracts.steering import RETRY_PAUSE_S, retry_pause_s
 
 log = logging.getLogger("ocalab.player")
 MAX_ERRORS = 20
@@ -54,7 +55,8 @@ class SessionConfig:
     max_buffer_s: float = 30.0
     reprobe_segments: int = 4
     reprobe_s: float = 10.0
-    retry_pause_s: float = 0.5  # wall seconds before a location is tried again (its `retries`)
+    retry_pause_s: float = RETRY_PAUSE_S  # wall seconds before the first retry of a location
+    # (its `retries`); doubled for each further retry (contracts.steering.retry_pause_s)
     max_steering_reloads: int = 5
     connect_timeout_s: float = 3.0
     read_timeout_s: float = 5.0
@@ -245,8 +247,8 @@ class ViewerSession:
             kinds.add("error")
             self._failed(att, index)
             cursor.failed(i, time.monotonic())
-            if cursor.current == i:  # a retry of the same location: give the network time to re-steer
-                await asyncio.sleep(self.cfg.retry_pause_s)
+            if cursor.current == i and cursor.retried:  # a retry: give the network time to re-steer
+                await asyncio.sleep(retry_pause_s(cursor.retried, self.cfg.retry_pause_s))
 
     def _failed(self, att: Attempt, index: int) -> None:
         self.failed_attempts += 1

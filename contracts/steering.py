@@ -53,6 +53,25 @@ MONITOR_DEAD_S = 5.0
 G_OK, G_OVERLOADED, G_CONTENT_MISS, G_ORIGIN, G_HEALTH_MISS = range(5)
 NO_PATH_HOPS = 1 << 30
 MAX_RETRIES = 5  # a location's `retries` (see Location)
+RETRY_PAUSE_S = 0.5  # a player's pause before its first retry of a location; doubled per retry
+
+
+def retry_pause_s(retry: int, first_s: float = RETRY_PAUSE_S) -> float:
+    """Wall seconds a player waits before its `retry`-th retry (1-based) of one location:
+    first_s, 2 x first_s, 4 x first_s, ... (exponential backoff: a path the network re-steers
+    is tried again soon, a dead one is not hammered). Pure."""
+    if retry < 1:
+        raise ValueError("retries are counted from 1")
+    return first_s * 2 ** (retry - 1)
+
+
+def retries_to_cover(window_s: float, first_s: float = RETRY_PAUSE_S) -> int:
+    """The fewest retries whose pauses (`retry_pause_s`) add up to at least `window_s`. Pure."""
+    n, total = 0, 0.0
+    while total < window_s:
+        n += 1
+        total += retry_pause_s(n, first_s)
+    return n
 
 
 @dataclass(frozen=True)

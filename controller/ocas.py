@@ -17,6 +17,8 @@ Invariants of `OcaRegistry.apply()`:
   "pending" probe (still in flight when the push left) is no news: the previous state stays
   and its heartbeat ages (an OCA never answered yet has status "pending");
   when pushes stop, heartbeats age and steering's staleness check excludes the OCAs;
+- the summary's `changed` maps each OCA whose status differs from the previous push's to
+  [old, new] (old None for an OCA new to the set), so the caller can log every transition;
 - load is clamped to [0, 1]; stored_titles is None when the health JSON has no list;
   title_objects is None unless the health JSON has an object of title -> non-negative integer
   (anything else, even one bad entry, makes it unknown: None, never a partial count).
@@ -130,10 +132,13 @@ class OcaRegistry:
             if e.state.name in new:
                 raise ValueError(f"ocas[{i}].name: duplicate {e.state.name!r}")
             new[e.state.name] = e
+        changed = {n: [self.entries[n].state.status if n in self.entries else None, e.state.status]
+                   for n, e in sorted(new.items())
+                   if n not in self.entries or self.entries[n].state.status != e.state.status}
         self.entries, self.origin = new, origin
         self.pushes += 1
         self.last_push_s = now
-        return {"ok": True, "ocas": len(new), "unreachable": sorted(
+        return {"ok": True, "ocas": len(new), "changed": changed, "unreachable": sorted(
             n for n, e in new.items() if e.state.status == "unreachable")}
 
     def states(self) -> list[OcaState]:

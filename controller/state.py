@@ -141,7 +141,10 @@ class ControllerState:
 
     def ocas_push(self, body, now: float) -> dict:
         with self.lock:
-            return self.steering.ocas.apply(body, now)
+            out = self.steering.ocas.apply(body, now)
+        for name, (old, new) in out["changed"].items():  # every health transition, for post-mortems
+            LOG.info("oca %s: status %s -> %s", name, old, new)
+        return out
 
     def ocas_view(self) -> dict:
         with self.lock:

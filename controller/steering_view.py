@@ -16,19 +16,24 @@ import collections
 import logging
 import threading
 
-from contracts.steering import G_HEALTH_MISS, STALE_AFTER_S, PathMetrics
+from contracts.steering import G_HEALTH_MISS, STALE_AFTER_S, PathMetrics, retries_to_cover
 from topologies.plan import PlanError
 from topologies.routes import path_links
 
 from . import anycast as ac
-from .ocas import OcaRegistry
+from .ocas import PROBE_INTERVAL_S, OcaRegistry
 from .steering import OcaState, Origin, network_view, rank
 
 LOG = logging.getLogger("ocalab.controller.steering")
 RECENT_CONNS = 200
-# a player tries the anycast address this often again after a failure before it falls back to
-# the origin: a dead OCA is out of the ranking one probe round (PROBE_INTERVAL_S) after it died
-ANYCAST_RETRIES = 2
+# A player tries the anycast address this often again after a failure (pauses doubling from
+# RETRY_PAUSE_S) before it falls back to the origin. The retries outlast the longest time this
+# controller may still steer a new connection to a dead OCA: a refused probe removes it within a
+# probe round and a push, a probe that times out (a loaded path) only once its heartbeat is
+# STALE_AFTER_S old. With 2 retries (1 s) a failover test saw the detection take longer on a
+# busy machine; every viewer fell back to the origin across transit, and the transit load then
+# slowed the probes further.
+ANYCAST_RETRIES = retries_to_cover(STALE_AFTER_S + PROBE_INTERVAL_S)
 
 
 class SteeringView:
@@ -121,6 +126,8 @@ class SteeringView:
             LOG.warning("anycast: cannot steer %s:%d on %s: %s", conn.viewer_ip, conn.viewer_port, switch, e)
             self.count("unsteerable")
             return None
+        LOG.info("anycast: %s:%d on %s -> %s (%s)", conn.viewer_ip, conn.viewer_port, switch,
+                 loc.name, loc.reason.get("why"))
         with self._lock:
             self._counts[f"to:{loc.name}"] += 1
             self._conns.append({"t_unix": now, "switch": switch, "viewer": conn.viewer_ip,

@@ -32,6 +32,9 @@ from topologies.plan import PREFIX, Plan
 
 RELAY_NODE = f"{PREFIX}rly"
 CALIBRATION_ROUNDS = 3  # measure-correct rounds before the fidelity gate's verdict
+# calibration goes on (up to CALIBRATION_ROUNDS) while a pair's error exceeds this fraction of its
+# tolerance: aiming inside the verdict leaves the noise of the verdict's own measurement a margin
+CALIBRATION_AIM = 0.5
 # ... and up to this many while a pair reads early: only too much compensation does that
 MAX_CALIBRATION_ROUNDS = 5
 # Management link: root namespace <-> control-plane host, outside every switch (so outside the
@@ -324,19 +327,19 @@ class Network:
 
     def verify(self, raise_on_fail: bool = True) -> list:
         """The fidelity gate; results kept in self.fidelity. With relays: measure, take the
-        emulator's own latency off each relayed link, and measure again while pairs are off (at
-        most CALIBRATION_ROUNDS rounds, MAX_CALIBRATION_ROUNDS while a pair reads early; the last
+        emulator's own latency off each relayed link, and measure again while a pair is off by
+        more than CALIBRATION_AIM of its tolerance (at most CALIBRATION_ROUNDS rounds, MAX_CALIBRATION_ROUNDS while a pair reads early; the last
         measurement is the verdict). Every measurement waits for a quiet machine and measures
         pairs off the plan once more (fidelity.measure); before the verdict, pairs still off get
         SETTLE_ROUNDS more tries (fidelity.remeasure), counted in self.settle_remeasured."""
         from emulation.fidelity import (SETTLE_BUSY_FRAC, SETTLE_PAUSE_S, SETTLE_ROUNDS, calibrate, check,
-                                        early, measure, remeasure, wait_quiet)
+                                        early, measure, measured_error_ms, remeasure, wait_quiet)
         t1 = time.monotonic()
         self.cpu_busy_at_gate = [round(wait_quiet(), 3)]
         results = measure(self)
         rounds = 0
         while self.relay is not None and rounds < MAX_CALIBRATION_ROUNDS:
-            if rounds and all(m.ok for m in results):
+            if rounds and all(measured_error_ms(m) <= CALIBRATION_AIM * m.tolerance_ms for m in results):
                 break
             if rounds >= CALIBRATION_ROUNDS and not any(early(m) for m in results):
                 break

@@ -2,11 +2,21 @@
 
 For each L3 node attached to a link we ping a partner on the same layer-2 segment (the segment's
 router, or any other node when the node is the router), so every link is crossed by at least
-one measured pair. Expected RTT = 2 x the one-way delays along the layer-2 path. A pair fails if
-|lower-quartile RTT - expected| > max(0.5 ms, 5% of expected) + 2 x jitter on the path. The
-lower quartile, not the median: a delay line never releases a frame early and host noise only
-ever adds delay, so a wrong link moves every sample while a burst of noise leaves the lowest
-quarter be. The pure parts (pair choice, expectation, tolerance, parsing) run without root.
+one measured pair. Expected RTT = 2 x the one-way delays along the layer-2 path; tolerance =
+max(0.5 ms, 5% of expected) + 2 x jitter on the path.
+
+The verdict reads the *minimum* RTT: ok iff |min - plan| <= tolerance (`error_ms`). A delay
+line never releases a frame early, and host noise (relay wake-ups, a busy CPU, hypervisor steal)
+only ever adds delay, so the fastest sample is the one noise leaves alone. A link slower than its
+plan moves every sample, the fastest too; a faster one (or too much calibration) lets frames
+arrive before the plan, which noise cannot do. Calibration likewise takes off the floor's excess
+(min - plan), so a calibrated path's floor sits on the plan and its median above it by the
+emulator's own spread (reported as median_rtt_ms, never judged).
+Why not a quantile or the median: measured on this 2-core VM with a healthy 8 ms pair, bursts of
+host noise moved the median 1.8 ms above the plan in one 0.4 s sample window of 20 while the
+minimum stayed within 0.3 ms; with the lower quartile as the verdict, 4 healthy pairs of 6358
+(158 saved runs) failed, one of them in a reference run on an idle machine.
+The pure parts (pair choice, expectation, tolerance, parsing, verdict) run without root.
 """
 from __future__ import annotations
 
@@ -26,9 +36,6 @@ REL_TOL = 0.05
 # The emulator's own one-way latency per relayed link is 0.1-0.3 ms on an idle machine: a
 # calibration asking for more is measuring CPU load, so it is capped and the next round re-measures.
 MAX_COMPENSATION_MS = 1.5
-# Calibration reads a pair as at most its minimum + FLOOR_SLACK_MS: load inflates the median
-# RTT, rarely the minimum (on a calm machine the median is 0.1-0.4 ms above the minimum).
-FLOOR_SLACK_MS = 0.5
 # An idle built network keeps the CPUs about 1% busy: above this something else runs, so wait.
 QUIET_BUSY_FRAC = 0.25
 QUIET_WAIT_S = 60.0
@@ -58,7 +65,7 @@ class Measurement:
     median_rtt_ms: float
     min_rtt_ms: float
     samples: int
-    low_rtt_ms: float  # the lower quartile: the verdict's statistic
+    low_rtt_ms: float  # the lower quartile (reported; the verdict reads the minimum: error_ms)
     tolerance_ms: float
     ok: bool
 
@@ -105,21 +112,31 @@ def low_quantile(samples: list[float]) -> float:
     return ordered[int(LOW_QUANTILE * (len(ordered) - 1))]
 
 
+def error_ms(expected_rtt_ms: float, min_rtt_ms: float) -> float:
+    """The verdict's error: how far the fastest sample is from the plan, either way. Pure."""
+    return abs(min_rtt_ms - expected_rtt_ms)
+
+
 def judge(pair: Pair, samples: list[float]) -> Measurement:
-    """ok iff at least 3 samples and |lower quartile - expected| <= tolerance."""
+    """ok iff at least 3 samples and error_ms(plan, min) <= tolerance."""
     tol = tolerance_ms(pair.expected_rtt_ms, pair.jitter_ms)
     if len(samples) < 3:
         nan = float("nan")
         return Measurement(pair, nan, nan, len(samples), nan, tol, False)
-    low = low_quantile(samples)
-    return Measurement(pair, round(statistics.median(samples), 3), round(min(samples), 3),
-                       len(samples), round(low, 3), tol, abs(low - pair.expected_rtt_ms) <= tol)
+    low = round(min(samples), 3)
+    return Measurement(pair, round(statistics.median(samples), 3), low, len(samples),
+                       round(low_quantile(samples), 3), tol, error_ms(pair.expected_rtt_ms, low) <= tol)
+
+
+def measured_error_ms(m: Measurement) -> float:
+    """The verdict's error of a measurement (inf without enough samples)."""
+    return error_ms(m.pair.expected_rtt_ms, m.min_rtt_ms) if m.samples >= 3 else float("inf")
 
 
 def early(m: Measurement) -> bool:
-    """The pair reads below its plan by more than the tolerance. Noise cannot do that, so on a
-    calibrated path it means too much compensation."""
-    return m.samples >= 3 and m.low_rtt_ms < m.pair.expected_rtt_ms - m.tolerance_ms
+    """The pair's fastest sample beats its plan by more than the tolerance. Noise cannot do
+    that, so on a calibrated path it means too much compensation."""
+    return m.samples >= 3 and m.min_rtt_ms < m.pair.expected_rtt_ms - m.tolerance_ms
 
 
 def cpu_fracs(interval_s: float = 0.5, stat: str = "/proc/stat") -> tuple[float, float]:
@@ -179,10 +196,8 @@ def closer(first: list[Measurement], again: list[Measurement]) -> list[Measureme
     """Per pair of `first`, the measurement (from `first` or a re-measurement in `again`) whose
     lower quartile is closer to the plan. A CPU spike only ever adds latency to some pairs for a few
     seconds, so a pair off in one measurement and on in the next was disturbed, not off. Pure."""
-    def err(m: Measurement) -> float:
-        return abs(m.low_rtt_ms - m.pair.expected_rtt_ms) if m.samples >= 3 else float("inf")
     redo = {(m.pair.src, m.pair.dst): m for m in again}
-    return [min((m, redo.get((m.pair.src, m.pair.dst), m)), key=err) for m in first]
+    return [min((m, redo.get((m.pair.src, m.pair.dst), m)), key=measured_error_ms) for m in first]
 
 
 def measure(net, count: int = 20, batch: int = 2) -> list[Measurement]:
@@ -239,8 +254,8 @@ def check(results: list[Measurement]) -> None:
     """Raise EmulationError listing every pair off the plan (nothing if all are within tolerance)."""
     bad = [m for m in results if not m.ok]
     if bad:
-        lines = [f"  {m.pair.src} -> {m.pair.dst} ({'+'.join(m.pair.classes)}): lower quartile "
-                 f"{m.low_rtt_ms} ms (median {m.median_rtt_ms}, min {m.min_rtt_ms}) vs plan "
+        lines = [f"  {m.pair.src} -> {m.pair.dst} ({'+'.join(m.pair.classes)}): min "
+                 f"{m.min_rtt_ms} ms, median {m.median_rtt_ms} (lower quartile {m.low_rtt_ms}) vs plan "
                  f"{m.pair.expected_rtt_ms} ms (tolerance {m.tolerance_ms:.2f} ms, {m.samples} "
                  "samples)" for m in bad]
         raise EmulationError("fidelity gate failed: measured RTT is off the plan on "
@@ -262,7 +277,7 @@ def calibrate(results: list[Measurement], plan: Plan, relayed: set[str],
     """Per relayed link, the one-way delay (ms) to take off so paths match the plan.
 
     `results` were measured with `base` already taken off (none at first). The excess of each
-    pair (median, but at most min + FLOOR_SLACK_MS, minus plan) is the emulator's own latency
+    pair's floor (min - plan, as the verdict reads it) is the emulator's own latency
     (userspace switch, relay wake-ups) left over; it is shared out equally over the relayed links
     on the pair's path, both directions, and each link adds the median of its shares to its base
     (a negative excess gives some back: a calibration made during a CPU spike overshoots).
@@ -278,7 +293,7 @@ def calibrate(results: list[Measurement], plan: Plan, relayed: set[str],
         on_path = [name for name in m.pair.links if name in relayed]
         if not on_path or m.samples < 3:
             continue
-        excess = min(m.median_rtt_ms, m.min_rtt_ms + FLOOR_SLACK_MS) - m.pair.expected_rtt_ms
+        excess = m.min_rtt_ms - m.pair.expected_rtt_ms
         if excess / (2 * len(on_path)) > MAX_COMPENSATION_MS:
             continue
         for name in on_path:

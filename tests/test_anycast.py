@@ -11,7 +11,7 @@ from controller import forwarding as fw
 from controller.ocas import TIMEOUT_ERROR, TIMEOUTS_TO_EXCLUDE, OcaRegistry
 from controller.probe import snapshot, targets
 from topologies.routes import path_links
-from contracts.steering import MONITOR_DEAD_S
+from contracts.steering import MONITOR_DEAD_S, STALE_AFTER_S
 from controller.steering_view import SteeringView
 from topologies.catalog import metro
 from topologies.plan import PlanError
@@ -123,7 +123,7 @@ def test_registry_replaces_the_set_and_keeps_titles():
     assert states["i1oca1"].stored_titles == frozenset({"t0001"}) and states["i1oca1"].load == 1.0
     body = push_body()
     body["ocas"] = body["ocas"][:1]
-    assert reg.apply(body, NOW + 1) == {"ok": True, "ocas": 1, "unreachable": []}
+    assert reg.apply(body, NOW + 1) == {"ok": True, "ocas": 1, "changed": {}, "unreachable": []}
     assert [s.name for s in reg.states()] == ["i1oca1"]
 
 
@@ -199,7 +199,8 @@ def test_probe_snapshot_matches_the_push_format():
     origin, ocas = targets(dep)
     body = snapshot(origin, ocas, [(None, "ClientConnectorError: refused", 0.4)])
     reg = OcaRegistry()
-    assert reg.apply(body, NOW) == {"ok": True, "ocas": 1, "unreachable": ["i1oca1"]}
+    assert reg.apply(body, NOW) == {"ok": True, "ocas": 1, "changed": {"i1oca1": [None, "unreachable"]},
+                                    "unreachable": ["i1oca1"]}
     with pytest.raises(ValueError, match="deployment.ocas"):
         targets({"origin": dep["origin"], "ocas": {}})
 
@@ -303,7 +304,7 @@ def test_anycast_rank_json_offers_the_anycast_address_then_the_origin():
     assert [(x.name, x.tier, x.base_url_root) for x in locs] == [
         ("anycast", "embedded", "http://198.19.254.1:8080"), ("origin", "origin", "http://198.19.10.11:8080")]
     assert locs[0].reason["now_choice"] == "i1oca1"
-    assert [x.retries for x in locs] == [2, 0]  # the network re-steers: the player tries anycast again
+    assert [x.retries for x in locs] == [3, 0]  # the network re-steers: the player tries anycast again
     body = sv.anycast_rank_json("198.18.1.10", None, NOW, frozenset({OCA_LINK}), sv.snapshot())
     assert body["locations"][0]["tier"] == "ixp" and body["locations"][0]["reason"]["now_choice"] == "nfxoca1"
     with pytest.raises(LookupError, match="disabled"):
@@ -370,3 +371,18 @@ def test_link_watcher_sees_a_veth_peer_go_down():
         w.stop()
     finally:
         subprocess.run(["ip", "link", "del", a], check=False)
+
+
+def test_anycast_retries_outlast_the_controllers_detection_of_a_dead_oca():
+    """Players retry the anycast address with doubling pauses for longer than this controller
+    may still steer new connections to a dead OCA (a refused probe: one probe round; a timed-out
+    one: until its heartbeat is stale), so a kill never sends them across transit to the origin."""
+    from contracts.steering import MAX_RETRIES, retries_to_cover, retry_pause_s
+    from controller.ocas import PROBE_INTERVAL_S
+    from controller.steering_view import ANYCAST_RETRIES
+    assert [retry_pause_s(k) for k in (1, 2, 3)] == [0.5, 1.0, 2.0]
+    assert retries_to_cover(0.0) == 0 and retries_to_cover(0.5) == 1 and retries_to_cover(0.51) == 2
+    waited = sum(retry_pause_s(k) for k in range(1, ANYCAST_RETRIES + 1))
+    assert waited >= STALE_AFTER_S + PROBE_INTERVAL_S and ANYCAST_RETRIES <= MAX_RETRIES
+    with pytest.raises(ValueError):
+        retry_pause_s(0)

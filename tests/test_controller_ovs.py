@@ -210,7 +210,9 @@ def test_rank_and_oca_push_over_http(plan_file):
                           "probe": {"ok": True}, "health": {"status": "ok", "load": 0.5}},
                          {"name": "o2", "tier": "ixp", "url": f"http://{ADDR['b']}:8082", "serves": None,
                           "probe": {"ok": False, "error": "refused"}, "health": None}]}
-        assert post(c.api_port, "/ocas", json.dumps(body).encode()) == {"ok": True, "ocas": 2, "unreachable": ["o2"]}
+        assert post(c.api_port, "/ocas", json.dumps(body).encode()) == {
+            "ok": True, "ocas": 2, "changed": {"o1": [None, "ok"], "o2": [None, "unreachable"]},
+            "unreachable": ["o2"]}
         ranked = get(c.api_port, f"/rank?viewer={ADDR['a']}&title=t0001")
         assert [(x["name"], x["base_url_root"]) for x in ranked["locations"]] == [
             ("o1", f"http://{ADDR['b']}:8081"), ("origin", f"http://{ADDR['b']}:8080")]

@@ -202,10 +202,31 @@ def test_fidelity_gate_every_pair_ok(metro_net):
         assert 0 < comp <= 0.8 * delays[name], f"{name}: compensation {comp} ms out of bounds"
     assert len(results) == len(fidelity.pairs(metro_net.plan))
     for m in results:
-        err = m.low_rtt_ms - m.pair.expected_rtt_ms
+        err = fidelity.measured_error_ms(m)
         print(f"gate {m.pair.src:>7} -> {m.pair.dst:<7} plan {m.pair.expected_rtt_ms:6.1f} ms  "
-              f"low {m.low_rtt_ms:7.3f} ms  median {m.median_rtt_ms:7.3f}  min {m.min_rtt_ms:7.3f}  err {err:+6.3f}  "
+              f"min {m.min_rtt_ms:7.3f}  low {m.low_rtt_ms:7.3f}  median {m.median_rtt_ms:7.3f}  err {err:6.3f}  "
               f"tol {m.tolerance_ms:.2f}  {'ok' if m.ok else 'FAIL'}")
-    bad = [f"{m.pair.src}->{m.pair.dst}: {m.low_rtt_ms} vs {m.pair.expected_rtt_ms} "
-           f"(tol {m.tolerance_ms:.2f})" for m in results if not m.ok]
+    bad = [f"{m.pair.src}->{m.pair.dst}: min {m.min_rtt_ms}, median {m.median_rtt_ms} vs "
+           f"{m.pair.expected_rtt_ms} (tol {m.tolerance_ms:.2f})" for m in results if not m.ok]
     assert not bad, f"{len(bad)} of {len(results)} pairs off the plan: " + "; ".join(bad)
+
+
+def test_fidelity_gate_refuses_a_wrong_link(metro_net):
+    """The gate's negative test: one access link made 1 ms slower each way, then 1 ms faster
+    (its relay restarted with that error), is refused on every pair that crosses it; restored,
+    the same pairs pass again."""
+    link = "i1v1:0-oci1lan:1"
+    base = metro_net.compensation_ms.get(link, 0.0)
+    crossing = [p for p in fidelity.pairs(metro_net.plan) if link in p.links]
+    assert crossing
+    try:
+        for shift_ms in (-1.0, 1.0):  # compensation: less is slower, more is faster
+            metro_net._restart_relays({link: base + shift_ms})
+            got = fidelity.gate(metro_net, raise_on_fail=False, only=crossing)
+            assert len(got) == len(crossing) and not any(m.ok for m in got), \
+                [(m.pair.src, m.min_rtt_ms, m.median_rtt_ms, m.pair.expected_rtt_ms) for m in got]
+    finally:
+        metro_net._restart_relays({link: base})
+    again = fidelity.remeasure(metro_net, fidelity.gate(metro_net, raise_on_fail=False, only=crossing),
+                               3, 2.0, fidelity.SETTLE_BUSY_FRAC)
+    assert all(m.ok for m in again), [(m.pair.src, m.min_rtt_ms, m.median_rtt_ms) for m in again]
