@@ -91,6 +91,7 @@ class CacheControl:
     # region -> title -> predicted share (fillplan.history_popularity); None: plan from the
     # regional popularity players draw from (the truth)
     history: dict[str, dict[str, float]] | None = None
+    push_started_unix: float | None = None  # when push_when_ready began (midnight of a fill run)
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/heartbeat", self.heartbeat), web.get("/ocas", self.ocas),
@@ -279,6 +280,7 @@ class CacheControl:
     async def push_when_ready(self, wait_s: float, tier_wait_s: float | None = None) -> dict:
         """Wait (bounded by wait_s) until every OCA's capacity is known, then push tiered
         (`push_tiered`); log and return {"results": per OCA, "tiers": per-tier timing}."""
+        self.push_started_unix = self.clock()
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline and any(self.capacity_bytes(o) is None
                                                   for o in self.deployment.ocas):

@@ -253,6 +253,18 @@ class Services:
             time.sleep(0.5)
         raise EmulationError(f"control plane manifests not warm after {timeout_s} s: {warm}")
 
+    def fill_push_unix(self, timeout_s: float = 30.0) -> float:
+        """When the control plane began its fill push (its /health `fill_push_unix`, the same
+        machine's clock): midnight of a fill run. EmulationError if it has not in timeout_s."""
+        import time
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            at = self._get_json(self.control_url + "/health").get("fill_push_unix")
+            if isinstance(at, (int, float)):
+                return float(at)
+            time.sleep(0.1)
+        raise EmulationError(f"control plane did not start its fill push in {timeout_s} s")
+
     def play(self, viewer: str, n_viewers: int, segments: int, seed: int, tag: str | None = None,
              titles: str | None = None, ramp_s: float = 0.0, max_wall_s: float = 300, speed: float = 1.0):
         """Start a player process in `viewer`'s host; returns its Popen (caller waits). Its logs

@@ -103,15 +103,16 @@ def _run_day(net, run_dir: Path, arm: str, cap: float, cfg: dict, seed: int, tab
                           miss=cfg["miss"] if arm == "proactive" else "proxy", history={"seed": seed},
                           fill="network" if arm == "proactive" else "none",
                           fill_segments_per_title=spt, abr=cfg["abr"],
-                          # midnight is when the control plane pushes the fill plan (at its start):
-                          # the day must not wait for manifests (they warm in the background)
-                          wait_warm=False, control_args=("--fill-window-s", str(fill_window_s),
+                          # manifests warm before midnight (the control plane pushes the fill
+                          # plan only then): hashing them took a core away from the night's fill
+                          control_args=("--fill-window-s", str(fill_window_s),
                                         "--fill-rate-mbps", str(cfg["fill_rate_mbps"])))
     svc = Services(net, run_dir / "arms" / f"{arm}-{cap:g}", opts)
     procs = []
     try:
         svc.start()
-        t0 = time.time()  # midnight: the fill window opens when the control plane pushes (at start)
+        # midnight: the fill window opens when the control plane pushes (once manifests are warm)
+        t0 = svc.fill_push_unix() if opts.fill == "network" else time.time()
         by_isp = viewers_by_isp(net.plan)
         with LinkSampler(net, t0, tags) as sampler:
             for i, count in enumerate(cfg["slot_counts"]):

@@ -496,3 +496,25 @@ def test_push_when_ready_reports_every_oca_and_tier_timing():
     assert [t["tier"] for t in out["tiers"]] == ["ixp", "embedded"]
     assert out["tiers"][0]["timed_out"] == []  # a failed push is not waited for
     assert all(t["elapsed_s"] >= t["push_s"] >= 0 for t in out["tiers"])
+
+
+@integration
+def test_fill_push_waits_for_warm_manifests_and_records_midnight():
+    """The push starts only once the manifest warm is done (it would share the CPU with the
+    night's fill), and the control plane records when it began: the fill run's midnight."""
+    from appliances.control import push_after_warm
+    dep = _dep([_oca("emb", "embedded", "http://127.0.0.1:9", 12)])
+
+    async def main():
+        cp = build_control(dep, KEY)
+        warm_done = []
+
+        def warm():
+            time.sleep(0.4)
+            warm_done.append(time.time())
+        warm_task = asyncio.create_task(asyncio.to_thread(warm))
+        assert cp.cache.push_started_unix is None
+        await push_after_warm(warm_task, cp.cache, 0.0)
+        return warm_done[0], cp.cache.push_started_unix
+    warm_end, pushed = asyncio.run(main())
+    assert pushed is not None and pushed >= warm_end
