@@ -254,7 +254,8 @@ def check(results: list[Measurement]) -> None:
     """Raise EmulationError listing every pair off the plan (nothing if all are within tolerance)."""
     bad = [m for m in results if not m.ok]
     if bad:
-        lines = [f"  {m.pair.src} -> {m.pair.dst} ({'+'.join(m.pair.classes)}): min "
+        lines = [f"  {m.pair.src} -> {m.pair.dst} over {' + '.join(m.pair.links)} "
+                 f"({'+'.join(m.pair.classes)}): min "
                  f"{m.min_rtt_ms} ms, median {m.median_rtt_ms} (lower quartile {m.low_rtt_ms}) vs plan "
                  f"{m.pair.expected_rtt_ms} ms (tolerance {m.tolerance_ms:.2f} ms, {m.samples} "
                  "samples)" for m in bad]

@@ -17,6 +17,7 @@ import pytest
 from conftest import emulation_unavailable
 from emulation import fidelity
 from emulation.ledger import alive, ovs_bridges, root_intfs
+from emulation.linkemu import EmulationError
 from topologies.plan import Link, LinkEnd, Node, Plan
 from topologies.routes import l3_path
 
@@ -225,6 +226,8 @@ def test_fidelity_gate_refuses_a_wrong_link(metro_net):
             got = fidelity.gate(metro_net, raise_on_fail=False, only=crossing)
             assert len(got) == len(crossing) and not any(m.ok for m in got), \
                 [(m.pair.src, m.min_rtt_ms, m.median_rtt_ms, m.pair.expected_rtt_ms) for m in got]
+            with pytest.raises(EmulationError, match=re.escape(link)):  # the refusal names the link
+                fidelity.check(got)
     finally:
         metro_net._restart_relays({link: base})
     again = fidelity.remeasure(metro_net, fidelity.gate(metro_net, raise_on_fail=False, only=crossing),

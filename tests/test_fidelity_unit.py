@@ -295,3 +295,13 @@ def test_settle_measures_again_until_close_and_keeps_the_closest(monkeypatch):
     assert got == 31.0 and slept == [1.0, 2.0, 3.0]
     slept.clear()
     assert fidelity.settle(lambda: 47.0, lambda x: abs(x - 47.8), 2.4) == 47.0 and slept == []
+
+
+def test_check_names_every_link_of_a_refused_pair():
+    from emulation.fidelity import check
+    from emulation.linkemu import EmulationError
+    p = Pair("i1br", "i1v1", "198.18.1.10", ("i1br:0-oci1lan:0", "i1v1:0-oci1lan:1"),
+             ("internal", "access"), 8.0, 0.0)
+    check([judge(p, [8.1] * 10)])  # on the plan: nothing raised
+    with pytest.raises(EmulationError, match=r"i1br -> i1v1 over i1br:0-oci1lan:0 \+ i1v1:0-oci1lan:1"):
+        check([judge(p, [10.0] * 10)])
