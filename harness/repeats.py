@@ -1,9 +1,10 @@
 """Spread over repeats (`ocalab run X --repeat N`) and the same-seed reproducibility check.
 
 A series folder holds rep1..repN, each a complete run folder with summary.csv. The series'
-summary.csv has one row per (key..., metric): n, mean, sd, min, max of numeric figures, and for
-the scenario's seed-stable figures `stable`=1 and `identical`=1 when every repeat gave the same
-value. Pure: reads and writes files only, needs no root.
+summary.csv has the columns of one run's summary, each figure the median over the repeats
+(`medians`); its spread.csv has one row per (key..., metric): n, mean, sd, min, max of numeric
+figures, and for the scenario's seed-stable figures `stable`=1 and `identical`=1 when every
+repeat gave the same value. Pure: reads and writes files only, needs no root.
 """
 from __future__ import annotations
 
@@ -58,6 +59,24 @@ def spread(summaries: list[list[dict]], key: tuple[str, ...], stable: tuple[str,
     return out
 
 
+def medians(summaries: list[list[dict]], key: tuple[str, ...]) -> list[dict]:
+    """One row per key, in the columns of one run's summary: a figure numeric in every repeat
+    that has the row is its median over them; any other value is kept when every repeat gave
+    the same text, else the repeats' texts joined by "|" (as spread's `values`)."""
+    rows = spread(summaries, key, ())
+    out: dict[tuple, dict] = {}
+    for r in rows:
+        k = tuple(r[c] for c in key)
+        texts = r["values"].split("|")
+        present = [t for t in texts if t != ""]
+        if present and r["n"] == len(present):
+            value = statistics.median(float(t) for t in present)
+        else:
+            value = texts[0] if len(set(texts)) == 1 else r["values"]
+        out.setdefault(k, dict(zip(key, k)))[r["metric"]] = value
+    return list(out.values())
+
+
 def read_summary(run_dir: Path) -> list[dict]:
     path = run_dir / "summary.csv"
     if not path.exists() or not path.read_text().strip():
@@ -73,11 +92,13 @@ def children(top: Path) -> list[Path]:
 
 
 def summarize_series(top: Path, sc, rebuild: bool = False) -> str:
-    """Write the series' summary.csv from its repeats' summaries; return a short text report."""
+    """Write the series' summary.csv (medians) and spread.csv from its repeats' summaries;
+    return a short text report."""
     reps = children(top)
     summaries = [sc.summarize(d) if rebuild else read_summary(d) for d in reps]
     rows = spread(summaries, sc.key, sc.stable)
-    write_csv(top / "summary.csv", rows)
+    write_csv(top / "spread.csv", rows)
+    write_csv(top / "summary.csv", medians(summaries, sc.key))
     return format_spread(rows, len(reps))
 
 

@@ -67,9 +67,22 @@ def test_series_summary_is_rebuilt_from_the_repeats(tmp_path):
     sc = Scenario(name="t", settings=dict, tables=(), body=None, summarize=None, format_table=None, stable=("hops",))
     text = summarize_series(tmp_path, sc)
     assert "0/1 seed-stable figures identical" in text
-    lines = (tmp_path / "summary.csv").read_text().splitlines()
+    lines = (tmp_path / "spread.csv").read_text().splitlines()
     assert lines[0].startswith("arm,metric,n,mean,sd,min,max,stable,identical,values")
     assert any(line.startswith("a,ttfb_ms,3,20.0,10.0,10.0,30.0,0,0") for line in lines)
+    # summary.csv reads like one run's: per arm, each figure the median over the repeats
+    assert (tmp_path / "summary.csv").read_text().splitlines() == ["arm,hops,ttfb_ms", "a,1.0,20.0"]
+
+
+def test_medians_keep_one_runs_columns_and_join_texts_that_differ():
+    from harness.repeats import medians
+    reps = [[{"arm": "a", "hops": 2, "servers": "x", "note": "p"}, {"arm": "b", "hops": 5, "servers": "y", "note": ""}],
+            [{"arm": "a", "hops": 4, "servers": "x", "note": "q"}, {"arm": "b", "hops": "", "servers": "y", "note": ""}],
+            [{"arm": "a", "hops": 9, "servers": "x", "note": "p"}]]
+    rows = {r["arm"]: r for r in medians(reps, ("arm",))}
+    assert rows["a"] == {"arm": "a", "hops": 4.0, "servers": "x", "note": "p|q|p"}
+    # b: one repeat lacks the row, one left the figure empty: the median of the numbers there are
+    assert rows["b"]["hops"] == 5.0 and rows["b"]["servers"] == "y|y|" and rows["b"]["note"] == ""
 
 
 def test_run_rejects_a_repeat_below_one(tmp_path, capsys):
