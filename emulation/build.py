@@ -328,7 +328,8 @@ class Network:
     def verify(self, raise_on_fail: bool = True) -> list:
         """The fidelity gate; results kept in self.fidelity. With relays: measure, take the
         emulator's own latency off each relayed link, and measure again while a pair is off by
-        more than CALIBRATION_AIM of its tolerance (at most CALIBRATION_ROUNDS rounds, MAX_CALIBRATION_ROUNDS while a pair reads early; the last
+        more than CALIBRATION_AIM of its tolerance (at most CALIBRATION_ROUNDS rounds,
+        MAX_CALIBRATION_ROUNDS while a pair reads early; the last
         measurement is the verdict). Every measurement waits for a quiet machine and measures
         pairs off the plan once more (fidelity.measure); before the verdict, pairs still off get
         SETTLE_ROUNDS more tries (fidelity.remeasure), counted in self.settle_remeasured."""

@@ -30,17 +30,10 @@ def spread(summaries: list[list[dict]], key: tuple[str, ...], stable: tuple[str,
     `summaries` holds one summary (a list of rows) per repeat. A metric is `identical` when every
     repeat has the row and all values are equal as text (as written in summary.csv)."""
     n_rep = len(summaries)
-    keys: list[tuple] = []
-    cols: list[str] = []
-    for rows in summaries:
-        for r in rows:
-            k = tuple(str(r.get(c, "")) for c in key)
-            if k not in keys:
-                keys.append(k)
-            cols += [c for c in r if c not in key and c not in cols]
+    keys, cols = _keys_and_columns(summaries, key)
     out = []
     for k in keys:
-        found = [next((r for r in rows if tuple(str(r.get(c, "")) for c in key) == k), None) for rows in summaries]
+        found = _rows_of(summaries, key, k)
         for col in cols:
             vals = [None if r is None else r.get(col) for r in found]
             text = ["" if v is None else str(v) for v in vals]
@@ -59,22 +52,43 @@ def spread(summaries: list[list[dict]], key: tuple[str, ...], stable: tuple[str,
     return out
 
 
+def _keys_and_columns(summaries: list[list[dict]], key: tuple[str, ...]) -> tuple[list[tuple], list[str]]:
+    """Every key (as text) and every non-key column of the repeats' summaries, in first-seen order."""
+    keys: list[tuple] = []
+    cols: list[str] = []
+    for rows in summaries:
+        for r in rows:
+            k = tuple(str(r.get(c, "")) for c in key)
+            if k not in keys:
+                keys.append(k)
+            cols += [c for c in r if c not in key and c not in cols]
+    return keys, cols
+
+
+def _rows_of(summaries: list[list[dict]], key: tuple[str, ...], k: tuple) -> list[dict | None]:
+    """Per repeat, its row with key `k` (None where it has none)."""
+    return [next((r for r in rows if tuple(str(r.get(c, "")) for c in key) == k), None) for rows in summaries]
+
+
 def medians(summaries: list[list[dict]], key: tuple[str, ...]) -> list[dict]:
     """One row per key, in the columns of one run's summary: a figure numeric in every repeat
-    that has the row is its median over them; any other value is kept when every repeat gave
-    the same text, else the repeats' texts joined by "|" (as spread's `values`)."""
-    rows = spread(summaries, key, ())
-    out: dict[tuple, dict] = {}
-    for r in rows:
-        k = tuple(r[c] for c in key)
-        texts = r["values"].split("|")
-        present = [t for t in texts if t != ""]
-        if present and r["n"] == len(present):
-            value = statistics.median(float(t) for t in present)
-        else:
-            value = texts[0] if len(set(texts)) == 1 else r["values"]
-        out.setdefault(k, dict(zip(key, k)))[r["metric"]] = value
-    return list(out.values())
+    that has a value for it is its median over them; any other value is kept when every repeat
+    wrote the same text, else the repeats' texts joined by "|" (as spread's `values`)."""
+    keys, cols = _keys_and_columns(summaries, key)
+    out = []
+    for k in keys:
+        found = _rows_of(summaries, key, k)
+        row: dict = dict(zip(key, k))
+        for col in cols:
+            text = ["" if r is None or r.get(col) is None else str(r.get(col)) for r in found]
+            present = [t for t in text if t != ""]
+            nums = [x for x in (_num(t) for t in present) if x is not None]
+            if present and len(nums) == len(present):
+                row[col] = statistics.median(nums)
+            else:
+                row[col] = text[0] if len(set(text)) == 1 else "|".join(text)
+        out.append(row)
+    return out
 
 
 def read_summary(run_dir: Path) -> list[dict]:

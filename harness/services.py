@@ -262,7 +262,7 @@ class Services:
             at = self._get_json(self.control_url + "/health").get("fill_push_unix")
             if isinstance(at, (int, float)):
                 return float(at)
-            time.sleep(0.1)
+            time.sleep(0.2)
         raise EmulationError(f"control plane did not start its fill push in {timeout_s} s")
 
     def play(self, viewer: str, n_viewers: int, segments: int, seed: int, tag: str | None = None,

@@ -42,7 +42,7 @@ def summary(rows: list[dict], timings_s: dict) -> dict:
     """Pairs, failed pairs and the absolute RTT error (max, mean) of the gate's rows."""
     from contracts.stats import mean
     from emulation.fidelity import error_ms
-    errs = [error_ms(r["expected_rtt_ms"], r["min_rtt_ms"]) for r in rows]  # the verdict's
+    errs = [error_ms(r["expected_rtt_ms"], r["min_rtt_ms"]) for r in rows]  # the verdict's error
     return {"pairs": len(rows), "failed": sum(not r["ok"] for r in rows), "max_err_ms": round(max(errs), 3),
             "mean_err_ms": round(mean(errs), 3), **timings_s}
 
