@@ -4,7 +4,9 @@ CLI:
   python -m appliances.control --listen HOST:PORT --deployment FILE --token-key FILE
       [--steering URL] [--telemetry-log FILE] [--steering-log FILE] [--token-ttl-s N]
       [--push-fill] [--fill-wait-s S] [--fill-window-s S] [--fill-rate-mbps R]
-      [--fill-segments-per-title N] [--history FILE] [--drop-health-misses] [--warm-titles N]
+      [--fill-segments-per-title N] [--history FILE] [--release TITLE ...] [--drop-health-misses]
+      [--warm-titles N]
+--release TITLE (repeatable): a title released today; fill plans put it first (a catalog title).
 --history FILE: yesterday's sessions, CSV `region,title` (appliances/history.py); fill plans are
 then built from their add-one smoothed per-region shares instead of the popularity players draw
 from. A bad file exits 2 with one `control: error: FILE:LINE: ...` line before serving.
@@ -83,7 +85,8 @@ def build_control(deployment: Deployment, key: bytes, steering_url: str | None =
                   fill_window_s: float = 12 * 3600.0, fill_rate_mbps: float = 100.0,
                   fill_segments_per_title: int | None = None,
                   steering_policy: str | None = None,
-                  history: dict[str, dict[str, float]] | None = None) -> ControlPlane:
+                  history: dict[str, dict[str, float]] | None = None,
+                  releases: tuple[str, ...] = ()) -> ControlPlane:
     """Wire the three services into one aiohttp application. `steering_policy` is sent to the
     controller with every rank query (None: the controller's default); `history` (region ->
     title -> share, see load_history) makes fill plans predicted, None keeps the truth."""
@@ -95,7 +98,8 @@ def build_control(deployment: Deployment, key: bytes, steering_url: str | None =
                                token_ttl_s=token_ttl_s, steering_log=steering_log)
     cache = CacheControl(deployment, catalog, registry, fill_window_s=fill_window_s,
                          fill_rate_mbps=fill_rate_mbps,
-                         segments_per_title=fill_segments_per_title, history=history)
+                         segments_per_title=fill_segments_per_title, history=history,
+                         releases=releases)
     telemetry = Telemetry(sink=telemetry_sink)
     app = web.Application(middlewares=[json_errors], client_max_size=4 * 1024 * 1024)
     app.add_routes(playback.routes() + cache.routes() + telemetry.routes())
@@ -168,6 +172,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--fill-window-s", type=float, default=12 * 3600.0)
     p.add_argument("--fill-rate-mbps", type=float, default=100.0)
     p.add_argument("--fill-segments-per-title", type=int, default=None)
+    p.add_argument("--release", metavar="TITLE", action="append", default=[],
+                   help="a title released today: first in every fill plan (repeatable)")
     p.add_argument("--history", metavar="FILE", default=None,
                    help="CSV region,title of yesterday's sessions: plan fills from it "
                         "(predicted popularity) instead of the players' own distribution")
@@ -183,13 +189,17 @@ async def serve(args: argparse.Namespace, stack: ExitStack) -> int:
     deployment = load_deployment(args.deployment)
     key = tokens.load_key(args.token_key)
     history = load_history(args.history, deployment) if args.history else None
+    unknown = sorted(set(args.release) - set(Catalog(deployment.catalog).titles()))
+    if unknown:
+        raise ValueError(f"--release: {', '.join(unknown)} not in the catalog")
     if args.token_ttl_s < 1 or args.warm_titles < 0:
         raise ValueError("--token-ttl-s must be >= 1 and --warm-titles >= 0")
     tsink = stack.enter_context(open(args.telemetry_log, "a")) if args.telemetry_log else None
     ssink = stack.enter_context(open(args.steering_log, "a")) if args.steering_log else None
     cp = build_control(deployment, key, args.steering, tsink, ssink, args.token_ttl_s,
                        args.drop_health_misses, args.fill_window_s, args.fill_rate_mbps,
-                       args.fill_segments_per_title, args.steering_policy, history)
+                       args.fill_segments_per_title, args.steering_policy, history,
+                       tuple(dict.fromkeys(args.release)))
     runner = web.AppRunner(cp.app, access_log=None, handle_signals=False)
     await runner.setup()
     host, port = args.listen

@@ -92,6 +92,7 @@ class CacheControl:
     # regional popularity players draw from (the truth)
     history: dict[str, dict[str, float]] | None = None
     push_started_unix: float | None = None  # when push_when_ready began (midnight of a fill run)
+    releases: tuple[str, ...] = ()  # titles released today: first in every plan (fillplan.plan_oca)
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/heartbeat", self.heartbeat), web.get("/ocas", self.ocas),
@@ -135,7 +136,7 @@ class CacheControl:
         n = min(segments_per_title or self.segments_per_title or total, total)
         return plan_oca(self.deployment, oca, self.catalog.popularity(),
                         self.catalog.spec.ladder_kbps, n, self.catalog.segment_size, cap,
-                        history=self.history)
+                        history=self.history, releases=self.releases)
 
     def _body(self, oca: OcaSpec, plan: FillPlan) -> dict:
         rate = oca.fill_rate_mbps if oca.fill_rate_mbps is not None else self.fill_rate_mbps

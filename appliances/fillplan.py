@@ -10,8 +10,9 @@ Invariants:
   `history` uses only the add-one smoothed shares of that trace (`history_popularity`), never the
   truth. A region the OCA serves that has no history entry falls back to the base popularity.
 - A plan takes whole titles (every rung, the first `segments_per_title` segments) in
-  decreasing popularity (ties by title name); a title that does not fit is skipped and smaller
-  later titles may still fit. The planned bytes never exceed capacity_bytes * headroom.
+  decreasing popularity (ties by title name), after the titles released today (`releases`, in
+  their given order: pre-positioned before launch, as no history can rank them); a title that
+  does not fit is skipped and smaller later titles may still fit. The planned bytes never exceed capacity_bytes * headroom.
 - Fill sources are ranked peer (other OCAs of the same site, by name) -> tier (IXP OCAs of
   other sites, by name) -> origin.
 """
@@ -45,7 +46,8 @@ def regional_popularity(base: Mapping[str, float], preference_seed: int,
     return {t: w / total for t, w in weights.items()}
 
 
-def _overlaps(oca: OcaSpec, region: RegionSpec) -> bool:
+def serves_region(oca: OcaSpec, region: RegionSpec) -> bool:
+    """Whether the OCA serves any prefix of the region."""
     return any(a.version == b.version and a.overlaps(b)
                for a in oca.serves for b in region.prefixes)
 
@@ -60,7 +62,7 @@ def oca_popularity(deployment: Deployment, oca: OcaSpec, base: Mapping[str, floa
     Without history a region's popularity is regional_popularity (the truth); with history it
     is history[region] (a prediction), or base for a region absent from history.
     """
-    regions = [r for r in deployment.regions if _overlaps(oca, r)]
+    regions = [r for r in deployment.regions if serves_region(oca, r)]
     if not regions:
         return dict(base)
     if history is None:
@@ -109,23 +111,35 @@ def _check_history_args(deployment: Deployment, sessions_per_region: int, drift:
 
 def history_trace(deployment: Deployment, base: Mapping[str, float], *,
                   sessions_per_region: int, drift: float,
-                  seed: int) -> list[tuple[str, str]]:
-    """Yesterday's sessions as (region name, title), regions in name order.
+                  seed: int, days: int = 1, skip_days: int = 0) -> list[tuple[str, str]]:
+    """The sessions of `days` past days as (region name, title): the oldest day first, regions
+    in name order within a day. Day 1 is yesterday; `skip_days` leaves out the most recent
+    days (skip_days=1: the history as it was a night ago, the day before yesterday and older).
 
     Per region: its regional_popularity (truth) times a seeded drift exp(drift * N(0,1)) per
-    title (rng "history-drift|{seed}|{region}"; drift 0 = none), renormalised; then
-    `sessions_per_region` titles drawn with rng "history-sessions|{seed}|{region}".
+    title (rng "history-drift|{seed}|{region}", the same tastes every past day; drift 0 = none),
+    renormalised; then `sessions_per_region` titles per day drawn with rng
+    "history-sessions|{seed}|{region}" for day 1 and "...|{region}|d{day}" for an older day.
+    Pooling several days smooths the prediction, as Open Connect's popularity does ("several
+    days of history"), and makes two nights' plans differ by one day of sessions.
     Same arguments, same trace.
     """
     _check_history_args(deployment, sessions_per_region, drift, seed)
+    for name, v in (("days", days), ("skip_days", skip_days)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < (1 if name == "days" else 0):
+            raise ValueError(f"{name} must be an integer >= {1 if name == 'days' else 0}, got {v!r}")
     trace: list[tuple[str, str]] = []
-    for region in sorted(deployment.regions, key=lambda r: r.name):
-        truth = regional_popularity(base, region.preference_seed)
-        pop = _drifted(truth, drift, f"history-drift|{seed}|{region.name}")
-        titles = list(pop)
-        rng = random.Random(f"history-sessions|{seed}|{region.name}")
-        drawn = rng.choices(titles, weights=[pop[t] for t in titles], k=sessions_per_region)
-        trace.extend((region.name, t) for t in drawn)
+    regions = sorted(deployment.regions, key=lambda r: r.name)
+    pops = {r.name: _drifted(regional_popularity(base, r.preference_seed), drift,
+                             f"history-drift|{seed}|{r.name}") for r in regions}
+    for day in range(skip_days + days, skip_days, -1):
+        for region in regions:
+            pop = pops[region.name]
+            titles = list(pop)
+            day_tag = "" if day == 1 else f"|d{day}"
+            rng = random.Random(f"history-sessions|{seed}|{region.name}{day_tag}")
+            drawn = rng.choices(titles, weights=[pop[t] for t in titles], k=sessions_per_region)
+            trace.extend((region.name, t) for t in drawn)
     return trace
 
 
@@ -234,8 +248,12 @@ def fill_sources(deployment: Deployment, oca: OcaSpec) -> list[str]:
 def plan_oca(deployment: Deployment, oca: OcaSpec, base_popularity: Mapping[str, float],
              ladder_kbps: Sequence[int], segments_per_title: int, size_fn: SizeFn,
              capacity_bytes: int, headroom: float = DEFAULT_HEADROOM,
-             history: History | None = None) -> FillPlan:
-    """The fill plan of one OCA (see module invariants); `history` as in oca_popularity."""
+             history: History | None = None, releases: Sequence[str] = ()) -> FillPlan:
+    """The fill plan of one OCA (see module invariants); `history` as in oca_popularity;
+    `releases`: titles released today, planned first (ValueError if one is not a title)."""
+    unknown = [t for t in releases if t not in base_popularity]
+    if unknown:
+        raise ValueError(f"releases: {unknown} not in the catalog")
     if capacity_bytes < 0:
         raise ValueError(f"capacity_bytes must be >= 0, got {capacity_bytes}")
     if segments_per_title < 1:
@@ -246,7 +264,8 @@ def plan_oca(deployment: Deployment, oca: OcaSpec, base_popularity: Mapping[str,
     def title_bytes(t: str) -> int:
         return sum(size_fn(t, k, i) for k in ladder_kbps for i in range(segments_per_title))
 
-    order = popularity_order(oca_popularity(deployment, oca, base_popularity, history))
+    ranked = popularity_order(oca_popularity(deployment, oca, base_popularity, history))
+    order = list(dict.fromkeys(releases)) + [t for t in ranked if t not in releases]
     titles, used = select_titles(order, title_bytes, int(capacity_bytes * headroom))
     segments = tuple((t, k, i) for t in titles for k in ladder_kbps
                      for i in range(segments_per_title))

@@ -17,8 +17,8 @@ LocalSteering invariants (on top of the ranker's order):
   miss (no heartbeat, heartbeat older than stale_after_s, or status != ok), kept as a last
   fallback, or dropped when drop_health_misses is set;
 - reason["content"] is "unknown" for a health miss (its heartbeat is not trusted), else the
-  ranker's `content_verdict`: "hit", "miss" or "unknown" (neither title_objects with a known
-  need nor stored_titles); so "miss" exactly when reason["group"] is 1.
+  ranker's `content_verdict`: "hit", "miss", "pull" (a pull-through OCA) or "unknown" (neither
+  title_objects with a known need nor stored_titles); so "miss" exactly when reason["group"] is 1.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from appliances.control_health import HealthRegistry, OcaHealth
 from contracts.deployment import Deployment, OcaSpec
 from contracts.steering import (G_CONTENT_MISS, G_HEALTH_MISS, G_OK, G_ORIGIN, STALE_AFTER_S,
                                 Candidate, Location, PathMetrics, Ranked, content_verdict,
-                                rank_candidates, title_objects_of)
+                                pulls_through_of, rank_candidates, title_objects_of)
 
 # the controller's groups -> the fallback's reason["group"] (it has no overloaded band)
 LOCAL_GROUP = {G_OK: 0, G_CONTENT_MISS: 1, G_ORIGIN: 2, G_HEALTH_MISS: 3}
@@ -54,7 +54,8 @@ def candidate(oca: OcaSpec, entry: OcaHealth | None) -> Candidate:
                      heartbeat_s=None if entry is None else entry.received_unix,
                      status=None if health is None else health.get("status"),
                      stored_titles=stored if isinstance(stored, list) else None,
-                     title_objects=title_objects_of(health), ref=oca)
+                     title_objects=title_objects_of(health),
+                     pulls_through=pulls_through_of(health), ref=oca)
 
 
 @dataclass

@@ -26,7 +26,8 @@ Invariants of `rank_candidates()`:
 - fail static: a heartbeat's age is taken at `pushed_s` (not `now`) unless that is None or
   older than MONITOR_DEAD_S, so a stalled monitor does not make every OCA a health miss at once;
 - content (`content_verdict`): `title=None` (anycast: unknown when a connection opens) is never
-  a content miss; with both the OCA's `title_objects` and the session's `need_objects` known, the
+  a content miss, nor is an OCA that pulls through (`pulls_through`: its miss mode is `proxy`,
+  the pull-through ablation, so it fetches what it lacks from the next tier); with both the OCA's `title_objects` and the session's `need_objects` known, the
   OCA misses iff it stores fewer than need_objects objects of the title (a session of N segments
   at any rung of an L-rung ladder needs L * N of them); otherwise, with `stored_titles` known, it
   misses iff it stores no object of the title at all; with neither, the content is unknown (not
@@ -84,7 +85,8 @@ class PathMetrics:
 class Candidate:
     """One OCA as the ranker sees it. path: metrics from the viewer, None for no path;
     heartbeat_s: when its last heartbeat arrived (clock of `now`), None if never; status: that
-    heartbeat's status; stored_titles: None if unknown; ref: the caller's record, untouched."""
+    heartbeat's status; stored_titles: None if unknown; pulls_through: a miss is fetched from
+    upstream (never a content miss); ref: the caller's record, untouched."""
     name: str
     tier: str
     path: PathMetrics | None
@@ -93,6 +95,7 @@ class Candidate:
     load: float = 0.0
     stored_titles: Collection[str] | None = None
     title_objects: Mapping[str, int] | None = None
+    pulls_through: bool = False
     ref: Any = field(default=None, compare=False)
 
 
@@ -152,11 +155,20 @@ def check_need_objects(need_objects: int | None) -> None:
         raise ValueError(f"need_objects must be an integer >= 1, got {need_objects!r}")
 
 
+def pulls_through_of(health: dict | None) -> bool:
+    """Whether an OCA health JSON says the OCA pulls a miss through from upstream (miss_mode
+    "proxy"); False when unknown."""
+    return isinstance(health, dict) and health.get("miss_mode") == "proxy"
+
+
 def content_verdict(c: Candidate, title: str | None, need_objects: int | None = None) -> str:
-    """"hit", "miss" or "unknown" for the session's content at `c` (see module invariants;
-    only "miss" ranks lower). title None: "unknown" (anycast, never a miss)."""
+    """"hit", "miss", "pull" or "unknown" for the session's content at `c` (see module
+    invariants; only "miss" ranks lower). title None: "unknown" (anycast, never a miss); an OCA
+    that pulls through: "pull" (it serves any title, fetching what it lacks)."""
     if title is None:
         return "unknown"
+    if c.pulls_through:
+        return "pull"
     if c.title_objects is not None and need_objects is not None:
         return "miss" if c.title_objects.get(title, 0) < need_objects else "hit"
     if c.stored_titles is not None:

@@ -29,7 +29,7 @@ import ipaddress
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from contracts.steering import title_objects_of
+from contracts.steering import pulls_through_of, title_objects_of
 
 from .steering import OcaState, Origin
 
@@ -100,7 +100,8 @@ def _oca(d: object, i: int, now: float, prev: _Entry | None) -> _Entry:
         state = OcaState(name, tier, url_host(d.get("url"), where),
                          tuple(serves) if serves is not None else None, status=status, load=load,
                          heartbeat_s=heartbeat, stored_titles=titles,
-                         title_objects=title_objects_of(health) if ok else None, url=d["url"])
+                         title_objects=title_objects_of(health) if ok else None, url=d["url"],
+                         pulls_through=ok and pulls_through_of(health))
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from None
     return _Entry(state, dict(probe), health if ok else (prev.health if prev else None), now, timeouts)

@@ -38,6 +38,7 @@ class OcaState:
     stored_titles: frozenset[str] | None = None
     url: str | None = None
     title_objects: Mapping[str, int] | None = field(default=None, hash=False)
+    pulls_through: bool = False  # miss mode proxy: fetches any title it lacks (never a content miss)
 
     def __post_init__(self) -> None:
         if self.tier not in ("embedded", "ixp"):
@@ -85,7 +86,7 @@ def rank(viewer_ip: str, title: str | None, ocas: list[OcaState], view: dict[str
     check_policy(policy, load_threshold)
     ipaddress.ip_address(viewer_ip)
     candidates = [Candidate(o.name, o.tier, view.get(o.name), o.heartbeat_s, o.status, o.load,
-                            o.stored_titles, o.title_objects, ref=o)
+                            o.stored_titles, o.title_objects, o.pulls_through, ref=o)
                   for o in ocas if o.serves(viewer_ip)]
     ranked = rank_candidates(title, candidates, origin.name, now, policy=policy,
                              load_threshold=load_threshold, stale_after_s=stale_after_s,

@@ -37,8 +37,14 @@ class ServiceOptions:
     fill: str = "none"                    # none | network (the control plane pushes plans at start)
     stage_tiers: tuple[str, ...] = ()     # tiers whose stores hold their plan before start (harness.staging)
     launch_titles: tuple[str, ...] = ()   # released today: in no history, no staged store
-    history: dict | None = None           # yesterday's trace {seed, sessions_per_region, drift}; None: plans
+    history: dict | None = None           # past days' trace {seed, sessions_per_region, drift, days, skip_days}; None: plans
                                           # use today's popularity (fill scenario's truth-based baseline)
+    # the history the staged plans come from, e.g. `history` a night ago (skip_days 1), so a
+    # store holds last night's plan and tonight's push moves only the change (Open Connect's
+    # nightly fill); None: `history` (the stores hold tonight's plan already)
+    stage_history: dict | None = None
+    lru_tiers: tuple[str, ...] = ()       # stage_tiers staged with yesterday's LRU state, not a plan
+    fill_rate_mbps: dict | None = None    # tier -> each OCA's fill rate cap (deployment fill_rate_mbps)
     fill_segments_per_title: int | None = None
     steering: str = "manifest"            # manifest (controller ranks OCA URLs) | anycast (SDN)
     oca_args: tuple[str, ...] = ()        # extra OCA flags, e.g. ("--max-streams", "4")
@@ -54,6 +60,14 @@ class ServiceOptions:
             raise ValueError(f"fill: {self.fill!r} is not one of {FILL_MODES}")
         if not set(self.stage_tiers) <= set(STEADY_STATE):
             raise ValueError(f"stage_tiers: {self.stage_tiers!r} names a tier not in {STEADY_STATE}")
+        if not set(self.lru_tiers) <= set(self.stage_tiers):
+            raise ValueError(f"lru_tiers: {self.lru_tiers!r} names a tier not in stage_tiers")
+        for tier, rate in (self.fill_rate_mbps or {}).items():
+            if tier not in STEADY_STATE or isinstance(rate, bool) or not isinstance(rate, (int, float)) \
+                    or not rate > 0:
+                raise ValueError(f"fill_rate_mbps: {tier}={rate!r} needs a tier of {STEADY_STATE} and a rate > 0")
+        if self.lru_tiers and self.history is None:
+            raise ValueError("lru_tiers: an LRU state is replayed from history, which is None")
         if self.capacity_rules is not None:
             from harness.sizing import parse_rule
             for tier, rule in self.capacity_rules.items():
@@ -107,7 +121,9 @@ def deployment(plan: Plan, opts: ServiceOptions) -> dict:
         ocas.append({"name": n.name, "tier": n.tier, "url": f"http://{ip}:{OCA_PORT}", "serves": serves,
                      "distance_hops": len(l3_path(plan, viewer, ip)),
                      "rtt_ms": round(2 * path_delay_ms(plan, viewer, ip), 3),
-                     "capacity_mb": opts.capacity_mb})
+                     "capacity_mb": opts.capacity_mb,
+                     **({"fill_rate_mbps": opts.fill_rate_mbps[n.tier]}
+                        if n.tier in (opts.fill_rate_mbps or {}) else {})})
     regions = {d: {"prefixes": [p], "preference_seed": 10 + i} for i, (d, p) in enumerate(sorted(prefixes.items()))}
     return {"ocas": ocas, "origin": {"name": "origin", "url": f"http://{origin_ip}:{OCA_PORT}", "tier": "origin"},
             "catalog": opts.catalog, "regions": regions}
@@ -164,22 +180,44 @@ class Services:
             h = {**staging.HISTORY_DEFAULTS, **o.history}
             hist = staging.write_history(dep, self.history_file, int(h["seed"]),
                                          int(h["sessions_per_region"]), float(h["drift"]),
-                                         skip_titles=o.launch_titles)
+                                         skip_titles=o.launch_titles, days=int(h["days"]),
+                                         skip_days=int(h["skip_days"]))
         if o.capacity_rules is not None:
             rules = {t: parse_rule(r, f"{t}_capacity") for t, r in o.capacity_rules.items()}
             dep = staging.size_ocas(dep, rules, o.fill_segments_per_title, hist)
         if o.stage_tiers:
-            self.staged = staging.stage(dep, o.fill_segments_per_title, hist, self.store,
-                                        self.scratch / "catalog-objects", skip_titles=o.launch_titles,
-                                        tiers=o.stage_tiers)
+            self.staged = staging.stage(dep, o.fill_segments_per_title, self._stage_history(dep, hist),
+                                        self.store, self.scratch / "catalog-objects",
+                                        skip_titles=o.launch_titles, tiers=o.stage_tiers,
+                                        lru_tiers=o.lru_tiers,
+                                        trace=staging.read_trace(dep, self.history_file) if o.lru_tiers else None)
         self.dep = dep
         dep_file = self.logs.parent / "deployment.json"
         dep_file.write_text(json.dumps(dep, indent=1))
         return dep_file
 
+    def _stage_history(self, dep: dict, hist: dict | None) -> dict | None:
+        """The popularity staged plans come from: `hist`, or the day before yesterday's trace
+        (saved as history-staged.csv) when stage_history is set."""
+        from harness import staging
+        o = self.opts
+        if o.stage_history is None or not dep["ocas"]:
+            return hist
+        h = {**staging.HISTORY_DEFAULTS, **o.stage_history}
+        return staging.write_history(dep, self.logs.parent / "history-staged.csv", int(h["seed"]),
+                                     int(h["sessions_per_region"]), float(h["drift"]),
+                                     skip_titles=o.launch_titles, days=int(h["days"]),
+                                     skip_days=int(h["skip_days"]))
+
     @property
     def history_file(self) -> Path:
         return self.logs.parent / "history.csv"
+
+    def _eviction(self) -> str:
+        """An OCA on Open Connect's serve path (content_miss) keeps what its fill plan names:
+        `pinned`, so tonight's fill makes room from the titles the plan dropped, never from the
+        plan; a pull-through cache (proxy, redirect) is an `lru` cache."""
+        return "pinned" if self.opts.miss == "content_miss" else "lru"
 
     def _upstream(self, oca: dict) -> str:
         """Pull-through upstream (miss proxy, the ablation): the next tier, as Open Connect's
@@ -209,6 +247,8 @@ class Services:
             ctl_argv += ["--history", str(self.history_file)]
         if self.opts.fill == "network":
             ctl_argv += ["--push-fill", "--fill-wait-s", "10"]
+            for t in self.opts.launch_titles:  # released today: tonight's push carries them first
+                ctl_argv += ["--release", t]
             if self.opts.fill_segments_per_title:
                 ctl_argv += ["--fill-segments-per-title", str(self.opts.fill_segments_per_title)]
         mgmt_url = self.net.mgmt_url
@@ -223,6 +263,7 @@ class Services:
             self._start(name, name, ["appliances.oca", "--listen", f"{ip}:{OCA_PORT}", "--name", name,
                                      "--upstream", self._upstream(o), "--store", str(self.store / name),
                                      "--capacity-mb", repr(o["capacity_mb"]), "--miss", self.opts.miss,
+                                     "--eviction", self._eviction(),
                                      "--token-key", str(self.key_file), "--cache-control", self.control_url,
                                      "--access-log", str(self.logs / f"{name}.access.jsonl"),
                                      "--fill-log", str(self.logs / f"{name}.fill.jsonl"), *cat,

@@ -129,15 +129,6 @@ def _oca_requests(requests: pd.DataFrame) -> pd.DataFrame:
     return requests[(requests["oca"] != "origin") & requests["cache"].isin(CACHE_OUTCOMES)]
 
 
-def compulsory_bound(requests: pd.DataFrame) -> float:
-    """Highest request hit ratio any cache could reach on this request stream: every OCA misses
-    at least the first request of each object (1 - distinct objects / requests, over OCAs)."""
-    rq = _oca_requests(requests)
-    if rq.empty:
-        return float("nan")
-    return 1 - len(rq.drop_duplicates(["oca", "path"])) / len(rq)
-
-
 def viewer_requests(requests: pd.DataFrame, plan: Plan) -> pd.DataFrame:
     """Requests sent by viewers (drops OCA-to-OCA fill traffic); rows without `client` are kept."""
     if "client" not in requests:

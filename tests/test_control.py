@@ -277,6 +277,10 @@ def test_cli_ready_and_sigterm(tmp_path):
                          capture_output=True, text=True, cwd=root, timeout=30)
     assert bad.returncode == 2 and "not valid JSON" in bad.stderr
     assert "Traceback" not in bad.stderr
+    typo = subprocess.run([sys.executable, "-m", "appliances.control", "--listen", "127.0.0.1:0",
+                           "--deployment", str(dep), "--token-key", str(key), "--release", "t9999"],
+                          capture_output=True, text=True, cwd=root, timeout=30)
+    assert typo.returncode == 2 and "--release: t9999 not in the catalog" in typo.stderr
     p = subprocess.Popen([sys.executable, "-m", "appliances.control", "--listen", "127.0.0.1:0",
                           "--deployment", str(dep), "--token-key", str(key)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root)

@@ -66,6 +66,24 @@ def test_plan_respects_capacity_and_popularity_order():
     assert zero.segments == () and zero.planned_bytes == 0
 
 
+def test_releases_come_first_and_push_out_the_tail():
+    d = deployment()
+    cat = Catalog(d.catalog)
+    base = cat.popularity()
+    oca = d.oca("i1oca1")
+    cap = 30_000_000
+    plain = plan_oca(d, oca, base, d.catalog.ladder_kbps, 10, cat.segment_size, cap, headroom=0.9)
+    new = popularity_order(oca_popularity(d, oca, base))[-1]  # the least popular: never planned
+    assert new not in plain.titles
+    rel = plan_oca(d, oca, base, d.catalog.ladder_kbps, 10, cat.segment_size, cap, headroom=0.9,
+                   releases=(new, new))
+    assert rel.titles[0] == new and rel.titles.count(new) == 1
+    assert list(rel.titles[1:]) == [t for t in plain.titles if t in rel.titles[1:]]
+    assert plain.titles[-1] not in rel.titles and rel.planned_bytes <= cap * 0.9
+    with pytest.raises(ValueError, match="releases"):
+        plan_oca(d, oca, base, d.catalog.ladder_kbps, 10, cat.segment_size, cap, releases=("t9999",))
+
+
 def test_per_isp_preference_changes_the_plan():
     d = deployment()
     cat = Catalog(d.catalog)

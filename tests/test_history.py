@@ -70,7 +70,19 @@ def test_drift_zero_differs_from_drift_positive():
     assert popularity_order(counts)[0] in popularity_order(truth)[:3]
 
 
+def test_several_days_pool_oldest_first_and_a_night_ago_shifts_by_one_day():
+    d, _, base = setup()
+    one = trace(d, base, n=50)
+    week = history_trace(d, base, sessions_per_region=50, drift=0.5, seed=1, days=3)
+    ago = history_trace(d, base, sessions_per_region=50, drift=0.5, seed=1, days=3, skip_days=1)
+    day = 2 * 50  # two regions a day
+    assert len(week) == 3 * day and week[-day:] == one  # yesterday last, drawn as with days=1
+    assert ago[day:] == week[:2 * day]                  # days 3 and 2 shared, day 4 added, day 1 gone
+    assert ago[:day] != week[-day:]
+
+
 @pytest.mark.parametrize("kw, field", [
+    ({"days": 0}, "days"), ({"days": True}, "days"), ({"skip_days": -1}, "skip_days"),
     ({"sessions_per_region": 0}, "sessions_per_region"),
     ({"sessions_per_region": 2.5}, "sessions_per_region"),
     ({"drift": -0.1}, "drift"), ({"drift": math.nan}, "drift"), ({"drift": math.inf}, "drift"),

@@ -71,6 +71,15 @@ def test_pending_keeps_the_last_state_and_lets_the_heartbeat_age():
         reg.apply(bad, NOW + 1.1)
 
 
+def test_the_registry_reads_a_pull_through_miss_mode():
+    reg = OcaRegistry()
+    reg.apply(_push({"ok": True, "error": None, "rtt_ms": 1.0}, {"status": "ok", "miss_mode": "proxy"}), NOW)
+    assert reg.states()[0].pulls_through
+    reg.apply(_push({"ok": True, "error": None, "rtt_ms": 1.0}, {"status": "ok", "miss_mode": "content_miss"}),
+              NOW + 1)
+    assert not reg.states()[0].pulls_through
+
+
 def test_pending_before_any_answer_is_not_healthy():
     reg = OcaRegistry()
     reg.apply(_push({"ok": False, "error": PENDING_ERROR, "rtt_ms": 400.0}, None), NOW)

@@ -74,6 +74,24 @@ def test_without_need_or_counts_the_stored_titles_rule_applies():
         "e1", "e2", "origin"]
 
 
+def test_a_pull_through_oca_is_never_a_content_miss():
+    # e1 (nearer) lacks t1 but pulls through (miss mode proxy): it serves the session, fetching
+    # what it lacks; e2 lacks t1 and answers content misses: below the hit x1
+    ocas = [oca("e1", title_objects={"t2": 30}, stored_titles=frozenset({"t2"}), pulls_through=True),
+            oca("e2", title_objects={"t2": 30}, stored_titles=frozenset({"t2"})),
+            oca("x1", "ixp", None, address="198.19.1.10", title_objects={"t1": 30})]
+    ranked = rank(VIEWER, "t1", ocas, VIEW, ORIGIN, NOW, need_objects=30)
+    assert names(ranked) == ["e1", "x1", "e2", "origin"]
+    assert not ranked[0].reason["content_miss"] and ranked[2].reason["content_miss"]
+
+
+def test_pulls_through_is_read_from_the_health_miss_mode():
+    from contracts.steering import pulls_through_of
+    assert pulls_through_of({"miss_mode": "proxy"})
+    assert not any(pulls_through_of(h) for h in ({"miss_mode": "content_miss"}, {"miss_mode": "redirect"},
+                                                 {}, None, {"miss_mode": ["proxy"]}))
+
+
 def test_content_verdict_and_title_objects_parsing():
     c = Candidate("e1", "embedded", PathMetrics(1, 1.0), NOW, title_objects={"t1": 3},
                   stored_titles=("t1",))
@@ -81,6 +99,8 @@ def test_content_verdict_and_title_objects_parsing():
     assert [content_verdict(c, "t1", n) for n in (2, 3, 4)] == ["hit", "hit", "miss"]
     assert content_verdict(c, "t2", None) == "miss" and content_verdict(c, "t1", None) == "hit"
     assert content_verdict(Candidate("e", "embedded", None, NOW), "t1", 3) == "unknown"
+    pull = Candidate("e1", "embedded", PathMetrics(1, 1.0), NOW, title_objects={}, pulls_through=True)
+    assert content_verdict(pull, "t1", 3) == "pull" and content_verdict(pull, None, 3) == "unknown"
     assert title_objects_of({"title_objects": {"t1": 3, "t2": 0}}) == {"t1": 3, "t2": 0}
     for bad in ([["t1", 3]], {"t1": -1}, {"t1": 1.5}, {"t1": True}, {"t1": "3"}, {1: 3}, None):
         assert title_objects_of({"title_objects": bad}) is None, bad

@@ -30,8 +30,10 @@ def deployment(extra_ocas=()):
     })
 
 
-def healthy(reg, name, titles=None, now=NOW, status="ok", objects=None):
+def healthy(reg, name, titles=None, now=NOW, status="ok", objects=None, miss_mode=None):
     h = {"name": name, "status": status, "load": 0.1}
+    if miss_mode is not None:
+        h["miss_mode"] = miss_mode
     if titles is not None:
         h["stored_titles"] = titles
     if objects is not None:
@@ -70,6 +72,16 @@ def test_content_miss_pushed_below_hits_but_above_origin():
     # unknown content (no stored_titles in the heartbeat) counts as a hit
     healthy(reg, "i1oca1")
     assert names(s.rank("198.18.1.7", "t0001", NOW))[:2] == ["i1oca1", "i1oca2"]
+
+
+def test_a_pull_through_oca_ranks_as_if_it_held_every_title():
+    reg = HealthRegistry()
+    healthy(reg, "i1oca1", titles=["t0002"], objects={"t0002": 30}, miss_mode="proxy")
+    healthy(reg, "i1oca2", titles=["t0002"], objects={"t0002": 30}, miss_mode="content_miss")
+    healthy(reg, "ixp1", titles=["t0001"], objects={"t0001": 30}, miss_mode="content_miss")
+    locs = LocalSteering(deployment(), reg).rank("198.18.1.7", "t0001", NOW, need_objects=30)
+    assert names(locs) == ["i1oca1", "ixp1", "i1oca2", "origin"]
+    assert [loc.reason["content"] for loc in locs[:3]] == ["pull", "hit", "miss"]
 
 
 def test_content_is_what_the_session_needs_when_counts_and_need_are_known():
