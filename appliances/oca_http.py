@@ -37,6 +37,7 @@ from appliances.ranges import Decision
 
 SEND_TIMEOUT_S = 120.0
 LINGER_S, LINGER_BYTES = 1.0, 256 * 1024  # lingering close after an error response
+CLOSE_WAIT_S = 5.0  # a closing connection may flush this long before it is aborted
 LOG_FIELD_MAX = 200  # client text in an access-log field is cut to this many chars
 
 
@@ -137,8 +138,10 @@ class HttpServer:
             print(f"{self.name}: connection from {client} aborted: {type(exc).__name__}: {exc}",
                   file=sys.stderr, flush=True)
         finally:
-            self._tasks.discard(task)
-            writer.close()
+            try:
+                await close_writer(writer)
+            finally:
+                self._tasks.discard(task)
 
     async def _read_head(self, reader: asyncio.StreamReader,
                          new_conn: bool) -> bytes | Response | None:
@@ -318,6 +321,23 @@ async def linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
                 n += len(chunk)
     except (TimeoutError, ConnectionError):
         pass  # client went quiet or away: nothing left to protect
+
+
+async def close_writer(writer: asyncio.StreamWriter) -> None:
+    """Close and wait until the transport is gone (at most CLOSE_WAIT_S, then abort).
+
+    Waiting retrieves the connection's close exception: a peer's reset is stored on the
+    stream protocol's close future, and if nobody awaits it, the garbage collector may log
+    "Future exception was never retrieved" with a traceback, depending on the order in which
+    it finalizes the cycle of protocol, future and exception."""
+    writer.close()
+    try:
+        async with asyncio.timeout(CLOSE_WAIT_S):
+            await writer.wait_closed()
+    except (ConnectionError, OSError):
+        pass  # the peer reset or the socket failed: the connection is gone either way
+    except TimeoutError:
+        writer.transport.abort()  # unsent bytes to a peer that does not read: drop them
 
 
 def _sendfile_until_blocked(out_fd: int, in_fd: int, offset: int, count: int) -> int:
