@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 APT_PKGS := mininet openvswitch-switch iperf3 iputils-ping traceroute ethtool tcpdump curl \
             iproute2 nginx-light python3-venv python3-pip python3-dev gcc
 STAMP := $(VENV)/.ocalab-installed
+RELAY_BIN := build/ocalab-relay
 
 .PHONY: setup run test test-unit clean bench doctor check-root apt ovs venv reliability
 
@@ -33,7 +34,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	@touch $(STAMP)
 
-venv: apt $(STAMP)
+# the relay's native hot path (emulation/relay.py execs it for constant-delay links)
+$(RELAY_BIN): emulation/native/relay.c
+	@mkdir -p build
+	gcc -O2 -Wall -Wextra -Werror -o $@ $<
+
+venv: apt $(STAMP) $(RELAY_BIN)
 
 setup: check-root apt ovs venv
 	@echo "ocalab setup: done. Try: $(VENV)/bin/ocalab doctor"
@@ -45,7 +51,7 @@ test: setup
 	$(VENV)/bin/ocalab clean --quiet
 	$(PY) -m pytest tests -q
 
-test-unit: $(STAMP)
+test-unit: $(STAMP) $(RELAY_BIN)
 	$(PY) -m pytest tests -q -m "not emulation and not integration"
 
 doctor: setup

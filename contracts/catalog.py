@@ -66,8 +66,23 @@ class CatalogSpec:
                             help="duration of every title in seconds")
         parser.add_argument("--zipf-alpha", type=float, default=d.zipf_alpha,
                             help="Zipf exponent of title popularity")
+        parser.add_argument("--ladder-kbps", type=parse_ladder, default=d.ladder_kbps,
+                            help="bitrate ladder, comma-separated kbit/s (default %(default)s)")
 
     @classmethod
     def from_cli_args(cls, ns: argparse.Namespace) -> "CatalogSpec":
         return cls(seed=ns.catalog_seed, n_titles=ns.titles, duration_s=ns.duration_s,
-                   zipf_alpha=ns.zipf_alpha)
+                   zipf_alpha=ns.zipf_alpha, ladder_kbps=ns.ladder_kbps)
+
+
+def parse_ladder(text: str) -> tuple[int, ...]:
+    """"235,750,1750" -> (235, 750, 1750); ValueError names a bad rung (argparse reports it)."""
+    try:
+        return tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise ValueError(f"ladder must be comma-separated integers (kbit/s), got {text!r}") from None
+
+
+def format_ladder(ladder_kbps: tuple[int, ...] | list[int]) -> str:
+    """The inverse of parse_ladder."""
+    return ",".join(str(int(k)) for k in ladder_kbps)

@@ -454,12 +454,26 @@ class Network:
     def host(self, name: str):
         return self.nodes[name]
 
+    def relay_engines(self) -> dict[str, int]:
+        """How many relays run each engine (emulation.relay chooses it the same way)."""
+        from emulation.delayline import LineParams
+        from emulation.relay import choose_engine, native_binary
+        built = native_binary() is not None
+        out: dict[str, int] = {}
+        for lk in self.plan.links:
+            if lk.name in self._relay_ports:
+                p = LineParams(delay_ms=lk.delay_ms, jitter_ms=lk.jitter_ms, loss_pct=lk.loss_pct)
+                engine = choose_engine("auto", p, p, built)
+                out[engine] = out.get(engine, 0) + 1
+        return out
+
     def summary(self) -> dict:
         """What the manifest records of the network; `started` is False after a failed start."""
         return {"plan": self.plan.name, "plan_hash": self.plan.plan_hash(), "started": self.started,
                 "link_backend": self.link_backend, "switch_datapath": self.datapath,
                 "reasons": self.reasons, "timings_s": self.timings_s,
-                "relays": len(self._relay_ports), "compensation_ms": self.compensation_ms,
+                "relays": len(self._relay_ports), "relay_engines": self.relay_engines(),
+                "compensation_ms": self.compensation_ms,
                 "calibration_rounds": self.calibration_rounds,
                 "cpu_busy_at_gate": self.cpu_busy_at_gate,
                 "settle_remeasured": self.settle_remeasured}

@@ -5,8 +5,8 @@ router, or any other node when the node is the router), so every link is crossed
 one measured pair. Expected RTT = 2 x the one-way delays along the layer-2 path; tolerance =
 max(0.5 ms, 5% of expected) + 2 x jitter on the path.
 
-The verdict reads the *minimum* RTT: ok iff |min - plan| <= tolerance (`error_ms`). A delay
-line never releases a frame early, and host noise (relay wake-ups, a busy CPU, hypervisor steal)
+The verdict reads the *minimum* RTT: ok iff |min - plan| <= tolerance (`error_ms`). A relay
+never sends a frame more than 50 us early (emulation.relay.EARLY_NS), and host noise (relay wake-ups, a busy CPU, hypervisor steal)
 only ever adds delay, so the fastest sample is the one noise leaves alone. A link slower than its
 plan moves every sample, the fastest too; a faster one (or too much calibration) lets frames
 arrive before the plan, which noise cannot do. Calibration likewise takes off the floor's excess

@@ -4,16 +4,25 @@ Run inside the relay namespace, one process per emulated link:
 
     python -m emulation.relay --a RA --b RB --delay-ms-ab 10 --delay-ms-ba 10 \
         [--jitter-ms J] [--loss-pct L] [--seed S] [--queue-pkts Q] \
-        [--stats-file F] [--ready-file F] [--jitter-dist uniform|normal] [--rt-priority P]
+        [--stats-file F] [--ready-file F] [--jitter-dist uniform|normal] [--rt-priority P] \
+        [--engine auto|python|native]
 
 Frames received on --a leave through --b after the a->b delay ("ab"), and
 vice versa.  Frames the kernel reports as PACKET_OUTGOING (our own sends) are
-never relayed.  Timing: select() sleeps until SPIN_NS/2 before the next due
-frame, then polls; the process runs SCHED_FIFO (--rt-priority, default 10; 0 =
-normal) so that busy endpoints do not stretch the emulated delay.
+never relayed.  Timing: select() sleeps until EARLY_NS before the next due
+frame and then sends every frame due by then (no busy polling: an idle or lightly
+loaded link costs no CPU between frames); the process runs SCHED_FIFO
+(--rt-priority, default 10; 0 = normal) so that busy endpoints do not stretch the
+emulated delay.
 
 All timing/loss logic lives in `emulation.delayline`; this module is the thin
 IO shell: AF_PACKET sockets, the select() loop, signals, ready and stats files.
+Engines: constant-delay links (no jitter, no loss) run the native hot path
+(emulation/native/relay.c, built into build/ocalab-relay by `make setup`): this
+module validates the command line and execs it, so the pid, signals, ready file
+and stats file (with "engine": "native") stay the same. The native engine does
+what delayline specifies (tests/test_relay_netns.py checks both engines) with
+batched receive and send; it costs about half the CPU per frame.
 
 Exit status: 0 after SIGTERM/SIGINT, 2 on bad arguments, 1 on runtime errors
 (missing interface, no CAP_NET_RAW, ...), each with a message on stderr.
@@ -47,7 +56,11 @@ RECV_BUF_BYTES = 65536
 DRAIN_BATCH = 128          # max frames read per socket per wakeup
 SOCK_BUF_BYTES = 8 << 20   # SO_RCVBUFFORCE / SO_SNDBUFFORCE request
 DEFAULT_RT_PRIORITY = 10
-SPIN_NS = 200_000          # closer than this to a due time, poll instead of sleeping
+# A frame due within EARLY_NS of now leaves now: the loop sleeps until EARLY_NS before the next
+# due frame and never spins. Wake-ups come 10-60 us late, so frames leave within about
+# +-EARLY_NS of their due time, and a burst of frames due close together costs one wake-up.
+EARLY_NS = 50_000  # the native relay (emulation/native/relay.c) uses the same
+ENGINES = ("auto", "python", "native")
 
 
 class RelayError(RuntimeError):
@@ -67,6 +80,7 @@ class RelayConfig:
     ready_file: str | None = None
     rt_priority: int = DEFAULT_RT_PRIORITY
     kernel_outgoing_filter: bool = True  # False: test the pre-4.20 sll_pkttype path
+    engine: str = "python"  # python | native (build/ocalab-relay, constant delay only)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -86,7 +100,31 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-kernel-outgoing-filter", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--rt-priority", type=int, default=DEFAULT_RT_PRIORITY,
                    help="SCHED_FIFO priority 1-99, 0 = normal scheduling (default %(default)s)")
+    p.add_argument("--engine", choices=ENGINES, default="auto",
+                   help="native: the C hot path (built by `make setup`; no jitter or loss); "
+                        "auto: native where it is built and fits, else python (default)")
     return p
+
+
+def native_binary() -> Path | None:
+    """The built native relay, if present and not older than its source."""
+    src = Path(__file__).resolve().parent / "native" / "relay.c"
+    binary = Path(__file__).resolve().parents[1] / "build" / "ocalab-relay"
+    if binary.exists() and os.access(binary, os.X_OK) and \
+            (not src.exists() or binary.stat().st_mtime >= src.stat().st_mtime):
+        return binary
+    return None
+
+
+def choose_engine(asked: str, ab: LineParams, ba: LineParams, built: bool) -> str:
+    """python or native for a link (pure); ValueError when native is asked but cannot serve it."""
+    fits = all(p.jitter_ms == 0 and p.loss_pct == 0 for p in (ab, ba))
+    if asked == "native" and not fits:
+        raise ValueError("--engine native emulates constant delay only (no --jitter-ms, --loss-pct)")
+    if asked == "native" and not built:
+        raise ValueError("--engine native: build/ocalab-relay is missing or older than its source; "
+                         "run `make setup`")
+    return "native" if asked == "native" or (asked == "auto" and fits and built) else "python"
 
 
 def parse_args(argv: list[str] | None = None) -> RelayConfig:
@@ -105,12 +143,13 @@ def parse_args(argv: list[str] | None = None) -> RelayConfig:
                       queue_pkts=ns.queue_pkts, jitter_dist=ns.jitter_dist)
         ab = LineParams(delay_ms=ns.delay_ms_ab, **common)
         ba = LineParams(delay_ms=ns.delay_ms_ba, **common)
+        engine = choose_engine(ns.engine, ab, ba, native_binary() is not None)
     except ValueError as exc:
         parser.error(str(exc))
     return RelayConfig(a=ns.a, b=ns.b, ab=ab, ba=ba, seed=ns.seed,
                        stats_file=ns.stats_file, ready_file=ns.ready_file,
                        rt_priority=ns.rt_priority,
-                       kernel_outgoing_filter=not ns.no_kernel_outgoing_filter)
+                       kernel_outgoing_filter=not ns.no_kernel_outgoing_filter, engine=engine)
 
 
 def _set_buf(sock: socket.socket, force_opt: int, plain_opt: int, size_bytes: int) -> None:
@@ -218,13 +257,13 @@ def relay_loop(rx_a, rx_b, tx_a, tx_b, ign_a: bool, ign_b: bool,
     next_ab, next_ba = line_ab.next_due_ns, line_ba.next_due_ns
     errors: dict = {"ab": 0, "ba": 0, "last_error": None}
     while True:
-        now = mono()
+        horizon = mono() + EARLY_NS
         due_ab, due_ba = next_ab(), next_ba()
-        if due_ab is not None and due_ab <= now:
-            _send_all(send_b, pop_ab(now), errors, "ab")
+        if due_ab is not None and due_ab <= horizon:
+            _send_all(send_b, pop_ab(horizon), errors, "ab")
             due_ab = next_ab()
-        if due_ba is not None and due_ba <= now:
-            _send_all(send_a, pop_ba(now), errors, "ba")
+        if due_ba is not None and due_ba <= horizon:
+            _send_all(send_a, pop_ba(horizon), errors, "ba")
             due_ba = next_ba()
         if due_ab is None:
             nxt = due_ba
@@ -232,11 +271,7 @@ def relay_loop(rx_a, rx_b, tx_a, tx_b, ign_a: bool, ign_b: bool,
             nxt = due_ab
         else:
             nxt = due_ba
-        if nxt is None:
-            timeout = None
-        else:
-            wait_ns = nxt - mono()
-            timeout = 0 if wait_ns < SPIN_NS else (wait_ns - SPIN_NS // 2) * 1e-9
+        timeout = None if nxt is None else max(0, nxt - EARLY_NS - mono()) * 1e-9
         ready = sel(rlist, [], [], timeout)[0]
         if not ready:
             continue
@@ -283,18 +318,37 @@ def run(cfg: RelayConfig) -> dict:
     errors = relay_loop(rx_a, rx_b, tx_a, tx_b, ign_a, ign_b, line_ab, line_ba, stop_r)
     for sock in (rx_a, rx_b, tx_a, tx_b):
         sock.close()
-    stats = {"a": cfg.a, "b": cfg.b, "seed": cfg.seed, "rt_priority": cfg.rt_priority,
-             "kernel_outgoing_filter": ign_a and ign_b,
+    stats = {**static_stats(cfg), "engine": "python", "kernel_outgoing_filter": ign_a and ign_b,
              "duration_s": round(time.monotonic() - started, 3),
-             "params_ab": asdict(cfg.ab), "params_ba": asdict(cfg.ba),
              "ab": {**line_ab.stats(), "frames_send_errors": errors["ab"]},
              "ba": {**line_ba.stats(), "frames_send_errors": errors["ba"]},
              "last_send_error": errors["last_error"]}
     return stats
 
 
+def static_stats(cfg: RelayConfig) -> dict:
+    """The part of the stats file that the command line fixes (both engines write it)."""
+    return {"a": cfg.a, "b": cfg.b, "seed": cfg.seed, "rt_priority": cfg.rt_priority,
+            "params_ab": asdict(cfg.ab), "params_ba": asdict(cfg.ba)}
+
+
+def exec_native(cfg: RelayConfig) -> None:
+    """Replace this process with the native relay (same pid, signals, ready and stats files)."""
+    binary = native_binary()
+    if binary is None:
+        raise RelayError("the native relay disappeared after the engine was chosen")
+    queue = cfg.ab.queue_pkts or 0  # one limit per relay (the CLI has one --queue-pkts)
+    os.execv(binary, [str(binary), cfg.a, cfg.b, str(round(cfg.ab.delay_ms * 1e6)),
+                      str(round(cfg.ba.delay_ms * 1e6)), str(queue), str(cfg.rt_priority),
+                      "1" if cfg.kernel_outgoing_filter else "0", cfg.stats_file or "-",
+                      cfg.ready_file or "-", json.dumps(static_stats(cfg))])
+
+
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
+    if cfg.engine == "native":
+        sys.stdout.flush()
+        exec_native(cfg)
     try:
         stats = run(cfg)
     except (RelayError, OSError) as exc:

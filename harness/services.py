@@ -83,13 +83,14 @@ class ServiceOptions:
 
 
 def _catalog_args(catalog: dict) -> list[str]:
+    from contracts.catalog import format_ladder
     flags = {"seed": "--catalog-seed", "n_titles": "--titles", "duration_s": "--duration-s",
-             "zipf_alpha": "--zipf-alpha"}
+             "zipf_alpha": "--zipf-alpha", "ladder_kbps": "--ladder-kbps"}
     out: list[str] = []
     for k, v in catalog.items():
         if k not in flags:
             raise ValueError(f"catalog: unknown key {k!r}; known: {', '.join(flags)}")
-        out += [flags[k], str(v)]
+        out += [flags[k], format_ladder(v) if k == "ladder_kbps" else str(v)]
     return out
 
 
@@ -307,7 +308,8 @@ class Services:
         raise EmulationError(f"control plane did not start its fill push in {timeout_s} s")
 
     def play(self, viewer: str, n_viewers: int, segments: int, seed: int, tag: str | None = None,
-             titles: str | None = None, ramp_s: float = 0.0, max_wall_s: float = 300, speed: float = 1.0):
+             titles: str | None = None, ramp_s: float = 0.0, max_wall_s: float = 300, speed: float = 1.0,
+             max_buffer_s: float | None = None):
         """Start a player process in `viewer`'s host; returns its Popen (caller waits). Its logs
         are chunks-<tag>.csv and sessions-<tag>.jsonl (tag defaults to the host, so give
         several processes in one host their own tags). ABR: `ServiceOptions.abr`."""
@@ -320,6 +322,8 @@ class Services:
                 "--account-prefix", tag, "--max-wall-s", str(max_wall_s), "--speed", str(speed),
                 "--ramp-s", str(ramp_s)]
         argv += ["--titles", titles] if titles else ["--workload", "zipf"]
+        if max_buffer_s is not None:  # the player fetches at the media rate once this is full
+            argv += ["--max-buffer-s", f"{max_buffer_s:g}"]
         err = open(self.logs / f"player-{tag}.stderr", "wb")
         return self.procs.start(f"player:{tag}", argv, node=self.net.host(viewer), stdout=err, stderr=err)
 

@@ -60,6 +60,12 @@ def run_checks() -> tuple[list[Check], dict]:
                         "ovsdb-server and ovs-vswitchd answer" if ovs and ovs.returncode == 0
                         else (ovs.stderr.strip() if ovs else "not installed"),
                         "sudo service openvswitch-switch start (or sudo make setup)"))
+    from emulation.relay import native_binary
+    native = native_binary()
+    checks.append(Check("relay:native", native is not None,
+                        f"{native} (constant-delay links run the C hot path)" if native else
+                        "build/ocalab-relay missing or older than its source: relays use Python "
+                        "(about twice the CPU per frame)", "sudo make setup", required=False))
     info: dict = {}
     if root:
         htb = subprocess.run(["sh", "-c", "ip netns add ocdoc$$ && ip -n ocdoc$$ link add ocd0 type veth peer name ocd1"

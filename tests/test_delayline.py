@@ -218,3 +218,17 @@ def test_relay_cli_reports_missing_interface():
                          capture_output=True, text=True, timeout=30)
     assert res.returncode == 1
     assert "ocnosuch0" in res.stderr and ("does not exist" in res.stderr or "root" in res.stderr)
+
+
+def test_engine_choice_native_only_for_constant_delay():
+    from emulation.relay import choose_engine
+    plain, lossy = LineParams(delay_ms=1.0), LineParams(delay_ms=1.0, loss_pct=1.0)
+    jittery = LineParams(delay_ms=1.0, jitter_ms=0.2)
+    assert choose_engine("auto", plain, plain, built=True) == "native"
+    assert choose_engine("auto", plain, plain, built=False) == "python"
+    assert choose_engine("auto", plain, lossy, built=True) == "python"
+    assert choose_engine("python", plain, plain, built=True) == "python"
+    with pytest.raises(ValueError, match="constant delay"):
+        choose_engine("native", jittery, plain, built=True)
+    with pytest.raises(ValueError, match="make setup"):
+        choose_engine("native", plain, plain, built=False)

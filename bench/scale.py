@@ -1,0 +1,227 @@
+"""`ocalab bench scale`: how many concurrent viewers this machine emulates while QoE is still
+decided by the network and not by the CPU.
+
+One verified `metro` network (relay backend here) with steady-state embedded OCAs; then steps of
+N concurrent viewers (STEPS, or QUICK_STEPS), spread over the viewer hosts, each step with fresh
+players on the same services. Per step it records (bench.scale_verdict judges):
+- QoE of the step's sessions against the smallest step;
+- loaded RTT error per link class: every fidelity pair pings at PING_INTERVAL_S while the step
+  plays (median RTT against the plan);
+- CPU seconds per component (relays, OVS, OCAs, origin, players, controller, control plane) from
+  /proc of the processes this run started (players: their rusage when reaped), and the host's;
+- relay CPU per Gbit/s forwarded (kernel byte counters of every relayed link).
+
+Scaling, stated in the result: the bitrate ladder is the catalog's divided by LADDER_DIVISOR so
+that the step's aggregate demand fits what 2 cores can switch; access links get
+ACCESS_HEADROOM x the top rung per viewer, so the network has room and only the emulator's
+CPU can degrade QoE. Writes scale-<timestamp>.json (via bench.run) and scale.png.
+"""
+from __future__ import annotations
+
+import math
+import os
+import resource
+import subprocess
+import time
+from pathlib import Path
+
+from bench.scale_verdict import (COMPONENTS, component_of, headline, qoe, relay_cpu_per_gbit,
+                                 rtt_by_class, step_verdict)
+from contracts.catalog import LADDER_KBPS
+
+STEPS = (25, 50, 100, 200, 300, 400)
+QUICK_STEPS = (6, 24)
+LADDER_DIVISOR = 10
+ACCESS_HEADROOM = 2.0
+# a session plays SEGMENTS x 4 s with at most MAX_BUFFER_S buffered, so it fetches at the media
+# rate and the step's viewers overlap for most of it; starts spread over RAMP_S
+SEGMENTS, RAMP_S, MAX_BUFFER_S = 12, 8.0, 8.0
+ABR = "tput"  # BBA would never leave its reservoir with an 8 s buffer; throughput ABR reads the network
+CATALOG = {"seed": 1, "n_titles": 40, "duration_s": 48}
+PING_INTERVAL_S = 0.2
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def ladder() -> tuple[int, ...]:
+    return tuple(max(16, round(k / LADDER_DIVISOR)) for k in LADDER_KBPS)
+
+
+def plan_overrides(max_viewers: int, hosts: int) -> dict[str, str]:
+    """metro overrides giving each access link room for its share of the largest step."""
+    per_host = math.ceil(max_viewers / hosts)
+    access_mbps = max(50, math.ceil(per_host * ladder()[-1] / 1000 * ACCESS_HEADROOM))
+    return {"access_bw_mbps": str(access_mbps)}
+
+
+def _proc_cpu_s(pid: int) -> float | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def _ovs_pids() -> list[int]:
+    out = []
+    for name in ("ovs-vswitchd", "ovsdb-server"):
+        for d in ("/run/openvswitch", "/var/run/openvswitch"):
+            p = Path(d) / f"{name}.pid"
+            if p.exists():
+                out.append(int(p.read_text().split()[0]))
+                break
+    return out
+
+
+def cpu_by_component(groups, oca_names: set[str]) -> dict[str, float]:
+    """CPU seconds so far of every live process the run started, summed per component."""
+    out = {c: 0.0 for c in COMPONENTS}
+    for group in groups:
+        for label, proc in group.procs:
+            comp = component_of(label, oca_names)
+            if comp is not None and comp != "players" and (cpu := _proc_cpu_s(proc.pid)) is not None:
+                out[comp] += cpu
+    out["ovs"] = sum(_proc_cpu_s(p) or 0.0 for p in _ovs_pids())
+    return out
+
+
+def _host_cpu_s() -> tuple[float, float]:
+    """(busy, total) jiffies of all CPUs as seconds, from /proc/stat."""
+    vals = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = vals[3] + vals[4]
+    return (sum(vals) - idle) / CLK_TCK, sum(vals) / CLK_TCK
+
+
+def _start_pings(net, pairs, duration_s: float) -> list[tuple]:
+    count = max(5, int(duration_s / PING_INTERVAL_S))
+    return [(p, net.host(p.src).popen(["ping", "-n", "-c", str(count), "-i", str(PING_INTERVAL_S),
+                                       "-W", "2", p.dst_addr], stdout=subprocess.PIPE,
+                                      stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL), count)
+            for p in pairs]
+
+
+def _collect_pings(pings: list[tuple]) -> list[dict]:
+    from emulation.fidelity import parse_ping
+    rows = []
+    for pair, proc, count in pings:
+        out, _ = proc.communicate(timeout=120)
+        rtts = parse_ping(out.decode())
+        rows.append({"src": pair.src, "dst": pair.dst, "classes": list(pair.classes),
+                     "expected_rtt_ms": pair.expected_rtt_ms, "jitter_ms": pair.jitter_ms,
+                     "rtts_ms": rtts, "lost": count - len(rtts)})
+    return rows
+
+
+def run_step(net, svc, viewers: list[str], n: int, seed: int, oca_names: set[str]) -> dict:
+    """Play n concurrent viewers (spread over `viewers` hosts) and measure the step."""
+    from emulation.fidelity import pairs
+    from emulation.probes import link_counters
+    from scenarios.logs import sessions
+    counts = [n // len(viewers) + (i < n % len(viewers)) for i in range(len(viewers))]
+    groups = [net.procs, svc.procs]
+    cpu0, host0, kids0 = cpu_by_component(groups, oca_names), _host_cpu_s(), \
+        resource.getrusage(resource.RUSAGE_CHILDREN)
+    bytes0, t0 = link_counters(net), time.monotonic()
+    tag = f"s{n}"
+    procs = [svc.play(v, k, SEGMENTS, seed=seed * 1000 + i, tag=f"{tag}-{v}", ramp_s=RAMP_S,
+                      max_wall_s=240, max_buffer_s=MAX_BUFFER_S)
+             for i, (v, k) in enumerate(zip(viewers, counts)) if k]
+    time.sleep(RAMP_S)  # RTT under load: while every viewer of the step plays
+    pings = _start_pings(net, pairs(net.plan), SEGMENTS * 4 - MAX_BUFFER_S - RAMP_S)
+    svc.wait_players(procs, 300)
+    kids1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu1, host1, bytes1 = cpu_by_component(groups, oca_names), _host_cpu_s(), link_counters(net)
+    wall_s = time.monotonic() - t0
+    rtt_rows = _collect_pings(pings)
+    cpu = {c: round(cpu1[c] - cpu0[c], 2) for c in COMPONENTS}
+    cpu["players"] = round(kids1.ru_utime + kids1.ru_stime - kids0.ru_utime - kids0.ru_stime, 2)
+    relayed = sum(bytes1[k]["to_node_bytes"] + bytes1[k]["from_node_bytes"]
+                  - bytes0[k]["to_node_bytes"] - bytes0[k]["from_node_bytes"]
+                  for k in bytes1 if k in net._relay_ports)
+    sess = [s for v, k in zip(viewers, counts) if k
+            for s in sessions(svc.logs / f"sessions-{tag}-{v}.jsonl")]
+    busy_s, total_s = host1[0] - host0[0], host1[1] - host0[1]
+    return {"viewers": n, "wall_s": round(wall_s, 1), "qoe": qoe(sess), "rtt": rtt_by_class(rtt_rows),
+            "cpu_s": cpu, "host_busy_frac": round(busy_s / total_s, 3) if total_s else None,
+            "relayed_gbit": round(relayed * 8 / 1e9, 3),
+            "relay_cpu_s_per_gbit": relay_cpu_per_gbit(cpu["relays"], relayed)}
+
+
+def run_bench_scale(out_dir: Path, quick: bool = False) -> dict:
+    """Build metro, ramp the steps, judge them; the result dict (bench.run saves it)."""
+    from emulation.build import Network, Options
+    from harness.sizing import tier_rules
+    from harness.services import STEADY_STATE, ServiceOptions, Services
+    from topologies.catalog import by_name
+    steps = QUICK_STEPS if quick else STEPS
+    base_plan = by_name("metro", {})
+    hosts = len(base_plan.nodes_of(role="viewer"))
+    overrides = plan_overrides(max(steps), hosts)
+    plan = by_name("metro", overrides)
+    viewers = [v.name for v in plan.nodes_of(role="viewer")]
+    oca_names = {n.name for n in plan.nodes_of(role="oca")}
+    work = Path(out_dir) / f"scale-logs-{time.strftime('%Y%m%dT%H%M%S')}"
+    catalog = {**CATALOG, "ladder_kbps": list(ladder())}
+    result: dict = {"steps_planned": list(steps), "plan_overrides": overrides, "viewer_hosts": hosts,
+                    "scaling": {"ladder_kbps": list(ladder()), "ladder_divisor": LADDER_DIVISOR,
+                                "access_headroom": ACCESS_HEADROOM, "segments": SEGMENTS,
+                                "ramp_s": RAMP_S, "max_buffer_s": MAX_BUFFER_S, "abr": ABR,
+                                "catalog": CATALOG}, "steps": []}
+    started = time.monotonic()
+    with Network(plan, Options(work_dir=work / "net", label="bench-scale")) as net:
+        result["network"] = net.summary()
+        svc = Services(net, work / "services", ServiceOptions(
+            arm="embedded", catalog=catalog, capacity_rules={t: str(r) for t, r in tier_rules({}).items()}, stage_tiers=STEADY_STATE,
+            history={"seed": 1}, fill_segments_per_title=SEGMENTS, abr=ABR))
+        try:
+            svc.start()
+            for n in steps:
+                print(f"bench scale: {n} concurrent viewers ...", flush=True)
+                step = run_step(net, svc, viewers, n, seed=n, oca_names=oca_names)
+                result["steps"].append(step)
+                step["verdict"] = step_verdict(step, result["steps"][0])
+                print(_step_line(step), flush=True)
+        finally:
+            svc.stop()
+    best = headline(result["steps"])
+    result.update(headline_viewers=best, target_viewers=300, elapsed_s=round(time.monotonic() - started, 1),
+                  ok=best is not None and best >= min(300, max(steps)))
+    _figure(result, Path(out_dir) / "scale.png")
+    print(f"bench scale: QoE and loaded RTT hold up to {best} concurrent viewers "
+          f"(target 300; steps {list(steps)})")
+    return {"scale": result}
+
+
+def _step_line(step: dict) -> str:
+    q, v = step["qoe"], step["verdict"]
+    worst = max((abs(c["err_max_ms"] or 0) for c in step["rtt"].values()), default=0)
+    return (f"  {step['viewers']:>4} viewers: startup p50 {q['startup_p50_s']} s, rebuffer "
+            f"{q['rebuffer_ratio']}, {q['mean_kbps']} kbit/s, worst loaded RTT error {worst} ms, "
+            f"host busy {step['host_busy_frac']}, relays {step['cpu_s']['relays']} CPU-s "
+            f"({step['relay_cpu_s_per_gbit']} per Gbit) -> {'ok' if v['ok'] else '; '.join(v['reasons'])}")
+
+
+def _figure(result: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    steps = result["steps"]
+    if not steps:
+        return
+    xs = [s["viewers"] for s in steps]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    a1.plot(xs, [s["qoe"]["startup_p50_s"] for s in steps], "o-", label="startup p50 (s)")
+    a1.plot(xs, [s["qoe"]["mean_kbps"] / max(1, steps[0]["qoe"]["mean_kbps"] or 1) for s in steps],
+            "s-", label="mean bitrate / base")
+    a1.set_xlabel("concurrent viewers")
+    a1.legend()
+    bottom = [0.0] * len(xs)
+    for comp in result["steps"][0]["cpu_s"]:
+        vals = [s["cpu_s"][comp] / max(1.0, s["wall_s"]) for s in steps]
+        a2.bar([str(x) for x in xs], vals, bottom=bottom, label=comp)
+        bottom = [b + v for b, v in zip(bottom, vals)]
+    a2.set_ylabel("cores (CPU-s per wall s)")
+    a2.set_xlabel("concurrent viewers")
+    a2.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

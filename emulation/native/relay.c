@@ -1,0 +1,325 @@
+/* ocalab-relay: the native hot path of emulation/relay.py (constant delay, drop-tail queue).
+ *
+ * emulation.relay validates the command line and execs this program for links without jitter
+ * or loss, so it trusts its arguments (and still exits 2 on ones it cannot read). It behaves as
+ * emulation.delayline specifies: FIFO per direction, due = max(arrival + delay, previous due),
+ * a frame leaves once it is due within EARLY_NS, frames over --queue-pkts are dropped, and the
+ * counters balance: forwarded + dropped + queued == in. Frames come and go in batches
+ * (recvmmsg/sendmmsg); the loop sleeps in ppoll until the next due frame, never spins.
+ *
+ *   ocalab-relay A B DELAY_NS_AB DELAY_NS_BA QUEUE_PKTS(0 = none) RT_PRIORITY KERNEL_FILTER(0|1)
+ *                STATS_FILE|- READY_FILE|- STATIC_JSON
+ *
+ * STATIC_JSON is the stats object's fixed part (rendered by emulation.relay); on SIGTERM or
+ * SIGINT the program writes it with the counters added to STATS_FILE and exits 0.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/if_packet.h>
+#include <net/ethernet.h>
+#include <net/if.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define EARLY_NS 50000LL          /* emulation.relay.EARLY_NS */
+#define BATCH 64                  /* frames per recvmmsg / sendmmsg */
+#define DRAIN_BATCHES 4           /* recvmmsg calls per socket per wake-up */
+#define RX_BUF 65536              /* largest frame received whole */
+#define SLOT_BYTES 2048           /* frames up to this size live in the ring itself */
+#define SOCK_BUF_BYTES (8 << 20)
+#ifndef PACKET_IGNORE_OUTGOING
+#define PACKET_IGNORE_OUTGOING 23
+#endif
+
+typedef struct {
+    int64_t due_ns;
+    uint32_t len;
+    uint8_t *big;                 /* malloc'd copy of a frame over SLOT_BYTES, else NULL */
+    uint8_t data[SLOT_BYTES];
+} slot_t;
+
+typedef struct {                  /* one direction: a growing ring of slots, FIFO by due time */
+    slot_t *slots;
+    size_t cap, head, n;
+    int64_t delay_ns, last_due_ns;
+    long limit;                   /* 0: no queue limit */
+    uint64_t frames_in, bytes_in, frames_out, bytes_out, frames_qdrop, bytes_qdrop;
+    uint64_t send_errors, max_queue;
+} line_t;
+
+static volatile sig_atomic_t stop_flag = 0;
+static char last_error[256] = "";
+
+static void on_signal(int sig) { (void)sig; stop_flag = 1; }
+
+static int64_t mono_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static void die(const char *what) {
+    fprintf(stderr, "relay: error: %s: %s\n", what, strerror(errno));
+    exit(1);
+}
+
+static void grow(line_t *q) {
+    size_t cap = q->cap ? q->cap * 2 : 1024;
+    slot_t *s = malloc(cap * sizeof(slot_t));
+    if (!s) die("out of memory for the queue");
+    for (size_t i = 0; i < q->n; i++)
+        memcpy(&s[i], &q->slots[(q->head + i) % q->cap], sizeof(slot_t));
+    free(q->slots);
+    q->slots = s, q->cap = cap, q->head = 0;
+}
+
+static void push(line_t *q, const uint8_t *frame, uint32_t len, int64_t now_ns) {
+    q->frames_in++, q->bytes_in += len;
+    if (q->limit && (long)q->n >= q->limit) {
+        q->frames_qdrop++, q->bytes_qdrop += len;
+        return;
+    }
+    if (q->n == q->cap) grow(q);
+    slot_t *s = &q->slots[(q->head + q->n) % q->cap];
+    int64_t due = now_ns + q->delay_ns;
+    if (due < q->last_due_ns) due = q->last_due_ns;
+    q->last_due_ns = due;
+    s->due_ns = due, s->len = len, s->big = NULL;
+    if (len <= SLOT_BYTES) {
+        memcpy(s->data, frame, len);
+    } else {
+        if (!(s->big = malloc(len))) die("out of memory for a frame");
+        memcpy(s->big, frame, len);
+    }
+    if (++q->n > q->max_queue) q->max_queue = q->n;
+}
+
+/* Send every frame due by `horizon` through fd, in order, BATCH at a time. */
+static void flush(line_t *q, int fd, int64_t horizon, const char *dir) {
+    struct mmsghdr msgs[BATCH];
+    struct iovec iov[BATCH];
+    while (q->n && q->slots[q->head].due_ns <= horizon) {
+        int k = 0;
+        while (k < BATCH && k < (int)q->n) {
+            slot_t *s = &q->slots[(q->head + k) % q->cap];
+            if (s->due_ns > horizon) break;
+            iov[k].iov_base = s->big ? s->big : s->data;
+            iov[k].iov_len = s->len;
+            memset(&msgs[k].msg_hdr, 0, sizeof(msgs[k].msg_hdr));
+            msgs[k].msg_hdr.msg_iov = &iov[k];
+            msgs[k].msg_hdr.msg_iovlen = 1;
+            k++;
+        }
+        int done = 0;
+        while (done < k) {  /* forwarded = left the queue, as in delayline; failures counted */
+            int r = sendmmsg(fd, msgs + done, k - done, 0);
+            if (r < 0) {
+                if (errno == EINTR) continue;
+                /* e.g. ENETDOWN while a link is failed: the frame is dropped and counted */
+                q->send_errors++;
+                snprintf(last_error, sizeof(last_error), "%s: [Errno %d] %s", dir, errno, strerror(errno));
+                done++;
+                continue;
+            }
+            done += r;
+        }
+        for (int i = 0; i < k; i++) q->frames_out++, q->bytes_out += iov[i].iov_len;
+        for (int i = 0; i < k; i++) {
+            slot_t *s = &q->slots[q->head];
+            free(s->big);
+            s->big = NULL;
+            q->head = (q->head + 1) % q->cap, q->n--;
+        }
+    }
+}
+
+static uint8_t rxbuf[BATCH][RX_BUF];
+
+/* Read up to DRAIN_BATCHES x BATCH waiting frames from fd into q; outgoing ones are skipped
+ * when the kernel cannot filter them (pre-4.20). */
+static void drain(int fd, int kernel_filter, line_t *q) {
+    struct mmsghdr msgs[BATCH];
+    struct iovec iov[BATCH];
+    struct sockaddr_ll from[BATCH];
+    for (int round = 0; round < DRAIN_BATCHES; round++) {
+        for (int i = 0; i < BATCH; i++) {
+            iov[i].iov_base = rxbuf[i], iov[i].iov_len = RX_BUF;
+            memset(&msgs[i].msg_hdr, 0, sizeof(msgs[i].msg_hdr));
+            msgs[i].msg_hdr.msg_iov = &iov[i], msgs[i].msg_hdr.msg_iovlen = 1;
+            msgs[i].msg_hdr.msg_name = &from[i], msgs[i].msg_hdr.msg_namelen = sizeof(from[i]);
+        }
+        int r = recvmmsg(fd, msgs, BATCH, MSG_DONTWAIT, NULL);
+        if (r < 0) {
+            if (errno == EAGAIN || errno == EINTR || errno == ENETDOWN || errno == ENXIO) return;
+            die("recvmmsg");
+        }
+        int64_t now = mono_ns();
+        for (int i = 0; i < r; i++) {
+            if (!kernel_filter && from[i].sll_pkttype == PACKET_OUTGOING) continue;
+            push(q, rxbuf[i], msgs[i].msg_len, now);
+        }
+        if (r < BATCH) return;
+    }
+}
+
+static int ifindex_of(const char *name) {
+    unsigned idx = if_nametoindex(name);
+    if (!idx) {
+        fprintf(stderr, "relay: error: interface '%s' does not exist in this network namespace\n", name);
+        exit(1);
+    }
+    return (int)idx;
+}
+
+static void set_buf(int fd, int force_opt, int plain_opt) {
+    int size = SOCK_BUF_BYTES;
+    if (setsockopt(fd, SOL_SOCKET, force_opt, &size, sizeof(size)) < 0)
+        setsockopt(fd, SOL_SOCKET, plain_opt, &size, sizeof(size));
+}
+
+static int open_rx(const char *name, int *kernel_filter) {
+    int fd = socket(AF_PACKET, SOCK_RAW, 0);
+    if (fd < 0) die("AF_PACKET socket (needs CAP_NET_RAW)");
+    int one = 1;
+    if (*kernel_filter && setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof(one)) < 0)
+        *kernel_filter = 0;
+    set_buf(fd, SO_RCVBUFFORCE, SO_RCVBUF);
+    struct sockaddr_ll sll = {.sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_ALL),
+                              .sll_ifindex = ifindex_of(name)};
+    if (bind(fd, (struct sockaddr *)&sll, sizeof(sll)) < 0) die("bind rx");
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    return fd;
+}
+
+static int open_tx(const char *name) {
+    int fd = socket(AF_PACKET, SOCK_RAW, 0);
+    if (fd < 0) die("AF_PACKET socket (needs CAP_NET_RAW)");
+    set_buf(fd, SO_SNDBUFFORCE, SO_SNDBUF);
+    struct sockaddr_ll sll = {.sll_family = AF_PACKET, .sll_protocol = 0, .sll_ifindex = ifindex_of(name)};
+    if (bind(fd, (struct sockaddr *)&sll, sizeof(sll)) < 0) die("bind tx");
+    return fd;
+}
+
+static void write_atomic(const char *path, const char *text) {
+    char tmp[4096];
+    snprintf(tmp, sizeof(tmp), "%s.tmp%d", path, (int)getpid());
+    FILE *f = fopen(tmp, "w");
+    if (!f || fputs(text, f) < 0 || fclose(f) != 0 || rename(tmp, path) != 0) die(path);
+}
+
+static int line_json(char *out, size_t size, const line_t *q) {
+    return snprintf(out, size,
+        "{\"frames_in\": %llu, \"bytes_in\": %llu, \"frames_forwarded\": %llu, "
+        "\"bytes_forwarded\": %llu, \"frames_dropped_loss\": 0, \"bytes_dropped_loss\": 0, "
+        "\"frames_dropped_queue\": %llu, \"bytes_dropped_queue\": %llu, \"frames_queued\": %zu, "
+        "\"max_queue_pkts\": %llu, \"frames_send_errors\": %llu}",
+        (unsigned long long)q->frames_in, (unsigned long long)q->bytes_in,
+        (unsigned long long)q->frames_out, (unsigned long long)q->bytes_out,
+        (unsigned long long)q->frames_qdrop, (unsigned long long)q->bytes_qdrop, q->n,
+        (unsigned long long)q->max_queue, (unsigned long long)q->send_errors);
+}
+
+static void write_stats(const char *path, const char *static_json, const line_t *ab,
+                        const line_t *ba, int kernel_filter, double duration_s) {
+    size_t n = strlen(static_json);
+    if (n < 2 || static_json[n - 1] != '}') {
+        fprintf(stderr, "relay: error: STATIC_JSON must be a JSON object\n");
+        exit(1);
+    }
+    char l_ab[1024], l_ba[1024], err[600];
+    line_json(l_ab, sizeof(l_ab), ab);
+    line_json(l_ba, sizeof(l_ba), ba);
+    if (last_error[0]) snprintf(err, sizeof(err), "\"%s\"", last_error);
+    else snprintf(err, sizeof(err), "null");
+    size_t size = n + 4096;
+    char *text = malloc(size);
+    if (!text) die("out of memory");
+    snprintf(text, size, "%.*s, \"engine\": \"native\", \"kernel_outgoing_filter\": %s, "
+             "\"duration_s\": %.3f, \"ab\": %s, \"ba\": %s, \"last_send_error\": %s}\n",
+             (int)(n - 1), static_json, kernel_filter ? "true" : "false", duration_s, l_ab, l_ba, err);
+    write_atomic(path, text);
+    free(text);
+}
+
+int main(int argc, char **argv) {
+    if (argc != 11) {
+        fprintf(stderr, "usage: %s A B DELAY_NS_AB DELAY_NS_BA QUEUE_PKTS RT_PRIORITY "
+                "KERNEL_FILTER STATS_FILE READY_FILE STATIC_JSON (run it through emulation.relay)\n", argv[0]);
+        return 2;
+    }
+    line_t ab = {0}, ba = {0};
+    ab.delay_ns = atoll(argv[3]), ba.delay_ns = atoll(argv[4]);
+    ab.limit = ba.limit = atol(argv[5]);
+    ab.last_due_ns = ba.last_due_ns = INT64_MIN / 2;
+    int rt_priority = atoi(argv[6]), kf_a = atoi(argv[7]) != 0, kf_b = kf_a;
+    const char *stats_file = argv[8], *ready_file = argv[9], *static_json = argv[10];
+    if (ab.delay_ns < 0 || ba.delay_ns < 0 || ab.limit < 0 || rt_priority < 0 || rt_priority > 99) {
+        fprintf(stderr, "relay: error: bad numeric argument\n");
+        return 2;
+    }
+    sigset_t block, empty;
+    sigemptyset(&block);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGINT);
+    sigprocmask(SIG_BLOCK, &block, NULL);  /* delivered only inside ppoll: no lost wake-up */
+    sigemptyset(&empty);
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    int rx_a = open_rx(argv[1], &kf_a), rx_b = open_rx(argv[2], &kf_b);
+    int tx_a = open_tx(argv[1]), tx_b = open_tx(argv[2]);
+    int kernel_filter = kf_a && kf_b;
+    prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
+    if (rt_priority > 0) {
+        struct sched_param sp = {.sched_priority = rt_priority};
+        if (sched_setscheduler(0, SCHED_FIFO, &sp) != 0)
+            fprintf(stderr, "relay: warning: cannot use SCHED_FIFO %d (%s); delays may stretch "
+                    "when CPUs are busy\n", rt_priority, strerror(errno));
+    }
+    int64_t started = mono_ns();
+    if (strcmp(ready_file, "-") != 0) {
+        char pid[32];
+        snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+        write_atomic(ready_file, pid);
+    }
+    printf("READY\n");
+    fflush(stdout);
+    struct pollfd fds[2] = {{.fd = rx_a, .events = POLLIN}, {.fd = rx_b, .events = POLLIN}};
+    while (!stop_flag) {
+        int64_t horizon = mono_ns() + EARLY_NS;
+        flush(&ab, tx_b, horizon, "ab");
+        flush(&ba, tx_a, horizon, "ba");
+        int64_t next = INT64_MAX;
+        if (ab.n) next = ab.slots[ab.head].due_ns;
+        if (ba.n && ba.slots[ba.head].due_ns < next) next = ba.slots[ba.head].due_ns;
+        struct timespec ts, *tsp = NULL;
+        if (next != INT64_MAX) {
+            int64_t wait = next - EARLY_NS - mono_ns();
+            if (wait < 0) wait = 0;
+            ts.tv_sec = wait / 1000000000LL, ts.tv_nsec = wait % 1000000000LL;
+            tsp = &ts;
+        }
+        int r = ppoll(fds, 2, tsp, &empty);
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            die("ppoll");
+        }
+        /* POLLERR too: reading clears a pending error (ENETDOWN while a link is down) */
+        if (fds[0].revents & (POLLIN | POLLERR)) drain(rx_a, kernel_filter, &ab);
+        if (fds[1].revents & (POLLIN | POLLERR)) drain(rx_b, kernel_filter, &ba);
+    }
+    if (strcmp(stats_file, "-") != 0)
+        write_stats(stats_file, static_json, &ab, &ba, kernel_filter, (mono_ns() - started) / 1e9);
+    return 0;
+}
