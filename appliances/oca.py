@@ -6,7 +6,9 @@ Endpoints: GET/HEAD segments (RFC 9110 ranges and conditionals), `GET /health`,
 `POST /fill` (fill plan, 202), `GET /fill/status`.
 Invariants:
 - Request order: token (403 bad / 410 expired, only with --token-key) -> catalog path (404)
-  -> admission (503 + Retry-After when streams or egress are at the limit; a health miss)
+  -> admission (appliances.admission, fair per client IP by default: 503 + Retry-After at the
+  stream or egress limit, or to a client over its fair share while others' shares are
+  reserved; a health miss; counters overloaded_503 and overloaded_503_<reason>)
   -> store hit (sendfile from disk or the memory hot set) or miss.
 - Miss `redirect`: 302 to upstream + same path + same query (cache "miss").
   Miss `proxy`: one coalesced pull per object from upstream, verified against the catalog
@@ -40,6 +42,8 @@ from pathlib import Path
 import aiohttp
 
 from appliances import ranges, tokens
+from appliances.admission import (  # noqa: F401 (EgressMeter re-exported)
+    ADMISSION_POLICIES, Admission, EgressMeter, Limits)
 from appliances.content import Catalog, CatalogSpec, ContentError
 from appliances.httpcore import CONTENT_MISS_HEADER, Request
 from appliances.inflight import Inflight
@@ -51,28 +55,6 @@ from appliances.store import EVICTION_POLICIES, Key, Store, StoreError, etag_for
 
 MISS_MODES = ("redirect", "proxy", "content_miss")
 PULL_CHUNK_BYTES = 64 * 1024  # upstream read size of a pull-through (cut-through granularity)
-
-
-class EgressMeter:
-    """Bytes scheduled for sending in a sliding window -> Mbit/s (pure; caller passes now)."""
-
-    def __init__(self, window_s: float = 1.0) -> None:
-        self.window_s = window_s
-        self._events: collections.deque[tuple[float, int]] = collections.deque()
-        self._sum = 0
-
-    def add(self, n_bytes: int, now: float) -> None:
-        self._events.append((now, n_bytes))
-        self._sum += n_bytes
-        self._expire(now)
-
-    def _expire(self, now: float) -> None:
-        while self._events and self._events[0][0] <= now - self.window_s:
-            self._sum -= self._events.popleft()[1]
-
-    def mbps(self, now: float) -> float:
-        self._expire(now)
-        return self._sum * 8 / self.window_s / 1e6
 
 
 def load_of(active_streams: int, max_streams: int | None, egress_mbps: float,
@@ -103,6 +85,7 @@ class OcaConfig:
     verify_sha: bool = True
     egress_window_s: float = 1.0
     fill_parallel: int = DEFAULT_FILL_PARALLEL  # fill objects in flight at once
+    admission: str = "fair"  # appliances.admission policy under load: fair | first-come
 
     def __post_init__(self) -> None:
         check_fill_parallel(self.fill_parallel)
@@ -124,8 +107,9 @@ class Oca:
         self.cfg, self.catalog = cfg, catalog
         self.store = Store(cfg.store_dir, cfg.capacity_bytes, cfg.mem_bytes, cfg.eviction,
                            expected_size=self._expected_size)
-        self.meter = EgressMeter(cfg.egress_window_s)
-        self.active_streams = 0
+        self.admission = Admission(Limits(cfg.max_streams, cfg.egress_mbps), cfg.admission,
+                                   cfg.egress_window_s)
+        self.meter = self.admission.meter  # total egress (health, load)
         self.counters = collections.Counter()
         self.draining = False
         self._inflight: dict[Key, Inflight] = {}
@@ -133,6 +117,10 @@ class Oca:
         self.filler = Filler(self.store, catalog, self.session, self._sign_query, fill_log,
                              cfg.verify_sha, cfg.fill_parallel)
         self._hb_task: asyncio.Task | None = None
+
+    @property
+    def active_streams(self) -> int:
+        return self.admission.active_streams
 
     def _expected_size(self, key: Key) -> int | None:
         try:
@@ -167,15 +155,10 @@ class Oca:
                 "used_bytes": self.store.used_bytes, "stored_objects": len(keys),
                 "miss_mode": self.cfg.miss, "eviction": self.cfg.eviction,
                 "max_streams": self.cfg.max_streams, "egress_limit_mbps": self.cfg.egress_mbps,
+                "admission": self.cfg.admission, "recent_clients": self.admission.clients(now),
                 "counters": dict(self.counters), "fill": {
                     k: v for k, v in self.filler.status.to_dict().items() if k != "recent"},
                 "ts": time.time()}
-
-    def _overloaded(self) -> bool:
-        egress = self.meter.mbps(time.monotonic())
-        if self.cfg.max_streams is not None and self.active_streams >= self.cfg.max_streams:
-            return True
-        return self.cfg.egress_mbps is not None and egress >= self.cfg.egress_mbps
 
     # --- request handling ------------------------------------------------------
     async def handle(self, req: Request, client: str) -> Response:
@@ -201,9 +184,11 @@ class Oca:
             key = self.catalog.parse_path(req.path)
         except ContentError:
             return text_response(404, "no such segment")
-        if self._overloaded():
+        verdict = self.admission.decide(client, self.catalog.segment_size(*key), time.monotonic())
+        if verdict != "ok":  # a health miss: the player tries its next location
             self.counters["overloaded_503"] += 1
-            return text_response(503, "at capacity", [("Retry-After", "1")])
+            self.counters[f"overloaded_503_{verdict}"] += 1
+            return text_response(503, verdict.replace("_", " "), [("Retry-After", "1")])
         obj = self.store.lookup(key)
         if obj is not None:
             data = self.store.hot_bytes(obj)
@@ -214,7 +199,8 @@ class Oca:
                 self.store.remove(key)
             else:
                 self.counters["hits"] += 1
-                return self._object_response(req, obj.size_bytes, obj.etag, data, f, "hit")
+                return self._object_response(req, client, obj.size_bytes, obj.etag, data, f,
+                                             "hit")
         self.counters["misses"] += 1
         if req.headers.get(FILL_HEADER.lower()) == "1":
             return text_response(404, "not stored here (fill requests do not pull through)", cache="miss")
@@ -225,20 +211,17 @@ class Oca:
         if self.cfg.miss == "redirect":
             loc = self.cfg.upstream + req.path + (f"?{req.query}" if req.query else "")
             return text_response(302, "see upstream", [("Location", loc)], cache="miss")
-        return await self._proxy(req, key)
+        return await self._proxy(req, client, key)
 
-    def _object_response(self, req: Request, size: int, etag: str, data, f, cache: str):
+    def _object_response(self, req: Request, client: str, size: int, etag: str, data, f,
+                         cache: str):
         d = ranges.evaluate(req.method, req.headers, size, etag)
-        if d.send_body and req.method == "GET":
-            self.meter.add(d.content_length, time.monotonic())
-        self.active_streams += 1
-
-        def done() -> None:
-            self.active_streams -= 1
+        sent = d.content_length if d.send_body and req.method == "GET" else 0
+        self.admission.started(client, sent, time.monotonic())
         return Response(d.status, list(d.headers), decision=d, data=data, file=f, cache=cache,
-                        on_done=done)
+                        on_done=lambda: self.admission.finished(client))
 
-    async def _proxy(self, req: Request, key: Key) -> Response:
+    async def _proxy(self, req: Request, client: str, key: Key) -> Response:
         inflight = self._inflight.get(key)
         cache = "coalesced" if inflight is not None else "fill"
         if inflight is None:
@@ -249,21 +232,17 @@ class Oca:
             etag = etag_for(self.catalog.segment_sha256(*key))
             d = ranges.evaluate(req.method, req.headers, inflight.size_bytes, etag)
             if req.method == "GET" and d.status == 200 and d.send_body:
-                return self._stream_response(d, inflight, cache)
+                return self._stream_response(client, d, inflight, cache)
         result = await asyncio.shield(inflight.task)  # ranges, conditionals, HEAD: whole object
         if result is None:
             return text_response(502, "upstream fetch failed")
         data, etag = result
-        return self._object_response(req, len(data), etag, data, None, cache)
+        return self._object_response(req, client, len(data), etag, data, None, cache)
 
-    def _stream_response(self, d, inflight: Inflight, cache: str) -> Response:
-        self.meter.add(d.content_length, time.monotonic())
-        self.active_streams += 1
-
-        def done() -> None:
-            self.active_streams -= 1
+    def _stream_response(self, client: str, d, inflight: Inflight, cache: str) -> Response:
+        self.admission.started(client, d.content_length, time.monotonic())
         return Response(200, list(d.headers), stream=inflight.chunks(), stream_length=inflight.size_bytes,
-                        cache=cache, on_done=done)
+                        cache=cache, on_done=lambda: self.admission.finished(client))
 
     async def _pull_through(self, key: Key, client_query: str,
                             inflight: Inflight) -> tuple[bytes, str] | None:
@@ -362,6 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--egress-window-s", type=float, default=1.0,
                    help="sliding window of the egress rate estimate")
     p.add_argument("--max-streams", type=int, default=None)
+    p.add_argument("--admission", choices=ADMISSION_POLICIES, default="fair",
+                   help="who is refused under load: fair (per client IP shares of streams and "
+                        "egress, see appliances/admission.py) or first-come (the old baseline)")
     p.add_argument("--token-key", default=None, help="hex key file; enables token checks")
     p.add_argument("--cache-control", default=None, help="base URL for heartbeats")
     p.add_argument("--heartbeat-s", type=float, default=1.0)
@@ -398,7 +380,8 @@ def config_from_args(args: argparse.Namespace) -> OcaConfig:
                      egress_mbps=args.egress_mbps, max_streams=args.max_streams, token_key=key,
                      cache_control=args.cache_control, heartbeat_s=args.heartbeat_s,
                      verify_sha=not args.no_verify_sha, egress_window_s=args.egress_window_s,
-                     fill_parallel=check_fill_parallel(args.fill_parallel))
+                     fill_parallel=check_fill_parallel(args.fill_parallel),
+                     admission=args.admission)
 
 
 async def amain(args: argparse.Namespace, cfg: OcaConfig, catalog: Catalog) -> None:

@@ -23,6 +23,18 @@ def fuzz_figures(f: dict) -> str:
                f"{f['access_log']['max_line_bytes']} B)" if "access_log" in f else ""))
 
 
+def _fairness(o: dict) -> str:
+    """Legit clients' successes against their fair share (reliability_load.fair_shares)."""
+    f = o.get("fairness")
+    if not f:
+        return ""
+    got = "/".join(f"{r['successes']}" for r in f["legit"])
+    share = "/".join(f"{r['fair_share']:g}" for r in f["legit"])
+    return (f"legit successes {got} vs fair share {share} (min ratio {f['min_ratio']}, "
+            f"need {f['required_ratio']}; {f['clients']} clients, {f['successes_total']} "
+            f"successes), ")
+
+
 def summary_rows(res: dict) -> list[tuple[str, bool, str]]:
     """(check, passed, figures) for every check this run made, in report order."""
     c, s, cc = res["conformance"], res["slowloris"], res["conn_cap"]
@@ -44,7 +56,7 @@ def summary_rows(res: dict) -> list[tuple[str, bool, str]]:
         ("connection cap", cc["ok"], f"{cc['opened']} opened, {cc['held_open']} held, "
          f"{cc['refused_503']} refused 503 + Retry-After"),
         ("overload", o["ok"], f"limits {o['max_streams']} streams / {o['egress_limit_mbps']} "
-         f"Mbit/s; greedy {o['greedy']}, legit {o['legit_status']}, legit p99 "
+         f"Mbit/s; greedy {o['greedy']}, legit {o['legit_status']}, {_fairness(o)}legit p99 "
          f"{o['legit_p99_ms']} ms (baseline {o['baseline_p99_ms']}, bound {o['p99_bound_ms']})"),
         ("tokens", t["ok"], f"matrix {t['matrix_accepted']}/{t['matrix_attacks']} attacks "
          f"accepted, mutations {t['socket_mutations_accepted']}/{t['socket_mutations']} (sockets)"

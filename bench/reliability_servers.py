@@ -131,9 +131,12 @@ class Integrity:
 
 
 def http_get(port: int, path: str, headers: dict | None = None, method: str = "GET",
-             body: bytes | None = None, timeout_s: float = 15.0) -> tuple[int, dict, bytes]:
-    """(status, headers, body) of one request on its own connection to 127.0.0.1:port."""
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
+             body: bytes | None = None, timeout_s: float = 15.0,
+             source_ip: str | None = None) -> tuple[int, dict, bytes]:
+    """(status, headers, body) of one request on its own connection to 127.0.0.1:port, from
+    `source_ip` (another loopback address: another client to the server) when given."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s,
+                                   source_address=None if source_ip is None else (source_ip, 0))
     try:
         c.request(method, path, body=body, headers=headers or {})
         r = c.getresponse()
