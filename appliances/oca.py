@@ -4,6 +4,15 @@
 prints `READY host:port` and exits cleanly on SIGTERM.
 Endpoints: GET/HEAD segments (RFC 9110 ranges and conditionals), `GET /health`,
 `POST /fill` (fill plan, 202), `GET /fill/status`.
+Commands: `POST /fill` is the one request that changes an OCA's state. With --command-key it
+must carry the control plane's HMAC signature (appliances.commands: method, target, body,
+timestamp within +-30 s, nonce never seen in that window); unsigned, malformed, forged,
+expired and replayed commands get 403 (503 + Retry-After if the nonce memory is full), counted
+in /health counters `commands_refused_<reason>` and noted in the access log
+(`note: command_<reason>`), before the body is parsed. Without --command-key every command is
+refused (`disabled`) unless --unsigned-commands is given (stand-alone use). The testbed
+(harness.services) always gives the OCAs and the control plane the same key file.
+GET /health, GET /fill/status (and GET /fill) are read-only and need no signature.
 Invariants:
 - Request order: token (403 bad / 410 expired, only with --token-key) -> catalog path (404)
   -> admission (appliances.admission, fair per client IP by default: 503 + Retry-After at the
@@ -42,6 +51,7 @@ from pathlib import Path
 import aiohttp
 
 from appliances import ranges, tokens
+from appliances.commands import CommandResult, CommandVerifier
 from appliances.admission import (  # noqa: F401 (EgressMeter re-exported)
     ADMISSION_POLICIES, Admission, EgressMeter, Limits)
 from appliances.content import Catalog, CatalogSpec, ContentError
@@ -86,6 +96,8 @@ class OcaConfig:
     egress_window_s: float = 1.0
     fill_parallel: int = DEFAULT_FILL_PARALLEL  # fill objects in flight at once
     admission: str = "fair"  # appliances.admission policy under load: fair | first-come
+    command_key: bytes | None = None  # verifies signed commands (appliances.commands)
+    unsigned_commands: bool = False  # without command_key: accept unsigned commands (else none)
 
     def __post_init__(self) -> None:
         check_fill_parallel(self.fill_parallel)
@@ -117,6 +129,7 @@ class Oca:
         self.filler = Filler(self.store, catalog, self.session, self._sign_query, fill_log,
                              cfg.verify_sha, cfg.fill_parallel)
         self._hb_task: asyncio.Task | None = None
+        self.commands = CommandVerifier(cfg.command_key) if cfg.command_key is not None else None
 
     @property
     def active_streams(self) -> int:
@@ -156,6 +169,7 @@ class Oca:
                 "miss_mode": self.cfg.miss, "eviction": self.cfg.eviction,
                 "max_streams": self.cfg.max_streams, "egress_limit_mbps": self.cfg.egress_mbps,
                 "admission": self.cfg.admission, "recent_clients": self.admission.clients(now),
+                "commands": self._command_mode(),
                 "counters": dict(self.counters), "fill": {
                     k: v for k, v in self.filler.status.to_dict().items() if k != "recent"},
                 "ts": time.time()}
@@ -280,11 +294,41 @@ class Oca:
             return data, etag_for(hashlib.sha256(data).hexdigest())
         return data, obj.etag
 
+    def _command_mode(self) -> str:
+        """How commands are checked: `signed` (--command-key), `unsigned` or `disabled`."""
+        if self.commands is not None:
+            return "signed"
+        return "unsigned" if self.cfg.unsigned_commands else "disabled"
+
+    def _refuse_command(self, req: Request) -> Response | None:
+        """None if the command may run; else its refusal (403; 503 + Retry-After when the
+        nonce memory is full), counted in counters["commands_refused_<verdict>"] and noted in
+        the access log."""
+        if self.commands is not None:
+            target = req.path + (f"?{req.query}" if req.query else "")
+            verdict = self.commands.verify(req.method, target, req.body, req.headers,
+                                           time.time())
+            if verdict is CommandResult.OK:
+                return None
+            reason = verdict.value
+        elif self.cfg.unsigned_commands:
+            return None
+        else:
+            reason = "disabled"
+        self.counters[f"commands_refused_{reason}"] += 1
+        if reason == "busy":
+            return text_response(503, "too many commands in the replay window",
+                                 [("Retry-After", "1")], note="command_busy")
+        return text_response(403, f"command refused: {reason}", note=f"command_{reason}")
+
     def _handle_fill(self, req: Request) -> Response:
         if req.method == "GET":
             return json_response(200, self.filler.status.to_dict())
         if req.method != "POST":
             return text_response(405, headers=[("Allow", "POST")])
+        refusal = self._refuse_command(req)
+        if refusal is not None:
+            return refusal
         try:
             plan = parse_fill_plan(json.loads(req.body.decode("utf-8")), self.catalog)
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
@@ -292,6 +336,7 @@ class Oca:
         except ValueError as exc:
             return text_response(400, f"bad fill plan: {exc}")
         plan_id = self.filler.submit(plan)
+        self.counters["commands_accepted"] += 1
         return json_response(202, {"accepted": len(plan.segments), "plan_id": plan_id})
 
     # --- lifecycle ---------------------------------------------------------------
@@ -345,6 +390,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="who is refused under load: fair (per client IP shares of streams and "
                         "egress, see appliances/admission.py) or first-come (the old baseline)")
     p.add_argument("--token-key", default=None, help="hex key file; enables token checks")
+    p.add_argument("--command-key", default=None,
+                   help="hex key file (the control plane's): commands (POST /fill) must carry "
+                        "its HMAC signature, see appliances/commands.py; refusals are 403")
+    p.add_argument("--unsigned-commands", action="store_true",
+                   help="without --command-key, accept unsigned commands (stand-alone use "
+                        "only); by default an OCA without a command key refuses every command")
     p.add_argument("--cache-control", default=None, help="base URL for heartbeats")
     p.add_argument("--heartbeat-s", type=float, default=1.0)
     p.add_argument("--access-log", default=None, help="JSON-lines access log file")
@@ -374,6 +425,9 @@ def config_from_args(args: argparse.Namespace) -> OcaConfig:
         if v is not None and v <= 0:
             raise ValueError(f"--{name.replace('_', '-')} must be > 0")
     key = tokens.load_key(args.token_key) if args.token_key else None
+    if args.command_key and args.unsigned_commands:
+        raise ValueError("--unsigned-commands contradicts --command-key")
+    cmd_key = tokens.load_key(args.command_key) if args.command_key else None
     return OcaConfig(name=args.name, upstream=args.upstream, store_dir=Path(args.store),
                      capacity_bytes=int(args.capacity_mb * 2**20),
                      mem_bytes=int(args.mem_mb * 2**20), miss=args.miss, eviction=args.eviction,
@@ -381,7 +435,8 @@ def config_from_args(args: argparse.Namespace) -> OcaConfig:
                      cache_control=args.cache_control, heartbeat_s=args.heartbeat_s,
                      verify_sha=not args.no_verify_sha, egress_window_s=args.egress_window_s,
                      fill_parallel=check_fill_parallel(args.fill_parallel),
-                     admission=args.admission)
+                     admission=args.admission, command_key=cmd_key,
+                     unsigned_commands=args.unsigned_commands)
 
 
 async def amain(args: argparse.Namespace, cfg: OcaConfig, catalog: Catalog) -> None:

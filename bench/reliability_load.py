@@ -18,7 +18,7 @@ from pathlib import Path
 
 from appliances.content import Catalog
 from bench import reliability_fuzz as rf
-from bench.reliability_servers import Integrity, Servers, http_get
+from bench.reliability_servers import Integrity, Servers, http_get, post_command
 from bench.reliability_spec import (FAIR_SHARE_MIN, GREEDY_IP, HEADER_TIMEOUT_S, LEGIT_IPS,
                                     OVERLOAD_P99_BOUND_MS, seg_path)
 from contracts.stats import quantile
@@ -35,7 +35,7 @@ async def _legit_loop(port: int, until: float, integ: Integrity, rng: random.Ran
     exchange, bytes verified."""
     lat, counts = [], {}
     while time.monotonic() < until:
-        key = ("t000" + str(rng.randrange(4)), 235, rng.randrange(10))
+        key = ("t000" + str(rng.randrange(4)), 235, rng.randrange(10))  # check_overload warms
         t0 = time.monotonic()
         try:
             st, hdrs, body = await asyncio.to_thread(http_get, port, seg_path(key), None, "GET",
@@ -123,8 +123,12 @@ async def _overload_run(port: int, integ: Integrity, n_greedy: int, duration_s: 
     """(legit baseline, greedy generator's counts, one result per legit client) of one overload
     period. The generator's connections all come from GREEDY_IP (one client); each legit
     client has its own address from LEGIT_IPS."""
-    base = await _legit_loop(port, time.monotonic() + 1.5, integ, random.Random(seed), 0.05,
-                             LEGIT_IPS[0])
+    # baseline: every legit client at once, so the OCA knows them all (for recent_s = 2 s) when
+    # the generator floods it (one arriving later waits until the streams the greedy client
+    # already holds end: none is cut)
+    bases = await asyncio.gather(*(_legit_loop(port, time.monotonic() + 1.5, integ,
+                                               random.Random(seed - 1 - i), 0.05, ip)
+                                   for i, ip in enumerate(LEGIT_IPS)))
     gen = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.reliability_fuzz", "greedy", str(port),
         str(n_greedy), str(duration_s), "inf", GREEDY_IP, *big_paths,
@@ -133,6 +137,7 @@ async def _overload_run(port: int, integ: Integrity, n_greedy: int, duration_s: 
     until = time.monotonic() + duration_s - 1.0
     legit = await asyncio.gather(*(_legit_loop(port, until, integ, random.Random(seed + i), 0.05,
                                                ip) for i, ip in enumerate(LEGIT_IPS)))
+    base = {"p99_ms": max((b["p99_ms"] for b in bases if b["p99_ms"] is not None), default=None)}
     out, _ = await asyncio.wait_for(gen.communicate(), duration_s + 30)
     if gen.returncode != 0:
         raise RuntimeError(f"greedy load generator exited {gen.returncode}")
@@ -170,8 +175,9 @@ def check_overload(port: int, integ: Integrity, n_greedy: int, duration_s: float
     is refused, nobody gets an error or wrong bytes, each legit client gets >= FAIR_SHARE_MIN
     of its fair share (`fair_shares`) and the legit p99 stays within its bound."""
     big = [seg_path(("t0006", 5800, i)) for i in range(4)]
-    for path in big:  # warm the store so the greedy load is served from disk
-        http_get(port, path)
+    small = [seg_path((f"t000{t}", 235, i)) for t in range(4) for i in range(10)]
+    for path in big + small:  # warm the store: every client is served from disk, so the
+        http_get(port, path)  # figures measure admission, not first pulls from the origin
     base, g_total, legit = asyncio.run(_overload_run(port, integ, n_greedy, duration_s, seed,
                                                      big))
     integ.add_external(g_total.get("200", 0), g_total.pop("bytes_verified", 0),
@@ -213,12 +219,12 @@ def _store_audit(store: Path, catalog: Catalog) -> dict:
     return {"objects": n, "corrupt": bad, "tmp_files": len(list((store / "tmp").iterdir()))}
 
 
-def _start_load_for_kill(mode: str, port: int, plan: dict, integ: Integrity):
-    """Begin filling: POST the plan (mode fill) or pull misses through (mode proxy, in a
-    thread that stops at the first connection error). Returns the thread or None."""
+def _start_load_for_kill(mode: str, port: int, plan: dict, integ: Integrity, key: bytes):
+    """Begin filling: POST the plan signed with `key` (mode fill) or pull misses through
+    (mode proxy, in a thread that stops at the first connection error). Returns the thread
+    or None."""
     if mode == "fill":
-        st, _, _ = http_get(port, "/fill", {"Content-Type": "application/json"}, "POST",
-                            json.dumps(plan).encode())
+        st, _, _ = post_command(port, "/fill", json.dumps(plan).encode(), key)
         if st != 202:
             raise RuntimeError(f"kill-during-fill: fill plan refused with {st}")
         return None
@@ -242,7 +248,7 @@ def _kill_trial(servers: Servers, origin_port: int, store: Path, name: str, mode
     it without filling and GET every plan segment: counts of what it served."""
     port = servers.oca(name, origin_port, store, "--miss", mode if mode == "proxy"
                        else "redirect", "--mem-mb", "0")
-    puller = _start_load_for_kill(mode, port, plan, integ)
+    puller = _start_load_for_kill(mode, port, plan, integ, servers.command_key)
     time.sleep(delay_s)
     servers.kill(name)
     if puller is not None:

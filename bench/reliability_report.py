@@ -35,6 +35,16 @@ def _fairness(o: dict) -> str:
             f"successes), ")
 
 
+def _commands(c: dict) -> str:
+    """Signed-command check figures (reliability_commands.check_commands)."""
+    return (f"fill_commands_accepted_bad: {c['fill_commands_accepted_bad']} "
+            f"({c['bad_refused_403']}/{c['bad_attempts']} bad commands refused 403: "
+            + ", ".join(f"{k} {v}" for k, v in c["status"].items() if k != "valid")
+            + f"), valid command {c['status']['valid']}, refusals counted "
+            f"{sum(c['refusals_counted'].values())}, GET /health and /fill/status open "
+            f"{c['read_only_open']}")
+
+
 def summary_rows(res: dict) -> list[tuple[str, bool, str]]:
     """(check, passed, figures) for every check this run made, in report order."""
     c, s, cc = res["conformance"], res["slowloris"], res["conn_cap"]
@@ -61,6 +71,8 @@ def summary_rows(res: dict) -> list[tuple[str, bool, str]]:
         ("tokens", t["ok"], f"matrix {t['matrix_accepted']}/{t['matrix_attacks']} attacks "
          f"accepted, mutations {t['socket_mutations_accepted']}/{t['socket_mutations']} (sockets)"
          f" + {t['pure_mutations_accepted']}/{t['pure_mutations']} (pure) accepted"),
+        *([("commands", res["commands"]["ok"], _commands(res["commands"]))]
+          if "commands" in res else []),
         ("kill during fill", k["ok"], f"{k['trials']} SIGKILLs ({k['kills_mid_object']} mid-object)"
          f", partial objects served {k['partial_served_total']}"),
         ("integrity", i["ok"], f"{i['responses_verified']} responses, {i['bytes_verified']} bytes "
