@@ -2,10 +2,13 @@
 
 CLI:
   python -m appliances.control --listen HOST:PORT --deployment FILE --token-key FILE
-      [--steering URL] [--telemetry-log FILE] [--steering-log FILE] [--token-ttl-s N]
+      [--command-key FILE] [--steering URL] [--telemetry-log FILE] [--steering-log FILE] [--token-ttl-s N]
       [--push-fill] [--fill-wait-s S] [--fill-window-s S] [--fill-rate-mbps R]
       [--fill-segments-per-title N] [--history FILE] [--release TITLE ...] [--drop-health-misses]
       [--warm-titles N]
+--command-key FILE: hex key file shared with the OCAs' --command-key; every fill push is signed
+with it (appliances.commands). Without it pushes go unsigned, which OCAs refuse unless started
+with --unsigned-commands.
 --release TITLE (repeatable): a title released today; fill plans put it first (a catalog title).
 --history FILE: yesterday's sessions, CSV `region,title` (appliances/history.py); fill plans are
 then built from their add-one smoothed per-region shares instead of the popularity players draw
@@ -86,7 +89,8 @@ def build_control(deployment: Deployment, key: bytes, steering_url: str | None =
                   fill_segments_per_title: int | None = None,
                   steering_policy: str | None = None,
                   history: dict[str, dict[str, float]] | None = None,
-                  releases: tuple[str, ...] = ()) -> ControlPlane:
+                  releases: tuple[str, ...] = (),
+                  command_key: bytes | None = None) -> ControlPlane:
     """Wire the three services into one aiohttp application. `steering_policy` is sent to the
     controller with every rank query (None: the controller's default); `history` (region ->
     title -> share, see load_history) makes fill plans predicted, None keeps the truth."""
@@ -99,7 +103,7 @@ def build_control(deployment: Deployment, key: bytes, steering_url: str | None =
     cache = CacheControl(deployment, catalog, registry, fill_window_s=fill_window_s,
                          fill_rate_mbps=fill_rate_mbps,
                          segments_per_title=fill_segments_per_title, history=history,
-                         releases=releases)
+                         releases=releases, command_key=command_key)
     telemetry = Telemetry(sink=telemetry_sink)
     app = web.Application(middlewares=[json_errors], client_max_size=4 * 1024 * 1024)
     app.add_routes(playback.routes() + cache.routes() + telemetry.routes())
@@ -158,6 +162,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", type=parse_listen, required=True, help="HOST:PORT")
     p.add_argument("--deployment", required=True, help="deployment JSON file")
     p.add_argument("--token-key", required=True, help="hex key file shared with the OCAs")
+    p.add_argument("--command-key", default=None,
+                   help="hex key file the OCAs verify commands with: fill pushes are signed")
     p.add_argument("--steering", help="controller steering API base URL (else local policy)")
     p.add_argument("--steering-policy", choices=STEERING_POLICIES, default=None,
                    help="with --steering: the controller's ranking policy (default: the controller's own)")
@@ -188,6 +194,7 @@ async def serve(args: argparse.Namespace, stack: ExitStack) -> int:
         raise ValueError("--steering-policy needs --steering (the local policy has no variants)")
     deployment = load_deployment(args.deployment)
     key = tokens.load_key(args.token_key)
+    cmd_key = tokens.load_key(args.command_key) if args.command_key else None
     history = load_history(args.history, deployment) if args.history else None
     unknown = sorted(set(args.release) - set(Catalog(deployment.catalog).titles()))
     if unknown:
@@ -199,7 +206,7 @@ async def serve(args: argparse.Namespace, stack: ExitStack) -> int:
     cp = build_control(deployment, key, args.steering, tsink, ssink, args.token_ttl_s,
                        args.drop_health_misses, args.fill_window_s, args.fill_rate_mbps,
                        args.fill_segments_per_title, args.steering_policy, history,
-                       tuple(dict.fromkeys(args.release)))
+                       tuple(dict.fromkeys(args.release)), cmd_key)
     runner = web.AppRunner(cp.app, access_log=None, handle_signals=False)
     await runner.setup()
     host, port = args.listen

@@ -9,6 +9,7 @@ Endpoints (JSON):
        returns "tiers": per-tier timing
   POST /telemetry {session summary}               -> {"ok": true, "count": n}
   GET  /telemetry/count                           -> {"count": n}
+Every POST <oca>/fill is signed with `command_key` (appliances.commands) when one is set.
 Invariants: a push reports every OCA's outcome (HTTP status or error text), never hides one;
 an OCA's capacity comes from the deployment (capacity_mb) or else its latest heartbeat.
 Tiered push: tiers go in FILL_TIER_ORDER (IXP, then embedded), so an embedded OCA asks the IXP
@@ -31,6 +32,7 @@ from typing import Callable, TextIO
 import aiohttp
 from aiohttp import web
 
+from appliances import commands
 from appliances.content import Catalog
 from appliances.control_health import HealthRegistry
 from appliances.control_playback import json_error, read_json_object, viewer_ip
@@ -93,6 +95,7 @@ class CacheControl:
     history: dict[str, dict[str, float]] | None = None
     push_started_unix: float | None = None  # when push_when_ready began (midnight of a fill run)
     releases: tuple[str, ...] = ()  # titles released today: first in every plan (fillplan.plan_oca)
+    command_key: bytes | None = None  # signs every POST <oca>/fill (appliances.commands)
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/heartbeat", self.heartbeat), web.get("/ocas", self.ocas),
@@ -267,7 +270,8 @@ class CacheControl:
                    "planned_bytes": plan.planned_bytes, "sources": list(plan.sources),
                    "window_end_unix": body["window_end_unix"]}
         try:
-            async with session.post(f"{oca.url}/fill", json=body) as resp:
+            data, headers = self.command(f"{oca.url}/fill", body)
+            async with session.post(f"{oca.url}/fill", data=data, headers=headers) as resp:
                 text = await resp.text()
                 summary["status"] = resp.status
                 if resp.status != 202:
@@ -277,6 +281,16 @@ class CacheControl:
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             summary["error"] = f"{type(exc).__name__}: {exc}"
         return summary
+
+    def command(self, url: str, body: dict) -> tuple[bytes, dict[str, str]]:
+        """The JSON bytes and headers of a POST command to `url`, signed when command_key is
+        set (an OCA started without a key refuses unsigned commands unless told otherwise)."""
+        data = json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"}
+        if self.command_key is not None:
+            headers.update(commands.sign(self.command_key, "POST", commands.target_of(url), data,
+                                         self.clock()))
+        return data, headers
 
     async def push_when_ready(self, wait_s: float, tier_wait_s: float | None = None) -> dict:
         """Wait (bounded by wait_s) until every OCA's capacity is known, then push tiered

@@ -4,9 +4,20 @@
 prints `READY host:port` and exits cleanly on SIGTERM.
 Endpoints: GET/HEAD segments (RFC 9110 ranges and conditionals), `GET /health`,
 `POST /fill` (fill plan, 202), `GET /fill/status`.
+Commands: `POST /fill` is the one request that changes an OCA's state. With --command-key it
+must carry the control plane's HMAC signature (appliances.commands: method, target, body,
+timestamp within +-30 s, nonce never seen in that window); unsigned, malformed, forged,
+expired and replayed commands get 403 (503 + Retry-After if the nonce memory is full), counted
+in /health counters `commands_refused_<reason>` and noted in the access log
+(`note: command_<reason>`), before the body is parsed. Without --command-key every command is
+refused (`disabled`) unless --unsigned-commands is given (stand-alone use). The testbed
+(harness.services) always gives the OCAs and the control plane the same key file.
+GET /health, GET /fill/status (and GET /fill) are read-only and need no signature.
 Invariants:
 - Request order: token (403 bad / 410 expired, only with --token-key) -> catalog path (404)
-  -> admission (503 + Retry-After when streams or egress are at the limit; a health miss)
+  -> admission (appliances.admission, fair per client IP by default: 503 + Retry-After at the
+  stream or egress limit, or to a client over its fair share while others' shares are
+  reserved; a health miss; counters overloaded_503 and overloaded_503_<reason>)
   -> store hit (sendfile from disk or the memory hot set) or miss.
 - Miss `redirect`: 302 to upstream + same path + same query (cache "miss").
   Miss `proxy`: one coalesced pull per object from upstream, verified against the catalog
@@ -40,6 +51,9 @@ from pathlib import Path
 import aiohttp
 
 from appliances import ranges, tokens
+from appliances.commands import CommandResult, CommandVerifier
+from appliances.admission import (  # noqa: F401 (EgressMeter re-exported)
+    ADMISSION_POLICIES, Admission, EgressMeter, Limits)
 from appliances.content import Catalog, CatalogSpec, ContentError
 from appliances.httpcore import CONTENT_MISS_HEADER, Request
 from appliances.inflight import Inflight
@@ -51,28 +65,6 @@ from appliances.store import EVICTION_POLICIES, Key, Store, StoreError, etag_for
 
 MISS_MODES = ("redirect", "proxy", "content_miss")
 PULL_CHUNK_BYTES = 64 * 1024  # upstream read size of a pull-through (cut-through granularity)
-
-
-class EgressMeter:
-    """Bytes scheduled for sending in a sliding window -> Mbit/s (pure; caller passes now)."""
-
-    def __init__(self, window_s: float = 1.0) -> None:
-        self.window_s = window_s
-        self._events: collections.deque[tuple[float, int]] = collections.deque()
-        self._sum = 0
-
-    def add(self, n_bytes: int, now: float) -> None:
-        self._events.append((now, n_bytes))
-        self._sum += n_bytes
-        self._expire(now)
-
-    def _expire(self, now: float) -> None:
-        while self._events and self._events[0][0] <= now - self.window_s:
-            self._sum -= self._events.popleft()[1]
-
-    def mbps(self, now: float) -> float:
-        self._expire(now)
-        return self._sum * 8 / self.window_s / 1e6
 
 
 def load_of(active_streams: int, max_streams: int | None, egress_mbps: float,
@@ -103,6 +95,9 @@ class OcaConfig:
     verify_sha: bool = True
     egress_window_s: float = 1.0
     fill_parallel: int = DEFAULT_FILL_PARALLEL  # fill objects in flight at once
+    admission: str = "fair"  # appliances.admission policy under load: fair | first-come
+    command_key: bytes | None = None  # verifies signed commands (appliances.commands)
+    unsigned_commands: bool = False  # without command_key: accept unsigned commands (else none)
 
     def __post_init__(self) -> None:
         check_fill_parallel(self.fill_parallel)
@@ -124,8 +119,9 @@ class Oca:
         self.cfg, self.catalog = cfg, catalog
         self.store = Store(cfg.store_dir, cfg.capacity_bytes, cfg.mem_bytes, cfg.eviction,
                            expected_size=self._expected_size)
-        self.meter = EgressMeter(cfg.egress_window_s)
-        self.active_streams = 0
+        self.admission = Admission(Limits(cfg.max_streams, cfg.egress_mbps), cfg.admission,
+                                   cfg.egress_window_s)
+        self.meter = self.admission.meter  # total egress (health, load)
         self.counters = collections.Counter()
         self.draining = False
         self._inflight: dict[Key, Inflight] = {}
@@ -133,6 +129,11 @@ class Oca:
         self.filler = Filler(self.store, catalog, self.session, self._sign_query, fill_log,
                              cfg.verify_sha, cfg.fill_parallel)
         self._hb_task: asyncio.Task | None = None
+        self.commands = CommandVerifier(cfg.command_key) if cfg.command_key is not None else None
+
+    @property
+    def active_streams(self) -> int:
+        return self.admission.active_streams
 
     def _expected_size(self, key: Key) -> int | None:
         try:
@@ -167,15 +168,11 @@ class Oca:
                 "used_bytes": self.store.used_bytes, "stored_objects": len(keys),
                 "miss_mode": self.cfg.miss, "eviction": self.cfg.eviction,
                 "max_streams": self.cfg.max_streams, "egress_limit_mbps": self.cfg.egress_mbps,
+                "admission": self.cfg.admission, "recent_clients": self.admission.clients(now),
+                "commands": self._command_mode(),
                 "counters": dict(self.counters), "fill": {
                     k: v for k, v in self.filler.status.to_dict().items() if k != "recent"},
                 "ts": time.time()}
-
-    def _overloaded(self) -> bool:
-        egress = self.meter.mbps(time.monotonic())
-        if self.cfg.max_streams is not None and self.active_streams >= self.cfg.max_streams:
-            return True
-        return self.cfg.egress_mbps is not None and egress >= self.cfg.egress_mbps
 
     # --- request handling ------------------------------------------------------
     async def handle(self, req: Request, client: str) -> Response:
@@ -201,9 +198,11 @@ class Oca:
             key = self.catalog.parse_path(req.path)
         except ContentError:
             return text_response(404, "no such segment")
-        if self._overloaded():
+        verdict = self.admission.decide(client, self.catalog.segment_size(*key), time.monotonic())
+        if verdict != "ok":  # a health miss: the player tries its next location
             self.counters["overloaded_503"] += 1
-            return text_response(503, "at capacity", [("Retry-After", "1")])
+            self.counters[f"overloaded_503_{verdict}"] += 1
+            return text_response(503, verdict.replace("_", " "), [("Retry-After", "1")])
         obj = self.store.lookup(key)
         if obj is not None:
             data = self.store.hot_bytes(obj)
@@ -214,7 +213,8 @@ class Oca:
                 self.store.remove(key)
             else:
                 self.counters["hits"] += 1
-                return self._object_response(req, obj.size_bytes, obj.etag, data, f, "hit")
+                return self._object_response(req, client, obj.size_bytes, obj.etag, data, f,
+                                             "hit")
         self.counters["misses"] += 1
         if req.headers.get(FILL_HEADER.lower()) == "1":
             return text_response(404, "not stored here (fill requests do not pull through)", cache="miss")
@@ -225,20 +225,17 @@ class Oca:
         if self.cfg.miss == "redirect":
             loc = self.cfg.upstream + req.path + (f"?{req.query}" if req.query else "")
             return text_response(302, "see upstream", [("Location", loc)], cache="miss")
-        return await self._proxy(req, key)
+        return await self._proxy(req, client, key)
 
-    def _object_response(self, req: Request, size: int, etag: str, data, f, cache: str):
+    def _object_response(self, req: Request, client: str, size: int, etag: str, data, f,
+                         cache: str):
         d = ranges.evaluate(req.method, req.headers, size, etag)
-        if d.send_body and req.method == "GET":
-            self.meter.add(d.content_length, time.monotonic())
-        self.active_streams += 1
-
-        def done() -> None:
-            self.active_streams -= 1
+        sent = d.content_length if d.send_body and req.method == "GET" else 0
+        self.admission.started(client, sent, time.monotonic())
         return Response(d.status, list(d.headers), decision=d, data=data, file=f, cache=cache,
-                        on_done=done)
+                        on_done=lambda: self.admission.finished(client))
 
-    async def _proxy(self, req: Request, key: Key) -> Response:
+    async def _proxy(self, req: Request, client: str, key: Key) -> Response:
         inflight = self._inflight.get(key)
         cache = "coalesced" if inflight is not None else "fill"
         if inflight is None:
@@ -249,21 +246,17 @@ class Oca:
             etag = etag_for(self.catalog.segment_sha256(*key))
             d = ranges.evaluate(req.method, req.headers, inflight.size_bytes, etag)
             if req.method == "GET" and d.status == 200 and d.send_body:
-                return self._stream_response(d, inflight, cache)
+                return self._stream_response(client, d, inflight, cache)
         result = await asyncio.shield(inflight.task)  # ranges, conditionals, HEAD: whole object
         if result is None:
             return text_response(502, "upstream fetch failed")
         data, etag = result
-        return self._object_response(req, len(data), etag, data, None, cache)
+        return self._object_response(req, client, len(data), etag, data, None, cache)
 
-    def _stream_response(self, d, inflight: Inflight, cache: str) -> Response:
-        self.meter.add(d.content_length, time.monotonic())
-        self.active_streams += 1
-
-        def done() -> None:
-            self.active_streams -= 1
+    def _stream_response(self, client: str, d, inflight: Inflight, cache: str) -> Response:
+        self.admission.started(client, d.content_length, time.monotonic())
         return Response(200, list(d.headers), stream=inflight.chunks(), stream_length=inflight.size_bytes,
-                        cache=cache, on_done=done)
+                        cache=cache, on_done=lambda: self.admission.finished(client))
 
     async def _pull_through(self, key: Key, client_query: str,
                             inflight: Inflight) -> tuple[bytes, str] | None:
@@ -301,11 +294,41 @@ class Oca:
             return data, etag_for(hashlib.sha256(data).hexdigest())
         return data, obj.etag
 
+    def _command_mode(self) -> str:
+        """How commands are checked: `signed` (--command-key), `unsigned` or `disabled`."""
+        if self.commands is not None:
+            return "signed"
+        return "unsigned" if self.cfg.unsigned_commands else "disabled"
+
+    def _refuse_command(self, req: Request) -> Response | None:
+        """None if the command may run; else its refusal (403; 503 + Retry-After when the
+        nonce memory is full), counted in counters["commands_refused_<verdict>"] and noted in
+        the access log."""
+        if self.commands is not None:
+            target = req.path + (f"?{req.query}" if req.query else "")
+            verdict = self.commands.verify(req.method, target, req.body, req.headers,
+                                           time.time())
+            if verdict is CommandResult.OK:
+                return None
+            reason = verdict.value
+        elif self.cfg.unsigned_commands:
+            return None
+        else:
+            reason = "disabled"
+        self.counters[f"commands_refused_{reason}"] += 1
+        if reason == "busy":
+            return text_response(503, "too many commands in the replay window",
+                                 [("Retry-After", "1")], note="command_busy")
+        return text_response(403, f"command refused: {reason}", note=f"command_{reason}")
+
     def _handle_fill(self, req: Request) -> Response:
         if req.method == "GET":
             return json_response(200, self.filler.status.to_dict())
         if req.method != "POST":
             return text_response(405, headers=[("Allow", "POST")])
+        refusal = self._refuse_command(req)
+        if refusal is not None:
+            return refusal
         try:
             plan = parse_fill_plan(json.loads(req.body.decode("utf-8")), self.catalog)
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
@@ -313,6 +336,7 @@ class Oca:
         except ValueError as exc:
             return text_response(400, f"bad fill plan: {exc}")
         plan_id = self.filler.submit(plan)
+        self.counters["commands_accepted"] += 1
         return json_response(202, {"accepted": len(plan.segments), "plan_id": plan_id})
 
     # --- lifecycle ---------------------------------------------------------------
@@ -362,7 +386,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--egress-window-s", type=float, default=1.0,
                    help="sliding window of the egress rate estimate")
     p.add_argument("--max-streams", type=int, default=None)
+    p.add_argument("--admission", choices=ADMISSION_POLICIES, default="fair",
+                   help="who is refused under load: fair (per client IP shares of streams and "
+                        "egress, see appliances/admission.py) or first-come (the old baseline)")
     p.add_argument("--token-key", default=None, help="hex key file; enables token checks")
+    p.add_argument("--command-key", default=None,
+                   help="hex key file (the control plane's): commands (POST /fill) must carry "
+                        "its HMAC signature, see appliances/commands.py; refusals are 403")
+    p.add_argument("--unsigned-commands", action="store_true",
+                   help="without --command-key, accept unsigned commands (stand-alone use "
+                        "only); by default an OCA without a command key refuses every command")
     p.add_argument("--cache-control", default=None, help="base URL for heartbeats")
     p.add_argument("--heartbeat-s", type=float, default=1.0)
     p.add_argument("--access-log", default=None, help="JSON-lines access log file")
@@ -392,13 +425,18 @@ def config_from_args(args: argparse.Namespace) -> OcaConfig:
         if v is not None and v <= 0:
             raise ValueError(f"--{name.replace('_', '-')} must be > 0")
     key = tokens.load_key(args.token_key) if args.token_key else None
+    if args.command_key and args.unsigned_commands:
+        raise ValueError("--unsigned-commands contradicts --command-key")
+    cmd_key = tokens.load_key(args.command_key) if args.command_key else None
     return OcaConfig(name=args.name, upstream=args.upstream, store_dir=Path(args.store),
                      capacity_bytes=int(args.capacity_mb * 2**20),
                      mem_bytes=int(args.mem_mb * 2**20), miss=args.miss, eviction=args.eviction,
                      egress_mbps=args.egress_mbps, max_streams=args.max_streams, token_key=key,
                      cache_control=args.cache_control, heartbeat_s=args.heartbeat_s,
                      verify_sha=not args.no_verify_sha, egress_window_s=args.egress_window_s,
-                     fill_parallel=check_fill_parallel(args.fill_parallel))
+                     fill_parallel=check_fill_parallel(args.fill_parallel),
+                     admission=args.admission, command_key=cmd_key,
+                     unsigned_commands=args.unsigned_commands)
 
 
 async def amain(args: argparse.Namespace, cfg: OcaConfig, catalog: Catalog) -> None:

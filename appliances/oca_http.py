@@ -17,6 +17,7 @@ Invariants:
   address learns which server really sent the bytes.
 - One JSON line per request goes to the access log; client-supplied text in it (method,
   path, Range) is cut to LOG_FIELD_MAX characters each, so a line stays under about 1 KB.
+  A response's `note` (server text, e.g. `command_forged`) is logged with it when set.
 """
 from __future__ import annotations
 
@@ -55,6 +56,7 @@ class Response:
     range_header: str | None = None
     stream: AsyncIterator[bytes] | None = None  # a body sent as it is produced (cut-through)
     stream_length: int = 0  # its Content-Length; a stream that ends short drops the connection
+    note: str | None = None  # why the server answered so (e.g. a refused command), access-logged
 
 
 def text_response(status: int, message: str | None = None, headers=None, **kw) -> Response:
@@ -265,7 +267,8 @@ class HttpServer:
                       path=_log_field(req.path), range=_log_field(req.headers.get("range")),
                       status=resp.status, bytes=sent,
                       cache=resp.cache, ttfb_ms=round(ttfb_ms, 3),
-                      duration_ms=round((time.monotonic() - t0) * 1000, 3))
+                      duration_ms=round((time.monotonic() - t0) * 1000, 3),
+                      **({"note": resp.note} if resp.note else {}))
         return ok
 
     async def _send_parts(self, writer, resp: Response, d: Decision) -> int:

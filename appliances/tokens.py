@@ -35,14 +35,15 @@ def _mac(key: bytes, path_prefix: str, client_prefix: str, expires_unix: int) ->
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
-def _check_key(key: bytes) -> None:
+def check_key(key: bytes) -> None:
+    """ValueError unless `key` is bytes of at least MIN_KEY_BYTES (URL tokens and commands)."""
     if not isinstance(key, (bytes, bytearray)) or len(key) < MIN_KEY_BYTES:
-        raise ValueError(f"token key must be at least {MIN_KEY_BYTES} bytes")
+        raise ValueError(f"key must be at least {MIN_KEY_BYTES} bytes")
 
 
 def sign(key: bytes, path_prefix: str, client_prefix: str, expires_unix: int) -> str:
     """Return `exp=<unix>&cp=<network>&tok=<urlsafe b64 HMAC>` for one title's prefix."""
-    _check_key(key)
+    check_key(key)
     if not _PREFIX_RE.match(path_prefix):
         raise ValueError(f"path_prefix must look like /v/<title>/, got {path_prefix!r}")
     try:
@@ -69,7 +70,7 @@ def _client_in(client_ip: str, cp: str) -> bool:
 
 def verify(key: bytes, path: str, client_ip: str, query: str, now_unix: float) -> TokenResult:
     """Check the token in `query` for `path` requested by `client_ip` at `now_unix`."""
-    _check_key(key)
+    check_key(key)
     m = _PATH_PREFIX_RE.match(path or "")
     if m is None:
         return TokenResult.FORBIDDEN
@@ -106,8 +107,8 @@ def load_key(path: str | Path) -> bytes:
     try:
         key = bytes.fromhex("".join(text.split()))
     except ValueError:
-        raise ValueError(f"token key file {path} does not hold hex") from None
-    _check_key(key)
+        raise ValueError(f"key file {path} does not hold hex") from None
+    check_key(key)
     return key
 
 

@@ -1,5 +1,5 @@
-"""`ocalab bench reliability`: HTTP conformance, fuzzing, slow/greedy clients, tokens,
-integrity and kill-during-fill against real origin/OCA subprocesses on 127.0.0.1.
+"""`ocalab bench reliability`: HTTP conformance, fuzzing, slow/greedy clients (fair share),
+tokens, signed commands, integrity and kill-during-fill against real origin/OCA subprocesses on 127.0.0.1.
 
 `run_reliability(out_dir, quick)` starts its own servers (port 0, READY line), runs every
 check with bounded counts and time, writes reliability.md and reliability.json into out_dir,
@@ -17,6 +17,7 @@ from pathlib import Path
 
 from appliances import tokens
 from appliances.content import Catalog
+from bench.reliability_commands import check_commands
 from bench.reliability_checks import (check_atheris, check_conformance, check_fuzz,
                                       check_tokens, check_traversal)
 from bench.reliability_load import (check_conn_cap, check_kill_during_fill, check_overload,
@@ -51,6 +52,7 @@ def _start_servers(servers: Servers, work: Path, canary: bytes) -> tuple[dict[st
     ports["load"] = servers.oca("oca-load", ports["origin"], work / "load", "--miss", "proxy",
                                 "--mem-mb", "0", "--max-conns", "48",
                                 *LOAD_FLAGS)  # default 10 s header timeout
+    ports["cmd"] = servers.oca("oca-cmd", ports["origin"], work / "cmd", "--miss", "redirect")
     return ports, key
 
 
@@ -76,6 +78,7 @@ def _run_all(servers: Servers, work: Path, integ: Integrity, canary: bytes, quic
         "conn_cap": check_conn_cap(p["load"], 48, 16),
         "overload": check_overload(p["load"], integ, 16 if quick else 32,
                                    4.0 if quick else 10.0, seed, LOAD_LIMITS),
+        "commands": check_commands(p["cmd"], servers.command_key, p["origin"]),
         "tokens": check_tokens(p["tok"], key, 150 if quick else 1000,
                                5000 if quick else 50000, seed, integ),
         "kill_during_fill": check_kill_during_fill(servers, p["origin"], work,

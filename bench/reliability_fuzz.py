@@ -327,15 +327,18 @@ async def slow_client(host: str, port: int, kind: str, step_s: float, max_s: flo
 
 
 async def greedy_client(host: str, port: int, path: str, until: float, rate_bytes_s: float,
-                        expected: bytes | None = None, rcvbuf_bytes: int = 8192) -> dict:
-    """Loops GET `path` with a small receive buffer and a capped read rate; retries refusals
-    after 20 ms, ignoring Retry-After. Counts outcomes; compares every body byte of a 200
-    with `expected` (bytes_verified / bad_bytes) when given."""
+                        expected: bytes | None = None, rcvbuf_bytes: int = 8192,
+                        src_ip: str | None = None) -> dict:
+    """Loops GET `path` (from `src_ip` when given) with a small receive buffer and a capped
+    read rate; retries refusals after 20 ms, ignoring Retry-After. Counts outcomes; compares
+    every body byte of a 200 with `expected` (bytes_verified / bad_bytes) when given."""
     import socket as _socket
     counts = collections.Counter()
     while time.monotonic() < until:
         sock = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
         sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVBUF, rcvbuf_bytes)
+        if src_ip is not None:
+            sock.bind((src_ip, 0))
         sock.setblocking(False)
         await asyncio.get_running_loop().sock_connect(sock, (host, port))
         reader, writer = await asyncio.open_connection(sock=sock)
@@ -398,13 +401,14 @@ def _atheris_target(name: str):
 
 
 async def greedy_load(host: str, port: int, paths: list[str], n_clients: int,
-                      duration_s: float, rate_bytes_s: float) -> dict:
-    """n_clients greedy_client loops for duration_s; summed outcome counts."""
+                      duration_s: float, rate_bytes_s: float, src_ip: str | None = None) -> dict:
+    """n_clients greedy_client loops (all from src_ip) for duration_s; summed outcome counts."""
     cat = Catalog(SPEC)
     want = {p: cat.segment_bytes(*cat.parse_path(p)) for p in paths}
     until = time.monotonic() + duration_s
     res = await asyncio.gather(*(greedy_client(host, port, paths[i % len(paths)], until,
-                                               rate_bytes_s, want[paths[i % len(paths)]])
+                                               rate_bytes_s, want[paths[i % len(paths)]],
+                                               src_ip=src_ip)
                                  for i in range(n_clients)))
     total = collections.Counter()
     for r in res:
@@ -413,17 +417,18 @@ async def greedy_load(host: str, port: int, paths: list[str], n_clients: int,
 
 
 def main(argv: list[str]) -> int:
-    """`greedy PORT N DURATION_S RATE_BYTES_S PATH...` (JSON counts on stdout) or an atheris
-    target `head|ranges|tokens [libFuzzer flags]`."""
-    if len(argv) >= 7 and argv[1] == "greedy":
+    """`greedy PORT N DURATION_S RATE_BYTES_S SRC_IP PATH...` (JSON counts on stdout) or an
+    atheris target `head|ranges|tokens [libFuzzer flags]`."""
+    if len(argv) >= 8 and argv[1] == "greedy":
         import json
         port, n, dur, rate = int(argv[2]), int(argv[3]), float(argv[4]), float(argv[5])
-        print(json.dumps(asyncio.run(greedy_load("127.0.0.1", port, argv[6:], n, dur, rate))))
+        print(json.dumps(asyncio.run(greedy_load("127.0.0.1", port, argv[7:], n, dur, rate,
+                                                 argv[6]))))
         return 0
     if len(argv) < 2 or argv[1] not in ("head", "ranges", "tokens"):
         print("usage: python -m bench.reliability_fuzz head|ranges|tokens [libFuzzer flags]"
               "\n       python -m bench.reliability_fuzz greedy PORT N DURATION_S "
-              "RATE_BYTES_S PATH...", file=sys.stderr)
+              "RATE_BYTES_S SRC_IP PATH...", file=sys.stderr)
         return 2
     import atheris
     with atheris.instrument_imports():

@@ -18,8 +18,9 @@ from pathlib import Path
 
 from appliances.content import Catalog
 from bench import reliability_fuzz as rf
-from bench.reliability_servers import Integrity, Servers, http_get
-from bench.reliability_spec import HEADER_TIMEOUT_S, OVERLOAD_P99_BOUND_MS, seg_path
+from bench.reliability_servers import Integrity, Servers, http_get, post_command
+from bench.reliability_spec import (FAIR_SHARE_MIN, GREEDY_IP, HEADER_TIMEOUT_S, LEGIT_IPS,
+                                    OVERLOAD_P99_BOUND_MS, seg_path)
 from contracts.stats import quantile
 
 
@@ -29,15 +30,16 @@ def _pct(values: list[float], q: float) -> float | None:
 
 
 async def _legit_loop(port: int, until: float, integ: Integrity, rng: random.Random,
-                      pause_s: float = 0.02) -> dict:
-    """Sequential GETs of small segments; latency of every exchange, bytes verified."""
+                      pause_s: float = 0.02, source_ip: str | None = None) -> dict:
+    """Sequential GETs of small segments (from source_ip when given); latency of every
+    exchange, bytes verified."""
     lat, counts = [], {}
     while time.monotonic() < until:
-        key = ("t000" + str(rng.randrange(4)), 235, rng.randrange(10))
+        key = ("t000" + str(rng.randrange(4)), 235, rng.randrange(10))  # check_overload warms
         t0 = time.monotonic()
         try:
             st, hdrs, body = await asyncio.to_thread(http_get, port, seg_path(key), None, "GET",
-                                                     None, 10.0)
+                                                     None, 10.0, source_ip)
         except (OSError, http.client.HTTPException) as exc:
             counts[f"error:{type(exc).__name__}"] = counts.get(f"error:{type(exc).__name__}", 0) + 1
             continue
@@ -118,28 +120,64 @@ def check_conn_cap(port: int, max_conns: int, extra: int) -> dict:
 
 async def _overload_run(port: int, integ: Integrity, n_greedy: int, duration_s: float,
                         seed: int, big_paths: list[str]) -> tuple[dict, dict, list[dict]]:
-    """(legit baseline, greedy generator's counts, 4 legit loops) of one overload period."""
-    base = await _legit_loop(port, time.monotonic() + 1.5, integ, random.Random(seed), 0.05)
+    """(legit baseline, greedy generator's counts, one result per legit client) of one overload
+    period. The generator's connections all come from GREEDY_IP (one client); each legit
+    client has its own address from LEGIT_IPS."""
+    # baseline: every legit client at once, so the OCA knows them all (for recent_s = 2 s) when
+    # the generator floods it (one arriving later waits until the streams the greedy client
+    # already holds end: none is cut)
+    bases = await asyncio.gather(*(_legit_loop(port, time.monotonic() + 1.5, integ,
+                                               random.Random(seed - 1 - i), 0.05, ip)
+                                   for i, ip in enumerate(LEGIT_IPS)))
     gen = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.reliability_fuzz", "greedy", str(port),
-        str(n_greedy), str(duration_s), "inf", *big_paths, stdout=asyncio.subprocess.PIPE)
+        str(n_greedy), str(duration_s), "inf", GREEDY_IP, *big_paths,
+        stdout=asyncio.subprocess.PIPE)
     await asyncio.sleep(0.5)  # let the generator start and saturate
     until = time.monotonic() + duration_s - 1.0
-    legit = await asyncio.gather(*(_legit_loop(port, until, integ, random.Random(seed + i), 0.05)
-                                   for i in range(4)))
+    legit = await asyncio.gather(*(_legit_loop(port, until, integ, random.Random(seed + i), 0.05,
+                                               ip) for i, ip in enumerate(LEGIT_IPS)))
+    base = {"p99_ms": max((b["p99_ms"] for b in bases if b["p99_ms"] is not None), default=None)}
     out, _ = await asyncio.wait_for(gen.communicate(), duration_s + 30)
     if gen.returncode != 0:
         raise RuntimeError(f"greedy load generator exited {gen.returncode}")
     return base, json.loads(out), list(legit)
 
 
+def fair_shares(legit: list[dict], greedy: dict, min_ratio: float = FAIR_SHARE_MIN) -> dict:
+    """Each legit client's successes against its fair share (pure).
+
+    N clients compete: the legit ones plus the greedy generator (one client, one address).
+    C = successful responses (200) of all of them during the overload period. A legit
+    client's demand is every request it made (200 + 503: a closed loop, so refusals, which
+    come back fast, only raise it), and its fair share of successes is min(demand, C / N).
+    `fair_ok` iff every legit client got >= min_ratio x its fair share."""
+    n = len(legit) + 1
+    c = greedy.get("200", 0) + sum(lg.get("200", 0) for lg in legit)
+    rows = []
+    for lg in legit:
+        demand = lg.get("200", 0) + lg.get("503", 0)
+        share = min(demand, c / n)
+        ratio = lg.get("200", 0) / share if share > 0 else 0.0
+        rows.append({"successes": lg.get("200", 0), "demand": demand,
+                     "fair_share": round(share, 2), "ratio": round(ratio, 3)})
+    worst = min((r["ratio"] for r in rows), default=0.0)
+    return {"clients": n, "successes_total": c, "per_client_share": round(c / n, 2),
+            "legit": rows, "min_ratio": worst, "required_ratio": min_ratio,
+            "fair_ok": bool(rows) and worst >= min_ratio}
+
+
 def check_overload(port: int, integ: Integrity, n_greedy: int, duration_s: float,
                    seed: int, limits: dict) -> dict:
-    """A greedy load generator (own process, full speed, big segments, ignores Retry-After)
-    against an OCA with stream and egress limits; 4 legit clients fetch small segments."""
+    """A greedy load generator (own process and address, full speed, big segments, ignores
+    Retry-After) against an OCA with stream and egress limits; 4 legit clients (one address
+    each) fetch small segments. Passes iff every 503 carries Retry-After, the greedy client
+    is refused, nobody gets an error or wrong bytes, each legit client gets >= FAIR_SHARE_MIN
+    of its fair share (`fair_shares`) and the legit p99 stays within its bound."""
     big = [seg_path(("t0006", 5800, i)) for i in range(4)]
-    for path in big:  # warm the store so the greedy load is served from disk
-        http_get(port, path)
+    small = [seg_path((f"t000{t}", 235, i)) for t in range(4) for i in range(10)]
+    for path in big + small:  # warm the store: every client is served from disk, so the
+        http_get(port, path)  # figures measure admission, not first pulls from the origin
     base, g_total, legit = asyncio.run(_overload_run(port, integ, n_greedy, duration_s, seed,
                                                      big))
     integ.add_external(g_total.get("200", 0), g_total.pop("bytes_verified", 0),
@@ -156,13 +194,16 @@ def check_overload(port: int, integ: Integrity, n_greedy: int, duration_s: float
                               for k in l_status) and set(l_status) <= {"200", "503"}
                   and set(g_total) <= {"200", "503", "bad_bytes"}
                   and not g_total.get("bad_bytes"))
+    fair = fair_shares([lg["status"] for lg in legit], g_total)
     return {**limits, "greedy_clients": n_greedy, "legit_clients": len(legit),
             "duration_s": duration_s, "greedy": g_total, "legit_status": l_status,
-            "refused_503_total": refused,
+            "refused_503_total": refused, "fairness": fair,
             "legit_p50_ms": max((lg["p50_ms"] for lg in legit if lg["p50_ms"]), default=None),
             "legit_p99_ms": p99, "baseline_p99_ms": base["p99_ms"],
             "p99_bound_ms": OVERLOAD_P99_BOUND_MS, "functional_ok": functional,
-            "ok": functional and p99 is not None and p99 <= OVERLOAD_P99_BOUND_MS}
+            "fair_ok": fair["fair_ok"],
+            "ok": (functional and fair["fair_ok"] and p99 is not None
+                   and p99 <= OVERLOAD_P99_BOUND_MS)}
 
 
 def _store_audit(store: Path, catalog: Catalog) -> dict:
@@ -178,12 +219,12 @@ def _store_audit(store: Path, catalog: Catalog) -> dict:
     return {"objects": n, "corrupt": bad, "tmp_files": len(list((store / "tmp").iterdir()))}
 
 
-def _start_load_for_kill(mode: str, port: int, plan: dict, integ: Integrity):
-    """Begin filling: POST the plan (mode fill) or pull misses through (mode proxy, in a
-    thread that stops at the first connection error). Returns the thread or None."""
+def _start_load_for_kill(mode: str, port: int, plan: dict, integ: Integrity, key: bytes):
+    """Begin filling: POST the plan signed with `key` (mode fill) or pull misses through
+    (mode proxy, in a thread that stops at the first connection error). Returns the thread
+    or None."""
     if mode == "fill":
-        st, _, _ = http_get(port, "/fill", {"Content-Type": "application/json"}, "POST",
-                            json.dumps(plan).encode())
+        st, _, _ = post_command(port, "/fill", json.dumps(plan).encode(), key)
         if st != 202:
             raise RuntimeError(f"kill-during-fill: fill plan refused with {st}")
         return None
@@ -207,7 +248,7 @@ def _kill_trial(servers: Servers, origin_port: int, store: Path, name: str, mode
     it without filling and GET every plan segment: counts of what it served."""
     port = servers.oca(name, origin_port, store, "--miss", mode if mode == "proxy"
                        else "redirect", "--mem-mb", "0")
-    puller = _start_load_for_kill(mode, port, plan, integ)
+    puller = _start_load_for_kill(mode, port, plan, integ, servers.command_key)
     time.sleep(delay_s)
     servers.kill(name)
     if puller is not None:

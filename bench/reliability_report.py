@@ -23,6 +23,28 @@ def fuzz_figures(f: dict) -> str:
                f"{f['access_log']['max_line_bytes']} B)" if "access_log" in f else ""))
 
 
+def _fairness(o: dict) -> str:
+    """Legit clients' successes against their fair share (reliability_load.fair_shares)."""
+    f = o.get("fairness")
+    if not f:
+        return ""
+    got = "/".join(f"{r['successes']}" for r in f["legit"])
+    share = "/".join(f"{r['fair_share']:g}" for r in f["legit"])
+    return (f"legit successes {got} vs fair share {share} (min ratio {f['min_ratio']}, "
+            f"need {f['required_ratio']}; {f['clients']} clients, {f['successes_total']} "
+            f"successes), ")
+
+
+def _commands(c: dict) -> str:
+    """Signed-command check figures (reliability_commands.check_commands)."""
+    return (f"fill_commands_accepted_bad: {c['fill_commands_accepted_bad']} "
+            f"({c['bad_refused_403']}/{c['bad_attempts']} bad commands refused 403: "
+            + ", ".join(f"{k} {v}" for k, v in c["status"].items() if k != "valid")
+            + f"), valid command {c['status']['valid']}, refusals counted "
+            f"{sum(c['refusals_counted'].values())}, GET /health and /fill/status open "
+            f"{c['read_only_open']}")
+
+
 def summary_rows(res: dict) -> list[tuple[str, bool, str]]:
     """(check, passed, figures) for every check this run made, in report order."""
     c, s, cc = res["conformance"], res["slowloris"], res["conn_cap"]
@@ -44,11 +66,13 @@ def summary_rows(res: dict) -> list[tuple[str, bool, str]]:
         ("connection cap", cc["ok"], f"{cc['opened']} opened, {cc['held_open']} held, "
          f"{cc['refused_503']} refused 503 + Retry-After"),
         ("overload", o["ok"], f"limits {o['max_streams']} streams / {o['egress_limit_mbps']} "
-         f"Mbit/s; greedy {o['greedy']}, legit {o['legit_status']}, legit p99 "
+         f"Mbit/s; greedy {o['greedy']}, legit {o['legit_status']}, {_fairness(o)}legit p99 "
          f"{o['legit_p99_ms']} ms (baseline {o['baseline_p99_ms']}, bound {o['p99_bound_ms']})"),
         ("tokens", t["ok"], f"matrix {t['matrix_accepted']}/{t['matrix_attacks']} attacks "
          f"accepted, mutations {t['socket_mutations_accepted']}/{t['socket_mutations']} (sockets)"
          f" + {t['pure_mutations_accepted']}/{t['pure_mutations']} (pure) accepted"),
+        *([("commands", res["commands"]["ok"], _commands(res["commands"]))]
+          if "commands" in res else []),
         ("kill during fill", k["ok"], f"{k['trials']} SIGKILLs ({k['kills_mid_object']} mid-object)"
          f", partial objects served {k['partial_served_total']}"),
         ("integrity", i["ok"], f"{i['responses_verified']} responses, {i['bytes_verified']} bytes "

@@ -12,19 +12,24 @@ import select
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+from appliances import commands, tokens
 from appliances.content import Catalog
 from bench.reliability_spec import CAT_FLAGS
 
 
 class Servers:
-    """Subprocess origin/OCAs; stderr to files under logs/; stop() terminates what it started."""
+    """Subprocess origin/OCAs; stderr to files under logs/; stop() terminates what it started.
+    Every OCA verifies commands with `command_key` (a fresh key, file in logs/)."""
 
     def __init__(self, out_dir: Path) -> None:
         self.logs = out_dir / "reliability-logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.procs: dict[str, subprocess.Popen] = {}
+        self.command_key_file = self.logs / "command.key"
+        self.command_key = tokens.write_key(self.command_key_file)
 
     def start(self, name: str, module: str, *args: str, timeout_s: float = 20.0) -> int:
         """Run `python -m module` on 127.0.0.1 port 0 with the bench catalog; its port."""
@@ -44,7 +49,8 @@ class Servers:
 
     def oca(self, name: str, origin_port: int, store: Path, *flags: str) -> int:
         return self.start(name, "appliances.oca", "--upstream", f"http://127.0.0.1:{origin_port}",
-                          "--store", str(store), "--capacity-mb", "256", "--name", name, *flags)
+                          "--store", str(store), "--capacity-mb", "256", "--name", name,
+                          "--command-key", str(self.command_key_file), *flags)
 
     def kill(self, name: str) -> None:
         """SIGKILL one server, as a crash would."""
@@ -131,9 +137,12 @@ class Integrity:
 
 
 def http_get(port: int, path: str, headers: dict | None = None, method: str = "GET",
-             body: bytes | None = None, timeout_s: float = 15.0) -> tuple[int, dict, bytes]:
-    """(status, headers, body) of one request on its own connection to 127.0.0.1:port."""
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
+             body: bytes | None = None, timeout_s: float = 15.0,
+             source_ip: str | None = None) -> tuple[int, dict, bytes]:
+    """(status, headers, body) of one request on its own connection to 127.0.0.1:port, from
+    `source_ip` (another loopback address: another client to the server) when given."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s,
+                                   source_address=None if source_ip is None else (source_ip, 0))
     try:
         c.request(method, path, body=body, headers=headers or {})
         r = c.getresponse()
@@ -141,3 +150,12 @@ def http_get(port: int, path: str, headers: dict | None = None, method: str = "G
     finally:
         c.close()
 
+
+
+def post_command(port: int, path: str, body: bytes, key: bytes,
+                 now_unix: float | None = None) -> tuple[int, dict, bytes]:
+    """POST `body` to `path` signed with the command key, as the control plane sends it."""
+    headers = {"Content-Type": "application/json",
+               **commands.sign(key, "POST", path, body,
+                               time.time() if now_unix is None else now_unix)}
+    return http_get(port, path, headers, "POST", body)

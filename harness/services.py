@@ -16,6 +16,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from appliances import tokens
 from emulation.build import Network, read_ready
 from emulation.linkemu import EmulationError
 from topologies.plan import Plan
@@ -147,6 +148,7 @@ class Services:
         self.scratch: Path | None = None
         self.store: Path | None = None
         self.key_file: Path | None = None
+        self.command_key_file: Path | None = None  # the control plane signs commands with it
         self.control_url = ""
         self.origin_url = ""
         self.procs = net.process_group()
@@ -169,6 +171,7 @@ class Services:
             self.procs.ledger.add("dirs", str(self.scratch))
         self.store = self.scratch / "store"
         self.key_file = self.scratch / "token.key"
+        self.command_key_file = self.scratch / "command.key"
 
     def _prepare(self) -> Path:
         """deployment.json (capacities sized), history.csv, staged stores; the deployment file."""
@@ -230,6 +233,7 @@ class Services:
     def start(self) -> "Services":
         self._make_scratch()
         self.key_file.write_text(secrets.token_hex(32))
+        tokens.write_key(self.command_key_file)  # OCAs accept only commands signed with it
         dep_file = self._prepare()
         dep = self.dep
         cat = _catalog_args(self.opts.catalog)
@@ -242,7 +246,8 @@ class Services:
         ctl_ip = self.plan.primary_ip(ctl)
         self.control_url = f"http://{ctl_ip}:{CONTROL_PORT}"
         ctl_argv = ["appliances.control", "--listen", f"{ctl_ip}:{CONTROL_PORT}", "--deployment", str(dep_file),
-                    "--token-key", str(self.key_file), "--telemetry-log", str(self.logs / "telemetry.jsonl"),
+                    "--token-key", str(self.key_file), "--command-key", str(self.command_key_file),
+                    "--telemetry-log", str(self.logs / "telemetry.jsonl"),
                     "--steering-log", str(self.logs / "steering.jsonl"), "--warm-titles", str(self._warm_titles())]
         if self.history_file.exists():
             ctl_argv += ["--history", str(self.history_file)]
@@ -266,6 +271,7 @@ class Services:
                                      "--capacity-mb", repr(o["capacity_mb"]), "--miss", self.opts.miss,
                                      "--eviction", self._eviction(),
                                      "--token-key", str(self.key_file), "--cache-control", self.control_url,
+                                     "--command-key", str(self.command_key_file),
                                      "--access-log", str(self.logs / f"{name}.access.jsonl"),
                                      "--fill-log", str(self.logs / f"{name}.fill.jsonl"), *cat,
                                      *self.opts.oca_args])

@@ -78,7 +78,8 @@ def _post_fill(svc, ocas: list[dict], body_file: Path) -> None:
     from emulation.linkemu import EmulationError
     ctl = svc.net.host(svc.plan.nodes_of(role="control")[0].name)
     for o in ocas:
-        out = ctl.cmd(f"{sys.executable} -m scenarios.hostcmd post-fill {o['url']} {body_file}").strip()
+        out = ctl.cmd(f"{sys.executable} -m scenarios.hostcmd post-fill {o['url']} {body_file} "
+                      f"{svc.command_key_file}").strip()
         if not out.endswith("202"):
             raise EmulationError(f"POST /fill to {o['name']} answered {out[-300:]!r}")
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 
 import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from appliances import commands
 from appliances.abr import FixedAbr
 from appliances.content import Catalog, CatalogSpec
 from appliances.control import build_control
@@ -26,13 +28,14 @@ from contracts.deployment import parse_deployment
 CATALOG = {"n_titles": 3, "duration_s": 32, "seed": 5, "ladder_kbps": [235, 750]}  # 8 segments
 CAT = Catalog(CatalogSpec(**CATALOG))
 TITLE = "t0001"
+CMD_KEY = b"k" * 32  # the control plane's command key
 
 
 @contextlib.asynccontextmanager
 async def running_oca(tmp_path, upstream: str):
     """A content_miss OCA served by the project's HTTP server; yields (oca, base URL, log path)."""
     cfg = OcaConfig(name="oca1", upstream=upstream, store_dir=tmp_path / "store",
-                    capacity_bytes=64 * 2**20, miss="content_miss")
+                    capacity_bytes=64 * 2**20, miss="content_miss", command_key=CMD_KEY)
     oca, log_path = Oca(cfg, CAT), tmp_path / "oca1.access.jsonl"
     with open(log_path, "a", encoding="utf-8") as log:
         server = HttpServer(oca.handle, access_log=log, name="oca1")
@@ -89,7 +92,9 @@ def test_content_miss_oca_answers_404_with_header_and_never_pulls(tmp_path, http
                 assert r.status == 404 and CONTENT_MISS_HEADER not in r.headers  # fill: plain miss
             plan = {"segments": [[TITLE, 235, i] for i in range(3)], "rate_mbps": 500,
                     "sources": [source]}
-            async with http.post(f"{base}/fill", json=plan) as r:
+            data = json.dumps(plan).encode()  # signed as the control plane signs its pushes
+            headers = commands.sign(CMD_KEY, "POST", "/fill", data, time.time())
+            async with http.post(f"{base}/fill", data=data, headers=headers) as r:
                 plan_id = (await r.json())["plan_id"]
             await _filled(oca, plan_id)
             async with http.get(f"{base}/v/{TITLE}/235/2") as r:

@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from appliances import oca
+from appliances import oca, tokens
 from appliances.content import Catalog, CatalogSpec
 from appliances.control import build_control
 from appliances.control_cache import (MAX_POLL_ERRORS, TIER_GRACE_S, _plan_id, fill_settled,
@@ -403,14 +403,16 @@ def test_tiered_push_fills_embedded_from_the_ixp(tmp_path):
         origin_p, origin = start("appliances.origin")
         procs.append(origin_p)
         urls = {}
+        cmd_key = tokens.write_key(tmp_path / "command.key")  # as harness.services does
         for name in ("ixp", "emb"):
             p, urls[name] = start("appliances.oca", "--name", name, "--upstream", origin,
-                                  "--store", str(tmp_path / name), "--capacity-mb", "64")
+                                  "--store", str(tmp_path / name), "--capacity-mb", "64",
+                                  "--command-key", str(tmp_path / "command.key"))
             procs.append(p)
         # capacities: the IXP plans 1 title (t0002), the embedded OCA 2 (t0002, t0003)
         dep = _dep([_oca("emb", "embedded", urls["emb"], 12), _oca("ixp", "ixp", urls["ixp"], 6)],
                    origin)
-        cp = build_control(dep, KEY, fill_rate_mbps=500, fill_window_s=120)
+        cp = build_control(dep, KEY, fill_rate_mbps=500, fill_window_s=120, command_key=cmd_key)
         plans = {n: cp.cache.plan(dep.oca(n), 1) for n in ("ixp", "emb")}
         assert plans["ixp"].titles == ("t0002",) and plans["emb"].titles == ("t0002", "t0003")
 
@@ -442,6 +444,10 @@ def test_tiered_push_fills_embedded_from_the_ixp(tmp_path):
         for r in recs:  # no 404 from the IXP for what its plan holds
             held = (r["title"], r["kbps"], r["index"]) in at_ixp
             assert (r["source"], r["attempts"]) == ((urls["ixp"], 1) if held else (origin, 2))
+        # a control plane without the OCAs' command key is refused, and reports it
+        rogue = build_control(dep, KEY, fill_rate_mbps=500, command_key=b"r" * 32)
+        res = asyncio.run(rogue.cache.push([dep.oca("ixp")], 1))["ixp"]
+        assert res["status"] == 403 and "forged" in res["error"]
     finally:
         for p in procs:
             stop(p)

@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from appliances import tokens
+from appliances import commands, tokens
 from appliances.content import Catalog, CatalogSpec
 from appliances.httpcore import HttpError, parse_request_head, render_response_head
 from appliances.oca import EgressMeter, load_of
@@ -27,6 +28,7 @@ integration = pytest.mark.integration
 SPEC = CatalogSpec(seed=3, n_titles=4, duration_s=24)  # 6 segments per title
 CAT_FLAGS = ["--catalog-seed", "3", "--titles", "4", "--duration-s", "24"]
 CAT = Catalog(SPEC)
+CMD_KEY = b"command-key-of-the-oca-tests-0123"  # every oca_factory OCA verifies commands with it
 
 
 def start(module: str, *args: str, timeout_s: float = 15.0):
@@ -55,12 +57,14 @@ def origin():
 @pytest.fixture
 def oca_factory(tmp_path, origin):
     procs = []
+    key_file = tmp_path / "command.key"
+    key_file.write_text(CMD_KEY.hex())
 
     def make(*flags: str, store: Path | None = None, upstream: str | None = None):
         store = store or tmp_path / f"store{len(procs)}"
         args = ["--upstream", upstream or f"http://127.0.0.1:{origin}", "--store", str(store),
                 "--capacity-mb", "64", "--access-log", str(tmp_path / f"access{len(procs)}.log"),
-                *flags]
+                "--command-key", str(key_file), *flags]
         proc, port = start("appliances.oca", *args)
         procs.append(proc)
         return proc, port
@@ -78,6 +82,13 @@ def req(port, method, target, headers=None, body=None):
     data = r.read()
     c.close()
     return r, data
+
+
+def post_fill(port, body, headers=None, key=CMD_KEY, now=None):
+    """POST /fill signed with `key` (the control plane's command signature)."""
+    data = body if isinstance(body, bytes) else body.encode()
+    signed = commands.sign(key, "POST", "/fill", data, time.time() if now is None else now)
+    return req(port, "POST", "/fill", {**(headers or {}), **signed}, data)
 
 
 def _health(port) -> dict:
@@ -191,7 +202,7 @@ def test_redirect_miss_then_fill_plan_from_origin(oca_factory, origin, tmp_path)
     segs = [["t0003", k, i] for k in (235, 1750) for i in range(3)]
     plan = {"segments": segs, "rate_mbps": 500, "window_end_unix": time.time() + 60,
             "sources": ["http://127.0.0.1:9", f"http://127.0.0.1:{origin}"]}
-    r, body = req(port, "POST", "/fill", {"Content-Type": "application/json"}, json.dumps(plan))
+    r, body = post_fill(port, json.dumps(plan), {"Content-Type": "application/json"})
     assert r.status == 202
     st = wait_fill(port, json.loads(body)["plan_id"])
     assert st["filled"] == 6 and st["failed"] == 0
@@ -203,7 +214,7 @@ def test_redirect_miss_then_fill_plan_from_origin(oca_factory, origin, tmp_path)
     assert len(log) == 6 and all(x["status"] == "ok" and x["bytes"] > 0 for x in log)
     assert all(x["attempts"] == 2 and len(x["errors"]) == 1 for x in log)  # dead peer first
     # Replanning the same objects: all present, nothing pulled again
-    r, body = req(port, "POST", "/fill", {}, json.dumps(plan))
+    r, body = post_fill(port, json.dumps(plan))
     st = wait_fill(port, json.loads(body)["plan_id"])
     assert st["present"] == 6 and st["bytes"] == 0
 
@@ -218,14 +229,14 @@ def test_fill_from_peer_oca_with_tokens(oca_factory, tmp_path, origin):
             "sources": [f"http://127.0.0.1:{peer}", f"http://127.0.0.1:{origin}"]}
     size = CAT.segment_size("t0000", 750, 0)
     # the peer lacks the object: a fill request gets 404 there (no pull-through), origin serves it
-    st = wait_fill(oca, json.loads(req(oca, "POST", "/fill", {}, json.dumps(plan))[1])["plan_id"])
+    st = wait_fill(oca, json.loads(post_fill(oca, json.dumps(plan))[1])["plan_id"])
     assert st["by_source"] == {f"http://127.0.0.1:{origin}": size}
     assert json.loads(req(peer, "GET", "/health")[1])["used_bytes"] == 0
     # once a viewer's request made the peer store it, the next OCA fills from the peer (with tokens)
     q = tokens.sign(tokens.load_key(key_file), "/v/t0000/", "0.0.0.0/0", int(time.time()) + 60)
     assert req(peer, "GET", f"/v/t0000/750/0?{q}")[0].status == 200
     _, oca2 = oca_factory("--miss", "redirect", "--token-key", str(key_file))
-    st = wait_fill(oca2, json.loads(req(oca2, "POST", "/fill", {}, json.dumps(plan))[1])["plan_id"])
+    st = wait_fill(oca2, json.loads(post_fill(oca2, json.dumps(plan))[1])["plan_id"])
     assert st["by_source"] == {f"http://127.0.0.1:{peer}": size}
 
 
@@ -234,7 +245,7 @@ def test_pinned_eviction_keeps_fill_plan_objects(oca_factory, origin, tmp_path):
     _, port = oca_factory("--miss", "proxy", "--eviction", "pinned", "--capacity-mb", "1")
     pinned = [["t0000", 235, i] for i in range(5)]  # ~0.6 MB, pinned by the plan
     plan = {"segments": pinned, "rate_mbps": 500, "sources": [f"http://127.0.0.1:{origin}"]}
-    st = wait_fill(port, json.loads(req(port, "POST", "/fill", {}, json.dumps(plan))[1])["plan_id"])
+    st = wait_fill(port, json.loads(post_fill(port, json.dumps(plan))[1])["plan_id"])
     assert st["filled"] == 5
     for path in ("/v/t0001/750/0", "/v/t0001/750/1", "/v/t0001/1750/0"):
         r, body = req(port, "GET", path)  # served in full even when it cannot be stored
@@ -364,10 +375,10 @@ MALFORMED = [
     (b"DELETE /v/t0000/235/0 HTTP/1.1\r\nHost: x\r\n\r\n", 405),
     (b"GET /v/t0000/235/0 HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n", 400),
     (b"GET /v/t0000/235/0 HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n", 400),
-    (b"POST /fill HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n{xx}!", 400),
+    (b"POST /fill HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n{xx}!", 403),  # unsigned
     (b"POST /fill HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 411),
     (b"POST /fill HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n", 413),
-    (b"POST /fill HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}", 400),
+    (b"POST /fill HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}", 403),  # unsigned
     (b"GET /v/t0000/235/0 HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 20000 + b"\r\n\r\n", 431),
 ]
 
@@ -472,7 +483,7 @@ def test_sigkill_mid_fill_never_serves_partial(oca_factory, tmp_path, origin):
     proc, port = oca_factory("--miss", "redirect", store=store)
     plan = {"segments": [["t0001", 5800, 3]], "rate_mbps": 2,  # ~14 s for ~3.4 MB
             "sources": [f"http://127.0.0.1:{origin}"]}
-    assert req(port, "POST", "/fill", {}, json.dumps(plan))[0].status == 202
+    assert post_fill(port, json.dumps(plan))[0].status == 202
     deadline = time.monotonic() + 10
     while json.loads(req(port, "GET", "/fill/status")[1])["current_bytes"] == 0:
         assert time.monotonic() < deadline
@@ -645,7 +656,7 @@ def test_fill_endpoint_survives_hostile_bodies(oca_factory):
     traceback; client values were echoed in 400 bodies."""
     proc, port = oca_factory()
     for body in (b"[" * 200_000, b'{"ZQXecho": 1}', b'{"segments": [["ZQXecho", 1, 1]]}'):
-        r, data = req(port, "POST", "/fill", {"Content-Type": "application/json"}, body)
+        r, data = post_fill(port, body, {"Content-Type": "application/json"})
         assert r.status == 400 and b"ZQX" not in data, (body[:30], r.status, data)
     assert req(port, "GET", "/health")[0].status == 200
     assert stop(proc) == 0
@@ -819,3 +830,66 @@ def test_reset_connections_leave_no_unretrieved_exception():
     unretrieved = [f for f in futs if f._log_traceback]  # read before exception() clears it
     assert any(f.exception() is not None for f in futs), "no reset seen: nothing was tested"
     assert not unretrieved
+
+
+@integration
+def test_fill_commands_need_the_control_planes_signature(oca_factory, origin, tmp_path):
+    """Forged, replayed, expired (past or future), malformed and unsigned commands are refused
+    with 403 before the plan is read, counted in /health and noted in the access log; GET
+    /fill/status and /health need no signature."""
+    _, port = oca_factory("--miss", "redirect")
+    plan = json.dumps({"segments": [["t0000", 235, 0]], "rate_mbps": 100,
+                       "sources": [f"http://127.0.0.1:{origin}"]}).encode()
+    now = time.time()
+    good = commands.sign(CMD_KEY, "POST", "/fill", plan, now)
+    bad_mac = {**good, commands.MAC_HEADER: "0" * 64}
+    other_body = commands.sign(CMD_KEY, "POST", "/fill", b"{}", now)
+    attacks = {
+        "unsigned": ({}, plan),
+        "forged": (bad_mac, plan),
+        "forged_body": (other_body, plan),  # a genuine MAC for another body
+        "wrong_key": (commands.sign(b"x" * 32, "POST", "/fill", plan, now), plan),
+        "expired": (commands.sign(CMD_KEY, "POST", "/fill", plan, now - 31), plan),
+        "future": (commands.sign(CMD_KEY, "POST", "/fill", plan, now + 31), plan),
+        "malformed": ({**good, commands.TS_HEADER: "soon"}, plan),
+    }
+    for name, (headers, body) in attacks.items():
+        r, data = req(port, "POST", "/fill", headers, body)
+        assert r.status == 403 and b"refused" in data, (name, r.status, data)
+    assert req(port, "POST", "/fill", good, plan)[0].status == 202
+    r, _ = req(port, "POST", "/fill", good, plan)  # the same nonce again
+    assert r.status == 403
+    assert json.loads(req(port, "GET", "/fill/status")[1])["plan_id"] == 1  # one plan ran
+    h = _health(port)
+    c = h["counters"]
+    assert h["commands"] == "signed" and c["commands_accepted"] == 1
+    assert (c["commands_refused_unsigned"], c["commands_refused_forged"],
+            c["commands_refused_expired"], c["commands_refused_replayed"],
+            c["commands_refused_malformed"]) == (1, 3, 2, 1, 1)
+    notes = [json.loads(x).get("note") for x in (tmp_path / "access0.log").read_text().splitlines()]
+    assert notes.count("command_forged") == 3 and notes.count("command_replayed") == 1
+
+
+@integration
+def test_oca_without_command_key_refuses_commands_unless_told(oca_factory, tmp_path):
+    plan = json.dumps({"segments": [], "sources": ["http://127.0.0.1:9"]})
+    store = tmp_path / "nokey"
+    proc, port = start("appliances.oca", "--upstream", "http://127.0.0.1:9", "--store",
+                       str(store), "--capacity-mb", "8")
+    try:
+        r, data = req(port, "POST", "/fill", {}, plan)
+        assert r.status == 403 and b"disabled" in data
+        assert _health(port)["commands"] == "disabled"
+    finally:
+        assert stop(proc) == 0
+    proc, port = start("appliances.oca", "--upstream", "http://127.0.0.1:9", "--store",
+                       str(store), "--capacity-mb", "8", "--unsigned-commands")
+    try:
+        assert req(port, "POST", "/fill", {}, plan)[0].status == 202
+    finally:
+        assert stop(proc) == 0
+    out = subprocess.run([sys.executable, "-m", "appliances.oca", "--listen", "127.0.0.1:0",
+                          "--upstream", "http://a", "--store", str(store), "--capacity-mb", "8",
+                          "--unsigned-commands", "--command-key", str(tmp_path / "command.key")],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and "contradicts" in out.stderr

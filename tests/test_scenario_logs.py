@@ -4,10 +4,12 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from appliances import commands
 from scenarios import logs
 
 
@@ -58,9 +60,21 @@ def test_the_join_window_bounds_the_nearest_row():
     assert logs.attach_cache([chunk], access, "c")[0]["cache"] == "hit"
 
 
+HOSTCMD_KEY = b"h" * 32
+
+
 class _Oca(BaseHTTPRequestHandler):
     def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        raw = self.rfile.read(int(self.headers["Content-Length"]))
+        if self.headers.get(commands.MAC_HEADER) is not None:  # signed: must verify
+            verdict = commands.CommandVerifier(HOSTCMD_KEY).verify(
+                "POST", self.path, raw, {k.lower(): v for k, v in self.headers.items()},
+                time.time())
+            if verdict is not commands.CommandResult.OK:
+                self.send_response(403)
+                self.end_headers()
+                return
+        body = json.loads(raw)
         self.send_response(202 if self.path == "/fill" and body == {"segments": []} else 400)
         self.end_headers()
 
@@ -87,4 +101,13 @@ def test_hostcmd_runs_as_a_module(tmp_path, oca_url):
     out = subprocess.run([sys.executable, "-m", "scenarios.hostcmd", "post-fill", oca_url, str(body)],
                          capture_output=True, text=True, timeout=30)
     assert out.stdout.strip() == "202"
+    key = tmp_path / "command.key"
+    key.write_text(HOSTCMD_KEY.hex())
+    out = subprocess.run([sys.executable, "-m", "scenarios.hostcmd", "post-fill", oca_url, str(body),
+                          str(key)], capture_output=True, text=True, timeout=30)
+    assert out.stdout.strip() == "202", out.stderr  # signed as appliances.commands verifies
+    key.write_text(("ab" * 32))
+    out = subprocess.run([sys.executable, "-m", "scenarios.hostcmd", "post-fill", oca_url, str(body),
+                          str(key)], capture_output=True, text=True, timeout=30)
+    assert "403" in out.stderr  # a wrong key is refused
     assert subprocess.run([sys.executable, "-m", "scenarios.hostcmd"], capture_output=True).returncode == 2

@@ -114,11 +114,14 @@ def start_world(tmp_path: Path, procs: Procs) -> dict:
         "catalog": CATALOG,
         "regions": {"lo": {"prefixes": ["127.0.0.0/8"], "preference_seed": 7}}}
     (tmp_path / "deployment.json").write_text(json.dumps(deployment))
+    cmd_key = tmp_path / "command.key"  # the control plane signs its fill pushes with it
+    write_key(cmd_key)
     procs.start("origin", ["appliances.origin", "--listen", f"127.0.0.1:{ports['origin']}",
                            *CATALOG_FLAGS])
     procs.start("control", ["appliances.control", "--listen", f"127.0.0.1:{ports['control']}",
                             "--deployment", str(tmp_path / "deployment.json"),
-                            "--token-key", str(key), "--fill-rate-mbps", "800",
+                            "--token-key", str(key), "--command-key", str(cmd_key),
+                            "--fill-rate-mbps", "800",
                             "--push-fill", "--fill-segments-per-title", str(N_SEGMENTS),
                             "--telemetry-log", str(tmp_path / "telemetry.jsonl"),
                             "--steering-log", str(tmp_path / "steering.jsonl")])
@@ -128,7 +131,7 @@ def start_world(tmp_path: Path, procs: Procs) -> dict:
                            "--name", name, "--upstream", upstream,
                            "--store", str(tmp_path / f"store-{name}"), "--capacity-mb", "80",
                            "--miss", "proxy", "--token-key", str(key),
-                           "--cache-control", url["control"], "--heartbeat-s", "0.5",
+                           "--command-key", str(cmd_key), "--cache-control", url["control"], "--heartbeat-s", "0.5",
                            "--access-log", str(tmp_path / f"{name}-access.jsonl"),
                            *CATALOG_FLAGS])
     return url
