@@ -310,9 +310,12 @@ def bench_chain(lab: NetnsLab, n_relays: int, delay_ms: float, duration_s: float
     for proc, path in procs:
         lab.stop(proc)
         stats.append(json.loads(path.read_text()))
+    relayed_gbit = mbps / 1000 * duration_s * n_relays  # every relay forwards the flow
     return {"n_relays": n_relays, "delay_ms": delay_ms, "duration_s": duration_s,
             "rtt": _rtt_summary(rtts, 2 * n_relays * delay_ms, 50), "tcp_mbps": round(mbps, 1),
             "relay_cpu_s_total": round(cpu_s, 2),
+            "relay_cpu_s_per_gbit": round(cpu_s / relayed_gbit, 3) if relayed_gbit else None,
+            "engines": sorted({s.get("engine", "python") for s in stats}),
             "frames_send_errors": sum(s[d]["frames_send_errors"] for s in stats for d in ("ab", "ba"))}
 
 
@@ -328,7 +331,11 @@ def _print_table(result: dict) -> None:
     print(f"{'chain of %d x %g ms' % (chain['n_relays'], chain['delay_ms']):<28}"
           f"{chain['rtt']['rtt_p50_ms']:>12}{chain['rtt']['err_p50_ms']:>12}"
           f"{chain['rtt']['err_p99_ms']:>12}{chain['tcp_mbps']:>12}")
-    print(f"chain: relays used {chain['relay_cpu_s_total']} CPU-s in {chain['duration_s']} s of TCP")
+    one = result["relay"]["one_link"]
+    print(f"one link, one TCP flow: {one['tcp_mbps']} Mbit/s ({', '.join(one['engines'])} relay)")
+    for name, row in (("chain", chain), ("one link", one)):
+        print(f"{name}: relays used {row['relay_cpu_s_total']} CPU-s in {row['duration_s']} s of TCP, "
+              f"{row['relay_cpu_s_per_gbit']} CPU-s per Gbit forwarded per relay")
     netem = result["netem"]
     print("netem: " + ("available" if netem["available"] else f"unavailable ({netem['reason']})"))
 
@@ -361,11 +368,13 @@ def run_bench_relay(out_dir: Path, quick: bool = False) -> dict:
         link = bench_link(lab, 10.0, n_ping, load_s)
     with NetnsLab(tag + "c") as lab:
         chain = bench_chain(lab, 4, 1.0, chain_s)
+    with NetnsLab(tag + "o") as lab:
+        one = bench_chain(lab, 1, 1.0, chain_s)
     netem: dict = {"available": ok, "reason": reason or None}
     if ok:
         netem["link"] = _bench_netem(tag + "m", 10.0, n_ping)
     result = {"machine": {"cpus": os.cpu_count(), "kernel": os.uname().release},
-              "quick": quick, "relay": {"link": link, "chain": chain}, "netem": netem,
+              "quick": quick, "relay": {"link": link, "chain": chain, "one_link": one}, "netem": netem,
               "elapsed_s": round(time.monotonic() - started, 1)}
     _print_table(result)
     (out_dir / "bench_relay.json").write_text(json.dumps(result, indent=1) + "\n")

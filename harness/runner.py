@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from harness.hostload import CpuSampler, cpu_summary, warning
+from harness.hostload import CpuSampler, cpu_summary, saturated, warning
 from harness.overrides import parse_overrides
 from harness.rundir import git_info, new_run_dir, write_csv, write_manifest
 
@@ -122,6 +122,7 @@ def _repeat(net, top: Path, sc: Scenario, cfg: dict, seed: int, k: int, repeat: 
         write_csv(run_dir / f"{name}.csv", rows)
     write_csv(run_dir / "host_cpu.csv", cpu.rows)
     load = cpu_summary(cpu.rows)
+    load["saturated"] = saturated(load)
     write_manifest(run_dir, **common, network=net.summary(), repeat_index=k, repeats=repeat,
                    started=t0, ended=time.time(), status="ok", host_cpu=load)
     try:

@@ -275,3 +275,14 @@ def test_sigint_also_exits_cleanly_with_stats(topo, relay, engine):
     assert proc.wait(timeout=10) == 0
     stats = json.loads(stats_path.read_text())
     assert stats["ab"]["frames_dropped_loss"] == 0 and stats["engine"] == engine
+
+
+def test_bench_chain_reports_relay_cost_per_gbit():
+    """`ocalab bench links`' chain figure: throughput, CPU per Gbit forwarded and the engine
+    (native where built: make test builds it). Speeds are printed by the bench, not asserted."""
+    from bench.links import bench_chain
+    with NetnsLab(f"ocrc{os.getpid() % 100000}") as lab:
+        row = bench_chain(lab, 1, 1.0, 2.0)
+    assert row["tcp_mbps"] > 0 and row["relay_cpu_s_total"] > 0
+    assert row["relay_cpu_s_per_gbit"] > 0 and row["engines"] == ["native"]
+    assert row["rtt"]["pings_received"] == 50 and row["frames_send_errors"] == 0

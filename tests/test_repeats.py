@@ -1,5 +1,8 @@
 """Pure parts of repeats and reproducibility: spread over repeats, payload bytes per class over
 plan paths, chunk-to-access-log joins, and the series layout that `ocalab report` rebuilds."""
+import json
+from pathlib import Path
+
 import pytest
 
 from scenarios.logs import attach_cache
@@ -146,6 +149,9 @@ def test_host_cpu_summary_and_saturation_warning():
     assert s == {"seconds": 10, "mean": 0.327, "p95": 1.0, "max": 1.0, "saturated_share": 0.2}
     assert "20% of the run" in warning(s)
     assert warning(cpu_summary(rows[4:])) is None and cpu_summary([]) == {"seconds": 0}
+    from harness.hostload import saturated
+    assert saturated(s) and saturated({"saturated_share": 0.06})
+    assert not saturated({"saturated_share": 0.05}) and not saturated({})
     stolen = cpu_summary([{**r, "steal_frac": 0.1 if i == 2 else 0.0} for i, r in enumerate(rows)])
     assert stolen["steal_mean"] == 0.01 and stolen["steal_max"] == 0.1
     with CpuSampler(interval_s=0.05) as cpu:  # the real /proc/stat
@@ -204,3 +210,17 @@ def test_a_summary_bug_keeps_the_saved_data_ok_and_report_rebuilds_it(tmp_path, 
     assert "ocalab report" in capsys.readouterr().err
     fixed.append(True)
     assert report([run_dir]) == 0 and "1 rows" in capsys.readouterr().out
+
+
+def test_report_says_when_a_run_had_a_saturated_host(tmp_path, capsys):
+    """`ocalab report` repeats the run's saturation warning (more than 5% of its seconds)."""
+    import shutil
+    from ocalab.report import report
+    run_dir = tmp_path / "steering"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "results" / "steering", run_dir)
+    m = json.loads((run_dir / "manifest.json").read_text())
+    assert report([run_dir]) == 0 and "saturated" not in capsys.readouterr().out  # 3.8%
+    m["host_cpu"]["saturated_share"] = 0.12
+    (run_dir / "manifest.json").write_text(json.dumps(m))
+    assert report([run_dir]) == 0
+    assert "WARNING: the host CPUs were saturated (>= 95% busy) for 12% of the run" in capsys.readouterr().out

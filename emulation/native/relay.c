@@ -5,7 +5,10 @@
  * emulation.delayline specifies: FIFO per direction, due = max(arrival + delay, previous due),
  * a frame leaves once it is due within EARLY_NS, frames over --queue-pkts are dropped, and the
  * counters balance: forwarded + dropped + queued == in. Frames come and go in batches
- * (recvmmsg/sendmmsg); the loop sleeps in ppoll until the next due frame, never spins.
+ * (recvmmsg/sendmmsg), each delayed from its kernel receive stamp; the loop sleeps in ppoll
+ * until the next due frame and never spins. The queue limit counts the frames read and not
+ * yet sent, so a frame waiting in the socket counts from when it is read (at most one wake-up
+ * later than a frame-by-frame reader would).
  *
  *   ocalab-relay A B DELAY_NS_AB DELAY_NS_BA QUEUE_PKTS(0 = none) RT_PRIORITY KERNEL_FILTER(0|1)
  *                STATS_FILE|- READY_FILE|- STATIC_JSON
@@ -32,7 +35,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define EARLY_NS 50000LL          /* emulation.relay.EARLY_NS */
+#define EARLY_NS 50000LL          /* emulation.relay.EARLY_NS: frames due this soon leave now */
+#define WAKE_LEAD_NS 10000LL      /* the timer asks to wake this long before the head is due */
 #define BATCH 64                  /* frames per recvmmsg / sendmmsg */
 #define DRAIN_BATCHES 4           /* recvmmsg calls per socket per wake-up */
 #define RX_BUF 65536              /* largest frame received whole */
@@ -145,9 +149,32 @@ static void flush(line_t *q, int fd, int64_t horizon, const char *dir) {
 }
 
 static uint8_t rxbuf[BATCH][RX_BUF];
+static uint8_t rxctl[BATCH][CMSG_SPACE(sizeof(struct timespec))];
 
-/* Read up to DRAIN_BATCHES x BATCH waiting frames from fd into q; outgoing ones are skipped
- * when the kernel cannot filter them (pre-4.20). */
+/* CLOCK_REALTIME minus CLOCK_MONOTONIC now: kernel receive stamps are wall-clock times. */
+static int64_t real_minus_mono_ns(void) {
+    struct timespec r, m;
+    clock_gettime(CLOCK_REALTIME, &r);
+    clock_gettime(CLOCK_MONOTONIC, &m);
+    return ((int64_t)r.tv_sec - m.tv_sec) * 1000000000LL + (r.tv_nsec - m.tv_nsec);
+}
+
+/* The kernel's receive time of a frame (monotonic ns), or `fallback` without a stamp. */
+static int64_t arrival_ns(struct msghdr *h, int64_t offset_ns, int64_t fallback) {
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c; c = CMSG_NXTHDR(h, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS) {
+            struct timespec ts;
+            memcpy(&ts, CMSG_DATA(c), sizeof(ts));
+            int64_t t = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec - offset_ns;
+            return t < fallback ? t : fallback;  /* never in the future */
+        }
+    }
+    return fallback;
+}
+
+/* Read up to DRAIN_BATCHES x BATCH waiting frames from fd into q, each delayed from its kernel
+ * receive time, so frames may wait in the socket until the next wake-up without changing their
+ * due time. Outgoing frames are skipped when the kernel cannot filter them (pre-4.20). */
 static void drain(int fd, int kernel_filter, line_t *q) {
     struct mmsghdr msgs[BATCH];
     struct iovec iov[BATCH];
@@ -158,16 +185,18 @@ static void drain(int fd, int kernel_filter, line_t *q) {
             memset(&msgs[i].msg_hdr, 0, sizeof(msgs[i].msg_hdr));
             msgs[i].msg_hdr.msg_iov = &iov[i], msgs[i].msg_hdr.msg_iovlen = 1;
             msgs[i].msg_hdr.msg_name = &from[i], msgs[i].msg_hdr.msg_namelen = sizeof(from[i]);
+            msgs[i].msg_hdr.msg_control = rxctl[i];
+            msgs[i].msg_hdr.msg_controllen = sizeof(rxctl[i]);
         }
         int r = recvmmsg(fd, msgs, BATCH, MSG_DONTWAIT, NULL);
         if (r < 0) {
             if (errno == EAGAIN || errno == EINTR || errno == ENETDOWN || errno == ENXIO) return;
             die("recvmmsg");
         }
-        int64_t now = mono_ns();
+        int64_t now = mono_ns(), offset = real_minus_mono_ns();
         for (int i = 0; i < r; i++) {
             if (!kernel_filter && from[i].sll_pkttype == PACKET_OUTGOING) continue;
-            push(q, rxbuf[i], msgs[i].msg_len, now);
+            push(q, rxbuf[i], msgs[i].msg_len, arrival_ns(&msgs[i].msg_hdr, offset, now));
         }
         if (r < BATCH) return;
     }
@@ -195,6 +224,7 @@ static int open_rx(const char *name, int *kernel_filter) {
     if (*kernel_filter && setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof(one)) < 0)
         *kernel_filter = 0;
     set_buf(fd, SO_RCVBUFFORCE, SO_RCVBUF);
+    if (setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof(one)) < 0) die("SO_TIMESTAMPNS");
     struct sockaddr_ll sll = {.sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_ALL),
                               .sll_ifindex = ifindex_of(name)};
     if (bind(fd, (struct sockaddr *)&sll, sizeof(sll)) < 0) die("bind rx");
@@ -295,29 +325,33 @@ int main(int argc, char **argv) {
     }
     printf("READY\n");
     fflush(stdout);
-    struct pollfd fds[2] = {{.fd = rx_a, .events = POLLIN}, {.fd = rx_b, .events = POLLIN}};
+    /* A frame's due time is its kernel receive time + delay, and with a constant delay a frame
+     * that arrives later is due later: while a direction has frames queued, its socket is read
+     * only when its head is due (one wake-up serves what arrived meanwhile); only an empty
+     * direction waits on its socket. Each wake-up reads both sockets, then sends what is due. */
     while (!stop_flag) {
+        drain(rx_a, kernel_filter, &ab);
+        drain(rx_b, kernel_filter, &ba);
         int64_t horizon = mono_ns() + EARLY_NS;
         flush(&ab, tx_b, horizon, "ab");
         flush(&ba, tx_a, horizon, "ba");
+        struct pollfd fds[2];
+        nfds_t nfds = 0;
         int64_t next = INT64_MAX;
         if (ab.n) next = ab.slots[ab.head].due_ns;
-        if (ba.n && ba.slots[ba.head].due_ns < next) next = ba.slots[ba.head].due_ns;
+        else fds[nfds++] = (struct pollfd){.fd = rx_a, .events = POLLIN};
+        if (ba.n) next = ba.slots[ba.head].due_ns < next ? ba.slots[ba.head].due_ns : next;
+        else fds[nfds++] = (struct pollfd){.fd = rx_b, .events = POLLIN};
         struct timespec ts, *tsp = NULL;
         if (next != INT64_MAX) {
-            int64_t wait = next - EARLY_NS - mono_ns();
+            int64_t wait = next - WAKE_LEAD_NS - mono_ns();
             if (wait < 0) wait = 0;
             ts.tv_sec = wait / 1000000000LL, ts.tv_nsec = wait % 1000000000LL;
             tsp = &ts;
         }
-        int r = ppoll(fds, 2, tsp, &empty);
-        if (r < 0) {
-            if (errno == EINTR) continue;
-            die("ppoll");
-        }
-        /* POLLERR too: reading clears a pending error (ENETDOWN while a link is down) */
-        if (fds[0].revents & (POLLIN | POLLERR)) drain(rx_a, kernel_filter, &ab);
-        if (fds[1].revents & (POLLIN | POLLERR)) drain(rx_b, kernel_filter, &ba);
+        /* POLLERR wakes us too; the next drain reads and clears it (ENETDOWN while a link is
+         * down), so a failed link cannot make this loop spin */
+        if (ppoll(fds, nfds, tsp, &empty) < 0 && errno != EINTR) die("ppoll");
     }
     if (strcmp(stats_file, "-") != 0)
         write_stats(stats_file, static_json, &ab, &ba, kernel_filter, (mono_ns() - started) / 1e9);
