@@ -72,6 +72,12 @@ class Catalog:
         rung = 2 * _unit(self.spec.seed, "rung", title, kbps, index) - 1
         return max(1, int(mean_bytes * (1 + SCENE_VARIATION * scene + RUNG_VARIATION * rung)))
 
+    def title_bytes(self, title: str, n_segments: int) -> int:
+        """Bytes of the title's first n_segments at every rung: a title as a cache holds it
+        when it was filled (or asked for) at every rung."""
+        return sum(self.segment_size(title, k, i) for k in self.spec.ladder_kbps
+                   for i in range(n_segments))
+
     def segment_bytes(self, title: str, kbps: int, index: int) -> bytes:
         """Deterministic pseudo-random payload (Mersenne Twister seeded by a SHA-256)."""
         size = self.segment_size(title, kbps, index)

@@ -155,8 +155,7 @@ def stage(dep: dict, segments_per_title: int | None, history: dict | None, store
 
 def _title_bytes(catalog: Catalog, n: int) -> dict[str, int]:
     """title -> bytes of its first n segments at every rung."""
-    return {t: sum(catalog.segment_size(t, k, i) for k in catalog.spec.ladder_kbps for i in range(n))
-            for t in catalog.titles()}
+    return {t: catalog.title_bytes(t, n) for t in catalog.titles()}
 
 
 def _materialise(catalog: Catalog, key: tuple, objects_dir: Path) -> Path:

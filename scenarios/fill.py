@@ -347,9 +347,7 @@ def _run_figures(sel: dict[str, pd.DataFrame], ts: pd.DataFrame, roles: dict[str
     served_day = int(se.loc[se["t_s"] > window_s, "bytes"].sum()) if len(se) else 0
     sess_bytes = se.loc[se["status"] == "ok", "bytes"] if len(se) else []
     # Che's item: a title as the caches hold it (its planned segments at every rung)
-    titles = catalog.titles()
-    item_bytes = mean(sum(catalog.segment_size(t, k, i) for k in catalog.spec.ladder_kbps
-                          for i in range(segments)) for t in titles)
+    item_bytes = mean(catalog.title_bytes(t, segments) for t in catalog.titles())
     che = che_hit_ratio(pop, float(cap) * 2 ** 20 / item_bytes) if arm != "none" and len(sess_bytes) else float("nan")
     startups = startup_times(se)
     return {
