@@ -14,7 +14,8 @@ players on the same services. Per step it records (bench.scale_verdict judges):
 Scaling, stated in the result: the bitrate ladder is the catalog's divided by LADDER_DIVISOR so
 that the step's aggregate demand fits what 2 cores can switch; access links get
 ACCESS_HEADROOM x the top rung per viewer, so the network has room and only the emulator's
-CPU can degrade QoE. Writes scale-<timestamp>.json (via bench.run) and scale.png.
+CPU can degrade QoE. Writes scale-<timestamp>.json (via bench.run), scale-<start>.png and the
+run's logs in scale-logs-<start>/ (git ignores them).
 """
 from __future__ import annotations
 
@@ -159,7 +160,8 @@ def run_bench_scale(out_dir: Path, quick: bool = False) -> dict:
     plan = by_name("metro", overrides)
     viewers = [v.name for v in plan.nodes_of(role="viewer")]
     oca_names = {n.name for n in plan.nodes_of(role="oca")}
-    work = Path(out_dir) / f"scale-logs-{time.strftime('%Y%m%dT%H%M%S')}"
+    stamp = time.strftime('%Y%m%dT%H%M%S')  # logs and figure of this run; earlier ones stay
+    work = Path(out_dir) / f"scale-logs-{stamp}"
     catalog = {**CATALOG, "ladder_kbps": list(ladder())}
     result: dict = {"steps_planned": list(steps), "plan_overrides": overrides, "viewer_hosts": hosts,
                     "scaling": {"ladder_kbps": list(ladder()), "ladder_divisor": LADDER_DIVISOR,
@@ -185,7 +187,8 @@ def run_bench_scale(out_dir: Path, quick: bool = False) -> dict:
     best = headline(result["steps"])
     result.update(headline_viewers=best, target_viewers=300, elapsed_s=round(time.monotonic() - started, 1),
                   ok=best is not None and best >= min(300, max(steps)))
-    _figure(result, Path(out_dir) / "scale.png")
+    result["figure"] = f"scale-{stamp}.png"
+    _figure(result, Path(out_dir) / result["figure"])
     print(f"bench scale: QoE and loaded RTT hold up to {best} concurrent viewers "
           f"(target 300; steps {list(steps)})")
     return {"scale": result}

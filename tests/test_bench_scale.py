@@ -31,4 +31,4 @@ def test_quick_scale_bench_measures_and_judges_every_step(tmp_path):
         assert all(c["samples"] >= 20 * c["pairs"] for c in step["rtt"].values())
         assert isinstance(step["verdict"]["ok"], bool)
     assert res["headline_viewers"] in (None, *QUICK_STEPS)
-    assert (tmp_path / "scale.png").stat().st_size > 10_000
+    assert (tmp_path / res["figure"]).stat().st_size > 10_000
