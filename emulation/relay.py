@@ -39,6 +39,7 @@ import os
 import select
 import signal
 import socket
+import struct
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -50,6 +51,11 @@ ETH_P_ALL = 0x0003
 SOL_PACKET = 263
 PACKET_IGNORE_OUTGOING = 23
 PACKET_OUTGOING = 4
+PACKET_AUXDATA = 8
+TP_STATUS_VLAN_VALID, TP_STATUS_VLAN_TPID_VALID = 0x10, 0x40
+ETH_P_8021Q = 0x8100
+AUXDATA = struct.Struct("=IIIHHHH")  # struct tpacket_auxdata
+ANC_BUF_BYTES = 64
 PR_SET_TIMERSLACK = 29
 SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33  # asm-generic/socket.h
 RECV_BUF_BYTES = 65536
@@ -178,6 +184,7 @@ def open_rx(ifname: str, kernel_filter: bool = True) -> tuple[socket.socket, boo
         except OSError:
             pass
     _set_buf(sock, SO_RCVBUFFORCE, socket.SO_RCVBUF, SOCK_BUF_BYTES)
+    sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)  # VLAN tags: with_vlan_tag
     sock.bind((ifname, ETH_P_ALL))  # CPython applies htons() itself
     sock.setblocking(False)
     return sock, ignores_outgoing
@@ -191,20 +198,28 @@ def open_tx(ifname: str) -> socket.socket:
     return sock
 
 
+def with_vlan_tag(frame: bytes, ancdata: list) -> bytes:
+    """The frame as it was on the wire: the receive path moves an 802.1Q tag into metadata
+    (PACKET_AUXDATA); put it back after the MAC addresses (pure)."""
+    for level, kind, data in ancdata:
+        if level == SOL_PACKET and kind == PACKET_AUXDATA and len(data) >= AUXDATA.size:
+            status, _, _, _, _, tci, tpid = AUXDATA.unpack_from(data)
+            if (tci or status & TP_STATUS_VLAN_VALID) and len(frame) >= 12:
+                tpid = tpid if status & TP_STATUS_VLAN_TPID_VALID else ETH_P_8021Q
+                return frame[:12] + struct.pack("!HH", tpid, tci) + frame[12:]
+    return frame
+
+
 def _drain_rx(sock: socket.socket, ignores_outgoing: bool, out: list) -> None:
-    """Append up to DRAIN_BATCH pending frames (bytes) to out, skipping outgoing ones."""
+    """Append up to DRAIN_BATCH pending frames (bytes, VLAN tags restored) to out, skipping
+    outgoing ones."""
     try:
-        if ignores_outgoing:
-            recv = sock.recv
-            append = out.append
-            for _ in range(DRAIN_BATCH):
-                append(recv(RECV_BUF_BYTES))
-        else:
-            recvfrom = sock.recvfrom
-            for _ in range(DRAIN_BATCH):
-                frame, addr = recvfrom(RECV_BUF_BYTES)
-                if addr[2] != PACKET_OUTGOING:
-                    out.append(frame)
+        recvmsg = sock.recvmsg
+        append = out.append
+        for _ in range(DRAIN_BATCH):
+            frame, anc, _, addr = recvmsg(RECV_BUF_BYTES, ANC_BUF_BYTES)
+            if ignores_outgoing or addr[2] != PACKET_OUTGOING:
+                append(with_vlan_tag(frame, anc) if anc else frame)
     except BlockingIOError:
         pass
     except OSError as exc:  # interface set down (link failure): keep running

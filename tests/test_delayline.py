@@ -232,3 +232,17 @@ def test_engine_choice_native_only_for_constant_delay():
         choose_engine("native", jittery, plain, built=True)
     with pytest.raises(ValueError, match="make setup"):
         choose_engine("native", plain, plain, built=False)
+
+
+def test_vlan_tag_goes_back_into_the_frame():
+    """The receive path moves an 802.1Q tag into PACKET_AUXDATA; the relay restores it."""
+    from emulation.relay import (AUXDATA, PACKET_AUXDATA, SOL_PACKET, TP_STATUS_VLAN_TPID_VALID,
+                                 TP_STATUS_VLAN_VALID, with_vlan_tag)
+    frame = bytes(range(12)) + b"\x08\x00" + b"payload"
+    aux = AUXDATA.pack(TP_STATUS_VLAN_VALID | TP_STATUS_VLAN_TPID_VALID, 0, 0, 0, 0, 7, 0x88A8)
+    tagged = with_vlan_tag(frame, [(SOL_PACKET, PACKET_AUXDATA, aux)])
+    assert tagged == frame[:12] + b"\x88\xa8\x00\x07" + frame[12:]
+    plain = AUXDATA.pack(0, 0, 0, 0, 0, 0, 0)
+    assert with_vlan_tag(frame, [(SOL_PACKET, PACKET_AUXDATA, plain)]) == frame
+    no_tpid = AUXDATA.pack(TP_STATUS_VLAN_VALID, 0, 0, 0, 0, 5, 0)  # TPID unknown: 802.1Q
+    assert with_vlan_tag(frame, [(SOL_PACKET, PACKET_AUXDATA, no_tpid)])[12:16] == b"\x81\x00\x00\x05"

@@ -149,7 +149,8 @@ static void flush(line_t *q, int fd, int64_t horizon, const char *dir) {
 }
 
 static uint8_t rxbuf[BATCH][RX_BUF];
-static uint8_t rxctl[BATCH][CMSG_SPACE(sizeof(struct timespec))];
+static uint8_t rxctl[BATCH][CMSG_SPACE(sizeof(struct timespec)) +
+                            CMSG_SPACE(sizeof(struct tpacket_auxdata))];
 
 /* CLOCK_REALTIME minus CLOCK_MONOTONIC now: kernel receive stamps are wall-clock times. */
 static int64_t real_minus_mono_ns(void) {
@@ -159,17 +160,34 @@ static int64_t real_minus_mono_ns(void) {
     return ((int64_t)r.tv_sec - m.tv_sec) * 1000000000LL + (r.tv_nsec - m.tv_nsec);
 }
 
-/* The kernel's receive time of a frame (monotonic ns), or `fallback` without a stamp. */
-static int64_t arrival_ns(struct msghdr *h, int64_t offset_ns, int64_t fallback) {
+/* The kernel's receive time of a frame (monotonic ns; `fallback` without a stamp), and its
+ * VLAN tag put back into the frame: the receive path moves an 802.1Q tag out of the frame
+ * into metadata (PACKET_AUXDATA), and a relay must send the frame as it came. */
+static int64_t arrival_ns(struct msghdr *h, uint8_t *frame, uint32_t *len, int64_t offset_ns,
+                          int64_t fallback) {
+    int64_t t = fallback;
     for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c; c = CMSG_NXTHDR(h, c)) {
         if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS) {
             struct timespec ts;
             memcpy(&ts, CMSG_DATA(c), sizeof(ts));
-            int64_t t = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec - offset_ns;
-            return t < fallback ? t : fallback;  /* never in the future */
+            int64_t k = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec - offset_ns;
+            t = k < fallback ? k : fallback;  /* never in the future */
+        } else if (c->cmsg_level == SOL_PACKET && c->cmsg_type == PACKET_AUXDATA) {
+            struct tpacket_auxdata aux;
+            memcpy(&aux, CMSG_DATA(c), sizeof(aux));
+            if (!(aux.tp_vlan_tci || (aux.tp_status & TP_STATUS_VLAN_VALID)) || *len < 12 ||
+                *len + 4 > RX_BUF)
+                continue;
+            uint16_t tpid = htons((aux.tp_status & TP_STATUS_VLAN_TPID_VALID) ? aux.tp_vlan_tpid
+                                                                             : ETH_P_8021Q);
+            uint16_t tci = htons(aux.tp_vlan_tci);
+            memmove(frame + 16, frame + 12, *len - 12);
+            memcpy(frame + 12, &tpid, 2);
+            memcpy(frame + 14, &tci, 2);
+            *len += 4;
         }
     }
-    return fallback;
+    return t;
 }
 
 /* Read up to DRAIN_BATCHES x BATCH waiting frames from fd into q, each delayed from its kernel
@@ -196,7 +214,9 @@ static void drain(int fd, int kernel_filter, line_t *q) {
         int64_t now = mono_ns(), offset = real_minus_mono_ns();
         for (int i = 0; i < r; i++) {
             if (!kernel_filter && from[i].sll_pkttype == PACKET_OUTGOING) continue;
-            push(q, rxbuf[i], msgs[i].msg_len, arrival_ns(&msgs[i].msg_hdr, offset, now));
+            uint32_t len = msgs[i].msg_len;
+            int64_t at = arrival_ns(&msgs[i].msg_hdr, rxbuf[i], &len, offset, now);
+            push(q, rxbuf[i], len, at);
         }
         if (r < BATCH) return;
     }
@@ -225,6 +245,7 @@ static int open_rx(const char *name, int *kernel_filter) {
         *kernel_filter = 0;
     set_buf(fd, SO_RCVBUFFORCE, SO_RCVBUF);
     if (setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof(one)) < 0) die("SO_TIMESTAMPNS");
+    if (setsockopt(fd, SOL_PACKET, PACKET_AUXDATA, &one, sizeof(one)) < 0) die("PACKET_AUXDATA");
     struct sockaddr_ll sll = {.sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_ALL),
                               .sll_ifindex = ifindex_of(name)};
     if (bind(fd, (struct sockaddr *)&sll, sizeof(sll)) < 0) die("bind rx");
