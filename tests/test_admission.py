@@ -80,15 +80,15 @@ def test_greedy_client_cannot_starve_others_first_come_can():
 
 def test_clients_are_forgotten_when_idle_and_their_number_is_bounded():
     adm = Admission(Limits(8, 100.0), recent_s=2.0, max_clients=3)
-    for i, ip in enumerate(("10.0.0.1", "10.0.0.2", "10.0.0.3")):
+    for i, ip in enumerate(("198.18.1.11", "198.18.1.12", "198.18.1.13")):
         assert adm.decide(ip, MB, now=i / 2) == "ok"
-    assert adm.decide("10.0.0.4", MB, now=1.5) == "at_capacity"  # table full
-    assert adm.clients(now=2.0) == 3  # 10.0.0.1 asked 2.0 s ago: still recent
-    assert adm.decide("10.0.0.4", MB, now=2.1) == "ok"  # 10.0.0.1 idle > 2 s: forgotten
+    assert adm.decide("198.18.1.14", MB, now=1.5) == "at_capacity"  # table full
+    assert adm.clients(now=2.0) == 3  # 198.18.1.11 asked 2.0 s ago: still recent
+    assert adm.decide("198.18.1.14", MB, now=2.1) == "ok"  # 198.18.1.11 idle > 2 s: forgotten
     assert adm.clients(now=2.1) == 3
-    adm.started("10.0.0.4", MB, now=2.1)
+    adm.started("198.18.1.14", MB, now=2.1)
     assert adm.clients(now=100.0) == 1  # still holds its stream
-    adm.finished("10.0.0.4")
+    adm.finished("198.18.1.14")
     assert adm.clients(now=100.0) == 0 and adm.active_streams == 0
 
 

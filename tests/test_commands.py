@@ -73,7 +73,7 @@ def test_malformed_and_unsigned(change):
 
 
 def test_target_of_and_key_checks():
-    assert commands.target_of("http://10.0.0.1:8080/fill") == "/fill"
+    assert commands.target_of("http://198.18.1.100:8080/fill") == "/fill"
     assert commands.target_of("http://h/a/fill?x=1") == "/a/fill?x=1"
     with pytest.raises(ValueError):
         CommandVerifier(b"short")
