@@ -290,7 +290,7 @@ def bench_link(lab: NetnsLab, delay_ms: float, n_ping: int, load_s: float) -> di
     return result
 
 
-def _cpu_s(pid: int) -> float:
+def proc_cpu_s(pid: int) -> float:
     """User+system CPU seconds of a process (`ip netns exec` execs, so the pid is the relay's)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -303,9 +303,9 @@ def bench_chain(lab: NetnsLab, n_relays: int, delay_ms: float, duration_s: float
              for i, (ns_r, ra, rb) in enumerate(relays)]
     _warm_up(lab, ns_a)
     rtts = ping_rtts_ms(lab, ns_a, ADDR_B, 50)
-    cpu_before_s = sum(_cpu_s(proc.pid) for proc, _ in procs)
+    cpu_before_s = sum(proc_cpu_s(proc.pid) for proc, _ in procs)
     mbps = iperf_mbps(lab, ns_a, ns_b, duration_s)
-    cpu_s = sum(_cpu_s(proc.pid) for proc, _ in procs) - cpu_before_s
+    cpu_s = sum(proc_cpu_s(proc.pid) for proc, _ in procs) - cpu_before_s
     stats = []
     for proc, path in procs:
         lab.stop(proc)

@@ -28,7 +28,9 @@ from pathlib import Path
 
 from bench.scale_verdict import (COMPONENTS, component_of, headline, qoe, relay_cpu_per_gbit,
                                  rtt_by_class, step_verdict)
+from bench.links import proc_cpu_s
 from contracts.catalog import LADDER_KBPS
+from emulation.fidelity import cpu_times
 
 STEPS = (25, 50, 100, 200, 300, 400)
 QUICK_STEPS = (6, 24)
@@ -55,11 +57,11 @@ def plan_overrides(max_viewers: int, hosts: int) -> dict[str, str]:
 
 
 def _proc_cpu_s(pid: int) -> float | None:
+    """CPU seconds of a live process; None once it is gone."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return proc_cpu_s(pid)
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def _ovs_pids() -> list[int]:
@@ -86,10 +88,9 @@ def cpu_by_component(groups, oca_names: set[str]) -> dict[str, float]:
 
 
 def _host_cpu_s() -> tuple[float, float]:
-    """(busy, total) jiffies of all CPUs as seconds, from /proc/stat."""
-    vals = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = vals[3] + vals[4]
-    return (sum(vals) - idle) / CLK_TCK, sum(vals) / CLK_TCK
+    """(busy, total) CPU seconds of all CPUs so far."""
+    total, idle, _ = cpu_times()
+    return (total - idle) / CLK_TCK, total / CLK_TCK
 
 
 def _start_pings(net, pairs, duration_s: float) -> list[tuple]:

@@ -139,17 +139,20 @@ def early(m: Measurement) -> bool:
     return m.samples >= 3 and m.min_rtt_ms < m.pair.expected_rtt_ms - m.tolerance_ms
 
 
+def cpu_times(stat: str = "/proc/stat") -> tuple[int, int, int]:
+    """(total, idle + iowait, steal) jiffies of all CPUs so far, from /proc/stat."""
+    with open(stat) as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return sum(v[:8]), v[3] + v[4], v[7] if len(v) > 7 else 0
+
+
 def cpu_fracs(interval_s: float = 0.5, stat: str = "/proc/stat") -> tuple[float, float]:
     """(busy, steal) fractions of all CPUs' time over `interval_s`, from /proc/stat. Busy is
     everything but idle and iowait, so it includes steal: time the hypervisor gave this VM's
     CPUs to someone else, which no process here can account for."""
-    def sample() -> tuple[int, int, int]:
-        with open(stat) as f:
-            v = [int(x) for x in f.readline().split()[1:]]
-        return sum(v[:8]), v[3] + v[4], v[7] if len(v) > 7 else 0
-    t0, i0, s0 = sample()
+    t0, i0, s0 = cpu_times(stat)
     time.sleep(interval_s)
-    t1, i1, s1 = sample()
+    t1, i1, s1 = cpu_times(stat)
     if t1 <= t0:
         return 0.0, 0.0
     return 1 - (i1 - i0) / (t1 - t0), (s1 - s0) / (t1 - t0)
