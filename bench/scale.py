@@ -22,12 +22,13 @@ from __future__ import annotations
 import math
 import os
 import resource
-import subprocess
 import time
 from pathlib import Path
 
 from bench.scale_verdict import (COMPONENTS, component_of, headline, qoe, relay_cpu_per_gbit,
-                                 rtt_by_class, step_verdict)
+                                 step_verdict)
+from emulation.loaded import pair_rows_in, rtt_by_class
+from harness.loadedrtt import Pinger
 from bench.links import proc_cpu_s
 from contracts.catalog import LADDER_KBPS
 from emulation.fidelity import cpu_times
@@ -93,29 +94,8 @@ def _host_cpu_s() -> tuple[float, float]:
     return (total - idle) / CLK_TCK, total / CLK_TCK
 
 
-def _start_pings(net, pairs, duration_s: float) -> list[tuple]:
-    count = max(5, int(duration_s / PING_INTERVAL_S))
-    return [(p, net.host(p.src).popen(["ping", "-n", "-c", str(count), "-i", str(PING_INTERVAL_S),
-                                       "-W", "2", p.dst_addr], stdout=subprocess.PIPE,
-                                      stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL), count)
-            for p in pairs]
-
-
-def _collect_pings(pings: list[tuple]) -> list[dict]:
-    from emulation.fidelity import parse_ping
-    rows = []
-    for pair, proc, count in pings:
-        out, _ = proc.communicate(timeout=120)
-        rtts = parse_ping(out.decode())
-        rows.append({"src": pair.src, "dst": pair.dst, "classes": list(pair.classes),
-                     "expected_rtt_ms": pair.expected_rtt_ms, "jitter_ms": pair.jitter_ms,
-                     "rtts_ms": rtts, "lost": count - len(rtts)})
-    return rows
-
-
 def run_step(net, svc, viewers: list[str], n: int, seed: int, oca_names: set[str]) -> dict:
     """Play n concurrent viewers (spread over `viewers` hosts) and measure the step."""
-    from emulation.fidelity import pairs
     from emulation.probes import link_counters
     from scenarios.logs import sessions
     counts = [n // len(viewers) + (i < n % len(viewers)) for i in range(len(viewers))]
@@ -128,12 +108,14 @@ def run_step(net, svc, viewers: list[str], n: int, seed: int, oca_names: set[str
                       max_wall_s=240, max_buffer_s=MAX_BUFFER_S)
              for i, (v, k) in enumerate(zip(viewers, counts)) if k]
     time.sleep(RAMP_S)  # RTT under load: while every viewer of the step plays
-    pings = _start_pings(net, pairs(net.plan), SEGMENTS * 4 - MAX_BUFFER_S - RAMP_S)
-    svc.wait_players(procs, 300)
+    loaded_from = time.time()  # judged until the first viewers run out of segments
+    loaded = [(loaded_from, loaded_from + SEGMENTS * 4 - MAX_BUFFER_S - RAMP_S)]
+    with Pinger(net, svc.logs / f"loaded-rtt-{tag}", PING_INTERVAL_S) as pings:
+        svc.wait_players(procs, 300)
     kids1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu1, host1, bytes1 = cpu_by_component(groups, oca_names), _host_cpu_s(), link_counters(net)
     wall_s = time.monotonic() - t0
-    rtt_rows = _collect_pings(pings)
+    rtt_rows = pair_rows_in(pings.samples, loaded)
     cpu = {c: round(cpu1[c] - cpu0[c], 2) for c in COMPONENTS}
     cpu["players"] = round(kids1.ru_utime + kids1.ru_stime - kids0.ru_utime - kids0.ru_stime, 2)
     relayed = sum(bytes1[k]["to_node_bytes"] + bytes1[k]["from_node_bytes"]

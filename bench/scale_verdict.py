@@ -7,7 +7,7 @@ A step passes when, against the base step (the smallest):
   REBUF_ABS above the base's (a ratio of 0 has no relative 10%), mean bitrate at least
   (1 - QOE_REL) of the base's, and no failed sessions;
 - every link class's loaded RTT error (median of the step's samples minus the plan's RTT) is at
-  most max(LOADED_ABS_MS, LOADED_REL x plan RTT) + 2 x the path's jitter.
+  most emulation.loaded.loaded_tolerance_ms: max(1 ms, 5% of the plan RTT) + 2 x the path's jitter.
 The headline is the highest step that passes with every smaller step passing too.
 """
 from __future__ import annotations
@@ -17,7 +17,6 @@ from contracts.stats import median, percentile
 QOE_REL = 0.10
 STARTUP_FLOOR_S = 0.05
 REBUF_ABS = 0.01
-LOADED_ABS_MS, LOADED_REL = 1.0, 0.05
 COMPONENTS = ("relays", "ovs", "ocas", "origin", "players", "controller", "control_plane")
 
 
@@ -33,34 +32,6 @@ def qoe(sessions: list[dict]) -> dict:
             "startup_p90_s": round(percentile(startup, 90), 3) if startup else None,
             "rebuffer_ratio": round(sum(rebuf) / len(rebuf), 4) if rebuf else None,
             "mean_kbps": round(sum(kbps) / len(kbps), 1) if kbps else None}
-
-
-def loaded_tolerance_ms(expected_rtt_ms: float, jitter_ms: float = 0.0) -> float:
-    return max(LOADED_ABS_MS, LOADED_REL * expected_rtt_ms) + 2 * jitter_ms
-
-
-def rtt_by_class(rows: list[dict]) -> dict[str, dict]:
-    """rows: one per measured pair {classes, expected_rtt_ms, jitter_ms, rtts_ms}; per link
-    class (the pair's classes joined by '+'): pairs, samples, median and worst pair's error of
-    the median RTT against the plan, and whether every pair is within its loaded tolerance."""
-    out: dict[str, dict] = {}
-    for r in rows:
-        cls = "+".join(sorted(set(r["classes"])))
-        c = out.setdefault(cls, {"pairs": 0, "samples": 0, "errors_ms": [], "ok": True, "lost": 0})
-        c["pairs"] += 1
-        c["samples"] += len(r["rtts_ms"])
-        c["lost"] += r.get("lost", 0)
-        if not r["rtts_ms"]:
-            c["ok"] = False
-            continue
-        err = median(r["rtts_ms"]) - r["expected_rtt_ms"]
-        c["errors_ms"].append(err)
-        c["ok"] &= abs(err) <= loaded_tolerance_ms(r["expected_rtt_ms"], r.get("jitter_ms", 0.0))
-    for c in out.values():
-        errs = c.pop("errors_ms")
-        c["err_p50_ms"] = round(median(errs), 3) if errs else None
-        c["err_max_ms"] = round(max(errs, key=abs), 3) if errs else None
-    return out
 
 
 def component_of(label: str, oca_names: set[str]) -> str | None:

@@ -82,25 +82,48 @@ def burst_bytes(bw_mbps: float) -> int:
     return max(6000, int(bw_mbps * 1e6 / 8 / 1000))
 
 
+# The measurement lane: packets whose TOS byte is PROBE_TOS (DSCP EF; ocalab's loaded-RTT pings
+# set it with `ping -Q`) go to a priority class of their own, so they measure the path and the
+# emulator under load, not the bottleneck queue that the video flows build. Everything else,
+# a lab user's ping included, shares the one drop-tail queue.
+PROBE_TOS = 0xB8
+PROBE_QUEUE_PKTS = 16
+PROBE_RATE_MBPS = 0.1  # the lane's own rate (above it, it borrows the link's): probes are ~2 kbit/s a pair
+
+
+def _impairment(link: Link, limit_pkts: int) -> str:
+    """The netem arguments of one direction of `link` with `limit_pkts` of queue."""
+    netem = f"netem limit {limit_pkts} delay {link.delay_ms:g}ms"
+    if link.jitter_ms:
+        netem += f" {link.jitter_ms:g}ms"
+    if link.loss_pct:
+        netem += f" loss {link.loss_pct:g}%"
+    return netem
+
+
 def shaping_script(intf: str, link: Link, backend: str) -> str:
-    """Shell lines that shape `intf`'s egress as one direction of `link`."""
+    """Shell lines that shape `intf`'s egress as one direction of `link`: HTB class 1:1 at the
+    link's rate; under it the data class 1:10 (queue_pkts drop-tail, or netem) and the
+    measurement lane 1:5 (PROBE_TOS packets, served first, same delay, jitter and loss)."""
     rate = f"{link.bw_mbps:g}mbit"
     burst = burst_bytes(link.bw_mbps)
-    lines = [f"tc qdisc replace dev {intf} root handle 1: htb default 1",
-             f"tc class add dev {intf} parent 1: classid 1:1 htb rate {rate} ceil {rate} "
-             f"burst {burst} cburst {burst}"]
+    htb = f"htb rate {rate} ceil {rate} burst {burst} cburst {burst}"
+    lane = f"htb rate {min(link.bw_mbps, PROBE_RATE_MBPS):g}mbit ceil {rate} burst {burst} cburst {burst}"
+    lines = [f"tc qdisc replace dev {intf} root handle 1: htb default 10",
+             f"tc class add dev {intf} parent 1: classid 1:1 {htb}",
+             f"tc class add dev {intf} parent 1:1 classid 1:10 {htb} prio 1",
+             f"tc class add dev {intf} parent 1:1 classid 1:5 {lane} prio 0"]
     if backend == "netem" and link.impaired:
         # netem's limit counts packets still "on the wire" too: add the bandwidth-delay product so
         # that, as with the relay, only the queue_pkts bottleneck queue can overflow
         bdp_pkts = int(link.bw_mbps * 1e6 / 8 * (link.delay_ms + 2 * link.jitter_ms) / 1000 / 1500) + 1
-        netem = f"netem limit {link.queue_pkts + bdp_pkts} delay {link.delay_ms:g}ms"
-        if link.jitter_ms:
-            netem += f" {link.jitter_ms:g}ms"
-        if link.loss_pct:
-            netem += f" loss {link.loss_pct:g}%"
-        lines.append(f"tc qdisc add dev {intf} parent 1:1 handle 10: {netem}")
+        lines += [f"tc qdisc add dev {intf} parent 1:10 handle 10: {_impairment(link, link.queue_pkts + bdp_pkts)}",
+                  f"tc qdisc add dev {intf} parent 1:5 handle 5: {_impairment(link, PROBE_QUEUE_PKTS + bdp_pkts)}"]
     else:
-        lines.append(f"tc qdisc add dev {intf} parent 1:1 handle 10: pfifo limit {link.queue_pkts}")
+        lines += [f"tc qdisc add dev {intf} parent 1:10 handle 10: pfifo limit {link.queue_pkts}",
+                  f"tc qdisc add dev {intf} parent 1:5 handle 5: pfifo limit {PROBE_QUEUE_PKTS}"]
+    lines.append(f"tc filter add dev {intf} parent 1: protocol ip prio 1 u32 match ip tos "
+                 f"{PROBE_TOS:#04x} 0xfc flowid 1:5")
     return "\n".join(lines)
 
 

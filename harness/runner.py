@@ -8,7 +8,8 @@ folder (rebuilt alone by `ocalab report`), and at the top summary.csv with every
 spread over the repeats and whether each seed-stable figure was identical (harness.repeats).
 
 A run folder holds what the analysis reads: manifest.json, plan.json, fidelity.csv, host_cpu.csv,
-the scenario's tables (<name>.csv, or <name>.csv.gz after `ocalab report --pack`; read them via
+loaded_rtt.csv.gz and loaded_rtt_summary.csv (every link class's RTT while the arms play,
+harness.loadedrtt), the scenario's tables (<name>.csv, or <name>.csv.gz after `ocalab report --pack`; read them via
 harness.rundir.table_path), summary.csv, figures, logs/ (network) and arms/<arm>/ (deployment.json,
 logs/: access, fill, session, chunk and steering logs). The OCAs' stored objects and the token
 key are not in it: harness.services keeps them in a scratch folder removed when the arm stops.
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from harness import loadedrtt
 from harness.hostload import CpuSampler, cpu_summary, saturated, warning
 from harness.overrides import parse_overrides
 from harness.rundir import git_info, new_run_dir, write_csv, write_manifest
@@ -116,15 +118,17 @@ def _repeat(net, top: Path, sc: Scenario, cfg: dict, seed: int, k: int, repeat: 
         print(f"{sc.name}: repeat {k}/{repeat}", flush=True)
     t0 = time.time()
     tables: dict[str, list] = {t: [] for t in sc.tables}
-    with CpuSampler() as cpu:
+    with CpuSampler() as cpu, loadedrtt.Pinger(net, run_dir / "logs" / "loaded-rtt") as pings:
         sc.body(net, run_dir, cfg, seed, tables)
     for name, rows in tables.items():
         write_csv(run_dir / f"{name}.csv", rows)
     write_csv(run_dir / "host_cpu.csv", cpu.rows)
+    loadedrtt.write_samples(run_dir, pings.samples)
+    loaded = loadedrtt.verdict(loadedrtt.judge(pings.samples, tables.get("sessions", [])))
     load = cpu_summary(cpu.rows)
     load["saturated"] = saturated(load)
     write_manifest(run_dir, **common, network=net.summary(), repeat_index=k, repeats=repeat,
-                   started=t0, ended=time.time(), status="ok", host_cpu=load)
+                   started=t0, ended=time.time(), status="ok", host_cpu=load, loaded_rtt=loaded)
     try:
         print(sc.format_table(sc.summarize(run_dir)), flush=True)
     except Exception:  # a bug in the pure summary must not cost the saved data its status
@@ -132,6 +136,7 @@ def _repeat(net, top: Path, sc: Scenario, cfg: dict, seed: int, k: int, repeat: 
         print(f"ocalab: {run_dir}: the data is saved, but its summary failed (above); "
               f"`ocalab report {run_dir}` builds it again", file=sys.stderr, flush=True)
         failed_summaries.append(run_dir)
+    print(loadedrtt.line(loadedrtt.annotate(run_dir) or loaded), flush=True)
     if (w := warning(load)) is not None:
         print(w, flush=True)
     return run_dir

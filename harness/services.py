@@ -25,6 +25,11 @@ from topologies.routes import l3_path, path_delay_ms
 ARMS = ("origin", "ixp", "embedded")
 FILL_MODES = ("none", "network")
 STEADY_STATE = ("ixp", "embedded")  # stage_tiers of a serve experiment: every OCA starts filled
+# Appliances and players run at nice WORKLOAD_NICE. When the CPUs are busy something waits; it
+# must be the workload (which the run's QoE and host_cpu record), never the emulated network:
+# relays are SCHED_FIFO, OVS runs at nice -10, and the kernel's softirq threads at nice 0.
+WORKLOAD_NICE = 10
+NICE = ("nice", "-n", str(WORKLOAD_NICE))
 from contracts.deployment import CONTROL_PORT, OCA_PORT  # noqa: E402 (re-exported)
 
 
@@ -157,7 +162,7 @@ class Services:
 
     def _start(self, label: str, host: str, argv: list[str], timeout_s: float = 30) -> str:
         err = open(self.logs / f"{label}.stderr", "wb")
-        proc = self.procs.start(label, [sys.executable, "-m", *argv], node=self.net.host(host),
+        proc = self.procs.start(label, [*NICE, sys.executable, "-m", *argv], node=self.net.host(host),
                                     stdout=__import__("subprocess").PIPE, stderr=err)
         line = read_ready(proc, label, timeout_s)
         return line.split()[1]
@@ -331,7 +336,7 @@ class Services:
         if max_buffer_s is not None:  # the player fetches at the media rate once this is full
             argv += ["--max-buffer-s", f"{max_buffer_s:g}"]
         err = open(self.logs / f"player-{tag}.stderr", "wb")
-        return self.procs.start(f"player:{tag}", argv, node=self.net.host(viewer), stdout=err, stderr=err)
+        return self.procs.start(f"player:{tag}", [*NICE, *argv], node=self.net.host(viewer), stdout=err, stderr=err)
 
     def stop(self) -> None:
         """Stop the processes, then remove the scratch folder (stores and token key)."""

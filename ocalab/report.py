@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from harness import loadedrtt
 from harness.hostload import warning
 from harness.rundir import TABLE_SUFFIXES, missing_tables, pack_tables
 
@@ -78,6 +79,8 @@ def _report_one(d: Path, pack: bool, show_traceback: bool) -> int:
         if series:
             print(f"-- {f.name}")
         print(_rebuild(f, mod, gaps[f], show_traceback), flush=True)
+        if (loaded := loadedrtt.annotate(f)) is not None:
+            print(loadedrtt.line(loaded), flush=True)
         if (w := warning(_manifest(f).get("host_cpu") or {})) is not None:
             print(w, flush=True)
     if series:

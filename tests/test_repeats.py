@@ -187,6 +187,19 @@ def test_a_summary_bug_keeps_the_saved_data_ok_and_report_rebuilds_it(tmp_path, 
             return {"calibration_rounds": 1}
     monkeypatch.setattr(build, "Network", Builds)
     monkeypatch.setattr("emulation.ledger.install_signal_handlers", lambda: None)
+
+    class NoPings:  # no hosts to ping from
+        samples: list = []
+
+        def __init__(self, net, log_dir):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+    monkeypatch.setattr("harness.loadedrtt.Pinger", NoPings)
     fixed = []
 
     def summarize(run_dir):

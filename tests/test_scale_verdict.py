@@ -2,8 +2,8 @@
 import pytest
 
 from bench.scale import ladder, plan_overrides
-from bench.scale_verdict import (component_of, headline, loaded_tolerance_ms, qoe,
-                                 relay_cpu_per_gbit, rtt_by_class, step_verdict)
+from bench.scale_verdict import component_of, headline, qoe, relay_cpu_per_gbit, step_verdict
+from emulation.loaded import loaded_tolerance_ms, rtt_by_class
 
 
 def _sess(startup_s=0.5, rebuf=0.0, kbps=580.0, status="ok"):
