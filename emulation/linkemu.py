@@ -82,6 +82,20 @@ def burst_bytes(bw_mbps: float) -> int:
     return max(6000, int(bw_mbps * 1e6 / 8 / 1000))
 
 
+def netem_spec(link: Link, delay_ms: float, loss_pct: float) -> str:
+    """The netem leaf for one direction of `link` at delay_ms and loss_pct (the plan's jitter).
+
+    netem's limit counts packets still "on the wire" too: it adds the bandwidth-delay product so
+    that, as with the relay, only the queue_pkts bottleneck queue can overflow."""
+    bdp_pkts = int(link.bw_mbps * 1e6 / 8 * (delay_ms + 2 * link.jitter_ms) / 1000 / 1500) + 1
+    spec = f"netem limit {link.queue_pkts + bdp_pkts} delay {delay_ms:g}ms"
+    if link.jitter_ms:
+        spec += f" {link.jitter_ms:g}ms"
+    if loss_pct:
+        spec += f" loss {loss_pct:g}%"
+    return spec
+
+
 def shaping_script(intf: str, link: Link, backend: str) -> str:
     """Shell lines that shape `intf`'s egress as one direction of `link`."""
     rate = f"{link.bw_mbps:g}mbit"
@@ -90,15 +104,8 @@ def shaping_script(intf: str, link: Link, backend: str) -> str:
              f"tc class add dev {intf} parent 1: classid 1:1 htb rate {rate} ceil {rate} "
              f"burst {burst} cburst {burst}"]
     if backend == "netem" and link.impaired:
-        # netem's limit counts packets still "on the wire" too: add the bandwidth-delay product so
-        # that, as with the relay, only the queue_pkts bottleneck queue can overflow
-        bdp_pkts = int(link.bw_mbps * 1e6 / 8 * (link.delay_ms + 2 * link.jitter_ms) / 1000 / 1500) + 1
-        netem = f"netem limit {link.queue_pkts + bdp_pkts} delay {link.delay_ms:g}ms"
-        if link.jitter_ms:
-            netem += f" {link.jitter_ms:g}ms"
-        if link.loss_pct:
-            netem += f" loss {link.loss_pct:g}%"
-        lines.append(f"tc qdisc add dev {intf} parent 1:1 handle 10: {netem}")
+        lines.append(f"tc qdisc add dev {intf} parent 1:1 handle 10: "
+                     + netem_spec(link, link.delay_ms, link.loss_pct))
     else:
         lines.append(f"tc qdisc add dev {intf} parent 1:1 handle 10: pfifo limit {link.queue_pkts}")
     return "\n".join(lines)
