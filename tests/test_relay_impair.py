@@ -209,3 +209,18 @@ def test_control_file_grammar_same_in_both_engines(topo, relay, engine):
     accepted = sum(map(_python_accepts, GRAMMAR_CASES)) + 1
     assert stats["impairment_changes"] == accepted, stats
     assert stats["impairment_rejects"] == len(GRAMMAR_CASES) + 1 - accepted, stats
+
+
+def _keys(d: dict, prefix: str = "") -> set[str]:
+    return {k2 for k, v in d.items()
+            for k2 in ({prefix + k} | (_keys(v, f"{prefix}{k}.") if isinstance(v, dict) else set()))}
+
+
+def test_both_engines_write_the_same_stats_keys(topo, relay):
+    lab = topo[0]
+    keys = {}
+    for engine in ("python", "native"):
+        proc, stats_path, control = relay(engine, f"k{engine}")
+        apply(proc, control, "loss_pct_ab=1\n")
+        keys[engine] = _keys(stop_stats(lab, proc, stats_path))
+    assert keys["python"] == keys["native"], keys["python"] ^ keys["native"]
