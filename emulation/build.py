@@ -24,6 +24,8 @@ from mininet.net import Mininet
 from mininet.node import Host, Node, OVSSwitch
 
 from emulation import linkemu
+from emulation.faults import LinkFaults
+from emulation.impair import Impairment
 from emulation.ledger import Ledger, ProcessGroup
 from emulation.ledger import clean as clean_leftovers
 from emulation.linkemu import EmulationError
@@ -109,6 +111,8 @@ class Network:
         self.relay: Node | None = None  # the namespace of every link relay (relay backend)
         self._relay_ports: dict[str, tuple[str, str]] = {}  # link name -> its two relay interfaces
         self._relay_procs: dict[str, subprocess.Popen] = {}
+        self.relay_control_files: dict[str, Path] = {}  # link name -> its relay's control file
+        self.faults = LinkFaults(self)  # run-time faults: impair(), link_down(), ...
         # the controller; the same argv restarts it on the same ports
         self.controller_argv: list[str] = []
         self.of_port: int | None = None
@@ -308,7 +312,9 @@ class Network:
             delay_ms = lk.delay_ms - (only or {}).get(lk.name, 0.0)
             ready = self.work_dir / f"relay-{i}.ready"
             ready.unlink(missing_ok=True)
+            control = self.relay_control_files.setdefault(lk.name, self.work_dir / f"relay-{i}.control")
             argv = [sys.executable, "-m", "emulation.relay", "--a", ra, "--b", rb,
+                    "--control-file", str(control),
                     "--delay-ms-ab", f"{delay_ms:g}", "--delay-ms-ba", f"{delay_ms:g}",
                     "--jitter-ms", f"{lk.jitter_ms:g}", "--loss-pct", f"{lk.loss_pct:g}",
                     "--seed", str(1000 + i), "--ready-file", str(ready),
@@ -410,6 +416,32 @@ class Network:
                 return
             time.sleep(0.2)
         raise EmulationError(f"controller did not program all {n} switches in 30 s: {health}")
+
+    # ---- run-time faults (emulation.faults) -------------------------------------------
+    def impair(self, link_name: str, extra_delay_ms: float = 0.0, loss_pct: float = 0.0, *,
+               extra_delay_ms_ba: float | None = None, loss_pct_ba: float | None = None) -> Impairment:
+        """Extra one-way delay and loss on a link, a->b (and b->a: the same unless given), on
+        top of its plan; replaces earlier delay and loss, keeps a down link down."""
+        return self.faults.update(
+            link_name, extra_delay_ms_ab=extra_delay_ms, loss_pct_ab=loss_pct,
+            extra_delay_ms_ba=extra_delay_ms if extra_delay_ms_ba is None else extra_delay_ms_ba,
+            loss_pct_ba=loss_pct if loss_pct_ba is None else loss_pct_ba)
+
+    def link_down(self, link_name: str) -> Impairment:
+        """Drop every frame on the link, both ways (carrier stays up: a black hole)."""
+        return self.faults.update(link_name, down=True)
+
+    def link_up(self, link_name: str) -> Impairment:
+        """Undo link_down (injected delay and loss stay)."""
+        return self.faults.update(link_name, down=False)
+
+    def clear_impairments(self) -> None:
+        """Every link back to its plan."""
+        self.faults.clear_all()
+
+    def relay_procs(self) -> dict[str, subprocess.Popen]:
+        """The running relay of each relayed link (replaced when calibration restarts one)."""
+        return dict(self._relay_procs)
 
     # ---- helpers for callers ---------------------------------------------------------
     def _shape_switch_ports(self) -> None:

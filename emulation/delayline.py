@@ -10,7 +10,12 @@ Invariants:
   `max(arrival + delay + jitter_sample, previous due)` with the jittered delay
   clipped at 0, so due times never decrease.
 - Loss is decided before the queue limit; a lost frame never occupies the queue.
-- `forwarded + dropped_loss + dropped_queue + queued == pushed` (frames and bytes).
+- Run-time faults (`impair`): while down every pushed frame is dropped (dropped_down); else
+  injected loss (its own RNG, so the plan's loss draws stay the same) comes after the plan's
+  loss (dropped_injected). Extra delay applies to frames pushed afterwards; queued frames keep
+  their due time (FIFO still holds: a shorter delay cannot overtake queued frames).
+- `forwarded + dropped_loss + dropped_injected + dropped_down + dropped_queue + queued ==
+  pushed` (frames and bytes).
 """
 
 from __future__ import annotations
@@ -70,7 +75,8 @@ class DelayLine:
     __slots__ = ("params", "_delay_ns", "_jitter_ns", "_loss_p", "_limit", "_rng",
                  "_normal", "_queue", "_last_due_ns", "frames_in", "bytes_in",
                  "frames_out", "bytes_out", "frames_lost", "bytes_lost",
-                 "frames_qdrop", "bytes_qdrop", "max_queue_pkts")
+                 "frames_qdrop", "bytes_qdrop", "max_queue_pkts", "_inj_loss_p", "_inj_rng",
+                 "_down", "frames_injected", "bytes_injected", "frames_down", "bytes_down")
 
     def __init__(self, params: LineParams, seed: int | str = 0) -> None:
         self.params = params
@@ -87,6 +93,11 @@ class DelayLine:
         self.frames_lost = self.bytes_lost = 0
         self.frames_qdrop = self.bytes_qdrop = 0
         self.max_queue_pkts = 0
+        self._inj_loss_p = 0.0
+        self._inj_rng = random.Random(f"{seed}:injected")
+        self._down = False
+        self.frames_injected = self.bytes_injected = 0
+        self.frames_down = self.bytes_down = 0
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -106,14 +117,30 @@ class DelayLine:
         self._last_due_ns = due_ns
         return due_ns
 
+    def impair(self, extra_delay_ms: float, loss_pct: float, down: bool) -> None:
+        """Set the run-time faults (replacing earlier ones; zeros and False clear them)."""
+        _check_number("extra_delay_ms", extra_delay_ms, 0.0, MAX_DELAY_MS)
+        _check_number("loss_pct", loss_pct, 0.0, 100.0)
+        self._delay_ns = round((self.params.delay_ms + extra_delay_ms) * 1e6)
+        self._inj_loss_p = loss_pct / 100.0
+        self._down = bool(down)
+
     def push(self, frame: object, now_ns: int) -> bool:
-        """Offer a frame that arrived at now_ns; False if lost or queue-dropped."""
+        """Offer a frame that arrived at now_ns; False if dropped (down, loss or queue)."""
         size = _frame_len(frame)
         self.frames_in += 1
         self.bytes_in += size
+        if self._down:
+            self.frames_down += 1
+            self.bytes_down += size
+            return False
         if self._loss_p and self._rng.random() < self._loss_p:
             self.frames_lost += 1
             self.bytes_lost += size
+            return False
+        if self._inj_loss_p and self._inj_rng.random() < self._inj_loss_p:
+            self.frames_injected += 1
+            self.bytes_injected += size
             return False
         queue = self._queue
         if self._limit is not None and len(queue) >= self._limit:
@@ -127,7 +154,8 @@ class DelayLine:
 
     def push_many(self, frames: list, now_ns: int) -> None:
         """Offer several frames of the same arrival time (the relay's fast path)."""
-        if self._loss_p or self._jitter_ns or self._limit is not None:
+        if self._loss_p or self._jitter_ns or self._limit is not None or self._inj_loss_p \
+                or self._down:
             push = self.push
             for frame in frames:
                 push(frame, now_ns)
@@ -174,5 +202,8 @@ class DelayLine:
             "frames_forwarded": self.frames_out, "bytes_forwarded": self.bytes_out,
             "frames_dropped_loss": self.frames_lost, "bytes_dropped_loss": self.bytes_lost,
             "frames_dropped_queue": self.frames_qdrop, "bytes_dropped_queue": self.bytes_qdrop,
+            "frames_dropped_injected": self.frames_injected,
+            "bytes_dropped_injected": self.bytes_injected,
+            "frames_dropped_down": self.frames_down, "bytes_dropped_down": self.bytes_down,
             "frames_queued": len(self._queue), "max_queue_pkts": self.max_queue_pkts,
         }

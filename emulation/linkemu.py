@@ -91,14 +91,20 @@ PROBE_QUEUE_PKTS = 16
 PROBE_RATE_MBPS = 0.1  # the lane's own rate (above it, it borrows the link's): probes are ~2 kbit/s a pair
 
 
-def _impairment(link: Link, limit_pkts: int) -> str:
-    """The netem arguments of one direction of `link` with `limit_pkts` of queue."""
-    netem = f"netem limit {limit_pkts} delay {link.delay_ms:g}ms"
+def netem_spec(link: Link, delay_ms: float, loss_pct: float, queue_pkts: int | None = None) -> str:
+    """The netem leaf for one direction of `link` at delay_ms and loss_pct (the plan's jitter),
+    with queue_pkts (default the link's) of queue.
+
+    netem's limit counts packets still "on the wire" too: it adds the bandwidth-delay product so
+    that, as with the relay, only the queue_pkts bottleneck queue can overflow."""
+    bdp_pkts = int(link.bw_mbps * 1e6 / 8 * (delay_ms + 2 * link.jitter_ms) / 1000 / 1500) + 1
+    queue = link.queue_pkts if queue_pkts is None else queue_pkts
+    spec = f"netem limit {queue + bdp_pkts} delay {delay_ms:g}ms"
     if link.jitter_ms:
-        netem += f" {link.jitter_ms:g}ms"
-    if link.loss_pct:
-        netem += f" loss {link.loss_pct:g}%"
-    return netem
+        spec += f" {link.jitter_ms:g}ms"
+    if loss_pct:
+        spec += f" loss {loss_pct:g}%"
+    return spec
 
 
 def shaping_script(intf: str, link: Link, backend: str) -> str:
@@ -114,11 +120,10 @@ def shaping_script(intf: str, link: Link, backend: str) -> str:
              f"tc class add dev {intf} parent 1:1 classid 1:10 {htb} prio 1",
              f"tc class add dev {intf} parent 1:1 classid 1:5 {lane} prio 0"]
     if backend == "netem" and link.impaired:
-        # netem's limit counts packets still "on the wire" too: add the bandwidth-delay product so
-        # that, as with the relay, only the queue_pkts bottleneck queue can overflow
-        bdp_pkts = int(link.bw_mbps * 1e6 / 8 * (link.delay_ms + 2 * link.jitter_ms) / 1000 / 1500) + 1
-        lines += [f"tc qdisc add dev {intf} parent 1:10 handle 10: {_impairment(link, link.queue_pkts + bdp_pkts)}",
-                  f"tc qdisc add dev {intf} parent 1:5 handle 5: {_impairment(link, PROBE_QUEUE_PKTS + bdp_pkts)}"]
+        lines += [f"tc qdisc add dev {intf} parent 1:10 handle 10: "
+                  + netem_spec(link, link.delay_ms, link.loss_pct),
+                  f"tc qdisc add dev {intf} parent 1:5 handle 5: "
+                  + netem_spec(link, link.delay_ms, link.loss_pct, PROBE_QUEUE_PKTS)]
     else:
         lines += [f"tc qdisc add dev {intf} parent 1:10 handle 10: pfifo limit {link.queue_pkts}",
                   f"tc qdisc add dev {intf} parent 1:5 handle 5: pfifo limit {PROBE_QUEUE_PKTS}"]

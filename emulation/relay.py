@@ -5,7 +5,7 @@ Run inside the relay namespace, one process per emulated link:
     python -m emulation.relay --a RA --b RB --delay-ms-ab 10 --delay-ms-ba 10 \
         [--jitter-ms J] [--loss-pct L] [--seed S] [--queue-pkts Q] \
         [--stats-file F] [--ready-file F] [--jitter-dist uniform|normal] [--rt-priority P] \
-        [--engine auto|python|native]
+        [--engine auto|python|native] [--control-file F]
 
 Frames received on --a leave through --b after the a->b delay ("ab"), and
 vice versa.  Frames the kernel reports as PACKET_OUTGOING (our own sends) are
@@ -23,6 +23,13 @@ module validates the command line and execs it, so the pid, signals, ready file
 and stats file (with "engine": "native") stay the same. The native engine does
 what delayline specifies (tests/test_relay_netns.py checks both engines) with
 batched receive and send; it costs about half the CPU per frame.
+
+Run-time faults (both engines): with --control-file, the relay reads that file at start (when
+it exists) and again on each SIGUSR1: extra delay and loss per direction, or down (format in
+emulation.impair). The signal handler only records the signal (the wakeup pipe here, a flag in
+the native engine); the loop applies the file. A bad file is logged on stderr, counted in
+`impairment_rejects` and ignored: the relay keeps its previous state and keeps running. Send
+SIGUSR1 only once the ready file exists (before that it may end the process).
 
 Exit status: 0 after SIGTERM/SIGINT, 2 on bad arguments, 1 on runtime errors
 (missing interface, no CAP_NET_RAW, ...), each with a message on stderr.
@@ -46,6 +53,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from emulation.delayline import JITTER_DISTS, DelayLine, LineParams
+from emulation.impair import CONTROL_MAX_BYTES, Impairment, parse_control
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
@@ -87,6 +95,7 @@ class RelayConfig:
     rt_priority: int = DEFAULT_RT_PRIORITY
     kernel_outgoing_filter: bool = True  # False: test the pre-4.20 sll_pkttype path
     engine: str = "python"  # python | native (build/ocalab-relay, constant delay only)
+    control_file: str | None = None  # run-time faults, re-read on SIGUSR1 (emulation.impair)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -103,6 +112,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--queue-pkts", type=int, default=None, help="drop-tail limit per direction")
     p.add_argument("--stats-file", default=None, help="JSON stats written on exit")
     p.add_argument("--ready-file", default=None, help="written once sockets are bound")
+    p.add_argument("--control-file", default=None,
+                   help="run-time faults (emulation.impair format): read at start if present "
+                        "and on each SIGUSR1")
     p.add_argument("--no-kernel-outgoing-filter", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--rt-priority", type=int, default=DEFAULT_RT_PRIORITY,
                    help="SCHED_FIFO priority 1-99, 0 = normal scheduling (default %(default)s)")
@@ -155,7 +167,8 @@ def parse_args(argv: list[str] | None = None) -> RelayConfig:
     return RelayConfig(a=ns.a, b=ns.b, ab=ab, ba=ba, seed=ns.seed,
                        stats_file=ns.stats_file, ready_file=ns.ready_file,
                        rt_priority=ns.rt_priority,
-                       kernel_outgoing_filter=not ns.no_kernel_outgoing_filter, engine=engine)
+                       kernel_outgoing_filter=not ns.no_kernel_outgoing_filter, engine=engine,
+                       control_file=ns.control_file)
 
 
 def _set_buf(sock: socket.socket, force_opt: int, plain_opt: int, size_bytes: int) -> None:
@@ -260,9 +273,49 @@ def _set_rt_priority(priority: int) -> None:
               "stretch when CPUs are busy", file=sys.stderr)
 
 
+class Control:
+    """The relay's run-time faults: `load()` reads the control file and applies it to both
+    lines, or logs why not and keeps the previous state. Never raises."""
+
+    def __init__(self, path: str | None, line_ab: DelayLine, line_ba: DelayLine) -> None:
+        self.path, self.lines = path, (line_ab, line_ba)
+        self.current = Impairment()
+        self.changes = self.rejects = 0
+
+    def load(self, missing_ok: bool = False) -> None:
+        if self.path is None:
+            self._reject("SIGUSR1 without --control-file")
+            return
+        try:
+            with open(self.path, "rb") as f:
+                data = f.read(CONTROL_MAX_BYTES + 1)
+            imp = parse_control(data)
+        except FileNotFoundError:
+            if not missing_ok:
+                self._reject(f"{self.path} does not exist")
+            return
+        except (OSError, ValueError) as exc:
+            self._reject(f"{self.path}: {exc}")
+            return
+        self.lines[0].impair(imp.extra_delay_ms_ab, imp.loss_pct_ab, imp.down)
+        self.lines[1].impair(imp.extra_delay_ms_ba, imp.loss_pct_ba, imp.down)
+        self.current = imp
+        self.changes += 1
+
+    def _reject(self, why: str) -> None:
+        self.rejects += 1
+        print(f"relay: control file ignored (previous state kept): {why}", file=sys.stderr, flush=True)
+
+    def stats(self) -> dict:
+        return {"impairment_changes": self.changes, "impairment_rejects": self.rejects,
+                "impairment": asdict(self.current)}
+
+
 def relay_loop(rx_a, rx_b, tx_a, tx_b, ign_a: bool, ign_b: bool,
-               line_ab: DelayLine, line_ba: DelayLine, stop_fd: int) -> dict:
-    """Forward frames until stop_fd becomes readable; returns send error counts and the last one."""
+               line_ab: DelayLine, line_ba: DelayLine, stop_fd: int,
+               control: Control | None = None) -> dict:
+    """Forward frames until SIGTERM/SIGINT shows on stop_fd (the signal wakeup pipe; SIGUSR1 on
+    it reloads `control`); returns send error counts and the last one."""
     mono = time.monotonic_ns
     sel = select.select
     fa, fb = rx_a.fileno(), rx_b.fileno()
@@ -302,7 +355,11 @@ def relay_loop(rx_a, rx_b, tx_a, tx_b, ign_a: bool, ign_b: bool,
             if frames:
                 line_ba.push_many(frames, now)
         if stop_fd in ready:
-            return errors
+            signums = os.read(stop_fd, 512)
+            if any(n != signal.SIGUSR1 for n in signums):
+                return errors
+            if control is not None:
+                control.load()
 
 
 def _write_atomic(path: str, text: str) -> None:
@@ -315,14 +372,19 @@ def run(cfg: RelayConfig) -> dict:
     """Open sockets, signal readiness, relay until SIGTERM/SIGINT; returns stats."""
     stop_r, stop_w = os.pipe()
     os.set_blocking(stop_w, False)
+    os.set_blocking(stop_r, False)
     signal.set_wakeup_fd(stop_w)
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: None)  # the wakeup fd ends the loop
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+        signal.signal(signum, lambda *_: None)  # the wakeup fd carries the signal number
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})  # exec_native may block it
     rx_a, ign_a = open_rx(cfg.a, cfg.kernel_outgoing_filter)
     rx_b, ign_b = open_rx(cfg.b, cfg.kernel_outgoing_filter)
     tx_a, tx_b = open_tx(cfg.a), open_tx(cfg.b)
     line_ab = DelayLine(cfg.ab, seed=f"{cfg.seed}:ab")
     line_ba = DelayLine(cfg.ba, seed=f"{cfg.seed}:ba")
+    control = Control(cfg.control_file, line_ab, line_ba)
+    if cfg.control_file:
+        control.load(missing_ok=True)
     _reduce_timer_slack()
     _set_rt_priority(cfg.rt_priority)
     gc.disable()  # the loop makes no reference cycles; avoids collector pauses
@@ -330,14 +392,14 @@ def run(cfg: RelayConfig) -> dict:
     if cfg.ready_file:
         _write_atomic(cfg.ready_file, f"{os.getpid()}\n")
     print("READY", flush=True)
-    errors = relay_loop(rx_a, rx_b, tx_a, tx_b, ign_a, ign_b, line_ab, line_ba, stop_r)
+    errors = relay_loop(rx_a, rx_b, tx_a, tx_b, ign_a, ign_b, line_ab, line_ba, stop_r, control)
     for sock in (rx_a, rx_b, tx_a, tx_b):
         sock.close()
     stats = {**static_stats(cfg), "engine": "python", "kernel_outgoing_filter": ign_a and ign_b,
              "duration_s": round(time.monotonic() - started, 3),
              "ab": {**line_ab.stats(), "frames_send_errors": errors["ab"]},
              "ba": {**line_ba.stats(), "frames_send_errors": errors["ba"]},
-             "last_send_error": errors["last_error"]}
+             "last_send_error": errors["last_error"], **control.stats()}
     return stats
 
 
@@ -353,10 +415,14 @@ def exec_native(cfg: RelayConfig) -> None:
     if binary is None:
         raise RelayError("the native relay disappeared after the engine was chosen")
     queue = cfg.ab.queue_pkts or 0  # one limit per relay (the CLI has one --queue-pkts)
+    # SIGUSR1 stays blocked across exec until the native loop waits with it unblocked: a
+    # reload signal that arrives early is held, never fatal
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
     os.execv(binary, [str(binary), cfg.a, cfg.b, str(round(cfg.ab.delay_ms * 1e6)),
                       str(round(cfg.ba.delay_ms * 1e6)), str(queue), str(cfg.rt_priority),
                       "1" if cfg.kernel_outgoing_filter else "0", cfg.stats_file or "-",
-                      cfg.ready_file or "-", json.dumps(static_stats(cfg))])
+                      cfg.ready_file or "-", json.dumps(static_stats(cfg)),
+                      cfg.control_file or "-", str(cfg.seed)])
 
 
 def main(argv: list[str] | None = None) -> int:

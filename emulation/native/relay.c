@@ -11,13 +11,20 @@
  * later than a frame-by-frame reader would).
  *
  *   ocalab-relay A B DELAY_NS_AB DELAY_NS_BA QUEUE_PKTS(0 = none) RT_PRIORITY KERNEL_FILTER(0|1)
- *                STATS_FILE|- READY_FILE|- STATIC_JSON
+ *                STATS_FILE|- READY_FILE|- STATIC_JSON CONTROL_FILE|- SEED
  *
  * STATIC_JSON is the stats object's fixed part (rendered by emulation.relay); on SIGTERM or
  * SIGINT the program writes it with the counters added to STATS_FILE and exits 0.
+ *
+ * Run-time faults: CONTROL_FILE (emulation.impair's format and grammar, parsed as strictly) is
+ * read at start when it exists and again after each SIGUSR1; the handler only sets a flag, the
+ * loop reads the file. A bad file is logged, counted (impairment_rejects) and ignored. While
+ * down a direction drops every frame it reads; injected loss (xorshift64* seeded from SEED, no
+ * syscall) comes after that; extra delay applies to frames read afterwards.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/if_packet.h>
@@ -57,15 +64,41 @@ typedef struct {                  /* one direction: a growing ring of slots, FIF
     slot_t *slots;
     size_t cap, head, n;
     int64_t delay_ns, last_due_ns;
+    int64_t base_delay_ns;        /* the command line's delay; delay_ns = base + injected extra */
     long limit;                   /* 0: no queue limit */
+    int down;                     /* injected: drop every frame read */
+    double inj_loss_p;            /* injected Bernoulli loss, 0..1 */
+    uint64_t rng;                 /* xorshift64* state (never 0) */
     uint64_t frames_in, bytes_in, frames_out, bytes_out, frames_qdrop, bytes_qdrop;
+    uint64_t frames_inj, bytes_inj, frames_down, bytes_down;
     uint64_t send_errors, max_queue;
 } line_t;
 
-static volatile sig_atomic_t stop_flag = 0;
+typedef struct {                  /* the control file's state (emulation.impair.Impairment) */
+    double extra_ms_ab, extra_ms_ba, loss_pct_ab, loss_pct_ba;
+    int down;
+} impair_t;
+
+static volatile sig_atomic_t stop_flag = 0, reload_flag = 0;
 static char last_error[256] = "";
+static impair_t current;          /* the last control file applied (zeros until one is) */
+static uint64_t impair_changes = 0, impair_rejects = 0;
 
 static void on_signal(int sig) { (void)sig; stop_flag = 1; }
+static void on_reload(int sig) { (void)sig; reload_flag = 1; }
+
+static uint64_t splitmix64(uint64_t x) {
+    x += 0x9E3779B97F4A7C15ULL;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+    return (x ^ (x >> 31)) | 1;   /* never 0 */
+}
+
+/* Uniform in [0, 1) from xorshift64*. */
+static double uniform01(line_t *q) {
+    q->rng ^= q->rng >> 12, q->rng ^= q->rng << 25, q->rng ^= q->rng >> 27;
+    return (double)((q->rng * 0x2545F4914F6CDD1DULL) >> 11) * 0x1.0p-53;
+}
 
 static int64_t mono_ns(void) {
     struct timespec ts;
@@ -90,6 +123,14 @@ static void grow(line_t *q) {
 
 static void push(line_t *q, const uint8_t *frame, uint32_t len, int64_t now_ns) {
     q->frames_in++, q->bytes_in += len;
+    if (q->down) {
+        q->frames_down++, q->bytes_down += len;
+        return;
+    }
+    if (q->inj_loss_p > 0 && uniform01(q) < q->inj_loss_p) {
+        q->frames_inj++, q->bytes_inj += len;
+        return;
+    }
     if (q->limit && (long)q->n >= q->limit) {
         q->frames_qdrop++, q->bytes_qdrop += len;
         return;
@@ -269,15 +310,134 @@ static void write_atomic(const char *path, const char *text) {
     if (!f || fputs(text, f) < 0 || fclose(f) != 0 || rename(tmp, path) != 0) die(path);
 }
 
+/* ---- run-time faults: the control file (grammar of emulation.impair.parse_control) ---- */
+#define CONTROL_MAX_BYTES 4096
+#define MAX_DELAY_MS 60000.0
+
+static void trim(const char **b, const char **e) {
+    while (*b < *e && (**b == ' ' || **b == '\t' || **b == '\r')) (*b)++;
+    while (*e > *b && ((*e)[-1] == ' ' || (*e)[-1] == '\t' || (*e)[-1] == '\r')) (*e)--;
+}
+
+/* A plain decimal: 1-9 digits, optionally '.' and 1-9 digits. Returns 0 and sets *out, or -1. */
+static int parse_decimal(const char *b, const char *e, double *out) {
+    const char *p = b, *dot = NULL;
+    for (; p < e; p++) {
+        if (*p == '.' && !dot) dot = p;
+        else if (!isdigit((unsigned char)*p)) return -1;
+    }
+    long int_len = (dot ? dot : e) - b, frac_len = dot ? e - dot - 1 : 0;
+    if (int_len < 1 || int_len > 9 || (dot && (frac_len < 1 || frac_len > 9))) return -1;
+    char buf[32];
+    memcpy(buf, b, (size_t)(e - b));
+    buf[e - b] = '\0';
+    *out = strtod(buf, NULL);
+    return 0;
+}
+
+/* Parse text[0..n) into *imp; 0, or -1 with the reason in why. */
+static int parse_control(const char *text, size_t n, impair_t *imp, char *why, size_t why_size) {
+    static const char *keys[] = {"extra_delay_ms_ab", "extra_delay_ms_ba", "loss_pct_ab",
+                                 "loss_pct_ba", "down"};
+    int seen[5] = {0};
+    double val[5] = {0};
+    const char *end = text + n;
+    for (int line = 1; text <= end; line++) {
+        const char *nl = memchr(text, '\n', (size_t)(end - text)), *e = nl ? nl : end, *b = text;
+        text = e + 1;
+        trim(&b, &e);
+        if (b == e || *b == '#') continue;
+        const char *eq = memchr(b, '=', (size_t)(e - b));
+        int k = -1;
+        if (eq) {
+            const char *kb = b, *ke = eq;
+            trim(&kb, &ke);
+            for (int i = 0; i < 5; i++)
+                if ((size_t)(ke - kb) == strlen(keys[i]) && !memcmp(kb, keys[i], (size_t)(ke - kb))) k = i;
+        }
+        if (k < 0) {
+            snprintf(why, why_size, "line %d: expected one of %s, %s, %s, %s, down =value", line,
+                     keys[0], keys[1], keys[2], keys[3]);
+            return -1;
+        }
+        if (seen[k]++) {
+            snprintf(why, why_size, "line %d: %s given twice", line, keys[k]);
+            return -1;
+        }
+        const char *vb = eq + 1, *ve = e;
+        trim(&vb, &ve);
+        double high = k < 2 ? MAX_DELAY_MS : k < 4 ? 100.0 : 1.0;
+        if ((k == 4 && !(ve - vb == 1 && (*vb == '0' || *vb == '1'))) ||
+            parse_decimal(vb, ve, &val[k]) != 0 || val[k] > high) {
+            snprintf(why, why_size, "line %d: bad value for %s (%s within [0, %g])", line, keys[k],
+                     k == 4 ? "0 or 1" : "a plain decimal", high);
+            return -1;
+        }
+    }
+    *imp = (impair_t){val[0], val[1], val[2], val[3], val[4] != 0};
+    return 0;
+}
+
+static void reject(const char *why) {
+    impair_rejects++;
+    fprintf(stderr, "relay: control file ignored (previous state kept): %s\n", why);
+    fflush(stderr);
+}
+
+/* Read the control file and apply it to both directions; log and keep the state on failure. */
+static void load_control(const char *path, line_t *ab, line_t *ba, int missing_ok) {
+    char why[300], text[CONTROL_MAX_BYTES + 1];
+    if (strcmp(path, "-") == 0) {
+        reject("SIGUSR1 without --control-file");
+        return;
+    }
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        if (!(missing_ok && errno == ENOENT)) {
+            snprintf(why, sizeof(why), "%s: %s", path, strerror(errno));
+            reject(why);
+        }
+        return;
+    }
+    size_t n = fread(text, 1, sizeof(text), f);
+    int failed = ferror(f);
+    fclose(f);
+    impair_t imp;
+    if (failed) {
+        snprintf(why, sizeof(why), "%s: read error", path);
+        reject(why);
+        return;
+    }
+    if (n > CONTROL_MAX_BYTES) {
+        snprintf(why, sizeof(why), "%s: control file over %d bytes", path, CONTROL_MAX_BYTES);
+        reject(why);
+        return;
+    }
+    if (parse_control(text, n, &imp, why, sizeof(why)) != 0) {
+        reject(why);
+        return;
+    }
+    ab->delay_ns = ab->base_delay_ns + (int64_t)(imp.extra_ms_ab * 1e6 + 0.5);  /* >= 0 */
+    ba->delay_ns = ba->base_delay_ns + (int64_t)(imp.extra_ms_ba * 1e6 + 0.5);
+    ab->inj_loss_p = imp.loss_pct_ab / 100.0, ba->inj_loss_p = imp.loss_pct_ba / 100.0;
+    ab->down = ba->down = imp.down;
+    current = imp;
+    impair_changes++;
+}
+
 static int line_json(char *out, size_t size, const line_t *q) {
     return snprintf(out, size,
         "{\"frames_in\": %llu, \"bytes_in\": %llu, \"frames_forwarded\": %llu, "
         "\"bytes_forwarded\": %llu, \"frames_dropped_loss\": 0, \"bytes_dropped_loss\": 0, "
-        "\"frames_dropped_queue\": %llu, \"bytes_dropped_queue\": %llu, \"frames_queued\": %zu, "
+        "\"frames_dropped_queue\": %llu, \"bytes_dropped_queue\": %llu, "
+        "\"frames_dropped_injected\": %llu, \"bytes_dropped_injected\": %llu, "
+        "\"frames_dropped_down\": %llu, \"bytes_dropped_down\": %llu, \"frames_queued\": %zu, "
         "\"max_queue_pkts\": %llu, \"frames_send_errors\": %llu}",
         (unsigned long long)q->frames_in, (unsigned long long)q->bytes_in,
         (unsigned long long)q->frames_out, (unsigned long long)q->bytes_out,
-        (unsigned long long)q->frames_qdrop, (unsigned long long)q->bytes_qdrop, q->n,
+        (unsigned long long)q->frames_qdrop, (unsigned long long)q->bytes_qdrop,
+        (unsigned long long)q->frames_inj, (unsigned long long)q->bytes_inj,
+        (unsigned long long)q->frames_down, (unsigned long long)q->bytes_down, q->n,
         (unsigned long long)q->max_queue, (unsigned long long)q->send_errors);
 }
 
@@ -297,20 +457,30 @@ static void write_stats(const char *path, const char *static_json, const line_t 
     char *text = malloc(size);
     if (!text) die("out of memory");
     snprintf(text, size, "%.*s, \"engine\": \"native\", \"kernel_outgoing_filter\": %s, "
-             "\"duration_s\": %.3f, \"ab\": %s, \"ba\": %s, \"last_send_error\": %s}\n",
-             (int)(n - 1), static_json, kernel_filter ? "true" : "false", duration_s, l_ab, l_ba, err);
+             "\"duration_s\": %.3f, \"ab\": %s, \"ba\": %s, \"last_send_error\": %s, "
+             "\"impairment_changes\": %llu, \"impairment_rejects\": %llu, \"impairment\": "
+             "{\"extra_delay_ms_ab\": %.6f, \"extra_delay_ms_ba\": %.6f, \"loss_pct_ab\": %.6f, "
+             "\"loss_pct_ba\": %.6f, \"down\": %s}}\n",
+             (int)(n - 1), static_json, kernel_filter ? "true" : "false", duration_s, l_ab, l_ba, err,
+             (unsigned long long)impair_changes, (unsigned long long)impair_rejects,
+             current.extra_ms_ab, current.extra_ms_ba, current.loss_pct_ab, current.loss_pct_ba,
+             current.down ? "true" : "false");
     write_atomic(path, text);
     free(text);
 }
 
 int main(int argc, char **argv) {
-    if (argc != 11) {
-        fprintf(stderr, "usage: %s A B DELAY_NS_AB DELAY_NS_BA QUEUE_PKTS RT_PRIORITY "
-                "KERNEL_FILTER STATS_FILE READY_FILE STATIC_JSON (run it through emulation.relay)\n", argv[0]);
+    if (argc != 13) {
+        fprintf(stderr, "usage: %s A B DELAY_NS_AB DELAY_NS_BA QUEUE_PKTS RT_PRIORITY KERNEL_FILTER "
+                "STATS_FILE READY_FILE STATIC_JSON CONTROL_FILE SEED (run it through emulation.relay)\n",
+                argv[0]);
         return 2;
     }
     line_t ab = {0}, ba = {0};
-    ab.delay_ns = atoll(argv[3]), ba.delay_ns = atoll(argv[4]);
+    ab.base_delay_ns = ab.delay_ns = atoll(argv[3]), ba.base_delay_ns = ba.delay_ns = atoll(argv[4]);
+    const char *control_file = argv[11];
+    uint64_t seed = strtoull(argv[12], NULL, 10);
+    ab.rng = splitmix64(seed * 2), ba.rng = splitmix64(seed * 2 + 1);
     ab.limit = ba.limit = atol(argv[5]);
     ab.last_due_ns = ba.last_due_ns = INT64_MIN / 2;
     int rt_priority = atoi(argv[6]), kf_a = atoi(argv[7]) != 0, kf_b = kf_a;
@@ -323,14 +493,17 @@ int main(int argc, char **argv) {
     sigemptyset(&block);
     sigaddset(&block, SIGTERM);
     sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGUSR1);  /* emulation.relay blocked it before exec already */
     sigprocmask(SIG_BLOCK, &block, NULL);  /* delivered only inside ppoll: no lost wake-up */
     sigemptyset(&empty);
-    struct sigaction sa = {.sa_handler = on_signal};
+    struct sigaction sa = {.sa_handler = on_signal}, sr = {.sa_handler = on_reload};
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGUSR1, &sr, NULL);
     int rx_a = open_rx(argv[1], &kf_a), rx_b = open_rx(argv[2], &kf_b);
     int tx_a = open_tx(argv[1]), tx_b = open_tx(argv[2]);
     int kernel_filter = kf_a && kf_b;
+    if (strcmp(control_file, "-") != 0) load_control(control_file, &ab, &ba, 1);
     prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
     if (rt_priority > 0) {
         struct sched_param sp = {.sched_priority = rt_priority};
@@ -373,6 +546,10 @@ int main(int argc, char **argv) {
         /* POLLERR wakes us too; the next drain reads and clears it (ENETDOWN while a link is
          * down), so a failed link cannot make this loop spin */
         if (ppoll(fds, nfds, tsp, &empty) < 0 && errno != EINTR) die("ppoll");
+        if (reload_flag) {
+            reload_flag = 0;
+            load_control(control_file, &ab, &ba, 0);
+        }
     }
     if (strcmp(stats_file, "-") != 0)
         write_stats(stats_file, static_json, &ab, &ba, kernel_filter, (mono_ns() - started) / 1e9);
