@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mininet.link import Link as MnLink
@@ -29,6 +29,8 @@ from emulation.impair import Impairment
 from emulation.ledger import Ledger, ProcessGroup
 from emulation.ledger import clean as clean_leftovers
 from emulation.linkemu import EmulationError
+from emulation.linkfit import COMPENSATION_BUDGET_MS
+from emulation.linkfit import as_rows as link_rows
 from emulation.machinelock import LOCK_FILE, MachineLock
 from topologies.plan import PREFIX, Plan
 
@@ -53,6 +55,9 @@ class Options:
     work_dir: Path | None = None    # logs and plan file; a temp dir when None
     label: str = "net"
     lock_wait_s: float = 900.0      # wait this long for another ocalab network to finish
+    # break links on purpose: link name -> extra one-way delay (ms) a->b and b->a, applied to the
+    # realized link only (the plan, and so the gate's expectation, unchanged); recorded in summary()
+    skew_ms: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -124,6 +129,7 @@ class Network:
         self.calibration_rounds = 0
         self.cpu_busy_at_gate: list[float] = []  # busy fraction before each measurement
         self.settle_remeasured: list[int] = []  # pairs measured again per settle round
+        self.link_verdict: list = []  # emulation.linkfit.Unit per link or inseparable group
         self.timings_s: dict[str, float] = {}
 
     def __enter__(self) -> "Network":
@@ -168,10 +174,31 @@ class Network:
             self.opts.link_backend, linkemu.probe_netem(), "netem", "relay")
         self.datapath, self.reasons["datapath"] = linkemu.choose(
             self.opts.datapath, linkemu.probe_ovs_kernel(), "kernel", "user")
+        self._check_skew()
         self.work_dir = Path(self.opts.work_dir or tempfile.mkdtemp(prefix="ocalab-net-"))
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.ledger = Ledger.create(self.opts.label)
         self.procs = ProcessGroup(self.ledger)
+
+    def _check_skew(self) -> None:
+        """Options.skew_ms names plan links, with two numbers no faster than the link's delay; on
+        the relay backend only relayed (impaired) links can be skewed."""
+        by_name = {lk.name: lk for lk in self.plan.links}
+        for name, skew in self.opts.skew_ms.items():
+            lk = by_name.get(name)
+            if lk is None:
+                raise EmulationError(f"skew_ms: {name!r} is not a link of plan {self.plan.name!r}")
+            if len(skew) != 2 or min(skew) < -lk.delay_ms:
+                raise EmulationError(f"skew_ms[{name!r}]: want (a->b, b->a) ms each >= -{lk.delay_ms:g}, got {skew!r}")
+            if self.link_backend == "relay" and not lk.impaired:
+                raise EmulationError(f"skew_ms[{name!r}]: the link has no delay line on the relay backend")
+
+    def _realized(self, lk, node: str):
+        """The link as `node`'s end shapes its egress (direction node -> other end), skew included."""
+        skew = self.opts.skew_ms.get(lk.name)
+        if not skew or self.link_backend != "netem":
+            return lk
+        return replace(lk, delay_ms=lk.delay_ms + skew[0 if node == lk.a.node else 1])
 
     def stop(self) -> None:
         """Stop everything this network started; safe to call twice, and after a failed start."""
@@ -248,7 +275,7 @@ class Network:
                 s = scripts[e.node]
                 s.append(linkemu.offload_script(e.intf, relay_end=False))
                 if self.plan.node(e.node).kind != "switch":  # switch ports: after add-port
-                    s.append(linkemu.shaping_script(e.intf, lk, self.link_backend))
+                    s.append(linkemu.shaping_script(e.intf, self._realized(lk, e.node), self.link_backend))
                 if e.ip:
                     s.append(f"ip addr add {e.ip} dev {e.intf}")
                 s.append(f"ip link set {e.intf} up")
@@ -309,13 +336,16 @@ class Network:
             if lk.name not in self._relay_ports or (only is not None and lk.name not in only):
                 continue
             ra, rb = self._relay_ports[lk.name]
+            # compensation off both directions, Options.skew_ms on; a delay line is never below 0
             delay_ms = lk.delay_ms - (only or {}).get(lk.name, 0.0)
+            skew_ab, skew_ba = self.opts.skew_ms.get(lk.name, (0.0, 0.0))
+            ab, ba = max(delay_ms + skew_ab, 0.0), max(delay_ms + skew_ba, 0.0)
             ready = self.work_dir / f"relay-{i}.ready"
             ready.unlink(missing_ok=True)
             control = self.relay_control_files.setdefault(lk.name, self.work_dir / f"relay-{i}.control")
             argv = [sys.executable, "-m", "emulation.relay", "--a", ra, "--b", rb,
                     "--control-file", str(control),
-                    "--delay-ms-ab", f"{delay_ms:g}", "--delay-ms-ba", f"{delay_ms:g}",
+                    "--delay-ms-ab", f"{ab:g}", "--delay-ms-ba", f"{ba:g}",
                     "--jitter-ms", f"{lk.jitter_ms:g}", "--loss-pct", f"{lk.loss_pct:g}",
                     "--seed", str(1000 + i), "--ready-file", str(ready),
                     "--stats-file", str(self.work_dir / f"relay-{i}.stats.json")]
@@ -331,44 +361,64 @@ class Network:
                     raise EmulationError(f"relay for {lk.name} failed to start: {log.strip()}")
                 time.sleep(0.02)
 
-    def verify(self, raise_on_fail: bool = True) -> list:
-        """The fidelity gate; results kept in self.fidelity. With relays: measure, take the
-        emulator's own latency off each relayed link, and measure again while a pair is off by
-        more than CALIBRATION_AIM of its tolerance (at most CALIBRATION_ROUNDS rounds,
-        MAX_CALIBRATION_ROUNDS while a pair reads early; the last
+    def verify(self, raise_on_fail: bool = True, settle_rounds: int | None = None) -> list:
+        """The fidelity gate; pair results kept in self.fidelity, the per-link verdict
+        (emulation.linkfit) in self.link_verdict. With relays: measure, take the emulator's own
+        latency off each relayed link (at most linkfit.COMPENSATION_BUDGET_MS one way), and measure
+        again while a pair or link is off by more than CALIBRATION_AIM of its tolerance (at most
+        CALIBRATION_ROUNDS rounds, MAX_CALIBRATION_ROUNDS while one reads early; the last
         measurement is the verdict). Every measurement waits for a quiet machine and measures
-        pairs off the plan once more (fidelity.measure); before the verdict, pairs still off get
-        SETTLE_ROUNDS more tries (fidelity.remeasure), counted in self.settle_remeasured."""
-        from emulation.fidelity import (SETTLE_BUSY_FRAC, SETTLE_PAUSE_S, SETTLE_ROUNDS, calibrate, check,
-                                        early, measure, measured_error_ms, remeasure, wait_quiet)
+        suspects once more (fidelity.measure); before the verdict, suspects get settle_rounds
+        (default SETTLE_ROUNDS) more tries (fidelity.remeasure), counted in self.settle_remeasured."""
+        from emulation.fidelity import SETTLE_BUSY_FRAC, SETTLE_PAUSE_S, SETTLE_ROUNDS, check_links, remeasure, wait_quiet
+        from emulation.linkfit import judge_links
         t1 = time.monotonic()
+        relayed = set(self._relay_ports)
         self.cpu_busy_at_gate = [round(wait_quiet(), 3)]
-        results = measure(self)
-        rounds = 0
-        while self.relay is not None and rounds < MAX_CALIBRATION_ROUNDS:
-            if rounds and all(measured_error_ms(m) <= CALIBRATION_AIM * m.tolerance_ms for m in results):
+        results = self._measure()
+        self.calibration_rounds = 0
+        while self.relay is not None and self.calibration_rounds < MAX_CALIBRATION_ROUNDS:
+            results, go_on = self._calibrate_once(results, relayed)
+            if not go_on:
                 break
-            if rounds >= CALIBRATION_ROUNDS and not any(early(m) for m in results):
-                break
-            comp = calibrate(results, self.plan, set(self._relay_ports), base=self.compensation_ms)
-            changed = {k: comp.get(k, 0.0) for k in set(comp) | set(self.compensation_ms)
-                       if comp.get(k, 0.0) != self.compensation_ms.get(k, 0.0)}
-            if not changed:
-                break
-            self._restart_relays(changed)
-            self.compensation_ms = comp
-            rounds += 1
-            self.cpu_busy_at_gate.append(round(wait_quiet(), 3))
-            results = measure(self)
-        self.calibration_rounds = rounds
         self.settle_remeasured = []
-        results = remeasure(self, results, SETTLE_ROUNDS, SETTLE_PAUSE_S, SETTLE_BUSY_FRAC,
-                            log=self.settle_remeasured)
+        results = remeasure(self, results, SETTLE_ROUNDS if settle_rounds is None else settle_rounds,
+                            SETTLE_PAUSE_S, SETTLE_BUSY_FRAC, log=self.settle_remeasured, plan=self.plan,
+                            compensation_ms=self.compensation_ms, relayed=relayed)
         self.fidelity = results
+        self.link_verdict = judge_links(self.plan, results, self.compensation_ms, relayed)
         self.timings_s["fidelity"] = time.monotonic() - t1
         if raise_on_fail:
-            check(results)
+            check_links(self.link_verdict, results)
         return results
+
+    def _measure(self) -> list:
+        from emulation.fidelity import measure
+        return measure(self, plan=self.plan, compensation_ms=self.compensation_ms, relayed=set(self._relay_ports))
+
+    def _calibrate_once(self, results: list, relayed: set[str]) -> tuple[list, bool]:
+        """One calibration round of verify(): (results, whether to go on). Stops when every pair and
+        link is within CALIBRATION_AIM of its tolerance (after a first round), after
+        CALIBRATION_ROUNDS unless one reads early, or when nothing would change."""
+        from emulation.fidelity import early, measured_error_ms, wait_quiet
+        from emulation.linkfit import calibrate, early_unit, judge_links
+        units = judge_links(self.plan, results, self.compensation_ms, relayed)
+        rounds = self.calibration_rounds
+        if rounds and all(measured_error_ms(m) <= CALIBRATION_AIM * m.tolerance_ms for m in results) \
+                and all(u.error_ms <= CALIBRATION_AIM * u.tolerance_ms for u in units):
+            return results, False
+        if rounds >= CALIBRATION_ROUNDS and not any(early(m) for m in results) and not any(map(early_unit, units)):
+            return results, False
+        comp = calibrate(units, self.plan, relayed, base=self.compensation_ms)
+        changed = {k: comp.get(k, 0.0) for k in set(comp) | set(self.compensation_ms)
+                   if comp.get(k, 0.0) != self.compensation_ms.get(k, 0.0)}
+        if not changed:
+            return results, False
+        self._restart_relays(changed)
+        self.compensation_ms = comp
+        self.calibration_rounds += 1
+        self.cpu_busy_at_gate.append(round(wait_quiet(), 3))
+        return self._measure(), True
 
     def _restart_relays(self, comp: dict[str, float]) -> None:
         """Restart the relays of the links in `comp` with that compensation (ms) off their delay."""
@@ -450,7 +500,7 @@ class Network:
         for lk in self.plan.links:
             for e in (lk.a, lk.b):
                 if self.plan.node(e.node).kind == "switch":
-                    lines.append(linkemu.shaping_script(e.intf, lk, self.link_backend))
+                    lines.append(linkemu.shaping_script(e.intf, self._realized(lk, e.node), self.link_backend))
         r = subprocess.run(["sh", "-c", "\n".join(lines)], capture_output=True, text=True)
         if r.returncode != 0:
             raise EmulationError(f"shaping switch ports failed: {r.stderr.strip()}")
@@ -506,6 +556,9 @@ class Network:
                 "reasons": self.reasons, "timings_s": self.timings_s,
                 "relays": len(self._relay_ports), "relay_engines": self.relay_engines(),
                 "compensation_ms": self.compensation_ms,
+                "compensation_budget_ms": COMPENSATION_BUDGET_MS,
+                "skew_ms": {k: list(v) for k, v in self.opts.skew_ms.items()},
+                "link_verdict": link_rows(self.link_verdict),
                 "calibration_rounds": self.calibration_rounds,
                 "cpu_busy_at_gate": self.cpu_busy_at_gate,
                 "settle_remeasured": self.settle_remeasured}

@@ -1,16 +1,23 @@
 """The fidelity gate: measure every emulated link after the build and fail loudly if it is off.
 
 For each L3 node attached to a link we ping a partner on the same layer-2 segment (the segment's
-router, or any other node when the node is the router), so every link is crossed by at least
-one measured pair. Expected RTT = 2 x the one-way delays along the layer-2 path; tolerance =
+router, or any other node when the node is the router), plus `separating` pairs where those
+leave a link's delay undetermined, so every link is crossed by at least one measured pair.
+Expected RTT = 2 x the one-way delays along the layer-2 path; tolerance =
 max(0.5 ms, 5% of expected) + 2 x jitter on the path.
 
-The verdict reads the *minimum* RTT: ok iff |min - plan| <= tolerance (`error_ms`). A relay
+The verdict is per LINK (emulation.linkfit): the pairs' minimum RTTs are solved for per-link
+delays, and each link (or the smallest group of links the pairs can separate) is judged against
+the tolerance of its own planned RTT; a relayed link that would need more calibration than
+linkfit.COMPENSATION_BUDGET_MS fails too. Each pair must also stay within its own tolerance (the
+check this gate had before links were judged). EmulationError names every refused link.
+
+The verdict reads each pair's *minimum* RTT: ok iff |min - plan| <= tolerance (`error_ms`). A relay
 never sends a frame more than 50 us early (emulation.relay.EARLY_NS), and host noise (relay wake-ups, a busy CPU, hypervisor steal)
 only ever adds delay, so the fastest sample is the one noise leaves alone. A link slower than its
 plan moves every sample, the fastest too; a faster one (or too much calibration) lets frames
-arrive before the plan, which noise cannot do. Calibration likewise takes off the floor's excess
-(min - plan), so a calibrated path's floor sits on the plan and its median above it by the
+arrive before the plan, which noise cannot do. Calibration likewise takes off each link's excess
+as estimated from the floors (linkfit.calibrate), so a calibrated path's floor sits on the plan and its median above it by the
 emulator's own spread (reported as median_rtt_ms, never judged).
 Why not a quantile or the median: measured on this 2-core VM with a healthy 8 ms pair, bursts of
 host noise moved the median 1.8 ms above the plan in one 0.4 s sample window of 20 while the
@@ -20,6 +27,7 @@ The pure parts (pair choice, expectation, tolerance, parsing, verdict) run witho
 """
 from __future__ import annotations
 
+import itertools
 import re
 import statistics
 import sys
@@ -27,15 +35,14 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Callable, TypeVar
 
+import numpy as np
+
 from emulation.linkemu import EmulationError
 from topologies.plan import Plan, l2_segments
 from topologies.routes import l2_path
 
 ABS_TOL_MS = 0.5
 REL_TOL = 0.05
-# The emulator's own one-way latency per relayed link is 0.1-0.3 ms on an idle machine: a
-# calibration asking for more is measuring CPU load, so it is capped and the next round re-measures.
-MAX_COMPENSATION_MS = 1.5
 # An idle built network keeps the CPUs about 1% busy: above this something else runs, so wait.
 QUIET_BUSY_FRAC = 0.25
 QUIET_WAIT_S = 60.0
@@ -74,11 +81,20 @@ def tolerance_ms(expected_rtt_ms: float, jitter_ms: float = 0.0) -> float:
     return max(ABS_TOL_MS, REL_TOL * expected_rtt_ms) + 2 * jitter_ms
 
 
+def _pair(plan: Plan, e, p) -> Pair:
+    links = l2_path(plan, e.intf, p.intf)
+    return Pair(e.node, p.node, p.addr, tuple(lk.name for lk in links), tuple(lk.cls for lk in links),
+                round(2 * sum(lk.delay_ms for lk in links), 3), sum(lk.jitter_ms for lk in links))
+
+
 def pairs(plan: Plan) -> list[Pair]:
-    """Measurement pairs covering every link attached to an L3 node."""
+    """Measurement pairs covering every link attached to an L3 node: per layer-2 segment, each
+    node with its router (routers with every other L3 end), plus `separating` pairs wherever
+    those leave a link's delay undetermined."""
     out: list[Pair] = []
     for seg in l2_segments(plan):
         routers = [e for e in seg if plan.node(e.node).kind == "router"]
+        mine: list[Pair] = []
         for e in seg:
             partners = [r for r in routers if r.node != e.node] or [x for x in seg if x.node != e.node]
             if not partners:
@@ -90,12 +106,30 @@ def pairs(plan: Plan) -> list[Pair]:
                 if plan.node(e.node).kind == "router" and plan.node(p.node).kind == "router" \
                         and p.node < e.node:
                     continue
-                links = l2_path(plan, e.intf, p.intf)
-                out.append(Pair(e.node, p.node, p.addr, tuple(lk.name for lk in links),
-                                tuple(lk.cls for lk in links),
-                                round(2 * sum(lk.delay_ms for lk in links), 3),
-                                sum(lk.jitter_ms for lk in links)))
+                mine.append(_pair(plan, e, p))
+        out += mine + separating(plan, seg, mine)
     return out
+
+
+def separating(plan: Plan, seg, have: list[Pair]) -> list[Pair]:
+    """Extra pairs between L3 ends of `seg` (in segment order), each added only if it raises the
+    rank of the pair -> link incidence, until every unpinned link of the segment is determined
+    alone (emulation.linkfit). With a router and two hosts on a switch, one host-host pair does it."""
+    from emulation.linkfit import all_determined, matrix, pinned
+    pin = pinned(plan)
+    paths = [tuple(n for n in p.links if n not in pin) for p in have]
+    names = sorted({n for e in seg for n in (lk.name for lk in plan.links_of(e.node))
+                    if n not in pin and any(n in q for q in paths)})
+    added: list[Pair] = []
+    for e, f in itertools.combinations(seg, 2):
+        if all_determined(paths, names):
+            break
+        cand = _pair(plan, e, f)
+        path = tuple(n for n in cand.links if n not in pin)
+        if np.linalg.matrix_rank(matrix(paths + [path], names)) > np.linalg.matrix_rank(matrix(paths, names)):
+            paths.append(path)
+            added.append(cand)
+    return added
 
 
 _TIME_RE = re.compile(r"time=([\d.]+) ms")
@@ -203,19 +237,25 @@ def closer(first: list[Measurement], again: list[Measurement]) -> list[Measureme
     return [min((m, redo.get((m.pair.src, m.pair.dst), m)), key=measured_error_ms) for m in first]
 
 
-def measure(net, count: int = 20, batch: int = 2) -> list[Measurement]:
-    """Every pair measured (`gate`), and the pairs off the plan measured once more (`closer`)."""
+def measure(net, count: int = 20, batch: int = 2, plan: Plan | None = None,
+            compensation_ms: dict[str, float] | None = None, relayed: set[str] | None = None
+            ) -> list[Measurement]:
+    """Every pair measured (`gate`), and the suspects (`suspects`: pairs off the plan, and given
+    `plan`, pairs crossing a refused link) measured once more (`closer`)."""
     return remeasure(net, gate(net, count, batch, raise_on_fail=False), 1, 0.0, QUIET_BUSY_FRAC,
-                     count=count, batch=batch)
+                     count=count, batch=batch, plan=plan, compensation_ms=compensation_ms, relayed=relayed)
 
 
 def remeasure(net, results: list[Measurement], rounds: int, pause_s: float, busy_frac: float,
-              log: list | None = None, count: int = 20, batch: int = 2) -> list[Measurement]:
-    """Up to `rounds` times: the pairs of `results` off the plan, after a pause of pause_s x round
-    and a quiet machine, measured again; each pair keeps its closest result (`closer`). Appends
-    to `log` the number of pairs measured again in each round."""
+              log: list | None = None, count: int = 20, batch: int = 2, plan: Plan | None = None,
+              compensation_ms: dict[str, float] | None = None, relayed: set[str] | None = None
+              ) -> list[Measurement]:
+    """Up to `rounds` times: the pairs of `results` off the plan (and, given `plan`, every pair
+    crossing a link the link verdict refuses: `suspects`), after a pause of pause_s x round and a
+    quiet machine, measured again; each pair keeps its closest result (`closer`). Appends to `log`
+    the number of pairs measured again in each round."""
     for i in range(rounds):
-        bad = [m.pair for m in results if not m.ok]
+        bad = suspects(results, plan, compensation_ms, relayed)
         if not bad:
             break
         if pause_s:
@@ -228,6 +268,17 @@ def remeasure(net, results: list[Measurement], rounds: int, pause_s: float, busy
             log.append(len(bad))
         results = closer(results, gate(net, count, batch, raise_on_fail=False, only=bad))
     return results
+
+
+def suspects(results: list[Measurement], plan: Plan | None = None,
+             compensation_ms: dict[str, float] | None = None, relayed: set[str] | None = None) -> list[Pair]:
+    """Pairs to measure again: those off their own plan, and (given `plan`) those crossing a
+    link of a unit the link verdict refuses (emulation.linkfit.judge_links). Pure."""
+    from emulation.linkfit import judge_links
+    bad_links = set()
+    if plan is not None:
+        bad_links = {n for u in judge_links(plan, results, compensation_ms, relayed) if not u.ok for n in u.links}
+    return [m.pair for m in results if not m.ok or bad_links & set(m.pair.links)]
 
 
 def gate(net, count: int = 20, batch: int = 2, raise_on_fail: bool = True,
@@ -255,15 +306,33 @@ def gate(net, count: int = 20, batch: int = 2, raise_on_fail: bool = True,
 
 def check(results: list[Measurement]) -> None:
     """Raise EmulationError listing every pair off the plan (nothing if all are within tolerance)."""
-    bad = [m for m in results if not m.ok]
-    if bad:
-        lines = [f"  {m.pair.src} -> {m.pair.dst} over {' + '.join(m.pair.links)} "
-                 f"({'+'.join(m.pair.classes)}): min "
-                 f"{m.min_rtt_ms} ms, median {m.median_rtt_ms} (lower quartile {m.low_rtt_ms}) vs plan "
-                 f"{m.pair.expected_rtt_ms} ms (tolerance {m.tolerance_ms:.2f} ms, {m.samples} "
-                 "samples)" for m in bad]
+    lines = pair_lines(results)
+    if lines:
         raise EmulationError("fidelity gate failed: measured RTT is off the plan on "
-                             f"{len(bad)} of {len(results)} pairs:\n" + "\n".join(lines))
+                             f"{len(lines)} of {len(results)} pairs:\n" + "\n".join(lines))
+
+
+def pair_lines(results: list[Measurement]) -> list[str]:
+    """One line per pair off its plan, naming its links and classes."""
+    return [f"  {m.pair.src} -> {m.pair.dst} over {' + '.join(m.pair.links)} "
+            f"({'+'.join(m.pair.classes)}): min "
+            f"{m.min_rtt_ms} ms, median {m.median_rtt_ms} (lower quartile {m.low_rtt_ms}) vs plan "
+            f"{m.pair.expected_rtt_ms} ms (tolerance {m.tolerance_ms:.2f} ms, {m.samples} "
+            "samples)" for m in results if not m.ok]
+
+
+def check_links(units: list, results: list[Measurement]) -> None:
+    """Raise EmulationError naming every refused link (or group: emulation.linkfit.Unit) with
+    its classes, planned vs estimated delay and tolerance, then every pair off its own plan."""
+    from emulation.linkfit import describe
+    bad = [u for u in units if not u.ok]
+    pairs_off = pair_lines(results)
+    if bad or pairs_off:
+        text = (f"fidelity gate failed: {len(bad)} of {len(units)} links (or groups) off the plan"
+                + (":\n" + "\n".join(describe(u) for u in bad) if bad else ""))
+        if pairs_off:
+            text += f"\nand {len(pairs_off)} of {len(results)} pairs off their own plan:\n" + "\n".join(pairs_off)
+        raise EmulationError(text)
 
 
 def as_rows(results: list[Measurement]) -> list[dict]:
@@ -274,38 +343,3 @@ def as_rows(results: list[Measurement]) -> list[dict]:
                  samples=m.samples, tolerance_ms=m.tolerance_ms, ok=m.ok)
         rows.append(d)
     return rows
-
-
-def calibrate(results: list[Measurement], plan: Plan, relayed: set[str],
-              base: dict[str, float] | None = None) -> dict[str, float]:
-    """Per relayed link, the one-way delay (ms) to take off so paths match the plan.
-
-    `results` were measured with `base` already taken off (none at first). The excess of each
-    pair's floor (min - plan, as the verdict reads it) is the emulator's own latency
-    (userspace switch, relay wake-ups) left over; it is shared out equally over the relayed links
-    on the pair's path, both directions, and each link adds the median of its shares to its base
-    (a negative excess gives some back: a calibration made during a CPU spike overshoots).
-    Compensation stays within [0, min(80% of the link's delay, MAX_COMPENSATION_MS)]; links
-    without a relay get none. A pair whose excess per relayed link one way is above
-    MAX_COMPENSATION_MS was measured inside a burst of host noise and is left out: it would
-    push the compensation to its cap, and the path would read early once the burst passed.
-    """
-    delays = {lk.name: lk.delay_ms for lk in plan.links}
-    base = base or {}
-    shares: dict[str, list[float]] = {}
-    for m in results:
-        on_path = [name for name in m.pair.links if name in relayed]
-        if not on_path or m.samples < 3:
-            continue
-        excess = m.min_rtt_ms - m.pair.expected_rtt_ms
-        if excess / (2 * len(on_path)) > MAX_COMPENSATION_MS:
-            continue
-        for name in on_path:
-            shares.setdefault(name, []).append(excess / (2 * len(on_path)))
-    comp = {k: v for k, v in base.items() if k not in shares}
-    for name, xs in shares.items():
-        c = min(max(base.get(name, 0.0) + statistics.median(xs), 0.0), 0.8 * delays[name],
-                MAX_COMPENSATION_MS)
-        if c > 0:
-            comp[name] = round(c, 3)
-    return comp

@@ -197,10 +197,16 @@ def test_access_link_rate(metro_net, reverse):
 # ---- the fidelity gate ----------------------------------------------------------------------
 def test_fidelity_gate_every_pair_ok(metro_net):
     """The gate as every verified build runs it: calibrate the relays once, then measure."""
+    from emulation.linkfit import COMPENSATION_BUDGET_MS, describe
     results = metro_net.verify(raise_on_fail=False)
     delays = {lk.name: lk.delay_ms for lk in metro_net.plan.links}
     for name, comp in metro_net.compensation_ms.items():
-        assert 0 < comp <= 0.8 * delays[name], f"{name}: compensation {comp} ms out of bounds"
+        assert 0 < comp <= min(0.8 * delays[name], COMPENSATION_BUDGET_MS), \
+            f"{name}: compensation {comp} ms out of bounds"
+    for u in metro_net.link_verdict:
+        print(f"link {describe(u)}  {'ok' if u.ok else 'FAIL'}")
+    bad_links = [describe(u) for u in metro_net.link_verdict if not u.ok]
+    assert not bad_links, "links off the plan:\n" + "\n".join(bad_links)
     assert len(results) == len(fidelity.pairs(metro_net.plan))
     for m in results:
         err = fidelity.measured_error_ms(m)

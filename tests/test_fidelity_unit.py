@@ -180,35 +180,6 @@ def test_pairs_walk_a_chain_of_switches():
     assert ps[("r1", "h1")].links == tuple(lk.name for lk in reversed(links))
 
 
-def test_calibrate_shares_excess_and_corrects_an_overshoot():
-    from emulation.fidelity import MAX_COMPENSATION_MS, calibrate
-    plan = metro()
-    delays = {lk.name: lk.delay_ms for lk in plan.links}
-    a, b = [lk.name for lk in plan.links if lk.delay_ms >= 3][:2]
-
-    def meas(links, err_ms):
-        exp = 2 * sum(delays[x] for x in links)
-        pair = Pair("x", "y", "198.18.1.1", tuple(links), ("access",) * len(links), exp, 0.0)
-        return judge(pair, [exp + err_ms] * 10)
-    first = calibrate([meas([a, b], 1.0)], plan, {a, b})
-    assert first == {a: 0.25, b: 0.25}  # 1 ms of RTT excess over 2 links, 2 directions
-    # measured again with that taken off: 0.4 ms too fast -> give 0.1 ms per link back
-    second = calibrate([meas([a, b], -0.4)], plan, {a, b}, base=first)
-    assert second == {a: 0.15, b: 0.15}
-    # never below zero, never above 80% of the delay or MAX_COMPENSATION_MS (more than that is
-    # CPU load, not the emulator); links not measured keep their base
-    assert calibrate([meas([a], -50.0)], plan, {a, b}, base=first) == {b: 0.25}
-    cap = round(min(0.8 * delays[a], MAX_COMPENSATION_MS), 3)
-    assert calibrate([meas([a], 2 * MAX_COMPENSATION_MS)], plan, {a}, base={a: 1.0}) == {a: cap}
-    tiny = next(lk.name for lk in plan.links if 0 < lk.delay_ms < MAX_COMPENSATION_MS / 0.8)
-    assert calibrate([meas([tiny], 2 * MAX_COMPENSATION_MS)], plan, {tiny}) == {tiny: round(0.8 * delays[tiny], 3)}
-    # more excess than the emulator can have: measured inside a burst of host noise, left out
-    assert calibrate([meas([a], 1e6)], plan, {a}) == {}
-    assert calibrate([meas([a], 2 * MAX_COMPENSATION_MS + 0.1)], plan, {a}, base=first) == first
-    # an unrelayed link gets nothing
-    assert calibrate([meas([a, b], 1.0)], plan, {b}) == {b: 0.5}
-
-
 def test_cpu_busy_frac_reads_proc_stat_deltas(tmp_path, monkeypatch):
     from emulation import fidelity
     lines = iter(["cpu  100 0 100 700 100 0 0 0 0 0\n", "cpu  150 0 150 750 150 0 0 0 0 0\n",
@@ -239,19 +210,6 @@ def test_closer_keeps_the_measurement_nearer_the_plan_per_pair():
     # systematically off stays off; a re-measurement without samples never wins
     assert not closer([judge(p1, [13.0] * 10)], [judge(p1, [12.8] * 10)])[0].ok
     assert closer([judge(p1, [13.0] * 10)], [judge(p1, [])])[0].median_rtt_ms == 13.0
-
-
-def test_calibrate_reads_a_disturbed_pair_from_its_floor():
-    from emulation.fidelity import calibrate
-    plan = metro()
-    delays = {lk.name: lk.delay_ms for lk in plan.links}
-    a = next(lk.name for lk in plan.links if lk.delay_ms >= 3)
-    exp = 2 * delays[a]
-    pair = Pair("x", "y", "198.18.1.1", (a,), ("access",), exp, 0.0)
-    calm = judge(pair, [exp + 0.4] * 5 + [exp + 0.5] * 10)
-    spiky = judge(pair, [exp + 0.4] * 5 + [exp + 3.0] * 10)  # a CPU spike during most samples
-    # the floor's excess (0.4 ms) over 2 directions, however noisy the rest
-    assert calibrate([calm], plan, {a}) == {a: 0.2} == calibrate([spiky], plan, {a})
 
 
 def test_remeasure_waits_out_host_noise_and_keeps_a_wrong_pair_off(monkeypatch):
