@@ -88,10 +88,11 @@ def cpu_by_component(groups, oca_names: set[str]) -> dict[str, float]:
     return out
 
 
-def _host_cpu_s() -> tuple[float, float]:
-    """(busy, total) CPU seconds of all CPUs so far."""
-    total, idle, _ = cpu_times()
-    return (total - idle) / CLK_TCK, total / CLK_TCK
+def _host_cpu_s() -> tuple[float, float, float]:
+    """(busy, total, steal) CPU seconds of all CPUs so far; steal (time the hypervisor gave this
+    guest's CPUs to others) is part of busy."""
+    total, idle, steal = cpu_times()
+    return (total - idle) / CLK_TCK, total / CLK_TCK, steal / CLK_TCK
 
 
 def run_step(net, svc, viewers: list[str], n: int, seed: int, oca_names: set[str]) -> dict:
@@ -123,9 +124,10 @@ def run_step(net, svc, viewers: list[str], n: int, seed: int, oca_names: set[str
                   for k in bytes1 if k in net._relay_ports)
     sess = [s for v, k in zip(viewers, counts) if k
             for s in sessions(svc.logs / f"sessions-{tag}-{v}.jsonl")]
-    busy_s, total_s = host1[0] - host0[0], host1[1] - host0[1]
+    busy_s, total_s, steal_s = (b - a for a, b in zip(host0, host1))
     return {"viewers": n, "wall_s": round(wall_s, 1), "qoe": qoe(sess), "rtt": rtt_by_class(rtt_rows),
             "cpu_s": cpu, "host_busy_frac": round(busy_s / total_s, 3) if total_s else None,
+            "host_steal_frac": round(steal_s / total_s, 3) if total_s else None,
             "relayed_gbit": round(relayed * 8 / 1e9, 3),
             "relay_cpu_s_per_gbit": relay_cpu_per_gbit(cpu["relays"], relayed)}
 
@@ -182,7 +184,7 @@ def _step_line(step: dict) -> str:
     worst = max((abs(c["err_max_ms"] or 0) for c in step["rtt"].values()), default=0)
     return (f"  {step['viewers']:>4} viewers: startup p50 {q['startup_p50_s']} s, rebuffer "
             f"{q['rebuffer_ratio']}, {q['mean_kbps']} kbit/s, worst loaded RTT error {worst} ms, "
-            f"host busy {step['host_busy_frac']}, relays {step['cpu_s']['relays']} CPU-s "
+            f"host busy {step['host_busy_frac']} (stolen {step['host_steal_frac']}), relays {step['cpu_s']['relays']} CPU-s "
             f"({step['relay_cpu_s_per_gbit']} per Gbit) -> {'ok' if v['ok'] else '; '.join(v['reasons'])}")
 
 
