@@ -49,6 +49,32 @@ def connect_ms(net, src: str, dst_addr: str, port: int, count: int = 5) -> list[
     return json.loads(out)
 
 
+def connect_burst_ms(net, src: str, dst_addr: str, port: int, rounds: int, burst: int) -> list[list[float]]:
+    """Per round, the kernel-measured handshake RTTs (ms) of `burst` connections opened at once
+    from host `src` (new flows, as a traceroute or a flash crowd makes them)."""
+    import json
+    proc = net.host(src).popen([sys.executable, "-m", "emulation.connect_probe", dst_addr, str(port), str(rounds),
+                                "--burst", str(burst)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = proc.communicate(timeout=60 + 10 * rounds)
+    if proc.returncode != 0:
+        raise RuntimeError(f"connect burst {src}->{dst_addr}:{port} failed: {err.decode()[-300:]}")
+    return json.loads(out)
+
+
+def listen(net, host: str, port: int):
+    """A TCP listener in `host` on its primary address (backlog 1024: the kernel completes the
+    handshakes, nothing accepts); returns its Popen once it listens (the caller stops it)."""
+    code = ("import socket,sys,time\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+            "s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(1024); print('ready', flush=True)\n"
+            "while True:\n    c, _ = s.accept(); c.close()\n")
+    proc = net.host(host).popen([sys.executable, "-c", code, net.plan.primary_ip(host), str(port)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if proc.stdout.readline().strip() != b"ready":
+        proc.kill()
+        raise RuntimeError(f"listener in {host}:{port} did not start: {proc.stderr.read().decode()[-300:]}")
+    return proc
+
+
 def link_counters(net) -> dict[str, dict]:
     """Kernel byte counters of every plan link, read at its switch-side interface.
 

@@ -158,3 +158,15 @@ def test_connect_ms_runs_the_module_in_the_host_and_reports_a_refused_port(liste
         closed = s.getsockname()[1]
     with pytest.raises(RuntimeError, match="ConnectionRefusedError"):
         connect_ms(Net(), "i1v1", "127.0.0.1", closed, count=1)
+
+
+def test_connect_probe_burst_prints_kernel_rtts_per_round(listener):
+    r = subprocess.run([sys.executable, "-m", "emulation.connect_probe", "127.0.0.1", str(listener), "2",
+                        "--burst", "16"], capture_output=True, text=True, timeout=30, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    rounds = json.loads(r.stdout)
+    assert len(rounds) == 2 and all(len(x) == 16 for x in rounds)
+    assert all(isinstance(t, float) and 0 < t < 1000 for x in rounds for t in x)
+    bad = subprocess.run([sys.executable, "-m", "emulation.connect_probe", "127.0.0.1", str(listener), "0"],
+                         capture_output=True, text=True, timeout=30, cwd=REPO)
+    assert bad.returncode == 2 and "count must be at least 1" in bad.stderr
