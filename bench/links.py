@@ -406,8 +406,9 @@ def _controller_available() -> bool:
 
 
 def run_bench_links(out_dir: Path, quick: bool = False) -> dict:
-    """`ocalab bench links`: relay figures, metro build/teardown times and the targets they
-    are printed beside; sections of the saved JSON. Needs root (namespaces)."""
+    """`ocalab bench links`: relay figures, metro build/teardown times, what new flows cost on
+    metro's embedded and IXP paths (bench.newflows), and the targets they are printed beside;
+    sections of the saved JSON. Needs root (namespaces)."""
     if os.geteuid() != 0:
         raise SystemExit("ocalab bench links: needs root")
     links = run_bench_relay(out_dir, quick=quick)
@@ -415,7 +416,8 @@ def run_bench_links(out_dir: Path, quick: bool = False) -> dict:
     print(f"metro build {m['metro_build_s']} s (target <= {TARGETS['metro_build_s']}), teardown "
           f"{m['metro_teardown_s']} s (target <= {TARGETS['metro_teardown_s']}), "
           f"{m['relays']} relays, backend {m['link_backend']}, datapath {m['switch_datapath']}")
-    return {"links": links, "metro": m, "targets": TARGETS}
+    from bench.newflows import bench_new_flows
+    return {"links": links, "metro": m, "new_flows": bench_new_flows(quick), "targets": TARGETS}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -84,3 +84,10 @@ def test_checks_left_to_the_test_suite_name_real_tests():
         file, _, name = test.partition("::")
         text = (REPO / file).read_text()
         assert not name or f"def {name}(" in text, test
+
+
+def test_burst_excess_is_the_median_of_each_rounds_slowest_flow():
+    from bench.newflows import burst_excess_ms
+    rounds = [[7.1, 7.4, 7.2], [7.0, 9.9, 7.1], [7.2, 7.3, 7.6]]  # one round hit by noise
+    assert burst_excess_ms(rounds, 7.0) == 0.6
+    assert burst_excess_ms([[8.5, 8.6]] * 3, 7.0) == 1.6  # every round slow: a real cost
