@@ -52,10 +52,10 @@ CONTROL_PLANE_BEHAVIOUR = ("sessions playing continue on their manifest (the dat
 def _settings(quick: bool) -> dict:
     ladder = [235, 375, 560, 750, 1050, 1750]  # a light ladder: 2 cores carry ~15 sessions at once
     if quick:
-        return {"quick": True, "duration_s": 115.0, "sessions_per_host": 8, "ramp_s": 90.0,
+        return {"quick": True, "duration_s": 115.0, "sessions_per_host": 8, "ramp_s": 115.0,
                 "segments": 10, "max_buffer_s": 10.0,
                 "catalog": {"seed": 1, "n_titles": 6, "duration_s": 40, "ladder_kbps": ladder}}
-    return {"quick": False, "duration_s": 400.0, "sessions_per_host": 26, "ramp_s": 370.0,
+    return {"quick": False, "duration_s": 400.0, "sessions_per_host": 26, "ramp_s": 400.0,
             "segments": 10, "max_buffer_s": 10.0,
             "catalog": {"seed": 1, "n_titles": 12, "duration_s": 40, "ladder_kbps": ladder}}
 
@@ -202,7 +202,8 @@ def body(net, run_dir: Path, cfg: dict, seed: int, tables: dict) -> dict:
 
 def _start_players(svc, viewers: list[str], cfg: dict, seed: int, t0: float) -> list:
     """One player process per viewer host, each starting `sessions_per_host` sessions spread over
-    ramp_s; the hosts' starts are staggered so that a session starts every ramp/(N*hosts) s."""
+    ramp_s (= the schedule's duration, so sessions start inside every fault); the hosts' starts are
+    staggered so that a session starts every ramp/(N*hosts) s."""
     n = cfg["sessions_per_host"]
     step_s = cfg["ramp_s"] / n / len(viewers)
     procs = []
@@ -322,12 +323,17 @@ def fault_rows(events: pd.DataFrame, chunks: pd.DataFrame, sessions: pd.DataFram
     return rows
 
 
+def _count(x) -> int:
+    """A count from a summary row, also as read back from CSV: 0 for a blank (None, "", NaN)."""
+    return 0 if x is None or x == "" or pd.isna(x) else int(x)
+
+
 def verdict(rows: list[dict]) -> tuple[bool, str]:
     """PASS iff no corrupted byte was served (no hash failure anywhere in the run) and no session
     that had started playing was lost to a control-plane kill."""
-    corrupt = sum(int(r["corrupted_bytes"]) for r in rows)
-    hashes = sum(int(r.get("hash_failures_run") or 0) for r in rows)
-    lost = sum(int(r["sessions_lost"]) for r in rows if r["kind"] == "control_plane_kill")
+    corrupt = sum(_count(r.get("corrupted_bytes")) for r in rows)
+    hashes = sum(_count(r.get("hash_failures_run")) for r in rows)
+    lost = sum(_count(r.get("sessions_lost")) for r in rows if r["kind"] == "control_plane_kill")
     ok = corrupt == 0 and hashes == 0 and lost == 0
     return ok, (f"chaos verdict: {'PASS' if ok else 'FAIL'}: corrupted bytes served {corrupt} "
                 f"(hash failures in the run {hashes}; must be 0), started sessions lost to the "
@@ -352,9 +358,14 @@ def format_table(rows: list[dict]) -> str:
     """The summary as text, the controller's flow checks, and the verdict line."""
     table = pd.DataFrame(rows, columns=list(COLUMNS)).to_string(index=False, na_rep="-")
     notes = [f"controller kill: fail mode {r.get('fail_mode', '?')}, flows kept while away "
-             f"{r.get('flows_kept_during', '?')}, stale after restart {r.get('stale_flows', '?')}, "
-             f"missing {r.get('missing_flows', '?')}" for r in rows if r["kind"] == "controller_kill"]
+             f"{_int(r.get('flows_kept_during'))}, stale after restart {_int(r.get('stale_flows'))}, "
+             f"missing {_int(r.get('missing_flows'))}" for r in rows if r["kind"] == "controller_kill"]
     return "\n".join([table, *notes, verdict(rows)[1]])
+
+
+def _int(x) -> str:
+    """A count read back from CSV (a float when its column has blanks) as text; "?" if absent."""
+    return "?" if x is None or x == "" or pd.isna(x) else str(int(x))
 
 
 STABLE = ("kind", "target")  # the seeded schedule; every other figure depends on timing
