@@ -457,15 +457,59 @@ class Network:
         self._shape_switch_ports()
         if not self.opts.controller:
             return
+        self._wait_switches_ready(30)
+
+    def _wait_switches_ready(self, timeout_s: float) -> None:
         n = len(self.mn.switches)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + timeout_s
         health: dict = {}
         while time.monotonic() < deadline:
             health = self.api("/health")
             if health.get("switches_ready") == n:
                 return
             time.sleep(0.2)
-        raise EmulationError(f"controller did not program all {n} switches in 30 s: {health}")
+        raise EmulationError(f"controller did not program all {n} switches in {timeout_s:g} s: {health}")
+
+    def controller_proc(self) -> subprocess.Popen:
+        """The running (newest) controller process of this network, by its handle."""
+        procs = [p for label, p in (self.procs.procs if self.procs else []) if label == "controller"]
+        if not procs:
+            raise EmulationError("this network has no controller")
+        return procs[-1]
+
+    def restart_controller(self, timeout_s: float = 30) -> None:
+        """Start the controller again (same argv, same OpenFlow and API ports) once the old one
+        has ended; returns when it has programmed every switch again (it first deletes the flows
+        with its cookies, so no stale entry survives: controller.app)."""
+        if self.controller_proc().poll() is None:
+            raise EmulationError("restart_controller: the controller is still running")
+        proc = self.procs.start("controller", self.controller_argv, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        read_ready(proc, "controller", timeout_s)
+        self._wait_switches_ready(timeout_s)
+
+    def fail_modes(self) -> dict[str, str]:
+        """Each OVS bridge's fail mode (`ovs-vsctl get-fail-mode`): secure keeps the installed
+        flows and adds none while the controller is away; standalone falls back to L2 learning."""
+        out = {}
+        for sw in self.mn.switches:
+            r = subprocess.run(["ovs-vsctl", "get-fail-mode", sw.name], capture_output=True, text=True)
+            if r.returncode != 0:
+                raise EmulationError(f"ovs-vsctl get-fail-mode {sw.name}: {r.stderr.strip()}")
+            out[sw.name] = r.stdout.strip() or "standalone"  # unset means standalone (ovs-vsctl(8))
+        return out
+
+    def flow_tables(self) -> dict[str, list[str]]:
+        """Each bridge's flows without counters (`ovs-ofctl dump-flows --no-stats`), sorted."""
+        out = {}
+        for sw in self.mn.switches:
+            r = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", sw.name, "--no-stats"],
+                               capture_output=True, text=True, timeout=20)
+            if r.returncode != 0:
+                raise EmulationError(f"ovs-ofctl dump-flows {sw.name}: {r.stderr.strip()}")
+            out[sw.name] = sorted(ln.strip() for ln in r.stdout.splitlines()
+                                  if ln.strip() and "reply" not in ln)
+        return out
 
     # ---- run-time faults (emulation.faults) -------------------------------------------
     def impair(self, link_name: str, extra_delay_ms: float = 0.0, loss_pct: float = 0.0, *,

@@ -32,7 +32,8 @@ from harness.rundir import git_info, new_run_dir, write_csv, write_manifest
 @dataclass(frozen=True)
 class Scenario:
     """What a scenario module supplies. `body(net, run_dir, cfg, seed, tables)` runs every arm on
-    the built network and appends rows to `tables` (a dict of the names in `tables`);
+    the built network and appends rows to `tables` (a dict of the names in `tables`), and may
+    return a dict of further manifest.json entries (e.g. a seeded schedule);
     `summarize(run_dir)` rebuilds summary.csv and figures from saved tables (no root);
     `key` names the summary columns that identify a row; `stable` the summary columns that
     must be identical across runs with one seed (non-timing figures)."""
@@ -119,7 +120,7 @@ def _repeat(net, top: Path, sc: Scenario, cfg: dict, seed: int, k: int, repeat: 
     t0 = time.time()
     tables: dict[str, list] = {t: [] for t in sc.tables}
     with CpuSampler() as cpu, loadedrtt.Pinger(net, run_dir / "logs" / "loaded-rtt") as pings:
-        sc.body(net, run_dir, cfg, seed, tables)
+        extra = sc.body(net, run_dir, cfg, seed, tables) or {}
     for name, rows in tables.items():
         write_csv(run_dir / f"{name}.csv", rows)
     write_csv(run_dir / "host_cpu.csv", cpu.rows)
@@ -127,7 +128,7 @@ def _repeat(net, top: Path, sc: Scenario, cfg: dict, seed: int, k: int, repeat: 
     loaded = loadedrtt.verdict(loadedrtt.judge(pings.samples, tables.get("sessions", [])))
     load = cpu_summary(cpu.rows)
     load["saturated"] = saturated(load)
-    write_manifest(run_dir, **common, network=net.summary(), repeat_index=k, repeats=repeat,
+    write_manifest(run_dir, **common, **extra, network=net.summary(), repeat_index=k, repeats=repeat,
                    started=t0, ended=time.time(), status="ok", host_cpu=load, loaded_rtt=loaded)
     try:
         print(sc.format_table(sc.summarize(run_dir)), flush=True)

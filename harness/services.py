@@ -159,13 +159,41 @@ class Services:
         self.procs = net.process_group()
         self.dep: dict = {}
         self.staged: dict[str, dict] = {}  # name -> what harness.staging wrote (stage_tiers)
+        self.launched: dict[str, tuple[str, list[str]]] = {}  # label -> (host, argv): restart()
 
     def _start(self, label: str, host: str, argv: list[str], timeout_s: float = 30) -> str:
-        err = open(self.logs / f"{label}.stderr", "wb")
+        err = open(self.logs / f"{label}.stderr", "ab")  # appended: a restart keeps the first run's
         proc = self.procs.start(label, [*NICE, sys.executable, "-m", *argv], node=self.net.host(host),
                                     stdout=__import__("subprocess").PIPE, stderr=err)
+        self.launched[label] = (host, argv)
         line = read_ready(proc, label, timeout_s)
         return line.split()[1]
+
+    def proc(self, label: str):
+        """The newest process started as `label` (an OCA's name, "control", "probe", "origin")."""
+        procs = [p for lbl, p in self.procs.procs if lbl == label]
+        if not procs:
+            raise EmulationError(f"no service {label!r} was started")
+        return procs[-1]
+
+    def kill(self, label: str, sig: int = 9):
+        """Send `sig` (default SIGKILL) to the service's newest process, by its handle, and wait
+        for it to end; returns its Popen."""
+        proc = self.proc(label)
+        proc.send_signal(sig)
+        proc.wait(10)
+        return proc
+
+    def restart(self, label: str, timeout_s: float = 60) -> None:
+        """Start `label` again with the argv of its first start, in the same host, once its
+        process has ended (kill() first); the logs it appends to keep the earlier records.
+        The control plane's manifests are warm again before this returns."""
+        if self.proc(label).poll() is None:
+            raise EmulationError(f"restart({label!r}): its process is still running")
+        host, argv = self.launched[label]
+        self._start(label, host, argv, timeout_s)
+        if label == "control" and self._warm_titles() and self.opts.wait_warm:
+            self.wait_warm(timeout_s)
 
     def _make_scratch(self) -> None:
         if self.scratch is not None:

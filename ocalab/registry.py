@@ -4,7 +4,7 @@ from __future__ import annotations
 # scenario name -> module with run(a) -> int, and (for report, except fidelity whose summary is
 # written by its run) summarize(run_dir) and format_table(rows)
 MODULES = {"fidelity": "scenarios.fidelity", "placement": "scenarios.placement", "fill": "scenarios.fill",
-           "failover": "scenarios.failover", "flashcrowd": "scenarios.flashcrowd",
+           "failover": "scenarios.failover", "flashcrowd": "scenarios.flashcrowd", "chaos": "scenarios.chaos",
            "steering": "scenarios.steering"}
 
 
