@@ -463,6 +463,41 @@ def exec_native(cfg: RelayConfig) -> None:
                       cfg.control_file or "-", str(cfg.seed), str(cfg.payload_sport)])
 
 
+def _read_stats(path: Path) -> dict:
+    """The stats file's content, or {} while there is none (written atomically: never partial)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return {}
+
+
+def live_stats(relays: dict, timeout_s: float = 5.0) -> dict[str, dict]:
+    """Counters of running relays now: name -> (process, stats file) in, name -> stats out.
+
+    Sends each process SIGUSR2 (by its handle, once its ready file exists) and waits until its
+    stats file is a dump by that pid newer than the one before the signal. Raises TimeoutError
+    naming the relays that did not answer, RuntimeError for one that is not running."""
+    before = {}
+    for name, (proc, path) in relays.items():
+        if proc.poll() is not None:
+            raise RuntimeError(f"relay {name} is not running (exit status {proc.returncode})")
+        old = _read_stats(path)
+        before[name] = old.get("stats_dumps", 0) if old.get("pid") == proc.pid else 0
+        proc.send_signal(signal.SIGUSR2)
+    out: dict[str, dict] = {}
+    deadline = time.monotonic() + timeout_s
+    while len(out) < len(relays):
+        for name, (proc, path) in relays.items():
+            st = {} if name in out else _read_stats(path)
+            if st.get("pid") == proc.pid and st.get("stats_dumps", 0) > before[name]:
+                out[name] = st
+        if len(out) < len(relays):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no live stats in {timeout_s:g} s from {sorted(set(relays) - set(out))[:5]}")
+            time.sleep(0.01)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
     if cfg.engine == "native":
