@@ -410,35 +410,44 @@ def run(cfg: RelayConfig) -> dict:
     _reduce_timer_slack()
     _set_rt_priority(cfg.rt_priority)
     gc.disable()  # the loop makes no reference cycles; avoids collector pauses
-    tcp = (PayloadCounter(cfg.payload_sport), PayloadCounter(cfg.payload_sport))
-    started = time.monotonic()
-    dumps = [0]
-
-    def snapshot(errors: dict, final: bool) -> dict:
-        dumps[0] += 1
-        return {**static_stats(cfg), "engine": "python", "pid": os.getpid(), "stats_dumps": dumps[0],
-                "final": final, "kernel_outgoing_filter": ign_a and ign_b,
-                "duration_s": round(time.monotonic() - started, 3),
-                "ab": {**line_ab.stats(), "frames_send_errors": errors["ab"], **tcp[0].stats()},
-                "ba": {**line_ba.stats(), "frames_send_errors": errors["ba"], **tcp[1].stats()},
-                "last_send_error": errors["last_error"], **control.stats()}
-
-    def dump(errors: dict) -> None:
-        if not cfg.stats_file:
-            return
-        try:
-            _write_atomic(cfg.stats_file, json.dumps(snapshot(errors, False), indent=1) + "\n")
-        except OSError as exc:  # a failed live dump is logged; the relay goes on
-            print(f"relay: error: {cfg.stats_file}: {exc}", file=sys.stderr, flush=True)
-
+    stats = Stats(cfg, line_ab, line_ba, control, ign_a and ign_b)
     if cfg.ready_file:
         _write_atomic(cfg.ready_file, f"{os.getpid()}\n")
     print("READY", flush=True)
     errors = relay_loop(rx_a, rx_b, tx_a, tx_b, ign_a, ign_b, line_ab, line_ba, stop_r, control,
-                        tcp, dump)
+                        stats.tcp, stats.dump)
     for sock in (rx_a, rx_b, tx_a, tx_b):
         sock.close()
-    return snapshot(errors, True)
+    return stats.snapshot(errors, True)
+
+
+class Stats:
+    """The Python engine's stats object (the native engine writes the same keys): `snapshot`
+    counts every write in `stats_dumps`; `dump` writes a live one, logging a failure."""
+
+    def __init__(self, cfg: RelayConfig, line_ab: DelayLine, line_ba: DelayLine, control: Control,
+                 kernel_filter: bool) -> None:
+        self.cfg, self.lines, self.control, self.kernel_filter = cfg, (line_ab, line_ba), control, kernel_filter
+        self.tcp = (PayloadCounter(cfg.payload_sport), PayloadCounter(cfg.payload_sport))
+        self.started, self.dumps = time.monotonic(), 0
+
+    def snapshot(self, errors: dict, final: bool) -> dict:
+        self.dumps += 1
+        (ab, ba), (tab, tba) = self.lines, self.tcp
+        return {**static_stats(self.cfg), "engine": "python", "pid": os.getpid(), "stats_dumps": self.dumps,
+                "final": final, "kernel_outgoing_filter": self.kernel_filter,
+                "duration_s": round(time.monotonic() - self.started, 3),
+                "ab": {**ab.stats(), "frames_send_errors": errors["ab"], **tab.stats()},
+                "ba": {**ba.stats(), "frames_send_errors": errors["ba"], **tba.stats()},
+                "last_send_error": errors["last_error"], **self.control.stats()}
+
+    def dump(self, errors: dict) -> None:
+        if not self.cfg.stats_file:
+            return
+        try:
+            _write_atomic(self.cfg.stats_file, json.dumps(self.snapshot(errors, False), indent=1) + "\n")
+        except OSError as exc:  # a failed live dump is logged; the relay goes on
+            print(f"relay: error: {self.cfg.stats_file}: {exc}", file=sys.stderr, flush=True)
 
 
 def static_stats(cfg: RelayConfig) -> dict:
