@@ -91,7 +91,8 @@ def relay_rows(plan: Plan, stats: dict[str, dict]) -> dict[str, dict]:
     direction leaving that end counts the frames the relay read (`bytes_in`), one arriving there
     the frames it sent (`bytes_forwarded`). Payload: the new TCP payload from the relay's
     --payload-sport (`sport_new_payload_bytes`), and every TCP payload copy of any port
-    (`tcp_payload_bytes`), both counted on the frames the relay read."""
+    (`tcp_payload_bytes`), both counted on the frames the relay read. `lost_track_count`: holes
+    and flows the payload counter forgot (each may undercount the new payload)."""
     out = {}
     for lk in plan.links:
         st = stats.get(lk.name)
@@ -107,7 +108,9 @@ def relay_rows(plan: Plan, stats: dict[str, dict]) -> dict[str, dict]:
                         "to_node_payload_bytes": st[to_dir]["sport_new_payload_bytes"],
                         "from_node_payload_bytes": st[from_dir]["sport_new_payload_bytes"],
                         "to_node_tcp_payload_bytes": st[to_dir]["tcp_payload_bytes"],
-                        "from_node_tcp_payload_bytes": st[from_dir]["tcp_payload_bytes"]}
+                        "from_node_tcp_payload_bytes": st[from_dir]["tcp_payload_bytes"],
+                        "lost_track_count": sum(st[d]["holes_forgotten"] + st[d]["flows_evicted"]
+                                                for d in ("ab", "ba"))}
     return out
 
 

@@ -22,7 +22,7 @@ import struct
 
 FLOW_SLOTS = 1024
 FLOW_PROBES = 8
-MAX_HOLES = 8
+MAX_HOLES = 16
 _VLAN_TPIDS = (0x8100, 0x88A8)
 _U16 = struct.Struct("!H")
 _IP = struct.Struct("!BxHxxHxB")       # ver/ihl, total length, flags/fragment offset, protocol

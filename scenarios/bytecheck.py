@@ -17,6 +17,8 @@ gap_wire_pct = 100 x (relay - kernel) / kernel; gap_payload_pct = 100 x (relay p
 payload) / log payload; empty when the denominator is under MIN_BYTES (a class that carried
 almost nothing has no meaningful ratio). Transit and peering count at the ISP border only, as in
 scenarios.traffic. Relay figures are empty for a class with a counted link that has no relay.
+relay_lost_track_count: holes and flows the relays' payload counters forgot (0 unless a flow had
+more than emulation.tcpcount.MAX_HOLES holes open or the flow table overflowed).
 """
 from __future__ import annotations
 
@@ -27,7 +29,8 @@ JUDGED = ("transit", "peering")  # issue 16: the three sources agree within TOLE
 TOLERANCE_PCT = 1.0
 MIN_BYTES = 1_000_000
 COLUMNS = ("arm", "cls", "kernel_wire_bytes", "relay_wire_bytes", "relay_payload_bytes",
-           "log_payload_bytes", "relay_tcp_payload_bytes", "gap_wire_pct", "gap_payload_pct")
+           "log_payload_bytes", "relay_tcp_payload_bytes", "gap_wire_pct", "gap_payload_pct",
+           "relay_lost_track_count")
 
 
 def relay_delta(before: dict[str, dict], after: dict[str, dict]) -> tuple[list[dict], list[str]]:
@@ -62,6 +65,11 @@ def byte_rows(arm: str, kernel: list[dict], relay: list[dict], access: list[dict
     k = bytes_by_class(kernel, plan)
     rw, rp = bytes_by_class(relay, plan), bytes_by_class(relay, plan, "payload_")
     rt = bytes_by_class(relay, plan, "tcp_payload_")
+    roles = {n.name: n.role for n in plan.nodes}
+    lost: dict[str, int] = {}
+    for r in relay:
+        if counted(r["cls"], roles[r["node"]]):
+            lost[r["cls"]] = lost.get(r["cls"], 0) + int(r.get("lost_track_count", 0))
     log = payload_by_class(access, plan, origin)
     ok = relayed_classes(plan, relay) if relay else set()
     rows = []
@@ -70,7 +78,8 @@ def byte_rows(arm: str, kernel: list[dict], relay: list[dict], access: list[dict
              "relay_wire_bytes": rw.get(c, 0) if c in ok else None,
              "relay_payload_bytes": rp.get(c, 0) if c in ok else None,
              "log_payload_bytes": log.get(c, 0),
-             "relay_tcp_payload_bytes": rt.get(c, 0) if c in ok else None}
+             "relay_tcp_payload_bytes": rt.get(c, 0) if c in ok else None,
+             "relay_lost_track_count": lost.get(c, 0) if c in ok else None}
         r["gap_wire_pct"] = gap_pct(r["relay_wire_bytes"], r["kernel_wire_bytes"])
         r["gap_payload_pct"] = gap_pct(r["relay_payload_bytes"], r["log_payload_bytes"])
         rows.append({key: "" if r[key] is None else r[key] for key in COLUMNS})

@@ -22,13 +22,13 @@ CACHE_OUTCOMES = (*HIT, "miss", "fill", "content_miss")
 
 
 def counter_delta(before: dict, after: dict) -> list[dict]:
-    """Per link, the bytes counted between two counter readings: every `*_bytes` field of the
-    `after` row (a link or field new in `after` from 0)."""
+    """Per link, the bytes counted between two counter readings: every `*_bytes` and `*_count`
+    field of the `after` row (a link or field new in `after` from 0)."""
     rows = []
     for name, a in after.items():
         b = before.get(name, {})
         rows.append({"link": name, "cls": a["cls"], "node": a["node"],
-                     **{k: v - b.get(k, 0) for k, v in a.items() if k.endswith("_bytes")}})
+                     **{k: v - b.get(k, 0) for k, v in a.items() if k.endswith(("_bytes", "_count"))}})
     return rows
 
 

@@ -9,9 +9,9 @@ from topologies.catalog import metro
 from topologies.routes import l3_end
 
 
-def line(bytes_in=0, fwd=0, sport_new=0, tcp=0) -> dict:
+def line(bytes_in=0, fwd=0, sport_new=0, tcp=0, lost=0) -> dict:
     return {"bytes_in": bytes_in, "bytes_forwarded": fwd, "sport_new_payload_bytes": sport_new,
-            "tcp_payload_bytes": tcp}
+            "tcp_payload_bytes": tcp, "holes_forgotten": lost, "flows_evicted": 0}
 
 
 def test_relay_rows_take_each_direction_where_the_kernel_counts_it():
@@ -20,12 +20,13 @@ def test_relay_rows_take_each_direction_where_the_kernel_counts_it():
     plan = metro()
     lk = next(lk for lk in plan.links if lk.cls == "transit" and lk.a.node == "i1br")
     assert kernel_read_point(plan, lk) == ("b", "i1br") and l3_end(plan)[lk.name] == "i1br"
-    st = {"pid": 7, "ab": line(1000, 990, 5, 6), "ba": line(2000, 1990, 700, 800)}
+    st = {"pid": 7, "ab": line(1000, 990, 5, 6), "ba": line(2000, 1990, 700, 800, lost=2)}
     row = relay_rows(plan, {lk.name: st})[lk.name]
     assert row == {"cls": "transit", "node": "i1br", "relay_pid": 7,
                    "to_node_bytes": 2000, "from_node_bytes": 990,
                    "to_node_payload_bytes": 700, "from_node_payload_bytes": 5,
-                   "to_node_tcp_payload_bytes": 800, "from_node_tcp_payload_bytes": 6}
+                   "to_node_tcp_payload_bytes": 800, "from_node_tcp_payload_bytes": 6,
+                   "lost_track_count": 2}
 
 
 def test_relay_delta_leaves_out_a_restarted_relay():

@@ -67,7 +67,7 @@ typedef struct {
  * seen (absolute, 64-bit) and up to MAX_HOLES holes below it, in FLOW_SLOTS static slots. */
 #define FLOW_SLOTS 1024           /* a power of two */
 #define FLOW_PROBES 8
-#define MAX_HOLES 8
+#define MAX_HOLES 16
 
 typedef struct {
     uint32_t saddr, daddr, ports; /* ports: sport << 16 | dport */
