@@ -91,3 +91,46 @@ def test_live_dump_and_payload_counted_once(topo, engine):
     assert ba["tcp_segments"] > 0 and ab["flows_evicted"] == 0 and ab["holes_forgotten"] == 0
     final = Path(stats_path).read_text()
     assert '"final": true' in final
+
+
+# run in A: send the frames given as hex lines on stdin out of interface argv[1]
+_SEND_HEX = r"""
+import sys
+from scapy.all import Raw, conf, sendp
+conf.verb = 0
+frames = [bytes.fromhex(x) for x in sys.stdin.read().split()]
+for f in frames:
+    sendp(Raw(f), iface=sys.argv[1])
+print(len(frames))
+"""
+
+
+@engines
+def test_crafted_segments_counted_as_the_pure_counter_does(topo, engine):
+    """Plain, VLAN-tagged (the tag comes back from the kernel's metadata), retransmitted,
+    hole-filling and SYN segments: each engine's counters equal emulation.tcpcount's on the
+    same frames."""
+    from emulation.tcpcount import KEYS, PayloadCounter
+    from tests.test_tcpcount import seg
+    lab, ns_a, _, ns_r, ra, rb = topo
+    frames = [seg(1000, 1448), seg(1000, 1448), seg(2448, 1000, vlan=7), seg(5000, 500),
+              seg(3448, 1000, vlan=7), seg(10, 0, flags="S", sport=9999), seg(11, 700, sport=9999),
+              seg(11, 700, sport=9999)]
+    expected = PayloadCounter(8080)
+    for f in frames:
+        expected.count(f)
+    proc, stats_path = start_relay(lab, ns_r, ra, rb, f"c{engine}", delay_ms_ab=0.5, delay_ms_ba=0.5,
+                                   extra_args=("--engine", engine, "--payload-sport", "8080"))
+    try:
+        before = live_stats({"r": (proc, stats_path)})["r"]["ab"]
+        a_if = f"{lab.prefix}s0x"
+        out = subprocess.run(["ip", "netns", "exec", ns_a, sys.executable, "-c", _SEND_HEX, a_if],
+                             input="\n".join(f.hex() for f in frames), capture_output=True, text=True,
+                             timeout=60)
+        assert out.returncode == 0 and int(out.stdout) == len(frames), out.stderr[-1000:]
+        after = live_stats({"r": (proc, stats_path)})["r"]["ab"]
+    finally:
+        lab.stop(proc)
+    got = {k: after[k] - before[k] for k in KEYS}
+    assert got == expected.stats()
+    assert got["tcp_new_payload_bytes"] == 1448 + 1000 + 500 + 1000 + 700
