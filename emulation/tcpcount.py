@@ -13,16 +13,18 @@
   content servers' port, whose payload is the HTTP responses the servers log.
 Frames of other kinds, fragments and malformed headers (lengths that do not fit the frame) count
 nothing. The Python engine keeps at most FLOW_SLOTS flows (the oldest is evicted,
-`flows_evicted`); the native engine keeps FLOW_SLOTS slots with FLOW_PROBES probes.
+`flows_evicted`); the native engine keeps FLOW_SLOTS slots with FLOW_PROBES probes and evicts
+the least recently used flow of a full probe sequence.
 Invariants: new <= payload (both overall and for sport); sport figures <= overall figures.
 """
 from __future__ import annotations
 
+import bisect
 import struct
 
-FLOW_SLOTS = 1024
+FLOW_SLOTS = 256
 FLOW_PROBES = 8
-MAX_HOLES = 16
+MAX_HOLES = 2048  # slow-start overshoot on a long fat path opens hundreds of holes at once
 _VLAN_TPIDS = (0x8100, 0x88A8)
 _U16 = struct.Struct("!H")
 _IP = struct.Struct("!BxHxxHxB")       # ver/ihl, total length, flags/fragment offset, protocol
@@ -74,18 +76,17 @@ class _Flow:
 
 
 def fill_holes(holes: list, s: int, e: int) -> int:
-    """Bytes of [s, e) inside `holes`; those parts leave the holes (in place). Pure."""
-    new, out = 0, []
-    for lo, hi in holes:
-        if hi <= s or lo >= e:
-            out.append((lo, hi))
-            continue
-        new += min(hi, e) - max(lo, s)
-        if lo < s:
-            out.append((lo, s))
-        if hi > e:
-            out.append((e, hi))
-    holes[:] = out
+    """Bytes of [s, e) inside `holes` (sorted, disjoint); those parts leave the holes (in
+    place). Pure."""
+    i = j = bisect.bisect_right(holes, s, key=lambda h: h[1])  # the first hole ending after s
+    new = 0
+    while j < len(holes) and holes[j][0] < e:
+        new += min(holes[j][1], e) - max(holes[j][0], s)
+        j += 1
+    if i == j:
+        return 0
+    rest = ([(holes[i][0], s)] if holes[i][0] < s else []) + ([(e, holes[j - 1][1])] if holes[j - 1][1] > e else [])
+    holes[i:j] = rest
     return new
 
 
@@ -130,14 +131,11 @@ class PayloadCounter:
         if e > flow.high:
             if s > flow.high:
                 flow.holes.append((flow.high, s))
-                if len(flow.holes) > MAX_HOLES:
-                    del flow.holes[0]
-                    self.c["holes_forgotten"] += 1
             new += e - max(s, flow.high)
             flow.high = e
-        while len(flow.holes) > MAX_HOLES:  # a split hole
-            del flow.holes[0]
-            self.c["holes_forgotten"] += 1
+        if len(flow.holes) > MAX_HOLES:  # a new or a split hole: forget the lowest
+            self.c["holes_forgotten"] += len(flow.holes) - MAX_HOLES
+            del flow.holes[:len(flow.holes) - MAX_HOLES]
         return new
 
     def stats(self) -> dict:

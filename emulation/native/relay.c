@@ -64,20 +64,23 @@ typedef struct {
 } slot_t;
 
 /* TCP payload accounting (emulation.tcpcount specifies it): per flow the highest sequence end
- * seen (absolute, 64-bit) and up to MAX_HOLES holes below it, in FLOW_SLOTS static slots. */
-#define FLOW_SLOTS 1024           /* a power of two */
+ * seen (absolute, 64-bit) and up to MAX_HOLES holes below it (sorted), in FLOW_SLOTS static
+ * slots; a full probe sequence evicts its least recently used flow. Static storage is only
+ * backed by memory where a flow's holes reach. */
+#define FLOW_SLOTS 256            /* a power of two */
 #define FLOW_PROBES 8
-#define MAX_HOLES 16
+#define MAX_HOLES 2048            /* slow-start overshoot on a long fat path opens hundreds */
 
 typedef struct {
     uint32_t saddr, daddr, ports; /* ports: sport << 16 | dport */
     int used, nholes;
+    uint64_t last_used;
     int64_t high, lo[MAX_HOLES + 1], hi[MAX_HOLES + 1];
 } flow_t;
 
 typedef struct {
     uint64_t segments, payload, new_payload, sport_payload, sport_new_payload;
-    uint64_t flows_evicted, holes_forgotten;
+    uint64_t flows_evicted, holes_forgotten, tick;
     flow_t flows[FLOW_SLOTS];
 } tcpcount_t;
 
@@ -152,52 +155,60 @@ static uint32_t be32(const uint8_t *p) {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
-/* The flow's slot: found, else a free one among FLOW_PROBES, else the first probed (evicted). */
+/* The flow's slot: found, else a free one among FLOW_PROBES, else the least recently used of
+ * them (evicted). */
 static flow_t *flow_slot(tcpcount_t *t, uint32_t sa, uint32_t da, uint32_t ports, int *fresh) {
     uint32_t h = sa * 0x9E3779B1u ^ da * 0x85EBCA77u ^ ports * 0xC2B2AE3Du;
     h ^= h >> 15;
-    flow_t *free_slot = NULL;
+    flow_t *free_slot = NULL, *lru = NULL;
     for (int i = 0; i < FLOW_PROBES; i++) {
         flow_t *f = &t->flows[(h + i) & (FLOW_SLOTS - 1)];
         if (f->used && f->saddr == sa && f->daddr == da && f->ports == ports) {
-            *fresh = 0;
+            *fresh = 0, f->last_used = ++t->tick;
             return f;
         }
         if (!f->used && !free_slot) free_slot = f;
+        if (f->used && (!lru || f->last_used < lru->last_used)) lru = f;
     }
-    if (!free_slot) {
-        free_slot = &t->flows[h & (FLOW_SLOTS - 1)];
-        t->flows_evicted++;
-    }
+    if (!free_slot) free_slot = lru, t->flows_evicted++;
     *fresh = 1;
     free_slot->used = 1, free_slot->saddr = sa, free_slot->daddr = da, free_slot->ports = ports;
+    free_slot->last_used = ++t->tick;
     return free_slot;
 }
 
-/* Bytes of [s, e) inside f's holes; those parts leave the holes (at most MAX_HOLES + 1 stay). */
+/* Bytes of [s, e) inside f's holes; those parts leave the holes (sorted, disjoint; at most
+ * MAX_HOLES + 1 remain). Binary search, then one memmove: cheap however many holes are open. */
 static int64_t fill_holes(flow_t *f, int64_t s, int64_t e) {
-    int64_t new = 0, lo[MAX_HOLES + 1], hi[MAX_HOLES + 1];
-    int n = 0;
-    for (int i = 0; i < f->nholes; i++) {
-        if (f->hi[i] <= s || f->lo[i] >= e) {
-            if (n <= MAX_HOLES) lo[n] = f->lo[i], hi[n] = f->hi[i], n++;
-            continue;
-        }
-        new += (f->hi[i] < e ? f->hi[i] : e) - (f->lo[i] > s ? f->lo[i] : s);
-        if (f->lo[i] < s && n <= MAX_HOLES) lo[n] = f->lo[i], hi[n] = s, n++;
-        if (f->hi[i] > e && n <= MAX_HOLES) lo[n] = e, hi[n] = f->hi[i], n++;
+    int a = 0, b = f->nholes;
+    while (a < b) {  /* the first hole ending after s */
+        int mid = (a + b) / 2;
+        if (f->hi[mid] <= s) a = mid + 1;
+        else b = mid;
     }
-    memcpy(f->lo, lo, sizeof(lo[0]) * n), memcpy(f->hi, hi, sizeof(hi[0]) * n);
-    f->nholes = n;
+    int i = a, j = a;
+    int64_t new = 0;
+    for (; j < f->nholes && f->lo[j] < e; j++)
+        new += (f->hi[j] < e ? f->hi[j] : e) - (f->lo[j] > s ? f->lo[j] : s);
+    if (i == j) return 0;
+    int64_t rl[2], rh[2];
+    int nrem = 0;
+    if (f->lo[i] < s) rl[nrem] = f->lo[i], rh[nrem] = s, nrem++;
+    if (f->hi[j - 1] > e) rl[nrem] = e, rh[nrem] = f->hi[j - 1], nrem++;
+    int tail = f->nholes - j;
+    memmove(f->lo + i + nrem, f->lo + j, sizeof(f->lo[0]) * tail);
+    memmove(f->hi + i + nrem, f->hi + j, sizeof(f->hi[0]) * tail);
+    for (int k = 0; k < nrem; k++) f->lo[i + k] = rl[k], f->hi[i + k] = rh[k];
+    f->nholes = i + nrem + tail;
     return new;
 }
 
 static void forget_lowest_holes(tcpcount_t *t, flow_t *f) {
-    while (f->nholes > MAX_HOLES) {
-        memmove(f->lo, f->lo + 1, sizeof(f->lo[0]) * (f->nholes - 1));
-        memmove(f->hi, f->hi + 1, sizeof(f->hi[0]) * (f->nholes - 1));
-        f->nholes--, t->holes_forgotten++;
-    }
+    if (f->nholes <= MAX_HOLES) return;
+    int drop = f->nholes - MAX_HOLES;
+    memmove(f->lo, f->lo + drop, sizeof(f->lo[0]) * MAX_HOLES);
+    memmove(f->hi, f->hi + drop, sizeof(f->hi[0]) * MAX_HOLES);
+    f->nholes = MAX_HOLES, t->holes_forgotten += (uint64_t)drop;
 }
 
 /* Bytes of a segment's sequence range [seq, seq + payload) not seen before on its flow. */
