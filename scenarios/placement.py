@@ -260,11 +260,11 @@ def byte_lines(rows: list[dict]) -> list[str]:
     lines = []
     if wire is not None or payload is not None:
         lines.append("bytes on transit and peering (bytes.csv): relay frame counters within "
-                     f"{'n/a' if wire is None else f'{wire:g}%'} of kernel interface counters (wire), "
-                     f"relay TCP payload within {'n/a' if payload is None else f'{payload:g}%'} of "
+                     f"{'n/a' if wire is None else f'{wire:.3f}%'} of kernel interface counters (wire), "
+                     f"relay TCP payload within {'n/a' if payload is None else f'{payload:.3f}%'} of "
                      f"logged response bodies (tolerance {TOLERANCE_PCT:g}%)")
     if ctl is not None:
-        lines.append(f"controller port counters within {ctl:g}% of kernel counters "
+        lines.append(f"controller port counters within {ctl:.3f}% of kernel counters "
                      "(mapping check, same counter source)")
     return lines
 

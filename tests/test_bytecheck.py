@@ -87,6 +87,6 @@ def test_gap_pct_and_headline_lines():
     lines = byte_lines([{"relay_vs_kernel_wire_pct": 0.002, "relay_vs_log_payload_pct": -0.31,
                          "ctl_vs_kernel_pct": 0.004},
                         {"relay_vs_kernel_wire_pct": "", "relay_vs_log_payload_pct": 0.5, "ctl_vs_kernel_pct": ""}])
-    assert "within 0.002% of kernel interface counters" in lines[0] and "within 0.5% of logged" in lines[0]
+    assert "within 0.002% of kernel interface counters" in lines[0] and "within 0.500% of logged" in lines[0]
     assert lines[1].endswith("(mapping check, same counter source)") and "0.004%" in lines[1]
     assert byte_lines([{"ctl_vs_kernel_pct": ""}]) == []
