@@ -88,3 +88,15 @@ def test_fill_holes_splits():
     holes = [(0, 100), (200, 300)]
     assert fill_holes(holes, 50, 250) == 100 and holes == [(0, 50), (250, 300)]
     assert fill_holes(holes, 10, 20) == 10 and holes == [(0, 10), (20, 50), (250, 300)]
+
+
+def test_a_thousand_open_holes_are_all_tracked():
+    """Slow-start overshoot drops hundreds of a flow's segments before the relay at once: every
+    retransmission that fills one is new."""
+    c = PayloadCounter()
+    for k in range(1000):
+        c.count(seg(2000 * k, 1000))
+    for k in reversed(range(999)):
+        c.count(seg(2000 * k + 1000, 1000))
+    st = c.stats()
+    assert st["holes_forgotten"] == 0 and st["tcp_new_payload_bytes"] == 1999 * 1000
