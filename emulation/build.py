@@ -23,6 +23,7 @@ from mininet.log import setLogLevel
 from mininet.net import Mininet
 from mininet.node import Host, Node, OVSSwitch
 
+from contracts.deployment import OCA_PORT
 from emulation import linkemu
 from emulation.faults import LinkFaults
 from emulation.impair import Impairment
@@ -58,6 +59,8 @@ class Options:
     # break links on purpose: link name -> extra one-way delay (ms) a->b and b->a, applied to the
     # realized link only (the plan, and so the gate's expectation, unchanged); recorded in summary()
     skew_ms: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # relays count the TCP payload from this source port apart (the content servers' responses)
+    payload_sport: int = OCA_PORT
 
 
 @dataclass
@@ -117,6 +120,7 @@ class Network:
         self._relay_ports: dict[str, tuple[str, str]] = {}  # link name -> its two relay interfaces
         self._relay_procs: dict[str, subprocess.Popen] = {}
         self.relay_control_files: dict[str, Path] = {}  # link name -> its relay's control file
+        self.relay_stats_files: dict[str, Path] = {}  # link name -> its relay's stats file
         self.faults = LinkFaults(self)  # run-time faults: impair(), link_down(), ...
         # the controller; the same argv restarts it on the same ports
         self.controller_argv: list[str] = []
@@ -343,12 +347,14 @@ class Network:
             ready = self.work_dir / f"relay-{i}.ready"
             ready.unlink(missing_ok=True)
             control = self.relay_control_files.setdefault(lk.name, self.work_dir / f"relay-{i}.control")
+            self.relay_stats_files[lk.name] = self.work_dir / f"relay-{i}.stats.json"
             argv = [sys.executable, "-m", "emulation.relay", "--a", ra, "--b", rb,
                     "--control-file", str(control),
                     "--delay-ms-ab", f"{ab:g}", "--delay-ms-ba", f"{ba:g}",
                     "--jitter-ms", f"{lk.jitter_ms:g}", "--loss-pct", f"{lk.loss_pct:g}",
                     "--seed", str(1000 + i), "--ready-file", str(ready),
-                    "--stats-file", str(self.work_dir / f"relay-{i}.stats.json")]
+                    "--payload-sport", str(self.opts.payload_sport),
+                    "--stats-file", str(self.relay_stats_files[lk.name])]
             log = open(self.work_dir / f"relay-{i}.log", "ab")
             proc = self.procs.start(f"relay:{lk.name}", argv, node=self.relay, stdout=log, stderr=log)
             self._relay_procs[lk.name] = proc
@@ -532,6 +538,13 @@ class Network:
     def clear_impairments(self) -> None:
         """Every link back to its plan."""
         self.faults.clear_all()
+
+    def relay_stats(self, timeout_s: float = 5.0) -> dict[str, dict]:
+        """Every running relay's counters now (emulation.relay.live_stats), by link name; {}
+        without relays."""
+        from emulation.relay import live_stats
+        return live_stats({name: (proc, self.relay_stats_files[name])
+                           for name, proc in self._relay_procs.items()}, timeout_s)
 
     def relay_procs(self) -> dict[str, subprocess.Popen]:
         """The running relay of each relayed link (replaced when calibration restarts one)."""

@@ -102,6 +102,49 @@ def link_counters(net) -> dict[str, dict]:
     return out
 
 
+def kernel_read_point(plan: Plan, lk) -> tuple[str, str]:
+    """(end, node): the end of `lk` ("a" or "b") whose interface link_counters reads (the switch
+    end, else a) and the L3 node its rows name (to_node = toward it)."""
+    if plan.node(lk.b.node).kind == "switch":
+        return "b", lk.a.node
+    return "a", lk.b.node if plan.node(lk.a.node).kind == "switch" else lk.a.node
+
+
+def relay_rows(plan: Plan, stats: dict[str, dict]) -> dict[str, dict]:
+    """Relay stats files (link name -> stats) as counter rows in link_counters' shape. Pure.
+
+    Wire bytes are taken where the kernel counts them: at the end link_counters reads, a
+    direction leaving that end counts the frames the relay read (`bytes_in`), one arriving there
+    the frames it sent (`bytes_forwarded`). Payload: the new TCP payload from the relay's
+    --payload-sport (`sport_new_payload_bytes`), and every TCP payload copy of any port
+    (`tcp_payload_bytes`), both counted on the frames the relay read. `lost_track_count`: holes
+    and flows the payload counter forgot (each may undercount the new payload)."""
+    out = {}
+    for lk in plan.links:
+        st = stats.get(lk.name)
+        if st is None:
+            continue
+        end, node = kernel_read_point(plan, lk)
+        to_dir = "ba" if node == lk.a.node else "ab"  # the direction toward the L3 node
+        from_dir = "ab" if to_dir == "ba" else "ba"
+        leaves = "ab" if end == "a" else "ba"  # the direction leaving the end the kernel reads
+        wire = {d: st[d]["bytes_in" if d == leaves else "bytes_forwarded"] for d in ("ab", "ba")}
+        out[lk.name] = {"cls": lk.cls, "node": node, "relay_pid": st["pid"],
+                        "to_node_bytes": wire[to_dir], "from_node_bytes": wire[from_dir],
+                        "to_node_payload_bytes": st[to_dir]["sport_new_payload_bytes"],
+                        "from_node_payload_bytes": st[from_dir]["sport_new_payload_bytes"],
+                        "to_node_tcp_payload_bytes": st[to_dir]["tcp_payload_bytes"],
+                        "from_node_tcp_payload_bytes": st[from_dir]["tcp_payload_bytes"],
+                        "lost_track_count": sum(st[d]["holes_forgotten"] + st[d]["flows_evicted"]
+                                                for d in ("ab", "ba"))}
+    return out
+
+
+def relay_counters(net) -> dict[str, dict]:
+    """The relays' own counters per relayed plan link now (relay_rows); {} without relays."""
+    return relay_rows(net.plan, net.relay_stats()) if getattr(net, "relay", None) is not None else {}
+
+
 def controller_counters(net) -> dict[str, dict]:
     """The controller's port-stat counters per plan link, in the shape of `link_counters`
     (to_node = tx of the switch port). Empty if the network runs without the controller."""

@@ -5,7 +5,7 @@ Run inside the relay namespace, one process per emulated link:
     python -m emulation.relay --a RA --b RB --delay-ms-ab 10 --delay-ms-ba 10 \
         [--jitter-ms J] [--loss-pct L] [--seed S] [--queue-pkts Q] \
         [--stats-file F] [--ready-file F] [--jitter-dist uniform|normal] [--rt-priority P] \
-        [--engine auto|python|native] [--control-file F]
+        [--engine auto|python|native] [--control-file F] [--payload-sport P]
 
 Frames received on --a leave through --b after the a->b delay ("ab"), and
 vice versa.  Frames the kernel reports as PACKET_OUTGOING (our own sends) are
@@ -31,6 +31,12 @@ the native engine); the loop applies the file. A bad file is logged on stderr, c
 `impairment_rejects` and ignored: the relay keeps its previous state and keeps running. Send
 SIGUSR1 only once the ready file exists (before that it may end the process).
 
+Live counters (both engines): SIGUSR2 writes the stats file at once and the relay goes on
+("final": false; "stats_dumps" counts the writes, "pid" names the writer), so a caller can read
+the counters before and after a phase. Each direction also counts the TCP payload of the frames
+it reads, new sequence space apart from retransmissions, overall and for segments from
+--payload-sport (emulation.tcpcount).
+
 Exit status: 0 after SIGTERM/SIGINT, 2 on bad arguments, 1 on runtime errors
 (missing interface, no CAP_NET_RAW, ...), each with a message on stderr.
 """
@@ -54,6 +60,7 @@ from pathlib import Path
 
 from emulation.delayline import JITTER_DISTS, DelayLine, LineParams
 from emulation.impair import CONTROL_MAX_BYTES, Impairment, parse_control
+from emulation.tcpcount import PayloadCounter
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
@@ -96,6 +103,7 @@ class RelayConfig:
     kernel_outgoing_filter: bool = True  # False: test the pre-4.20 sll_pkttype path
     engine: str = "python"  # python | native (build/ocalab-relay, constant delay only)
     control_file: str | None = None  # run-time faults, re-read on SIGUSR1 (emulation.impair)
+    payload_sport: int = 0  # TCP source port whose payload is also counted apart (0: none)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -115,6 +123,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--control-file", default=None,
                    help="run-time faults (emulation.impair format): read at start if present "
                         "and on each SIGUSR1")
+    p.add_argument("--payload-sport", type=int, default=0,
+                   help="also count the TCP payload of segments from this source port (0: none)")
     p.add_argument("--no-kernel-outgoing-filter", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--rt-priority", type=int, default=DEFAULT_RT_PRIORITY,
                    help="SCHED_FIFO priority 1-99, 0 = normal scheduling (default %(default)s)")
@@ -156,6 +166,8 @@ def parse_args(argv: list[str] | None = None) -> RelayConfig:
             parser.error(f"invalid interface name {name!r}")
     if not 0 <= ns.rt_priority <= 99:
         parser.error(f"--rt-priority must be within 0..99, got {ns.rt_priority}")
+    if not 0 <= ns.payload_sport <= 65535:
+        parser.error(f"--payload-sport must be within 0..65535, got {ns.payload_sport}")
     try:
         common = dict(jitter_ms=ns.jitter_ms, loss_pct=ns.loss_pct,
                       queue_pkts=ns.queue_pkts, jitter_dist=ns.jitter_dist)
@@ -168,7 +180,7 @@ def parse_args(argv: list[str] | None = None) -> RelayConfig:
                        stats_file=ns.stats_file, ready_file=ns.ready_file,
                        rt_priority=ns.rt_priority,
                        kernel_outgoing_filter=not ns.no_kernel_outgoing_filter, engine=engine,
-                       control_file=ns.control_file)
+                       control_file=ns.control_file, payload_sport=ns.payload_sport)
 
 
 def _set_buf(sock: socket.socket, force_opt: int, plain_opt: int, size_bytes: int) -> None:
@@ -313,9 +325,10 @@ class Control:
 
 def relay_loop(rx_a, rx_b, tx_a, tx_b, ign_a: bool, ign_b: bool,
                line_ab: DelayLine, line_ba: DelayLine, stop_fd: int,
-               control: Control | None = None) -> dict:
+               control: Control | None = None, tcp: tuple | None = None, dump=None) -> dict:
     """Forward frames until SIGTERM/SIGINT shows on stop_fd (the signal wakeup pipe; SIGUSR1 on
-    it reloads `control`); returns send error counts and the last one."""
+    it reloads `control`, SIGUSR2 calls dump(errors)); `tcp` = (PayloadCounter a->b, b->a) counts
+    the frames read. Returns send error counts and the last one."""
     mono = time.monotonic_ns
     sel = select.select
     fa, fb = rx_a.fileno(), rx_b.fileno()
@@ -324,6 +337,7 @@ def relay_loop(rx_a, rx_b, tx_a, tx_b, ign_a: bool, ign_b: bool,
     pop_ab, pop_ba = line_ab.pop_due, line_ba.pop_due
     next_ab, next_ba = line_ab.next_due_ns, line_ba.next_due_ns
     errors: dict = {"ab": 0, "ba": 0, "last_error": None}
+    count_ab, count_ba = (tcp[0].count, tcp[1].count) if tcp else (None, None)
     while True:
         horizon = mono() + EARLY_NS
         due_ab, due_ba = next_ab(), next_ba()
@@ -348,18 +362,26 @@ def relay_loop(rx_a, rx_b, tx_a, tx_b, ign_a: bool, ign_b: bool,
             frames: list = []
             _drain_rx(rx_a, ign_a, frames)
             if frames:
+                if count_ab:
+                    for frame in frames:
+                        count_ab(frame)
                 line_ab.push_many(frames, now)
         if fb in ready:
             frames = []
             _drain_rx(rx_b, ign_b, frames)
             if frames:
+                if count_ba:
+                    for frame in frames:
+                        count_ba(frame)
                 line_ba.push_many(frames, now)
         if stop_fd in ready:
             signums = os.read(stop_fd, 512)
-            if any(n != signal.SIGUSR1 for n in signums):
+            if any(n not in (signal.SIGUSR1, signal.SIGUSR2) for n in signums):
                 return errors
-            if control is not None:
+            if control is not None and signal.SIGUSR1 in signums:
                 control.load()
+            if dump is not None and signal.SIGUSR2 in signums:
+                dump(errors)
 
 
 def _write_atomic(path: str, text: str) -> None:
@@ -374,9 +396,9 @@ def run(cfg: RelayConfig) -> dict:
     os.set_blocking(stop_w, False)
     os.set_blocking(stop_r, False)
     signal.set_wakeup_fd(stop_w)
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(signum, lambda *_: None)  # the wakeup fd carries the signal number
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})  # exec_native may block it
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1, signal.SIGUSR2})  # see exec_native
     rx_a, ign_a = open_rx(cfg.a, cfg.kernel_outgoing_filter)
     rx_b, ign_b = open_rx(cfg.b, cfg.kernel_outgoing_filter)
     tx_a, tx_b = open_tx(cfg.a), open_tx(cfg.b)
@@ -388,25 +410,50 @@ def run(cfg: RelayConfig) -> dict:
     _reduce_timer_slack()
     _set_rt_priority(cfg.rt_priority)
     gc.disable()  # the loop makes no reference cycles; avoids collector pauses
-    started = time.monotonic()
+    stats = Stats(cfg, line_ab, line_ba, control, ign_a and ign_b)
     if cfg.ready_file:
         _write_atomic(cfg.ready_file, f"{os.getpid()}\n")
     print("READY", flush=True)
-    errors = relay_loop(rx_a, rx_b, tx_a, tx_b, ign_a, ign_b, line_ab, line_ba, stop_r, control)
+    errors = relay_loop(rx_a, rx_b, tx_a, tx_b, ign_a, ign_b, line_ab, line_ba, stop_r, control,
+                        stats.tcp, stats.dump)
     for sock in (rx_a, rx_b, tx_a, tx_b):
         sock.close()
-    stats = {**static_stats(cfg), "engine": "python", "kernel_outgoing_filter": ign_a and ign_b,
-             "duration_s": round(time.monotonic() - started, 3),
-             "ab": {**line_ab.stats(), "frames_send_errors": errors["ab"]},
-             "ba": {**line_ba.stats(), "frames_send_errors": errors["ba"]},
-             "last_send_error": errors["last_error"], **control.stats()}
-    return stats
+    return stats.snapshot(errors, True)
+
+
+class Stats:
+    """The Python engine's stats object (the native engine writes the same keys): `snapshot`
+    counts every write in `stats_dumps`; `dump` writes a live one, logging a failure."""
+
+    def __init__(self, cfg: RelayConfig, line_ab: DelayLine, line_ba: DelayLine, control: Control,
+                 kernel_filter: bool) -> None:
+        self.cfg, self.lines, self.control, self.kernel_filter = cfg, (line_ab, line_ba), control, kernel_filter
+        self.tcp = (PayloadCounter(cfg.payload_sport), PayloadCounter(cfg.payload_sport))
+        self.started, self.dumps = time.monotonic(), 0
+
+    def snapshot(self, errors: dict, final: bool) -> dict:
+        self.dumps += 1
+        (ab, ba), (tab, tba) = self.lines, self.tcp
+        return {**static_stats(self.cfg), "engine": "python", "pid": os.getpid(), "stats_dumps": self.dumps,
+                "final": final, "kernel_outgoing_filter": self.kernel_filter,
+                "duration_s": round(time.monotonic() - self.started, 3),
+                "ab": {**ab.stats(), "frames_send_errors": errors["ab"], **tab.stats()},
+                "ba": {**ba.stats(), "frames_send_errors": errors["ba"], **tba.stats()},
+                "last_send_error": errors["last_error"], **self.control.stats()}
+
+    def dump(self, errors: dict) -> None:
+        if not self.cfg.stats_file:
+            return
+        try:
+            _write_atomic(self.cfg.stats_file, json.dumps(self.snapshot(errors, False), indent=1) + "\n")
+        except OSError as exc:  # a failed live dump is logged; the relay goes on
+            print(f"relay: error: {self.cfg.stats_file}: {exc}", file=sys.stderr, flush=True)
 
 
 def static_stats(cfg: RelayConfig) -> dict:
     """The part of the stats file that the command line fixes (both engines write it)."""
     return {"a": cfg.a, "b": cfg.b, "seed": cfg.seed, "rt_priority": cfg.rt_priority,
-            "params_ab": asdict(cfg.ab), "params_ba": asdict(cfg.ba)}
+            "payload_sport": cfg.payload_sport, "params_ab": asdict(cfg.ab), "params_ba": asdict(cfg.ba)}
 
 
 def exec_native(cfg: RelayConfig) -> None:
@@ -415,14 +462,49 @@ def exec_native(cfg: RelayConfig) -> None:
     if binary is None:
         raise RelayError("the native relay disappeared after the engine was chosen")
     queue = cfg.ab.queue_pkts or 0  # one limit per relay (the CLI has one --queue-pkts)
-    # SIGUSR1 stays blocked across exec until the native loop waits with it unblocked: a
-    # reload signal that arrives early is held, never fatal
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+    # SIGUSR1 and SIGUSR2 stay blocked across exec until the native loop waits with them
+    # unblocked: a reload or dump signal that arrives early is held, never fatal
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1, signal.SIGUSR2})
     os.execv(binary, [str(binary), cfg.a, cfg.b, str(round(cfg.ab.delay_ms * 1e6)),
                       str(round(cfg.ba.delay_ms * 1e6)), str(queue), str(cfg.rt_priority),
                       "1" if cfg.kernel_outgoing_filter else "0", cfg.stats_file or "-",
                       cfg.ready_file or "-", json.dumps(static_stats(cfg)),
-                      cfg.control_file or "-", str(cfg.seed)])
+                      cfg.control_file or "-", str(cfg.seed), str(cfg.payload_sport)])
+
+
+def _read_stats(path: Path) -> dict:
+    """The stats file's content, or {} while there is none (written atomically: never partial)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return {}
+
+
+def live_stats(relays: dict, timeout_s: float = 5.0) -> dict[str, dict]:
+    """Counters of running relays now: name -> (process, stats file) in, name -> stats out.
+
+    Sends each process SIGUSR2 (by its handle, once its ready file exists) and waits until its
+    stats file is a dump by that pid newer than the one before the signal. Raises TimeoutError
+    naming the relays that did not answer, RuntimeError for one that is not running."""
+    before = {}
+    for name, (proc, path) in relays.items():
+        if proc.poll() is not None:
+            raise RuntimeError(f"relay {name} is not running (exit status {proc.returncode})")
+        old = _read_stats(path)
+        before[name] = old.get("stats_dumps", 0) if old.get("pid") == proc.pid else 0
+        proc.send_signal(signal.SIGUSR2)
+    out: dict[str, dict] = {}
+    deadline = time.monotonic() + timeout_s
+    while len(out) < len(relays):
+        for name, (proc, path) in relays.items():
+            st = {} if name in out else _read_stats(path)
+            if st.get("pid") == proc.pid and st.get("stats_dumps", 0) > before[name]:
+                out[name] = st
+        if len(out) < len(relays):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no live stats in {timeout_s:g} s from {sorted(set(relays) - set(out))[:5]}")
+            time.sleep(0.01)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

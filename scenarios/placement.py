@@ -3,8 +3,10 @@ and from OCAs embedded in each ISP (plus the IXP). One network build and one fid
 the arms run one after another on it with fresh services and caches.
 
 Saved tidy tables (one row per observation, `arm` column): chunks.csv, sessions.csv, links.csv
-(bytes per link in the serve phase), paths.csv (per viewer host: server, hops, RTT, connect).
-`summarize(run_dir)` rebuilds summary.csv and placement.png from them (used by `ocalab report`).
+(bytes per link in the serve phase, kernel counters), links_relay.csv (the same from the link
+relays' own counters, with TCP payload), paths.csv (per viewer host: server, hops, RTT, connect).
+`summarize(run_dir)` rebuilds summary.csv, bytes.csv (scenarios.bytecheck: kernel, relay and log
+bytes per link class side by side) and placement.png from them (used by `ocalab report`).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from contracts.deployment import OCA_PORT, TIER_RANK
 from harness.rundir import table_path, write_csv
 from harness.runner import Scenario
 from harness.staging import HISTORY_DEFAULTS
+from scenarios.bytecheck import TOLERANCE_PCT, byte_rows, headline, relay_delta
 from scenarios.logs import attach_cache, of_arm, read_access, read_rows, read_table, sessions
 from scenarios.traffic import HIT, bytes_by_class, counter_delta, payload_by_class
 
@@ -42,7 +45,7 @@ def body(net, run_dir: Path, cfg: dict, seed: int, tables: dict) -> None:
 
 
 def _run_arm(net, run_dir: Path, arm: str, cfg: dict, seed: int, tables: dict) -> None:
-    from emulation.probes import settled_counters
+    from emulation.probes import relay_counters, settled_counters
     from harness.services import STEADY_STATE, ServiceOptions, Services
     from emulation.fidelity import wait_quiet
     arm_dir = run_dir / "arms" / arm
@@ -55,12 +58,18 @@ def _run_arm(net, run_dir: Path, arm: str, cfg: dict, seed: int, tables: dict) -
         tables["fill"] += [{"arm": arm, "oca": name, **st} for name, st in svc.staged.items()]
         serve_t0 = time.time()
         before, ctl_before = settled_counters(net)  # the controller's 1 s polls catch up with the fill
+        rly_before = relay_counters(net)  # right after the kernel's reading: the same quiet moment
         viewers = [v.name for v in net.plan.nodes_of(role="viewer")]
         procs = [svc.play(v, cfg["viewers_per_host"], cfg["segments"], seed=seed * 1000 + i)
                  for i, v in enumerate(viewers)]
         svc.wait_players(procs, 600)
         after, ctl_after = settled_counters(net)  # one more port-stat poll after the last byte
+        rly_after = relay_counters(net)
         tables["links"] += [{"arm": arm, **r} for r in counter_delta(before, after)]
+        rly_rows, restarted = relay_delta(rly_before, rly_after)
+        if restarted:
+            print(f"placement: arm {arm}: relays restarted, left out of links_relay: {restarted}", flush=True)
+        tables["links_relay"] += [{"arm": arm, **r} for r in rly_rows]
         tables["links_ctl"] += [{"arm": arm, **r} for r in counter_delta(ctl_before, ctl_after)]
         access = [r for r in read_access(svc.logs, arm) if float(r["ts"]) >= serve_t0]  # push fill: fill.csv
         tables["access"] += access
@@ -100,29 +109,38 @@ def _median_ms(samples: list[float]) -> float:
     return round(float(pd.Series(samples, dtype=float).median()), 3) if samples else float("nan")
 
 
-TABLES = ("chunks", "sessions", "links", "links_ctl", "paths", "access")
+TABLES = ("chunks", "sessions", "links", "links_ctl", "links_relay", "paths", "access")
 
 
 def summarize(run_dir: Path) -> list[dict]:
-    """summary.csv and placement.png from the tidy tables; needs no root and no network.
+    """summary.csv, bytes.csv and placement.png from the tidy tables; needs no root and no network.
 
-    Byte figures come three ways: `payload_*` lays each logged response body over its plan path
-    (seed-stable when the request set is, e.g. with --abr fixed), `transit_mb`/`peering_mb`/
-    `local_mb` are kernel counters (wire bytes: headers, retransmissions, probes), and
-    `ctl_vs_kernel_pct` is the largest gap between the controller's port counters and the
-    kernel's over the link classes (the cross-check)."""
+    Byte figures: `payload_*` lays each logged response body over its plan path (seed-stable when
+    the request set is, e.g. with --abr fixed), `transit_mb`/`peering_mb`/... are kernel counters
+    (wire bytes: headers, retransmissions, probes). bytes.csv puts kernel, relay and log bytes
+    per link class side by side (scenarios.bytecheck); `relay_vs_kernel_wire_pct` and
+    `relay_vs_log_payload_pct` are its largest gaps on transit and peering. `ctl_vs_kernel_pct`
+    (the controller's port counters against the kernel's) only checks the link mapping: OVS
+    fills port stats from the same kernel counters."""
     from topologies.plan import Plan
     plan = Plan.from_json((run_dir / "plan.json").read_text())
     t = {n: read_table(table_path(run_dir, n)) for n in (*TABLES, "fill")}
     tiers = {n.name: n.tier for n in plan.nodes if n.role == "oca"}
-    rows = []
+    rows, byte_table = [], []
     for arm in ARMS:
         arm_t = {k: of_arm(v, arm) for k, v in t.items()}
         if arm_t["chunks"].empty:
             continue
+        brows = byte_rows(arm, _ints(arm_t["links"]), _ints(arm_t["links_relay"]),
+                          arm_t["access"].to_dict("records"), plan)
+        byte_table += brows
+        gaps = headline(brows)
         rows.append({"arm": arm, **_arm_figures(arm_t, plan, tiers), "plan_coverage": plan_coverage(arm_t, plan),
-                     **_byte_figures(arm_t, plan, t["links_ctl"].empty)})
+                     **_byte_figures(arm_t, plan, t["links_ctl"].empty),
+                     "relay_vs_kernel_wire_pct": gaps["gap_wire_pct"],
+                     "relay_vs_log_payload_pct": gaps["gap_payload_pct"]})
     write_csv(run_dir / "summary.csv", rows)
+    write_csv(run_dir / "bytes.csv", byte_table)
     _figure(rows, run_dir / "placement.png")
     return rows
 
@@ -188,8 +206,8 @@ STABLE = ("sessions", "chunks", "servers", "hops", "served_mb", "oca_hit_ratio",
 
 
 def _ints(links: pd.DataFrame) -> list[dict]:
-    return [{**r, "to_node_bytes": int(r["to_node_bytes"]), "from_node_bytes": int(r["from_node_bytes"])}
-            for r in links.to_dict("records")]
+    """Counter-delta rows with every `*_bytes` field an int."""
+    return [{k: int(v) if k.endswith("_bytes") else v for k, v in r.items()} for r in links.to_dict("records")]
 
 
 def _finite(rows: pd.DataFrame, col: str) -> pd.Series:
@@ -227,11 +245,28 @@ def format_table(rows: list[dict]) -> str:
     for r in rows:
         lines.append("  ".join(f"{r[c]:>12}" for c in cols))
     lines += compare_arms({r["arm"]: r for r in rows})
-    gaps = [r["ctl_vs_kernel_pct"] for r in rows if r.get("ctl_vs_kernel_pct") not in ("", None)]
-    if gaps:
-        lines.append(f"bytes per link class: controller port counters within {max(map(float, gaps))}% "
-                     f"of kernel counters")
+    lines += byte_lines(rows)
     return "\n".join(lines)
+
+
+def byte_lines(rows: list[dict]) -> list[str]:
+    """The byte-accounting headline: the independent gaps on transit and peering, and the
+    controller's mapping check. Pure; a figure no arm has is left out."""
+    def worst(key: str) -> float | None:
+        xs = [abs(float(r[key])) for r in rows if r.get(key) not in ("", None) and r[key] == r[key]]
+        return max(xs) if xs else None
+    wire, payload, ctl = (worst(k) for k in ("relay_vs_kernel_wire_pct", "relay_vs_log_payload_pct",
+                                             "ctl_vs_kernel_pct"))
+    lines = []
+    if wire is not None or payload is not None:
+        lines.append("bytes on transit and peering (bytes.csv): relay frame counters within "
+                     f"{'n/a' if wire is None else f'{wire:.3f}%'} of kernel interface counters (wire), "
+                     f"relay TCP payload within {'n/a' if payload is None else f'{payload:.3f}%'} of "
+                     f"logged response bodies (tolerance {TOLERANCE_PCT:g}%)")
+    if ctl is not None:
+        lines.append(f"controller port counters within {ctl:.3f}% of kernel counters "
+                     "(mapping check, same counter source)")
+    return lines
 
 
 def compare_arms(by: dict[str, dict]) -> list[str]:
@@ -267,7 +302,7 @@ def _figure(rows: list[dict], path: Path) -> None:
 
 SCENARIO = Scenario(
     name="placement", settings=_settings, body=body, summarize=summarize, format_table=format_table,
-    tables=("chunks", "sessions", "links", "links_ctl", "paths", "fill", "access"), stable=STABLE,
+    tables=("chunks", "sessions", "links", "links_ctl", "links_relay", "paths", "fill", "access"), stable=STABLE,
     manifest=lambda cfg: {"arms": ARMS, "fill_mode": "staged", "history": HISTORY_DEFAULTS})
 
 

@@ -22,27 +22,28 @@ CACHE_OUTCOMES = (*HIT, "miss", "fill", "content_miss")
 
 
 def counter_delta(before: dict, after: dict) -> list[dict]:
-    """Per link, the bytes counted between two counter readings (a link new in `after` from 0)."""
+    """Per link, the bytes counted between two counter readings: every `*_bytes` and `*_count`
+    field of the `after` row (a link or field new in `after` from 0)."""
     rows = []
     for name, a in after.items():
-        b = before.get(name, {"to_node_bytes": 0, "from_node_bytes": 0})
+        b = before.get(name, {})
         rows.append({"link": name, "cls": a["cls"], "node": a["node"],
-                     "to_node_bytes": a["to_node_bytes"] - b["to_node_bytes"],
-                     "from_node_bytes": a["from_node_bytes"] - b["from_node_bytes"]})
+                     **{k: v - b.get(k, 0) for k, v in a.items() if k.endswith(("_bytes", "_count"))}})
     return rows
 
 
-def _counted(cls: str, role: str | None) -> bool:
+def counted(cls: str, role: str | None) -> bool:
     """Whether a link of class `cls` is counted at a node of `role` (see the module docstring)."""
     return cls not in UPSTREAM or role == "border"
 
 
-def bytes_by_class(rows: list[dict], plan: Plan) -> dict[str, int]:
-    """Bytes that crossed each link class, counted once per link crossing (ints in `rows`)."""
+def bytes_by_class(rows: list[dict], plan: Plan, prefix: str = "") -> dict[str, int]:
+    """Bytes that crossed each link class, counted once per link crossing: the sum of
+    `to_node_<prefix>bytes` and `from_node_<prefix>bytes` (ints in `rows`)."""
     out: dict[str, int] = {}
     for r in rows:
-        if _counted(r["cls"], plan.node(r["node"]).role):
-            out[r["cls"]] = out.get(r["cls"], 0) + r["to_node_bytes"] + r["from_node_bytes"]
+        if counted(r["cls"], plan.node(r["node"]).role):
+            out[r["cls"]] = out.get(r["cls"], 0) + r[f"to_node_{prefix}bytes"] + r[f"from_node_{prefix}bytes"]
     return out
 
 
@@ -78,7 +79,7 @@ def payload_by_class(access: list[dict], plan: Plan, origin: str) -> dict[str, i
             paths[pair] = path_links(plan, src, r["client"])
         for name in paths[pair]:
             cls = links[name].cls
-            if _counted(cls, plan.node(ends[name]).role):
+            if counted(cls, plan.node(ends[name]).role):
                 out[cls] = out.get(cls, 0) + size
     return out
 
@@ -95,7 +96,7 @@ def per_second(links_ts: pd.DataFrame, roles: dict[str, str]) -> pd.DataFrame:
     ts = links_ts.drop_duplicates(["t_s", "link"], keep="last")
     total = (ts["to_node_bytes"] + ts["from_node_bytes"]).groupby([ts["t_s"], ts["link"]]).first().unstack()
     links = ts.drop_duplicates("link", keep="last").set_index("link")
-    keep = [lk for lk in total.columns if _counted(links.at[lk, "cls"], roles.get(links.at[lk, "node"]))]
+    keep = [lk for lk in total.columns if counted(links.at[lk, "cls"], roles.get(links.at[lk, "node"]))]
     delta = total[keep].diff().clip(lower=0).iloc[1:]  # NaN: the link lacks a counter at either end
     by_cls = delta.T.groupby(links.loc[keep, "cls"]).sum(min_count=1).T
     out = by_cls.stack().rename("bytes").reset_index()  # drops the classes no link counted in

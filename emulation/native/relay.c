@@ -11,10 +11,13 @@
  * later than a frame-by-frame reader would).
  *
  *   ocalab-relay A B DELAY_NS_AB DELAY_NS_BA QUEUE_PKTS(0 = none) RT_PRIORITY KERNEL_FILTER(0|1)
- *                STATS_FILE|- READY_FILE|- STATIC_JSON CONTROL_FILE|- SEED
+ *                STATS_FILE|- READY_FILE|- STATIC_JSON CONTROL_FILE|- SEED PAYLOAD_SPORT(0 = none)
  *
  * STATIC_JSON is the stats object's fixed part (rendered by emulation.relay); on SIGTERM or
- * SIGINT the program writes it with the counters added to STATS_FILE and exits 0.
+ * SIGINT the program writes it with the counters added to STATS_FILE and exits 0. On SIGUSR2
+ * it writes the same file at once and goes on ("final": false, "stats_dumps" counts the writes,
+ * "pid" names the writer): the counters can be read while the relay runs. Each direction also
+ * counts the TCP payload of the frames it reads (emulation.tcpcount specifies how).
  *
  * Run-time faults: CONTROL_FILE (emulation.impair's format and grammar, parsed as strictly) is
  * read at start when it exists and again after each SIGUSR1; the handler only sets a flag, the
@@ -60,6 +63,27 @@ typedef struct {
     uint8_t data[SLOT_BYTES];
 } slot_t;
 
+/* TCP payload accounting (emulation.tcpcount specifies it): per flow the highest sequence end
+ * seen (absolute, 64-bit) and up to MAX_HOLES holes below it (sorted), in FLOW_SLOTS static
+ * slots; a full probe sequence evicts its least recently used flow. Static storage is only
+ * backed by memory where a flow's holes reach. */
+#define FLOW_SLOTS 256            /* a power of two */
+#define FLOW_PROBES 8
+#define MAX_HOLES 2048            /* slow-start overshoot on a long fat path opens hundreds */
+
+typedef struct {
+    uint32_t saddr, daddr, ports; /* ports: sport << 16 | dport */
+    int used, nholes;
+    uint64_t last_used;
+    int64_t high, lo[MAX_HOLES + 1], hi[MAX_HOLES + 1];
+} flow_t;
+
+typedef struct {
+    uint64_t segments, payload, new_payload, sport_payload, sport_new_payload;
+    uint64_t flows_evicted, holes_forgotten, tick;
+    flow_t flows[FLOW_SLOTS];
+} tcpcount_t;
+
 typedef struct {                  /* one direction: a growing ring of slots, FIFO by due time */
     slot_t *slots;
     size_t cap, head, n;
@@ -72,6 +96,7 @@ typedef struct {                  /* one direction: a growing ring of slots, FIF
     uint64_t frames_in, bytes_in, frames_out, bytes_out, frames_qdrop, bytes_qdrop;
     uint64_t frames_inj, bytes_inj, frames_down, bytes_down;
     uint64_t send_errors, max_queue;
+    tcpcount_t *tcp;              /* payload counters of the frames read (static storage) */
 } line_t;
 
 typedef struct {                  /* the control file's state (emulation.impair.Impairment) */
@@ -79,13 +104,17 @@ typedef struct {                  /* the control file's state (emulation.impair.
     int down;
 } impair_t;
 
-static volatile sig_atomic_t stop_flag = 0, reload_flag = 0;
+static volatile sig_atomic_t stop_flag = 0, reload_flag = 0, dump_flag = 0;
+static tcpcount_t tcp_ab, tcp_ba;
+static unsigned payload_sport = 0; /* 0: no source port of interest */
+static uint64_t stats_dumps = 0;
 static char last_error[256] = "";
 static impair_t current;          /* the last control file applied (zeros until one is) */
 static uint64_t impair_changes = 0, impair_rejects = 0;
 
 static void on_signal(int sig) { (void)sig; stop_flag = 1; }
 static void on_reload(int sig) { (void)sig; reload_flag = 1; }
+static void on_dump(int sig) { (void)sig; dump_flag = 1; }
 
 static uint64_t splitmix64(uint64_t x) {
     x += 0x9E3779B97F4A7C15ULL;
@@ -121,8 +150,115 @@ static void grow(line_t *q) {
     q->slots = s, q->cap = cap, q->head = 0;
 }
 
+static uint16_t be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+static uint32_t be32(const uint8_t *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* The flow's slot: found, else a free one among FLOW_PROBES, else the least recently used of
+ * them (evicted). */
+static flow_t *flow_slot(tcpcount_t *t, uint32_t sa, uint32_t da, uint32_t ports, int *fresh) {
+    uint32_t h = sa * 0x9E3779B1u ^ da * 0x85EBCA77u ^ ports * 0xC2B2AE3Du;
+    h ^= h >> 15;
+    flow_t *free_slot = NULL, *lru = NULL;
+    for (int i = 0; i < FLOW_PROBES; i++) {
+        flow_t *f = &t->flows[(h + i) & (FLOW_SLOTS - 1)];
+        if (f->used && f->saddr == sa && f->daddr == da && f->ports == ports) {
+            *fresh = 0, f->last_used = ++t->tick;
+            return f;
+        }
+        if (!f->used && !free_slot) free_slot = f;
+        if (f->used && (!lru || f->last_used < lru->last_used)) lru = f;
+    }
+    if (!free_slot) free_slot = lru, t->flows_evicted++;
+    *fresh = 1;
+    free_slot->used = 1, free_slot->saddr = sa, free_slot->daddr = da, free_slot->ports = ports;
+    free_slot->last_used = ++t->tick;
+    return free_slot;
+}
+
+/* Bytes of [s, e) inside f's holes; those parts leave the holes (sorted, disjoint; at most
+ * MAX_HOLES + 1 remain). Binary search, then one memmove: cheap however many holes are open. */
+static int64_t fill_holes(flow_t *f, int64_t s, int64_t e) {
+    int a = 0, b = f->nholes;
+    while (a < b) {  /* the first hole ending after s */
+        int mid = (a + b) / 2;
+        if (f->hi[mid] <= s) a = mid + 1;
+        else b = mid;
+    }
+    int i = a, j = a;
+    int64_t new = 0;
+    for (; j < f->nholes && f->lo[j] < e; j++)
+        new += (f->hi[j] < e ? f->hi[j] : e) - (f->lo[j] > s ? f->lo[j] : s);
+    if (i == j) return 0;
+    int64_t rl[2], rh[2];
+    int nrem = 0;
+    if (f->lo[i] < s) rl[nrem] = f->lo[i], rh[nrem] = s, nrem++;
+    if (f->hi[j - 1] > e) rl[nrem] = e, rh[nrem] = f->hi[j - 1], nrem++;
+    int tail = f->nholes - j;
+    memmove(f->lo + i + nrem, f->lo + j, sizeof(f->lo[0]) * tail);
+    memmove(f->hi + i + nrem, f->hi + j, sizeof(f->hi[0]) * tail);
+    for (int k = 0; k < nrem; k++) f->lo[i + k] = rl[k], f->hi[i + k] = rh[k];
+    f->nholes = i + nrem + tail;
+    return new;
+}
+
+static void forget_lowest_holes(tcpcount_t *t, flow_t *f) {
+    if (f->nholes <= MAX_HOLES) return;
+    int drop = f->nholes - MAX_HOLES;
+    memmove(f->lo, f->lo + drop, sizeof(f->lo[0]) * MAX_HOLES);
+    memmove(f->hi, f->hi + drop, sizeof(f->hi[0]) * MAX_HOLES);
+    f->nholes = MAX_HOLES, t->holes_forgotten += (uint64_t)drop;
+}
+
+/* Bytes of a segment's sequence range [seq, seq + payload) not seen before on its flow. */
+static int64_t new_bytes(tcpcount_t *t, flow_t *f, int fresh, uint32_t seq, uint32_t payload,
+                         int syn) {
+    uint32_t start = syn ? seq + 1 : seq;  /* a SYN's data begins after it */
+    if (fresh || syn) f->high = start, f->nholes = 0;
+    int64_t s = f->high + (int32_t)(start - (uint32_t)f->high), e = s + payload, new = 0;
+    if (s < f->high) new = fill_holes(f, s, e < f->high ? e : f->high);
+    if (e > f->high) {
+        if (s > f->high) f->lo[f->nholes] = f->high, f->hi[f->nholes] = s, f->nholes++;
+        new += e - (s > f->high ? s : f->high);
+        f->high = e;
+    }
+    forget_lowest_holes(t, f);
+    return new;
+}
+
+/* Count an IPv4 TCP frame's payload (emulation.tcpcount.parse_segment: up to two VLAN tags,
+ * no fragments, lengths must fit the frame). No syscall, no allocation. */
+static void count_tcp(tcpcount_t *t, const uint8_t *p, uint32_t n) {
+    uint32_t off = 12;
+    if (n < 14) return;
+    uint16_t etype = be16(p + off);
+    for (int i = 0; i < 2 && (etype == 0x8100 || etype == 0x88A8) && n >= off + 6; i++)
+        off += 4, etype = be16(p + off);
+    off += 2;
+    if (etype != 0x0800 || n < off + 20) return;
+    const uint8_t *ip = p + off;
+    uint32_t ihl = (ip[0] & 0x0F) * 4u, total = be16(ip + 2);
+    if (ip[0] >> 4 != 4 || ihl < 20 || ip[9] != 6 || (be16(ip + 6) & 0x3FFF) || total > n - off ||
+        n < off + ihl + 20)
+        return;
+    const uint8_t *tcp = ip + ihl;
+    uint32_t thl = (tcp[12] >> 4) * 4u;
+    if (thl < 20 || total < ihl + thl) return;
+    uint32_t payload = total - ihl - thl, sport = be16(tcp);
+    int syn = (tcp[13] & 0x02) != 0;
+    t->segments++;
+    if (!payload && !syn) return;
+    int fresh;
+    flow_t *f = flow_slot(t, be32(ip + 12), be32(ip + 16), sport << 16 | be16(tcp + 2), &fresh);
+    int64_t new = new_bytes(t, f, fresh, be32(tcp + 4), payload, syn);
+    t->payload += payload, t->new_payload += (uint64_t)new;
+    if (sport == payload_sport) t->sport_payload += payload, t->sport_new_payload += (uint64_t)new;
+}
+
 static void push(line_t *q, const uint8_t *frame, uint32_t len, int64_t now_ns) {
     q->frames_in++, q->bytes_in += len;
+    count_tcp(q->tcp, frame, len);
     if (q->down) {
         q->frames_down++, q->bytes_down += len;
         return;
@@ -303,11 +439,16 @@ static int open_tx(const char *name) {
     return fd;
 }
 
-static void write_atomic(const char *path, const char *text) {
+/* Write text to path through a temporary file and rename; 0, or -1 with a message on stderr. */
+static int write_atomic(const char *path, const char *text) {
     char tmp[4096];
     snprintf(tmp, sizeof(tmp), "%s.tmp%d", path, (int)getpid());
     FILE *f = fopen(tmp, "w");
-    if (!f || fputs(text, f) < 0 || fclose(f) != 0 || rename(tmp, path) != 0) die(path);
+    int ok = f && fputs(text, f) >= 0;
+    if (f && fclose(f) != 0) ok = 0;
+    if (ok && rename(tmp, path) == 0) return 0;
+    fprintf(stderr, "relay: error: %s: %s\n", path, strerror(errno));
+    return -1;
 }
 
 /* ---- run-time faults: the control file (grammar of emulation.impair.parse_control) ---- */
@@ -426,53 +567,61 @@ static void load_control(const char *path, line_t *ab, line_t *ba, int missing_o
 }
 
 static int line_json(char *out, size_t size, const line_t *q) {
+    const tcpcount_t *t = q->tcp;
     return snprintf(out, size,
         "{\"frames_in\": %llu, \"bytes_in\": %llu, \"frames_forwarded\": %llu, "
         "\"bytes_forwarded\": %llu, \"frames_dropped_loss\": 0, \"bytes_dropped_loss\": 0, "
         "\"frames_dropped_queue\": %llu, \"bytes_dropped_queue\": %llu, "
         "\"frames_dropped_injected\": %llu, \"bytes_dropped_injected\": %llu, "
         "\"frames_dropped_down\": %llu, \"bytes_dropped_down\": %llu, \"frames_queued\": %zu, "
-        "\"max_queue_pkts\": %llu, \"frames_send_errors\": %llu}",
+        "\"max_queue_pkts\": %llu, \"frames_send_errors\": %llu, \"tcp_segments\": %llu, "
+        "\"tcp_payload_bytes\": %llu, \"tcp_new_payload_bytes\": %llu, \"sport_payload_bytes\": %llu, "
+        "\"sport_new_payload_bytes\": %llu, \"flows_evicted\": %llu, \"holes_forgotten\": %llu}",
         (unsigned long long)q->frames_in, (unsigned long long)q->bytes_in,
         (unsigned long long)q->frames_out, (unsigned long long)q->bytes_out,
         (unsigned long long)q->frames_qdrop, (unsigned long long)q->bytes_qdrop,
         (unsigned long long)q->frames_inj, (unsigned long long)q->bytes_inj,
         (unsigned long long)q->frames_down, (unsigned long long)q->bytes_down, q->n,
-        (unsigned long long)q->max_queue, (unsigned long long)q->send_errors);
+        (unsigned long long)q->max_queue, (unsigned long long)q->send_errors,
+        (unsigned long long)t->segments, (unsigned long long)t->payload,
+        (unsigned long long)t->new_payload, (unsigned long long)t->sport_payload,
+        (unsigned long long)t->sport_new_payload, (unsigned long long)t->flows_evicted,
+        (unsigned long long)t->holes_forgotten);
 }
 
-static void write_stats(const char *path, const char *static_json, const line_t *ab,
-                        const line_t *ba, int kernel_filter, double duration_s) {
+/* The stats file: counters now, `final` at exit (a live dump on SIGUSR2 otherwise); 0 or -1. */
+static int write_stats(const char *path, const char *static_json, const line_t *ab,
+                       const line_t *ba, int kernel_filter, double duration_s, int final) {
     size_t n = strlen(static_json);
-    if (n < 2 || static_json[n - 1] != '}') {
-        fprintf(stderr, "relay: error: STATIC_JSON must be a JSON object\n");
-        exit(1);
-    }
-    char l_ab[1024], l_ba[1024], err[600];
+    char l_ab[2048], l_ba[2048], err[600];
     line_json(l_ab, sizeof(l_ab), ab);
     line_json(l_ba, sizeof(l_ba), ba);
     if (last_error[0]) snprintf(err, sizeof(err), "\"%s\"", last_error);
     else snprintf(err, sizeof(err), "null");
-    size_t size = n + 4096;
+    size_t size = n + 8192;
     char *text = malloc(size);
     if (!text) die("out of memory");
-    snprintf(text, size, "%.*s, \"engine\": \"native\", \"kernel_outgoing_filter\": %s, "
+    snprintf(text, size, "%.*s, \"engine\": \"native\", \"pid\": %d, \"stats_dumps\": %llu, "
+             "\"final\": %s, \"kernel_outgoing_filter\": %s, "
              "\"duration_s\": %.3f, \"ab\": %s, \"ba\": %s, \"last_send_error\": %s, "
              "\"impairment_changes\": %llu, \"impairment_rejects\": %llu, \"impairment\": "
              "{\"extra_delay_ms_ab\": %.6f, \"extra_delay_ms_ba\": %.6f, \"loss_pct_ab\": %.6f, "
              "\"loss_pct_ba\": %.6f, \"down\": %s}}\n",
-             (int)(n - 1), static_json, kernel_filter ? "true" : "false", duration_s, l_ab, l_ba, err,
+             (int)(n - 1), static_json, (int)getpid(), (unsigned long long)++stats_dumps,
+             final ? "true" : "false", kernel_filter ? "true" : "false", duration_s, l_ab, l_ba, err,
              (unsigned long long)impair_changes, (unsigned long long)impair_rejects,
              current.extra_ms_ab, current.extra_ms_ba, current.loss_pct_ab, current.loss_pct_ba,
              current.down ? "true" : "false");
-    write_atomic(path, text);
+    int rc = write_atomic(path, text);
     free(text);
+    return rc;
 }
 
 int main(int argc, char **argv) {
-    if (argc != 13) {
+    if (argc != 14) {
         fprintf(stderr, "usage: %s A B DELAY_NS_AB DELAY_NS_BA QUEUE_PKTS RT_PRIORITY KERNEL_FILTER "
-                "STATS_FILE READY_FILE STATIC_JSON CONTROL_FILE SEED (run it through emulation.relay)\n",
+                "STATS_FILE READY_FILE STATIC_JSON CONTROL_FILE SEED PAYLOAD_SPORT (run it through "
+                "emulation.relay)\n",
                 argv[0]);
         return 2;
     }
@@ -480,12 +629,17 @@ int main(int argc, char **argv) {
     ab.base_delay_ns = ab.delay_ns = atoll(argv[3]), ba.base_delay_ns = ba.delay_ns = atoll(argv[4]);
     const char *control_file = argv[11];
     uint64_t seed = strtoull(argv[12], NULL, 10);
+    long sport = atol(argv[13]);
+    payload_sport = (unsigned)sport;
+    ab.tcp = &tcp_ab, ba.tcp = &tcp_ba;
     ab.rng = splitmix64(seed * 2), ba.rng = splitmix64(seed * 2 + 1);
     ab.limit = ba.limit = atol(argv[5]);
     ab.last_due_ns = ba.last_due_ns = INT64_MIN / 2;
     int rt_priority = atoi(argv[6]), kf_a = atoi(argv[7]) != 0, kf_b = kf_a;
     const char *stats_file = argv[8], *ready_file = argv[9], *static_json = argv[10];
-    if (ab.delay_ns < 0 || ba.delay_ns < 0 || ab.limit < 0 || rt_priority < 0 || rt_priority > 99) {
+    size_t sj = strlen(static_json);
+    if (ab.delay_ns < 0 || ba.delay_ns < 0 || ab.limit < 0 || rt_priority < 0 || rt_priority > 99 ||
+        sport < 0 || sport > 65535 || sj < 2 || static_json[sj - 1] != '}') {
         fprintf(stderr, "relay: error: bad numeric argument\n");
         return 2;
     }
@@ -493,13 +647,16 @@ int main(int argc, char **argv) {
     sigemptyset(&block);
     sigaddset(&block, SIGTERM);
     sigaddset(&block, SIGINT);
-    sigaddset(&block, SIGUSR1);  /* emulation.relay blocked it before exec already */
+    sigaddset(&block, SIGUSR1);  /* emulation.relay blocked it (and SIGUSR2) before exec */
+    sigaddset(&block, SIGUSR2);
     sigprocmask(SIG_BLOCK, &block, NULL);  /* delivered only inside ppoll: no lost wake-up */
     sigemptyset(&empty);
     struct sigaction sa = {.sa_handler = on_signal}, sr = {.sa_handler = on_reload};
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGUSR1, &sr, NULL);
+    struct sigaction sd = {.sa_handler = on_dump};
+    sigaction(SIGUSR2, &sd, NULL);
     int rx_a = open_rx(argv[1], &kf_a), rx_b = open_rx(argv[2], &kf_b);
     int tx_a = open_tx(argv[1]), tx_b = open_tx(argv[2]);
     int kernel_filter = kf_a && kf_b;
@@ -515,7 +672,7 @@ int main(int argc, char **argv) {
     if (strcmp(ready_file, "-") != 0) {
         char pid[32];
         snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
-        write_atomic(ready_file, pid);
+        if (write_atomic(ready_file, pid) != 0) return 1;
     }
     printf("READY\n");
     fflush(stdout);
@@ -550,8 +707,16 @@ int main(int argc, char **argv) {
             reload_flag = 0;
             load_control(control_file, &ab, &ba, 0);
         }
+        if (dump_flag) {  /* a failed live dump is logged and the relay goes on */
+            dump_flag = 0;
+            if (strcmp(stats_file, "-") != 0)
+                write_stats(stats_file, static_json, &ab, &ba, kernel_filter,
+                            (mono_ns() - started) / 1e9, 0);
+        }
     }
     if (strcmp(stats_file, "-") != 0)
-        write_stats(stats_file, static_json, &ab, &ba, kernel_filter, (mono_ns() - started) / 1e9);
+        if (write_stats(stats_file, static_json, &ab, &ba, kernel_filter,
+                        (mono_ns() - started) / 1e9, 1) != 0)
+            return 1;
     return 0;
 }
