@@ -38,11 +38,10 @@ from typing import Callable, TypeVar
 import numpy as np
 
 from emulation.linkemu import EmulationError
+from emulation.linkfit import all_determined, describe, judge_links, matrix, pinned, tolerance_ms
 from topologies.plan import Plan, l2_segments
 from topologies.routes import l2_path
 
-ABS_TOL_MS = 0.5
-REL_TOL = 0.05
 # An idle built network keeps the CPUs about 1% busy: above this something else runs, so wait.
 QUIET_BUSY_FRAC = 0.25
 QUIET_WAIT_S = 60.0
@@ -75,10 +74,6 @@ class Measurement:
     low_rtt_ms: float  # the lower quartile (reported; the verdict reads the minimum: error_ms)
     tolerance_ms: float
     ok: bool
-
-
-def tolerance_ms(expected_rtt_ms: float, jitter_ms: float = 0.0) -> float:
-    return max(ABS_TOL_MS, REL_TOL * expected_rtt_ms) + 2 * jitter_ms
 
 
 def _pair(plan: Plan, e, p) -> Pair:
@@ -115,7 +110,6 @@ def separating(plan: Plan, seg, have: list[Pair]) -> list[Pair]:
     """Extra pairs between L3 ends of `seg` (in segment order), each added only if it raises the
     rank of the pair -> link incidence, until every unpinned link of the segment is determined
     alone (emulation.linkfit). With a router and two hosts on a switch, one host-host pair does it."""
-    from emulation.linkfit import all_determined, matrix, pinned
     pin = pinned(plan)
     paths = [tuple(n for n in p.links if n not in pin) for p in have]
     names = sorted({n for e in seg for n in (lk.name for lk in plan.links_of(e.node))
@@ -274,7 +268,6 @@ def suspects(results: list[Measurement], plan: Plan | None = None,
              compensation_ms: dict[str, float] | None = None, relayed: set[str] | None = None) -> list[Pair]:
     """Pairs to measure again: those off their own plan, and (given `plan`) those crossing a
     link of a unit the link verdict refuses (emulation.linkfit.judge_links). Pure."""
-    from emulation.linkfit import judge_links
     bad_links = set()
     if plan is not None:
         bad_links = {n for u in judge_links(plan, results, compensation_ms, relayed) if not u.ok for n in u.links}
@@ -324,7 +317,6 @@ def pair_lines(results: list[Measurement]) -> list[str]:
 def check_links(units: list, results: list[Measurement]) -> None:
     """Raise EmulationError naming every refused link (or group: emulation.linkfit.Unit) with
     its classes, planned vs estimated delay and tolerance, then every pair off its own plan."""
-    from emulation.linkfit import describe
     bad = [u for u in units if not u.ok]
     pairs_off = pair_lines(results)
     if bad or pairs_off:

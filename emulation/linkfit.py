@@ -31,9 +31,15 @@ from topologies.plan import Plan
 # off 0.09-0.35 ms per link (results/*/manifest.json network.compensation_ms). Issue 16 caps it at
 # 0.5 ms one way: a link that would need more is wrong, not uncalibrated.
 COMPENSATION_BUDGET_MS = 0.5
+ABS_TOL_MS, REL_TOL = 0.5, 0.05  # the gate's tolerance on an RTT: max(0.5 ms, 5%) + 2 x jitter
 COMPENSATION_FRAC = 0.8  # nor more than this fraction of the link's own delay (never a 0 ms link)
 _EPS = 1e-7              # numerical zero for identifiability tests
 MAX_GROUP_SEARCH = 10    # exhaustive smallest-group search over at most this many candidates
+
+
+def tolerance_ms(expected_rtt_ms: float, jitter_ms: float = 0.0) -> float:
+    """The gate's tolerance on an RTT (a pair's, or a link's 2 x delay)."""
+    return max(ABS_TOL_MS, REL_TOL * expected_rtt_ms) + 2 * jitter_ms
 
 
 @dataclass(frozen=True)
@@ -156,7 +162,6 @@ def judge_links(plan: Plan, measurements, compensation_ms: dict[str, float] | No
     """Every link crossed by a measured pair, judged alone or in its smallest determined group:
     ok iff estimated within tolerance_ms(planned RTT, jitter) and no relayed link would need
     more than COMPENSATION_BUDGET_MS. `compensation_ms` is what was taken off when measuring."""
-    from emulation.fidelity import tolerance_ms
     comp = compensation_ms or {}
     relayed = relayed if relayed is not None else set(comp)
     by_name = {lk.name: lk for lk in plan.links}
