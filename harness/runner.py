@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from harness import loadedrtt
+from harness import loadedrtt, progress
 from harness.hostload import CpuSampler, cpu_summary, saturated, warning
 from harness.overrides import parse_overrides
 from harness.rundir import git_info, new_run_dir, write_csv, write_manifest
@@ -78,12 +78,10 @@ def run(a, sc: Scenario) -> int:
     children: list[Path] = []
     failed_summaries: list[Path] = []
     started = time.time()
+    title = f"{sc.name}{' --quick' if a.quick else ''}{f' x{repeat}' if repeat > 1 else ''}"
     try:
-        with net:
-            fidelity = as_rows(net.fidelity)
-            write_csv(top / "fidelity.csv", fidelity)
-            for k in range(1, repeat + 1):
-                children.append(_repeat(net, top, sc, cfg, a.seed, k, repeat, common, fidelity, failed_summaries))
+        with progress.tracking(title, f"{sc.name}:{'quick' if a.quick else 'full'}:{repeat}"):
+            _run_repeats(net, top, sc, cfg, a.seed, repeat, common, children, failed_summaries)
     except BaseException as exc:  # the failure's provenance, then the error goes on
         if net.fidelity:
             write_csv(top / "fidelity.csv", as_rows(net.fidelity))
@@ -98,6 +96,19 @@ def run(a, sc: Scenario) -> int:
             print(summarize_series(top, sc))
     print(f"run folder: {top}")
     return 1 if failed_summaries else 0
+
+
+def _run_repeats(net, top: Path, sc: Scenario, cfg: dict, seed: int, repeat: int, common: dict,
+                 children: list[Path], failed_summaries: list[Path]) -> None:
+    """Build and verify the network, then every repeat on it."""
+    from emulation.fidelity import as_rows
+    progress.phase("building the network, fidelity gate")
+    with net:
+        fidelity = as_rows(net.fidelity)
+        write_csv(top / "fidelity.csv", fidelity)
+        for k in range(1, repeat + 1):
+            progress.phase(f"repeat {k}/{repeat}" if repeat > 1 else "")
+            children.append(_repeat(net, top, sc, cfg, seed, k, repeat, common, fidelity, failed_summaries))
 
 
 def _capacity(overrides: dict[str, str]) -> dict[str, str]:

@@ -24,8 +24,9 @@ def scenario_module(name: str):
 def run_all(a) -> int:
     """Every scenario in turn, each into its own run folder; non-zero if any failed."""
     failed = []
-    for name in ["placement", "fill", "failover", "flashcrowd", "steering"]:
-        print(f"=== ocalab run {name}", flush=True)
+    names = ["placement", "fill", "failover", "flashcrowd", "steering"]
+    for i, name in enumerate(names, 1):
+        print(f"=== ocalab run {name} ({i} of {len(names)})", flush=True)
         try:
             rc = scenario_module(name).run(a)
         except SystemExit as e:

@@ -22,6 +22,7 @@ from harness.rundir import table_path, write_csv
 from harness.runner import Scenario
 from scenarios.logs import of_arm, read_table, viewer_tables
 from scenarios.traffic import bytes_by_class, counter_delta
+from harness import progress
 
 ARMS = ("manifest", "anycast")
 ISP = "isp1"
@@ -41,6 +42,7 @@ def _settings(quick: bool) -> dict:
 def body(net, run_dir: Path, cfg: dict, seed: int, tables: dict) -> None:
     for arm in ARMS:
         print(f"failover: arm {arm} ...", flush=True)
+        progress.phase(f"arm {arm}")
         _run_arm(net, run_dir, arm, cfg, seed, tables)
 
 

@@ -40,6 +40,7 @@ from harness.rundir import table_path, write_csv
 from harness.runner import Scenario
 from harness.staging import HISTORY_DEFAULTS
 from scenarios.logs import day_tables, read_steering, read_table
+from harness import progress
 from scenarios.traffic import (UPSTREAM, LinkSampler, border_upstream_bytes, counter_delta,
                                hit_ratios, per_second, startup_times, upstream_mbps, viewer_requests,
                                viewers_by_isp)
@@ -132,6 +133,7 @@ def body(net, run_dir: Path, cfg: dict, seed: int, tables: dict) -> None:
     from emulation.probes import link_counters
     for arm, cap in _runs(cfg):
         print(f"fill: arm {arm} capacity {cap} ...", flush=True)
+        progress.phase(f"arm {arm}, capacity {cap}")
         before = link_counters(net)
         tags = _run_day(net, run_dir, arm, cap, cfg, seed, tables)
         tables["links"] += [{**tags, **r} for r in counter_delta(before, link_counters(net))]

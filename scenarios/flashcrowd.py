@@ -22,6 +22,7 @@ from harness.rundir import table_path, write_csv
 from harness.runner import Scenario
 from harness.staging import HISTORY_DEFAULTS
 from scenarios.logs import day_tables, of_arm, read_table
+from harness import progress
 from scenarios.traffic import (UPSTREAM, LinkSampler, border_upstream_bytes, counter_delta, hit_ratios, per_second, startup_times,
                                upstream_mbps, viewer_requests, viewers_by_isp)
 
@@ -53,6 +54,7 @@ def settings(quick: bool) -> dict:
 def body(net, run_dir: Path, cfg: dict, seed: int, tables: dict) -> None:
     for arm in ARMS:
         print(f"flashcrowd: arm {arm} (new title {cfg['new_title']}) ...", flush=True)
+        progress.phase(f"arm {arm}")
         _run_arm(net, run_dir, arm, cfg, seed, tables)
 
 def preposition(svc, title: str, cfg: dict, arm_dir: Path) -> None:

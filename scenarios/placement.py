@@ -23,6 +23,7 @@ from harness.staging import HISTORY_DEFAULTS
 from scenarios.bytecheck import TOLERANCE_PCT, byte_rows, headline, relay_delta
 from scenarios.logs import attach_cache, of_arm, read_access, read_rows, read_table, sessions
 from scenarios.traffic import HIT, bytes_by_class, counter_delta, payload_by_class
+from harness import progress
 
 ARMS = ("origin", "ixp", "embedded")
 # Doan, Bajpai, Crawford (INFOCOM 2020): embedded vs outside the ISP
@@ -41,6 +42,7 @@ def _settings(quick: bool) -> dict:
 def body(net, run_dir: Path, cfg: dict, seed: int, tables: dict) -> None:
     for arm in ARMS:
         print(f"placement: arm {arm} ...", flush=True)
+        progress.phase(f"arm {arm}")
         _run_arm(net, run_dir, arm, cfg, seed, tables)
 
 

@@ -23,6 +23,7 @@ from harness.rundir import table_path, write_csv
 from harness.runner import Scenario
 from scenarios.logs import join_misses, of_arm, read_steering, read_table, viewer_tables
 from scenarios.traffic import startup_times
+from harness import progress
 
 ARMS = ("nearest", "load_aware")
 ISP = "isp1"
@@ -39,6 +40,7 @@ def _settings(quick: bool) -> dict:
 def body(net, run_dir: Path, cfg: dict, seed: int, tables: dict) -> None:
     for arm in ARMS:
         print(f"steering: policy {arm} ...", flush=True)
+        progress.phase(f"policy {arm}")
         _run_arm(net, run_dir, arm, cfg, seed, tables)
 
 
