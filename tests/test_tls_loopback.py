@@ -177,3 +177,13 @@ def test_bad_tls_flags_exit_2(pki):
                         "--tls-cert", str(pki["origin"][0])], capture_output=True, text=True,
                        timeout=30)
     assert p.returncode == 2 and "go together" in p.stderr
+
+
+def test_fetch_json_over_https(servers, pki, capsys):
+    from harness import fetch_json
+    url = f"https://127.0.0.1:{servers['origin']}/health"
+    assert fetch_json.main([url, "--ca-file", str(pki["ca"])]) == 0
+    assert '"role": "origin"' in capsys.readouterr().out
+    assert fetch_json.main([url, "--ca-file", str(pki["other_ca"])]) == 1
+    assert "certificate verify failed" in capsys.readouterr().err
+    assert fetch_json.main([url, "--ca"]) == 2
