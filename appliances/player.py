@@ -32,7 +32,7 @@ from typing import TextIO
 import aiohttp
 
 from appliances.abr import ALGORITHMS, make_abr
-from appliances.tls import client_context
+from appliances.tls import resuming_client_context
 from appliances.player_session import FETCH_ERRORS, SegmentError, SessionConfig, ViewerSession
 
 log = logging.getLogger("ocalab.player")
@@ -86,8 +86,9 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def client_ssl(args: argparse.Namespace) -> ssl.SSLContext | bool:
-    """What https connections trust: the --ca-file context, else True (the system's CAs)."""
-    return client_context(args.ca_file) if args.ca_file else True
+    """What https connections trust: the --ca-file context (resuming TLS sessions when a viewer
+    reconnects), else True (the system's CAs, no resumption across connections)."""
+    return resuming_client_context(args.ca_file) if args.ca_file else True
 
 
 def _connector(args: argparse.Namespace) -> aiohttp.TCPConnector:

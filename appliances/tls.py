@@ -42,3 +42,42 @@ def add_server_args(p) -> None:
     p.add_argument("--tls-cert", default=None, metavar="PATH",
                    help="PEM certificate: serve TLS 1.3 only (default plain HTTP)")
     p.add_argument("--tls-key", default=None, metavar="PATH", help="PEM key of --tls-cert")
+
+
+def _ticketed_session(obj: ssl.SSLObject) -> ssl.SSLSession | None:
+    """The session of a past connection if it carries a ticket to resume with, else None."""
+    try:
+        session = obj.session
+    except ValueError:  # OpenSSL cannot encode the session of a failed handshake (i2d failed)
+        return None
+    return session if session is not None and session.has_ticket else None
+
+
+class ResumingClientContext(ssl.SSLContext):
+    """A client context that offers each server host the newest ticketed TLS session it got from
+    it, so a player reconnecting through aiohttp (which has no session parameter) resumes.
+
+    Invariants: sessions are keyed by server_hostname (one server per address in the emulated
+    network; a ticket offered to the wrong server only costs a full handshake); the context keeps
+    at most SESSION_OBJS_PER_HOST recent connections per host to read tickets from.
+    """
+    SESSION_OBJS_PER_HOST = 8
+
+    def wrap_bio(self, incoming, outgoing, server_side=False, server_hostname=None, session=None):
+        if server_side:
+            return super().wrap_bio(incoming, outgoing, server_side, server_hostname, session)
+        recent = self.__dict__.setdefault("_recent", {}).setdefault(server_hostname, [])
+        if session is None:
+            session = next((s for s in map(_ticketed_session, reversed(recent)) if s), None)
+        obj = super().wrap_bio(incoming, outgoing, False, server_hostname, session)
+        recent.append(obj)
+        del recent[:-self.SESSION_OBJS_PER_HOST]
+        return obj
+
+
+def resuming_client_context(ca_file: str | Path) -> ResumingClientContext:
+    """client_context(ca_file) that also resumes TLS sessions across connections (aiohttp)."""
+    ctx = ResumingClientContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.load_verify_locations(cafile=str(ca_file))
+    return ctx

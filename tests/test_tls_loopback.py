@@ -12,7 +12,7 @@ import pytest
 
 from appliances import tokens
 from appliances.content import Catalog, CatalogSpec
-from appliances.tls import client_context
+from appliances.tls import client_context, resuming_client_context
 from conftest import start_appliance
 from harness.pki import ServerSpec, write_pki
 
@@ -187,3 +187,21 @@ def test_fetch_json_over_https(servers, pki, capsys):
     assert fetch_json.main([url, "--ca-file", str(pki["other_ca"])]) == 1
     assert "certificate verify failed" in capsys.readouterr().err
     assert fetch_json.main([url, "--ca"]) == 2
+
+
+def test_player_context_resumes_across_aiohttp_connections(servers, pki):
+    """The player's context: a new connection (force_close) to the same server resumes."""
+    import asyncio
+    import aiohttp
+
+    async def three_gets(port: int) -> list[bool]:
+        ctx = resuming_client_context(pki["ca"])
+        conn = aiohttp.TCPConnector(ssl=ctx, force_close=True)
+        async with aiohttp.ClientSession(connector=conn) as http:
+            for _ in range(3):
+                async with http.get(f"https://127.0.0.1:{port}/health") as r:
+                    assert r.status == 200
+                    await r.read()
+        return [o.session_reused for o in ctx._recent["127.0.0.1"]]
+
+    assert asyncio.run(three_gets(servers["oca"])) == [False, True, True]

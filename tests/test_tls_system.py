@@ -123,7 +123,7 @@ def test_tls_world_plays_and_refuses_a_foreign_ca(tmp_path, procs):
     other.mkdir()
     rc, sessions, err = play(procs, tmp_path, url["control"], write_certs(other, set()), "bad")
     assert rc != 0 and sessions and all(s["status"] == "failed" for s in sessions)
-    assert all("certificate verify failed" in s["error"] for s in sessions), sessions
+    assert all("certificate verify failed" in s["error"] for s in sessions), [s["error"] for s in sessions]
     for name in ("origin", "oca1", "oca2", "control"):
         procs.procs[name].stderr.seek(0)
         assert "Traceback" not in procs.procs[name].stderr.read(), name
