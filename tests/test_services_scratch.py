@@ -172,3 +172,13 @@ def test_tls_defaults_off_and_refuses_anycast():
     assert ServiceOptions().tls is False
     with pytest.raises(ValueError, match="anycast"):
         ServiceOptions(tls=True, steering="anycast")
+
+
+def test_run_tls_on_is_refused_by_scenarios_that_do_not_honour_it():
+    import argparse
+    from harness.runner import run
+    from scenarios.fill import SCENARIO as FILL
+    from scenarios.placement import SCENARIO as PLACEMENT
+    assert PLACEMENT.tls and not FILL.tls
+    with pytest.raises(SystemExit, match="does not support --tls on"):
+        run(argparse.Namespace(repeat=1, set=[], tls="on"), FILL)
