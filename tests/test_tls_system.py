@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import socket
 import ssl
 import time
 import urllib.request
@@ -124,9 +125,19 @@ def test_tls_world_plays_and_refuses_a_foreign_ca(tmp_path, procs):
     rc, sessions, err = play(procs, tmp_path, url["control"], write_certs(other, set()), "bad")
     assert rc != 0 and sessions and all(s["status"] == "failed" for s in sessions)
     assert all("certificate verify failed" in s["error"] for s in sessions), [s["error"] for s in sessions]
+    control_port = int(url["control"].rsplit(":", 1)[1])
+    for payload in (b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", b"\x16\x03\x01garbage" * 50):
+        with socket.create_connection(("127.0.0.1", control_port), timeout=15) as s:
+            s.sendall(payload)
+            try:
+                assert b"HTTP/1.1" not in s.recv(65536)  # closed, nothing in clear text
+            except ConnectionResetError:
+                pass
+    time.sleep(0.5)
     for name in ("origin", "oca1", "oca2", "control"):
         procs.procs[name].stderr.seek(0)
-        assert "Traceback" not in procs.procs[name].stderr.read(), name
+        err = procs.procs[name].stderr.read()
+        assert "Traceback" not in err and "SSL" not in err, (name, err[-2000:])
 
 
 def test_expired_oca_certificate_is_refused_and_players_fall_back(tmp_path, procs):
