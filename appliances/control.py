@@ -5,7 +5,9 @@ CLI:
       [--command-key FILE] [--steering URL] [--telemetry-log FILE] [--steering-log FILE] [--token-ttl-s N]
       [--push-fill] [--fill-wait-s S] [--fill-window-s S] [--fill-rate-mbps R]
       [--fill-segments-per-title N] [--history FILE] [--release TITLE ...] [--drop-health-misses]
-      [--warm-titles N]
+      [--warm-titles N] [--tls-cert PATH --tls-key PATH] [--ca-file PATH]
+--tls-cert/--tls-key: serve TLS 1.3 only (default plain HTTP); --ca-file: the CA that https OCAs
+(fill pushes) and the origin (catalog check) must chain to.
 --command-key FILE: hex key file shared with the OCAs' --command-key; every fill push is signed
 with it (appliances.commands). Without it pushes go unsigned, which OCAs refuse unless started
 with --unsigned-commands.
@@ -23,6 +25,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import ssl
 import sys
 import time
 from contextlib import ExitStack
@@ -40,6 +43,7 @@ from appliances.control_playback import PlaybackService, json_error
 from appliances.fillplan import history_popularity
 from appliances.history import read_history_csv
 from appliances.steering_local import LocalSteering, RemoteSteering, Steering
+from appliances.tls import add_server_args, client_context, server_context_from_args
 from contracts.deployment import Deployment, DeploymentError, load_deployment
 from contracts.steering import POLICIES as STEERING_POLICIES
 
@@ -90,7 +94,8 @@ def build_control(deployment: Deployment, key: bytes, steering_url: str | None =
                   steering_policy: str | None = None,
                   history: dict[str, dict[str, float]] | None = None,
                   releases: tuple[str, ...] = (),
-                  command_key: bytes | None = None) -> ControlPlane:
+                  command_key: bytes | None = None,
+                  client_ssl: ssl.SSLContext | bool = True) -> ControlPlane:
     """Wire the three services into one aiohttp application. `steering_policy` is sent to the
     controller with every rank query (None: the controller's default); `history` (region ->
     title -> share, see load_history) makes fill plans predicted, None keeps the truth."""
@@ -103,7 +108,7 @@ def build_control(deployment: Deployment, key: bytes, steering_url: str | None =
     cache = CacheControl(deployment, catalog, registry, fill_window_s=fill_window_s,
                          fill_rate_mbps=fill_rate_mbps,
                          segments_per_title=fill_segments_per_title, history=history,
-                         releases=releases, command_key=command_key)
+                         releases=releases, command_key=command_key, client_ssl=client_ssl)
     telemetry = Telemetry(sink=telemetry_sink)
     app = web.Application(middlewares=[json_errors], client_max_size=4 * 1024 * 1024)
     app.add_routes(playback.routes() + cache.routes() + telemetry.routes())
@@ -112,14 +117,16 @@ def build_control(deployment: Deployment, key: bytes, steering_url: str | None =
     return cp
 
 
-async def check_origin_catalog(cp: ControlPlane, origin_url: str, wait_s: float = 30.0) -> str:
+async def check_origin_catalog(cp: ControlPlane, origin_url: str, wait_s: float = 30.0,
+                               client_ssl: ssl.SSLContext | bool = True) -> str:
     """Compare the origin's GET /catalog with the deployment's catalog (bounded retries).
 
     A mismatch means every segment fails the players' SHA-256 check, so it is logged loudly.
     """
     want = cp.playback.catalog.spec
     deadline = time.monotonic() + wait_s
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as http:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3),
+                                     connector=aiohttp.TCPConnector(ssl=client_ssl)) as http:
         while True:
             try:
                 async with http.get(f"{origin_url}/catalog") as r:
@@ -186,6 +193,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--warm-titles", type=int, default=20,
                    help="precompute manifests (sizes, SHA-256) of the N most popular titles "
                         "in the background at start, so cold manifests do not skew startup")
+    add_server_args(p)
+    p.add_argument("--ca-file", default=None, metavar="PATH",
+                   help="CA certificate that https OCAs and the origin must chain to "
+                        "(fill pushes, catalog check; default: the system's CAs)")
     return p
 
 
@@ -201,16 +212,18 @@ async def serve(args: argparse.Namespace, stack: ExitStack) -> int:
         raise ValueError(f"--release: {', '.join(unknown)} not in the catalog")
     if args.token_ttl_s < 1 or args.warm_titles < 0:
         raise ValueError("--token-ttl-s must be >= 1 and --warm-titles >= 0")
+    server_ssl = server_context_from_args(args)  # None: plain HTTP
+    client_ssl = client_context(args.ca_file) if args.ca_file else True
     tsink = stack.enter_context(open(args.telemetry_log, "a")) if args.telemetry_log else None
     ssink = stack.enter_context(open(args.steering_log, "a")) if args.steering_log else None
     cp = build_control(deployment, key, args.steering, tsink, ssink, args.token_ttl_s,
                        args.drop_health_misses, args.fill_window_s, args.fill_rate_mbps,
                        args.fill_segments_per_title, args.steering_policy, history,
-                       tuple(dict.fromkeys(args.release)), cmd_key)
+                       tuple(dict.fromkeys(args.release)), cmd_key, client_ssl)
     runner = web.AppRunner(cp.app, access_log=None, handle_signals=False)
     await runner.setup()
     host, port = args.listen
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, ssl_context=server_ssl)
     await site.start()
     bound = runner.addresses[0][1] if runner.addresses else port
     stop = asyncio.Event()
@@ -219,7 +232,8 @@ async def serve(args: argparse.Namespace, stack: ExitStack) -> int:
         loop.add_signal_handler(sig, stop.set)
     print(f"READY {host}:{bound}", flush=True)  # only now: a SIGTERM after READY is clean
     warm_task = asyncio.create_task(asyncio.to_thread(cp.playback.tables.warm, args.warm_titles))
-    check_task = asyncio.create_task(check_origin_catalog(cp, deployment.origin.url))
+    check_task = asyncio.create_task(check_origin_catalog(cp, deployment.origin.url,
+                                                          client_ssl=client_ssl))
     fill_task = None
     if args.push_fill:
         fill_task = asyncio.create_task(push_after_warm(warm_task, cp.cache, args.fill_wait_s))

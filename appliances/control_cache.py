@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Callable, TextIO
@@ -96,6 +97,7 @@ class CacheControl:
     push_started_unix: float | None = None  # when push_when_ready began (midnight of a fill run)
     releases: tuple[str, ...] = ()  # titles released today: first in every plan (fillplan.plan_oca)
     command_key: bytes | None = None  # signs every POST <oca>/fill (appliances.commands)
+    client_ssl: ssl.SSLContext | bool = True  # https OCAs: the lab CA's context (True: system CAs)
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/heartbeat", self.heartbeat), web.get("/ocas", self.ocas),
@@ -186,7 +188,9 @@ class CacheControl:
 
     async def push(self, ocas: list[OcaSpec], segments_per_title: int | None = None) -> dict:
         """Plan and POST <oca>/fill for each OCA concurrently; one result dict per OCA."""
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10),
+                                         connector=aiohttp.TCPConnector(ssl=self.client_ssl)
+                                         ) as session:
             return await self._push_all(session, ocas, segments_per_title)
 
     async def _push_all(self, session: aiohttp.ClientSession, ocas: list[OcaSpec],
@@ -207,7 +211,9 @@ class CacheControl:
         timings: list[dict] = []
         tiers = fill_tiers(ocas)
         window_end_unix = self.clock() + self.fill_window_s
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10),
+                                         connector=aiohttp.TCPConnector(ssl=self.client_ssl)
+                                         ) as session:
             for n, (tier, members) in enumerate(tiers):
                 t0 = time.monotonic()
                 pushed = await self._push_all(session, members, segments_per_title,

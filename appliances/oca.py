@@ -62,6 +62,7 @@ from appliances.oca_fill import (DEFAULT_FILL_PARALLEL, FILL_HEADER, FillSourceE
 from appliances.oca_http import Response, json_response, parse_listen, \
     serve_from_args, text_response
 from appliances.store import EVICTION_POLICIES, Key, Store, StoreError, etag_for
+from appliances.tls import add_server_args, client_context, server_context_from_args
 
 MISS_MODES = ("redirect", "proxy", "content_miss")
 PULL_CHUNK_BYTES = 64 * 1024  # upstream read size of a pull-through (cut-through granularity)
@@ -98,6 +99,7 @@ class OcaConfig:
     admission: str = "fair"  # appliances.admission policy under load: fair | first-come
     command_key: bytes | None = None  # verifies signed commands (appliances.commands)
     unsigned_commands: bool = False  # without command_key: accept unsigned commands (else none)
+    ca_file: str | None = None  # https upstreams, fill sources, cache control: trust only this CA
 
     def __post_init__(self) -> None:
         check_fill_parallel(self.fill_parallel)
@@ -143,8 +145,9 @@ class Oca:
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
+            ssl_ctx = client_context(self.cfg.ca_file) if self.cfg.ca_file else True
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=64), auto_decompress=False)
+                connector=aiohttp.TCPConnector(limit=64, ssl=ssl_ctx), auto_decompress=False)
         return self._session
 
     def _sign_query(self, path: str) -> str | None:
@@ -411,6 +414,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify-sha", action="store_true", help="skip SHA-256 checks of fills")
     p.add_argument("--fill-parallel", type=int, default=DEFAULT_FILL_PARALLEL, metavar="K",
                    help="fill objects in flight at once (1..32; the fill rate cap is shared)")
+    add_server_args(p)
+    p.add_argument("--ca-file", default=None, metavar="PATH",
+                   help="CA certificate that https upstreams, fill sources and the cache "
+                        "control must chain to (default: the system's CAs)")
     CatalogSpec.add_cli_args(p)
     return p
 
@@ -436,7 +443,7 @@ def config_from_args(args: argparse.Namespace) -> OcaConfig:
                      verify_sha=not args.no_verify_sha, egress_window_s=args.egress_window_s,
                      fill_parallel=check_fill_parallel(args.fill_parallel),
                      admission=args.admission, command_key=cmd_key,
-                     unsigned_commands=args.unsigned_commands)
+                     unsigned_commands=args.unsigned_commands, ca_file=args.ca_file)
 
 
 async def amain(args: argparse.Namespace, cfg: OcaConfig, catalog: Catalog) -> None:
@@ -455,6 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parse_listen(args.listen)
         cfg = config_from_args(args)
+        server_context_from_args(args)  # bad TLS flags or files fail here, before serving
         catalog = Catalog(CatalogSpec.from_cli_args(args))
     except (ValueError, OSError) as exc:
         print(f"oca: {exc}", file=sys.stderr)

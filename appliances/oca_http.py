@@ -11,7 +11,11 @@ Invariants:
   lingering close (see `linger`), so the client reads them instead of a connection reset.
 - Object bodies are sent from memory (`data`) or zero-copy from a file: `os.sendfile` in worker
   threads (`sendfile_threads` > 0; each call runs only until the socket would block, so a slow
-  client never holds a thread) or asyncio's `loop.sendfile`. A handler exception is logged to
+  client never holds a thread) or asyncio's `loop.sendfile`. Over TLS (`ssl_context`) the raw
+  socket is never written: files go through asyncio's sendfile fallback (read + encrypt).
+- With `ssl_context` the server speaks TLS only; a handshake must end within header_timeout_s;
+  a failed handshake (plain HTTP, garbage, a client refusing the certificate) closes the
+  connection quietly (asyncio logs handshake OSErrors only in debug mode). A handler exception is logged to
   stderr with its traceback and answered 500.
 - Every response carries `X-Ocalab-Node: <server name>`, so a client behind an anycast
   address learns which server really sent the bytes.
@@ -26,6 +30,7 @@ import concurrent.futures
 import json
 import os
 import socket
+import ssl
 import sys
 import time
 import traceback
@@ -35,6 +40,7 @@ from typing import AsyncIterator, Awaitable, BinaryIO, Callable, TextIO
 from appliances.httpcore import NODE_HEADER, REASONS, HttpError, Request, parse_request_head, \
     render_response_head
 from appliances.ranges import Decision
+from appliances.tls import server_context_from_args
 
 SEND_TIMEOUT_S = 120.0
 LINGER_S, LINGER_BYTES = 1.0, 256 * 1024  # lingering close after an error response
@@ -78,8 +84,9 @@ class HttpServer:
                  idle_timeout_s: float = 60.0, max_head_bytes: int = 16384,
                  access_log: TextIO | None = None, name: str = "server",
                  on_bytes: Callable[[int], None] | None = None,
-                 sendfile_threads: int = 0) -> None:
+                 sendfile_threads: int = 0, ssl_context: ssl.SSLContext | None = None) -> None:
         self.handler, self.max_conns, self.name = handler, max_conns, name
+        self.ssl_context = ssl_context  # None: plain HTTP
         self.header_timeout_s, self.idle_timeout_s = header_timeout_s, idle_timeout_s
         self.max_head_bytes, self.access_log, self.on_bytes = max_head_bytes, access_log, on_bytes
         self.n_conns = 0
@@ -92,7 +99,10 @@ class HttpServer:
     async def start(self, host: str, port: int) -> tuple[str, int]:
         self._server = await asyncio.start_server(self._on_conn, host, port,
                                                   limit=self.max_head_bytes, backlog=1024,
-                                                  reuse_address=True)
+                                                  reuse_address=True, ssl=self.ssl_context,
+                                                  ssl_handshake_timeout=(
+                                                      self.header_timeout_s
+                                                      if self.ssl_context else None))
         sock = self._server.sockets[0]
         addr = sock.getsockname()
         return addr[0], addr[1]
@@ -285,7 +295,7 @@ class HttpServer:
                 if p.prefix:
                     writer.write(p.prefix)
                     sent += len(p.prefix)
-                if p.end > p.start and self._pool is not None:
+                if p.end > p.start and self._pool is not None and self.ssl_context is None:
                     await writer.drain()
                     sent += await threaded_sendfile(self._pool, writer.get_extra_info("socket"),
                                                     resp.file, p.start, p.end - p.start)
@@ -427,8 +437,10 @@ async def run_until_signal(server: HttpServer, host: str, port: int,
 async def serve_from_args(args, handle, name: str, on_start: Callable[[], Awaitable[None]] | None = None,
                           on_stop: Callable[[], Awaitable[None]] | None = None, **server_kw) -> None:
     """Serve `handle` on args.listen until SIGTERM/SIGINT with the common server flags of the
-    origin and the OCA (max_conns, header and idle timeouts, an append-mode access_log)."""
+    origin and the OCA (max_conns, header and idle timeouts, an append-mode access_log, TLS
+    when --tls-cert/--tls-key are given)."""
     host, port = parse_listen(args.listen)
+    server_kw.setdefault("ssl_context", server_context_from_args(args))
     log = open(args.access_log, "a", encoding="utf-8") if args.access_log else None
     try:
         server = HttpServer(handle, max_conns=args.max_conns, header_timeout_s=args.header_timeout_s,

@@ -1,6 +1,7 @@
 """Origin store in the cloud region: serves every segment of the catalog; source of all fills.
 
-`python -m appliances.origin --listen HOST:PORT [catalog flags]` prints `READY host:port`.
+`python -m appliances.origin --listen HOST:PORT [--tls-cert PATH --tls-key PATH] [catalog flags]`
+prints `READY host:port`.
 Endpoints: GET/HEAD `/v/<title>/<kbps>/<index>` (ranges and conditionals per RFC 9110),
 `GET /health`, `GET /catalog` (the CatalogSpec as JSON).
 Invariants: bytes are generated from the catalog (deterministic), so the origin never needs
@@ -17,6 +18,7 @@ from collections import OrderedDict
 from appliances import ranges
 from appliances.content import Catalog, CatalogSpec, ContentError
 from appliances.httpcore import Request
+from appliances.tls import add_server_args, server_context_from_args
 from appliances.oca_http import Response, json_response, parse_listen, \
     serve_from_args, text_response
 
@@ -87,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-conns", type=int, default=512)
     p.add_argument("--header-timeout-s", type=float, default=10.0)
     p.add_argument("--idle-timeout-s", type=float, default=60.0)
+    add_server_args(p)
     CatalogSpec.add_cli_args(p)
     return p
 
@@ -101,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parse_listen(args.listen)
         CatalogSpec.from_cli_args(args)
-    except ValueError as exc:
+        server_context_from_args(args)  # bad TLS flags or files fail here, before serving
+    except (ValueError, OSError) as exc:
         print(f"origin: {exc}", file=sys.stderr)
         return 2
     asyncio.run(amain(args))

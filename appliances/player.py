@@ -24,6 +24,7 @@ import logging
 import random
 import signal
 import socket
+import ssl
 import sys
 import time
 from typing import TextIO
@@ -31,6 +32,7 @@ from typing import TextIO
 import aiohttp
 
 from appliances.abr import ALGORITHMS, make_abr
+from appliances.tls import resuming_client_context
 from appliances.player_session import FETCH_ERRORS, SegmentError, SessionConfig, ViewerSession
 
 log = logging.getLogger("ocalab.player")
@@ -63,6 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-buffer-s", type=float, default=30.0)
     p.add_argument("--reprobe-segments", type=int, default=4)
     p.add_argument("--reprobe-s", type=float, default=10.0)
+    p.add_argument("--ca-file", default=None, metavar="PATH",
+                   help="CA certificate that https control plane, OCAs and origin must chain "
+                        "to (their IP SAN is checked; default: the system's CAs)")
     p.add_argument("--verbose", action="store_true")
     return p
 
@@ -76,14 +81,20 @@ def _check(args: argparse.Namespace) -> None:
         raise ValueError("--speed must be in (0, 100]")
     if args.max_wall_s <= 0 or args.ramp_s < 0 or args.max_buffer_s < 1:
         raise ValueError("--max-wall-s must be > 0, --ramp-s >= 0, --max-buffer-s >= 1")
-    if not args.control.startswith("http://"):
-        raise ValueError("--control must be an http:// URL")
+    if not args.control.startswith(("http://", "https://")):
+        raise ValueError("--control must be an http:// or https:// URL")
 
 
-def _connector(bind_ip: str | None) -> aiohttp.TCPConnector:
-    local = (bind_ip, 0) if bind_ip else None
-    return aiohttp.TCPConnector(local_addr=local, family=socket.AF_INET if bind_ip else 0,
-                                limit=8, keepalive_timeout=60)
+def client_ssl(args: argparse.Namespace) -> ssl.SSLContext | bool:
+    """What https connections trust: the --ca-file context (resuming TLS sessions when a viewer
+    reconnects), else True (the system's CAs, no resumption across connections)."""
+    return resuming_client_context(args.ca_file) if args.ca_file else True
+
+
+def _connector(args: argparse.Namespace) -> aiohttp.TCPConnector:
+    local = (args.bind_ip, 0) if args.bind_ip else None
+    return aiohttp.TCPConnector(local_addr=local, family=socket.AF_INET if args.bind_ip else 0,
+                                limit=8, keepalive_timeout=60, ssl=getattr(args, "client_ssl", True))
 
 
 async def pick_titles(args: argparse.Namespace) -> list[str]:
@@ -92,7 +103,7 @@ async def pick_titles(args: argparse.Namespace) -> list[str]:
         if not titles:
             raise ValueError("--titles is empty")
         return [titles[i % len(titles)] for i in range(args.viewers)]
-    async with aiohttp.ClientSession(connector=_connector(args.bind_ip)) as http:
+    async with aiohttp.ClientSession(connector=_connector(args)) as http:
         async with http.get(f"{args.control}/catalog") as r:
             r.raise_for_status()
             pop = (await r.json())["popularity"]
@@ -130,7 +141,7 @@ async def _post_summary(http: aiohttp.ClientSession, control: str, summary: dict
 
 async def run_viewer(s: ViewerSession, args: argparse.Namespace, delay_s: float,
                      logs: Logs) -> dict:
-    async with aiohttp.ClientSession(connector=_connector(args.bind_ip)) as http:
+    async with aiohttp.ClientSession(connector=_connector(args)) as http:
         try:
             await asyncio.sleep(delay_s)
             await s.run(http)
@@ -179,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
                         stream=sys.stderr, format="%(asctime)s player %(levelname)s %(message)s")
     try:
         _check(args)
-    except ValueError as exc:
+        args.client_ssl = client_ssl(args)
+    except (ValueError, OSError) as exc:
         print(f"player: error: {exc}", file=sys.stderr)
         return 2
     t0 = time.monotonic()

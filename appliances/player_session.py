@@ -307,7 +307,7 @@ class ViewerSession:
         if not resp.history:
             return loc
         self.redirects += 1
-        root = f"http://{resp.url.host}:{resp.url.port}"
+        root = f"{resp.url.scheme}://{resp.url.host}:{resp.url.port}"
         for cand in self._locations:
             if cand["base_url"].startswith(root + "/"):
                 return cand

@@ -11,7 +11,7 @@ reads the same file, and harness.services writes it.
    "origin": {"name": "origin", "url": "http://...", "tier": "origin"},
    "catalog": {contracts.catalog.CatalogSpec fields},
    "regions": {"isp1": {"prefixes": ["198.18.1.0/24"], "preference_seed": 11}}}
-Invariants: names are unique; tiers are embedded|ixp for OCAs; every URL is http://host:port
+Invariants: names are unique; tiers are embedded|ixp for OCAs; every URL is http(s)://host:port
 without a path; prefixes are valid networks. Parsing never half-succeeds: it raises
 DeploymentError naming the bad field. Pure: no I/O except load_deployment's one file read.
 """
@@ -128,11 +128,11 @@ def _url(value: Any, where: str) -> str:
     if not isinstance(value, str):
         raise DeploymentError(f"{where}.url: expected a string")
     parts = urlsplit(value)
-    if parts.scheme != "http" or not parts.hostname or parts.port is None:
-        raise DeploymentError(f"{where}.url: expected http://host:port, got {value!r}")
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.port is None:
+        raise DeploymentError(f"{where}.url: expected http(s)://host:port, got {value!r}")
     if parts.path not in ("", "/") or parts.query:
         raise DeploymentError(f"{where}.url: must not have a path or query, got {value!r}")
-    return f"http://{parts.netloc}"
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def _nets(value: Any, where: str) -> tuple[Network, ...]:

@@ -236,8 +236,8 @@ class Location:
             raise ValueError(f"location needs name, tier, base_url_root: {exc}") from None
         if tier not in TIER_RANK:
             raise ValueError(f"location {name!r}: unknown tier {tier!r}")
-        if not isinstance(root, str) or not root.startswith("http://"):
-            raise ValueError(f"location {name!r}: base_url_root must be http://host:port")
+        if not isinstance(root, str) or not root.startswith(("http://", "https://")):
+            raise ValueError(f"location {name!r}: base_url_root must be http(s)://host:port")
         retries = d.get("retries", 0)
         if type(retries) is not int or not 0 <= retries <= MAX_RETRIES:
             raise ValueError(f"location {name!r}: retries must be an integer in 0..{MAX_RETRIES}")

@@ -49,12 +49,12 @@ class _Entry:
 
 
 def url_host(url: object, where: str) -> str:
-    """The IPv4 host of an http://host:port URL, or ValueError naming `where`."""
+    """The IPv4 host of an http(s)://host:port URL, or ValueError naming `where`."""
     if not isinstance(url, str):
         raise ValueError(f"{where}.url: expected a string, got {type(url).__name__}")
     parts = urlsplit(url)
-    if parts.scheme != "http" or not parts.hostname or parts.port is None:
-        raise ValueError(f"{where}.url: expected http://host:port, got {url!r}")
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.port is None:
+        raise ValueError(f"{where}.url: expected http(s)://host:port, got {url!r}")
     try:
         return str(ipaddress.ip_address(parts.hostname))
     except ValueError:

@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import json
 import signal
+import ssl
 import sys
 import time
 from pathlib import Path
@@ -120,6 +121,16 @@ async def probe_loop(http: aiohttp.ClientSession, url: str, i: int, out: Outcome
             pass
 
 
+def _client_ssl(ca_file: str | None) -> ssl.SSLContext | bool:
+    """https OCAs: a TLS 1.3 context trusting only `ca_file` (the lab CA); None: system CAs."""
+    if ca_file is None:
+        return True
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.load_verify_locations(cafile=ca_file)
+    return ctx
+
+
 async def run(args: argparse.Namespace, origin: dict, ocas: list[dict]) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -130,7 +141,9 @@ async def run(args: argparse.Namespace, origin: dict, ocas: list[dict]) -> int:
     out = Outcomes(len(ocas))
     # keep-alive: one round trip per probe (the control host is ~100 ms RTT from ISP OCAs); a
     # killed process closes its sockets, so the next probe fails at once (refused or disconnected)
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit_per_host=1)) as probes, \
+    probe_ssl = _client_ssl(args.ca_file)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit_per_host=1,
+                                                                    ssl=probe_ssl)) as probes, \
             aiohttp.ClientSession(timeout=push_t) as pusher:
         loops = [asyncio.create_task(probe_loop(probes, o["url"], i, out, args.interval_s, stop))
                  for i, o in enumerate(ocas)]
@@ -174,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--deployment", required=True, type=Path, help="control-plane deployment JSON")
     p.add_argument("--push", required=True, help="controller URL to POST snapshots to (…/ocas)")
     p.add_argument("--interval-s", type=float, default=PROBE_INTERVAL_S)
+    p.add_argument("--ca-file", default=None, help="CA certificate https OCAs must chain to")
     a = p.parse_args(argv)
     if not 0.01 <= a.interval_s <= 60:
         p.error("--interval-s must be in [0.01, 60]")
@@ -181,6 +195,11 @@ def main(argv: list[str] | None = None) -> int:
         origin, ocas = targets(json.loads(a.deployment.read_text()))
     except (OSError, json.JSONDecodeError, ValueError) as e:
         print(f"probe: bad deployment {a.deployment}: {e}", file=sys.stderr)
+        return 2
+    try:
+        _client_ssl(a.ca_file)
+    except OSError as e:  # ssl.SSLError is an OSError
+        print(f"probe: bad --ca-file {a.ca_file}: {e}", file=sys.stderr)
         return 2
     return asyncio.run(run(a, origin, ocas))
 

@@ -48,6 +48,7 @@ class Scenario:
     manifest: Callable[[dict], dict] = field(default=lambda cfg: {})
     check_plan: Callable | None = None
     default_abr: str = "bba"  # the players' ABR unless `ocalab run --abr` says otherwise
+    tls: bool = False  # the scenario passes cfg["tls"] to its services (`ocalab run --tls on`)
 
 
 def run(a, sc: Scenario) -> int:
@@ -59,10 +60,14 @@ def run(a, sc: Scenario) -> int:
     repeat = getattr(a, "repeat", 1)
     if repeat < 1:
         raise SystemExit(f"ocalab run: --repeat must be at least 1, got {repeat}")
+    tls = getattr(a, "tls", "off") == "on"
+    if tls and not sc.tls:
+        raise SystemExit(f"ocalab run: scenario {sc.name} does not support --tls on yet")
     install_signal_handlers()
     overrides = parse_overrides(a.set)
     cfg = {**sc.settings(a.quick), "abr": getattr(a, "abr", None) or sc.default_abr,
-           "miss": getattr(a, "miss", None) or "content_miss", "capacity": _capacity(overrides)}
+           "miss": getattr(a, "miss", None) or "content_miss", "capacity": _capacity(overrides),
+           "tls": tls}
     plan = by_name(a.name, overrides)
     if sc.check_plan is not None:
         sc.check_plan(plan)  # a clear PlanError before any namespace exists

@@ -58,6 +58,7 @@ class ServiceOptions:
     abr: str = "bba"                      # players' ABR (appliances.abr.ALGORITHMS)
     warm_titles: int | None = None        # manifests the control plane precomputes (None: all)
     wait_warm: bool = True                # start() returns only when they are done
+    tls: bool = False                     # https everywhere (lab CA in the scratch folder); False: http
 
     def __post_init__(self) -> None:
         if self.arm not in ARMS:
@@ -83,6 +84,8 @@ class ServiceOptions:
         from appliances.abr import ALGORITHMS
         if self.abr not in ALGORITHMS:
             raise ValueError(f"abr: {self.abr!r} is not one of {ALGORITHMS}")
+        if self.tls and self.steering == "anycast":  # certificates carry no anycast address yet
+            raise ValueError("tls: anycast steering over https is not supported yet")
         from appliances.oca import MISS_MODES
         if self.miss not in MISS_MODES:  # fail here, not as an OCA that never prints READY
             raise ValueError(f"miss: {self.miss!r} is not one of {MISS_MODES}")
@@ -115,9 +118,14 @@ def ocas_for_arm(plan: Plan, arm: str) -> list:
     return [n for n in plan.nodes_of(role="oca") if n.tier in tiers]
 
 
+def scheme(opts: ServiceOptions) -> str:
+    return "https" if opts.tls else "http"
+
+
 def deployment(plan: Plan, opts: ServiceOptions) -> dict:
     """The control plane's deployment description, derived from the plan (hops and RTT too)."""
     prefixes = isp_prefixes(plan)
+    sch = scheme(opts)
     origin_ip = plan.primary_ip(plan.nodes_of(role="origin")[0].name)
     ocas = []
     for n in ocas_for_arm(plan, opts.arm):
@@ -125,14 +133,14 @@ def deployment(plan: Plan, opts: ServiceOptions) -> dict:
         serves = [prefixes[n.domain]] if n.tier == "embedded" else sorted(prefixes.values())
         viewer = next(v.name for v in plan.nodes_of(role="viewer")
                       if prefixes[v.domain] in serves)
-        ocas.append({"name": n.name, "tier": n.tier, "url": f"http://{ip}:{OCA_PORT}", "serves": serves,
+        ocas.append({"name": n.name, "tier": n.tier, "url": f"{sch}://{ip}:{OCA_PORT}", "serves": serves,
                      "distance_hops": len(l3_path(plan, viewer, ip)),
                      "rtt_ms": round(2 * path_delay_ms(plan, viewer, ip), 3),
                      "capacity_mb": opts.capacity_mb,
                      **({"fill_rate_mbps": opts.fill_rate_mbps[n.tier]}
                         if n.tier in (opts.fill_rate_mbps or {}) else {})})
     regions = {d: {"prefixes": [p], "preference_seed": 10 + i} for i, (d, p) in enumerate(sorted(prefixes.items()))}
-    return {"ocas": ocas, "origin": {"name": "origin", "url": f"http://{origin_ip}:{OCA_PORT}", "tier": "origin"},
+    return {"ocas": ocas, "origin": {"name": "origin", "url": f"{sch}://{origin_ip}:{OCA_PORT}", "tier": "origin"},
             "catalog": opts.catalog, "regions": regions}
 
 
@@ -154,6 +162,8 @@ class Services:
         self.store: Path | None = None
         self.key_file: Path | None = None
         self.command_key_file: Path | None = None  # the control plane signs commands with it
+        self.tls_files: dict[str, tuple[Path, Path]] = {}  # service -> (cert, key), opts.tls
+        self.ca_file: Path | None = None
         self.control_url = ""
         self.origin_url = ""
         self.procs = net.process_group()
@@ -205,6 +215,30 @@ class Services:
         self.store = self.scratch / "store"
         self.key_file = self.scratch / "token.key"
         self.command_key_file = self.scratch / "command.key"
+
+    def _make_pki(self) -> None:
+        """opts.tls: a fresh lab CA in the scratch folder (keys die with it), a certificate per
+        server naming its addresses (IP SANs), the CA certificate alone copied to the run folder."""
+        from harness.pki import ServerSpec, write_pki
+        servers = [self.plan.nodes_of(role="origin")[0].name,
+                   self.plan.nodes_of(role="control")[0].name,
+                   *(n.name for n in ocas_for_arm(self.plan, self.opts.arm))]
+        specs = [ServerSpec(n, (n,), tuple(sorted({e.ip.split("/")[0] for e in self.plan.ends_of(n)
+                                                   if e.ip}))) for n in dict.fromkeys(servers)]
+        self.tls_files = write_pki(self.scratch / "pki", specs)
+        self.ca_file = self.scratch / "pki" / "ca.pem"
+        shutil.copyfile(self.ca_file, self.logs.parent / "tls-ca.pem")
+
+    def _tls_args(self, name: str, client: bool = True) -> list[str]:
+        """--tls-cert/--tls-key of service `name` (+ --ca-file for its own fetches); [] without tls."""
+        if not self.opts.tls:
+            return []
+        cert, key = self.tls_files[name]
+        return ["--tls-cert", str(cert), "--tls-key", str(key)] + (
+            ["--ca-file", str(self.ca_file)] if client else [])
+
+    def _ca_args(self) -> list[str]:
+        return ["--ca-file", str(self.ca_file)] if self.opts.tls else []
 
     def _prepare(self) -> Path:
         """deployment.json (capacities sized), history.csv, staged stores; the deployment file."""
@@ -267,21 +301,26 @@ class Services:
         self._make_scratch()
         self.key_file.write_text(secrets.token_hex(32))
         tokens.write_key(self.command_key_file)  # OCAs accept only commands signed with it
+        if self.opts.tls:
+            self._make_pki()
+        sch = scheme(self.opts)
         dep_file = self._prepare()
         dep = self.dep
         cat = _catalog_args(self.opts.catalog)
         origin = self.plan.nodes_of(role="origin")[0].name
         origin_ip = self.plan.primary_ip(origin)
         self._start("origin", origin, ["appliances.origin", "--listen", f"{origin_ip}:{OCA_PORT}",
-                                       "--access-log", str(self.logs / "origin.access.jsonl"), *cat])
-        self.origin_url = f"http://{origin_ip}:{OCA_PORT}"
+                                       "--access-log", str(self.logs / "origin.access.jsonl"),
+                                       *self._tls_args(origin, client=False), *cat])
+        self.origin_url = f"{sch}://{origin_ip}:{OCA_PORT}"
         ctl = self.plan.nodes_of(role="control")[0].name
         ctl_ip = self.plan.primary_ip(ctl)
-        self.control_url = f"http://{ctl_ip}:{CONTROL_PORT}"
+        self.control_url = f"{sch}://{ctl_ip}:{CONTROL_PORT}"
         ctl_argv = ["appliances.control", "--listen", f"{ctl_ip}:{CONTROL_PORT}", "--deployment", str(dep_file),
                     "--token-key", str(self.key_file), "--command-key", str(self.command_key_file),
                     "--telemetry-log", str(self.logs / "telemetry.jsonl"),
-                    "--steering-log", str(self.logs / "steering.jsonl"), "--warm-titles", str(self._warm_titles())]
+                    "--steering-log", str(self.logs / "steering.jsonl"), "--warm-titles", str(self._warm_titles()),
+                    *self._tls_args(ctl)]
         if self.history_file.exists():
             ctl_argv += ["--history", str(self.history_file)]
         if self.opts.fill == "network":
@@ -306,11 +345,12 @@ class Services:
                                      "--token-key", str(self.key_file), "--cache-control", self.control_url,
                                      "--command-key", str(self.command_key_file),
                                      "--access-log", str(self.logs / f"{name}.access.jsonl"),
-                                     "--fill-log", str(self.logs / f"{name}.fill.jsonl"), *cat,
+                                     "--fill-log", str(self.logs / f"{name}.fill.jsonl"),
+                                     *self._tls_args(name), *cat,
                                      *self.opts.oca_args])
         if mgmt_url:
             self._start("probe", ctl, ["controller.probe", "--deployment", str(dep_file),
-                                       "--push", f"{mgmt_url}/ocas"])
+                                       "--push", f"{mgmt_url}/ocas", *self._ca_args()])
         self._start("control", ctl, ctl_argv, timeout_s=60)
         if self._warm_titles() and self.opts.wait_warm:
             self.wait_warm(180)
@@ -359,7 +399,7 @@ class Services:
                 "--segments", str(segments), "--chunk-log", str(self.logs / f"chunks-{tag}.csv"),
                 "--session-log", str(self.logs / f"sessions-{tag}.jsonl"), "--bind-ip", ip,
                 "--account-prefix", tag, "--max-wall-s", str(max_wall_s), "--speed", str(speed),
-                "--ramp-s", str(ramp_s)]
+                "--ramp-s", str(ramp_s), *self._ca_args()]
         argv += ["--titles", titles] if titles else ["--workload", "zipf"]
         if max_buffer_s is not None:  # the player fetches at the media rate once this is full
             argv += ["--max-buffer-s", f"{max_buffer_s:g}"]
@@ -367,7 +407,7 @@ class Services:
         return self.procs.start(f"player:{tag}", [*NICE, *argv], node=self.net.host(viewer), stdout=err, stderr=err)
 
     def stop(self) -> None:
-        """Stop the processes, then remove the scratch folder (stores and token key)."""
+        """Stop the processes, then remove the scratch folder (stores, token key, TLS keys)."""
         try:
             self.procs.stop_all()
         finally:
@@ -388,12 +428,13 @@ class Services:
         return self.plan.primary_ip(name)
 
     def oca_status(self, name: str, path: str) -> dict:
-        return self._get_json(f"http://{self.plan.primary_ip(name)}:{OCA_PORT}{path}")
+        return self._get_json(f"{scheme(self.opts)}://{self.plan.primary_ip(name)}:{OCA_PORT}{path}")
 
     def _get_json(self, url: str) -> dict:
         """GET `url` from inside the control host; the JSON body, or {"error": ...}."""
         out = self.net.host(self.plan.nodes_of(role="control")[0].name).cmd(
-            f"{sys.executable} -m harness.fetch_json {shlex.quote(url)}")
+            f"{sys.executable} -m harness.fetch_json {shlex.quote(url)}"
+            + (f" --ca-file {shlex.quote(str(self.ca_file))}" if self.opts.tls else ""))
         try:
             return json.loads(out)
         except json.JSONDecodeError:

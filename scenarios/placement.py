@@ -54,7 +54,7 @@ def _run_arm(net, run_dir: Path, arm: str, cfg: dict, seed: int, tables: dict) -
     svc = Services(net, arm_dir, ServiceOptions(
         arm=arm, catalog=cfg["catalog"], capacity_rules=cfg["capacity"], miss=cfg["miss"], abr=cfg["abr"],
         stage_tiers=STEADY_STATE, history={"seed": seed},
-        fill_segments_per_title=cfg["segments"]))
+        fill_segments_per_title=cfg["segments"], tls=cfg.get("tls", False)))
     try:
         svc.start()  # steady state: every OCA holds its fill plan (harness.staging) before the clock
         tables["fill"] += [{"arm": arm, "oca": name, **st} for name, st in svc.staged.items()]
@@ -305,7 +305,7 @@ def _figure(rows: list[dict], path: Path) -> None:
 SCENARIO = Scenario(
     name="placement", settings=_settings, body=body, summarize=summarize, format_table=format_table,
     tables=("chunks", "sessions", "links", "links_ctl", "links_relay", "paths", "fill", "access"), stable=STABLE,
-    manifest=lambda cfg: {"arms": ARMS, "fill_mode": "staged", "history": HISTORY_DEFAULTS})
+    manifest=lambda cfg: {"arms": ARMS, "fill_mode": "staged", "history": HISTORY_DEFAULTS}, tls=True)
 
 
 def run(a) -> int:

@@ -128,3 +128,57 @@ def test_get_json_runs_the_fetch_module_in_the_control_host(net, tmp_path):
         server.server_close()
     out = svc._get_json(url)  # nothing listens now: the reason, as the error
     assert set(out) == {"error"} and "URLError" in out["error"]
+
+
+def test_tls_option_serves_https_with_a_lab_ca_whose_keys_stay_in_scratch(net, tmp_path):
+    from cryptography import x509
+    run_dir = tmp_path / "run" / "arms" / "embedded"
+    svc = Services(net, run_dir, ServiceOptions(arm="embedded", warm_titles=0, tls=True))
+    try:
+        svc.start()
+        pki = svc.scratch / "pki"
+        by_module = {}
+        for argv in net.started:
+            by_module.setdefault(argv[argv.index("-m") + 1], []).append(argv)
+        (origin,), (control,) = by_module["appliances.origin"], by_module["appliances.control"]
+        assert Path(_flag(origin, "--tls-cert")).parent == pki and "--ca-file" not in origin
+        assert _flag(control, "--ca-file") == str(pki / "ca.pem")
+        assert Path(_flag(control, "--tls-key")).parent == pki
+        for argv in by_module["appliances.oca"]:
+            assert _flag(argv, "--upstream").startswith("https://")
+            assert _flag(argv, "--cache-control") == svc.control_url.replace("http://", "https://")
+            assert _flag(argv, "--ca-file") == str(pki / "ca.pem")
+            name = _flag(argv, "--name")
+            cert = x509.load_pem_x509_certificate(Path(_flag(argv, "--tls-cert")).read_bytes())
+            ips = cert.extensions.get_extension_for_class(
+                x509.SubjectAlternativeName).value.get_values_for_type(x509.IPAddress)
+            assert svc.plan.primary_ip(name) in {str(i) for i in ips}
+        dep = json.loads((run_dir / "deployment.json").read_text())
+        assert all(o["url"].startswith("https://") for o in dep["ocas"])
+        assert dep["origin"]["url"].startswith("https://") and svc.control_url.startswith("https://")
+        svc.play(svc.plan.nodes_of(role="viewer")[0].name, 1, 2, 1)
+        player = net.started[-1]
+        assert _flag(player, "--ca-file") == str(pki / "ca.pem")
+        assert _flag(player, "--control").startswith("https://")
+        scratch = svc.scratch
+    finally:
+        svc.stop()
+    assert not scratch.exists()
+    assert (run_dir / "tls-ca.pem").read_bytes().startswith(b"-----BEGIN CERTIFICATE")
+    assert not [p for p in run_dir.rglob("*") if p.suffix in (".key", ".crt")]
+
+
+def test_tls_defaults_off_and_refuses_anycast():
+    assert ServiceOptions().tls is False
+    with pytest.raises(ValueError, match="anycast"):
+        ServiceOptions(tls=True, steering="anycast")
+
+
+def test_run_tls_on_is_refused_by_scenarios_that_do_not_honour_it():
+    import argparse
+    from harness.runner import run
+    from scenarios.fill import SCENARIO as FILL
+    from scenarios.placement import SCENARIO as PLACEMENT
+    assert PLACEMENT.tls and not FILL.tls
+    with pytest.raises(SystemExit, match="does not support --tls on"):
+        run(argparse.Namespace(repeat=1, set=[], tls="on"), FILL)
