@@ -79,6 +79,8 @@ def parse_lab(path: Path, text: str) -> Lab:
 
 def all_labs(labs_dir: Path = LABS_DIR) -> list[Lab]:
     """Every lab, in course order (the NN of its file name)."""
+    if not labs_dir.is_dir():
+        raise LabError(f"no labs folder at {labs_dir} (the labs come with a clone of the repository)")
     return [parse_lab(p, p.read_text()) for p in sorted(labs_dir.glob("[0-9][0-9]-*.md"))]
 
 
