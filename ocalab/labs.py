@@ -98,11 +98,11 @@ class _Refused(Exception):
     """A check that makes the rest meaningless (not a run folder, another scenario)."""
 
 
-def _manifest(d: Path) -> dict:
+def _manifest(d: Path, scenario: str) -> dict:
     path = d / "manifest.json"
     if not path.is_file():
         raise _Refused(f"{d} is not a run folder (no manifest.json); give the folder `ocalab run` "
-                       f"printed, e.g. runs/<scenario>-<time>{_newest_hint(d)}")
+                       f"printed, e.g. runs/<scenario>-<time>{_newest_hint(d, scenario)}")
     try:
         m = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -112,10 +112,11 @@ def _manifest(d: Path) -> dict:
     return m
 
 
-def _newest_hint(d: Path) -> str:
-    """'; the newest run in it is X' when `d` is a folder of run folders."""
-    runs = sorted(p for p in d.glob("*/manifest.json")) if d.is_dir() else []
-    return f"; the newest run in it is {max(runs, key=lambda p: p.stat().st_mtime).parent}" if runs else ""
+def _newest_hint(d: Path, scenario: str) -> str:
+    """'; the newest <scenario> run in it is X' when `d` is a folder of such run folders."""
+    runs = [p.parent for p in d.glob(f"{scenario}-*/manifest.json")] if d.is_dir() else []
+    newest = max(runs, key=lambda p: p.stat().st_mtime, default=None)
+    return f"; the newest {scenario} run in it is {newest}" if newest else ""
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -144,7 +145,7 @@ def check_run(lab: Lab, run_dir: Path, allow_unverified: bool = False) -> list[F
     """Every finding about `run_dir` as a run of `lab`; it passes when none has ok False."""
     out: list[Finding] = []
     try:
-        m = _manifest(run_dir)
+        m = _manifest(run_dir, lab.scenario)
         if m.get("scenario") != lab.scenario:
             raise _Refused(f"{run_dir} is a run of {m.get('scenario')!r}, not {lab.scenario!r}: lab "
                            f"{lab.name} needs `{lab.command}`")
@@ -172,7 +173,7 @@ def _provenance(m: dict, allow_unverified: bool) -> list[Finding]:
     out = []
     if m.get("status") != "ok":
         out.append(Finding(False, f"the run did not finish: status {m.get('status')!r}"
-                                  + (f", {m['error']}" if m.get("error") else "")))
+                                  + (f", {str(m['error']).splitlines()[0]}" if m.get("error") else "")))
     if m.get("fidelity_verified") is True:
         out.append(Finding(True, "the fidelity gate passed: every link measured within its tolerance"))
     elif allow_unverified:
@@ -193,7 +194,7 @@ def _provenance(m: dict, allow_unverified: bool) -> list[Finding]:
 
 def _tables(lab: Lab, d: Path) -> list[Finding]:
     """Each required table present with rows; every arm has sessions; no segment failed its hash."""
-    out = []
+    out = [] if (d / "plan.json").is_file() else [Finding(False, "lacks plan.json: the run folder is incomplete")]
     rows: dict[str, list[dict]] = {}
     for t in lab.tables:
         path = table_path(d, t)
@@ -237,7 +238,12 @@ def _summary(lab: Lab, run_dir: Path, m: dict, folders: list[Path]) -> list[Find
     missing_arms = [a for a in lab.arms if a not in {r.get(sc.key[0]) for r in saved}]
     if missing_cols or missing_arms:
         return [Finding(False, f"summary.csv lacks columns {missing_cols} and arms {missing_arms}")]
-    diffs = compare_summaries(saved, rebuild_summary(run_dir, folders, sc), sc.key)
+    try:
+        rebuilt = rebuild_summary(run_dir, folders, sc)
+    except Exception as e:  # the scenario's summary of these tables failed: say why, refuse
+        return [Finding(False, f"the summary cannot be rebuilt from the tables: {type(e).__name__}: {e} "
+                               "(`ocalab report --traceback RUN_DIR` shows where)")]
+    diffs = compare_summaries(saved, rebuilt, sc.key)
     if diffs:
         return [Finding(False, "summary.csv does not match the run's own tables (edited by hand?): "
                                + "; ".join(diffs[:5]) + (f"; and {len(diffs) - 5} more" if len(diffs) > 5 else ""))]

@@ -84,6 +84,20 @@ def test_a_series_missing_a_table_in_one_repeat_is_refused_naming_the_repeat(tmp
         "rep3: access.csv has no rows"]
 
 
+def test_a_run_without_its_plan_is_refused_and_not_rebuilt(tmp_path):
+    d = _copy(tmp_path, "failover")
+    (d / "plan.json").unlink()
+    assert _refusals(labs.check_run(labs.by_name("failover"), d)) == ["lacks plan.json: the run folder is incomplete"]
+
+
+def test_tables_the_summary_cannot_read_are_refused_with_the_reason(tmp_path):
+    d = _copy(tmp_path, "failover")
+    with gzip.open(d / "events.csv.gz", "wt") as f:
+        f.write("arm,what\nmanifest,x\n")
+    [text] = _refusals(labs.check_run(labs.by_name("failover"), d))
+    assert text.startswith("the summary cannot be rebuilt from the tables: ")
+
+
 def test_a_tampered_summary_is_refused_naming_the_figure(tmp_path):
     d = _copy(tmp_path, "failover")
     rows = labs.read_rows(d / "summary.csv")
@@ -113,13 +127,15 @@ def test_a_tampered_table_of_a_series_shows_in_the_medians(tmp_path):
 
 @pytest.mark.parametrize("edit, fragment", [
     (dict(fidelity_verified=False), "the fidelity gate was skipped (--no-verify)"),
-    (dict(status="failed", error="fidelity gate failed: 1 of 28 links"), "the run did not finish: status 'failed', fidelity gate failed"),
+    (dict(status="failed", error="EmulationError: fidelity gate failed: 1 of 28 links (or groups) off the plan:\n  i1v1-0"),
+     "the run did not finish: status 'failed', EmulationError: fidelity gate failed: 1 of 28 links (or groups) off the plan:"),
 ])
 def test_an_unverified_or_failed_run_is_refused(tmp_path, edit, fragment):
     d = _copy(tmp_path, "steering")
     _edit_manifest(d, **edit)
     refused = _refusals(labs.check_run(labs.by_name("steering"), d))
-    assert any(fragment in t for t in refused), refused
+    assert any(t.startswith(fragment) for t in refused), refused
+    assert not any("i1v1-0" in t for t in refused)  # one line of the error, not the whole list
 
 
 def test_an_unverified_run_passes_only_with_allow_unverified_and_a_note(tmp_path):
@@ -146,10 +162,11 @@ def test_a_failed_segment_hash_or_a_missing_arm_is_refused(tmp_path):
 
 
 def test_a_folder_of_runs_is_refused_pointing_at_the_newest_run(tmp_path):
-    _copy(tmp_path, "steering")
+    shutil.copytree(labs.RESULTS_DIR / "steering", tmp_path / "steering-20261203T120000")
+    shutil.copytree(labs.RESULTS_DIR / "failover", tmp_path / "failover-20261203T130000")
     [text] = _refusals(labs.check_run(labs.by_name("steering"), tmp_path))
     assert text.startswith(f"{tmp_path} is not a run folder (no manifest.json)")
-    assert text.endswith(f"the newest run in it is {tmp_path / 'steering'}")
+    assert text.endswith(f"the newest steering run in it is {tmp_path / 'steering-20261203T120000'}")
 
 
 def test_check_exit_codes_and_output(tmp_path, capsys):
