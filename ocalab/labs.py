@@ -14,7 +14,6 @@ summary is caught by rebuilding it from the folder's own tables with the scenari
 from __future__ import annotations
 
 import contextlib
-import csv
 import io
 import json
 import math
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.rundir import REPO, table_path
+from scenarios.logs import LogError, read_rows
 
 LABS_DIR = REPO / "labs"
 RESULTS_DIR = REPO / "results"
@@ -119,15 +119,6 @@ def _newest_hint(d: Path, scenario: str) -> str:
     return f"; the newest {scenario} run in it is {newest}" if newest else ""
 
 
-def read_rows(path: Path) -> list[dict]:
-    """The rows of a CSV (plain or gzipped; an empty file has none)."""
-    import gzip
-    if not path.exists() or path.stat().st_size == 0:
-        return []
-    with (gzip.open(path, "rt", newline="") if path.suffix == ".gz" else path.open(newline="")) as f:
-        return list(csv.DictReader(f))
-
-
 def _folders(d: Path, m: dict) -> list[Path]:
     """The run folders holding tables: rep1..repN of a series, else the run itself."""
     if "series" not in m:
@@ -201,7 +192,11 @@ def _tables(lab: Lab, d: Path) -> list[Finding]:
         if not path.exists():
             out.append(Finding(False, f"lacks {t}.csv: the run folder is incomplete (copy the whole folder)"))
             continue
-        rows[t] = read_rows(path)
+        try:
+            rows[t] = read_rows(path)
+        except LogError as e:
+            out.append(Finding(False, f"{path.name} cannot be read: {e}"))
+            continue
         if not rows[t]:
             out.append(Finding(False, f"{path.name} has no rows"))
     sessions = rows.get("sessions") or []

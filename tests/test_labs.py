@@ -11,6 +11,7 @@ import pytest
 
 from ocalab import labs
 from ocalab.cli import main
+from scenarios.logs import read_rows
 
 NAMES = ["placement", "fill", "failover", "steering"]
 
@@ -57,7 +58,7 @@ def test_the_reference_figures_in_each_lab_are_those_of_results(name):
     text = lab.path.read_text()
     assert labs.render(text, labs.reference_block(lab)) == text, "run `ocalab lab render`"
     block = labs.reference_block(lab)
-    ref = labs.read_rows(labs.RESULTS_DIR / lab.scenario / "summary.csv")
+    ref = read_rows(labs.RESULTS_DIR / lab.scenario / "summary.csv")
     assert all(str(ref[0][fig]) in block for fig in lab.figures)
 
 
@@ -100,7 +101,7 @@ def test_tables_the_summary_cannot_read_are_refused_with_the_reason(tmp_path):
 
 def test_a_tampered_summary_is_refused_naming_the_figure(tmp_path):
     d = _copy(tmp_path, "failover")
-    rows = labs.read_rows(d / "summary.csv")
+    rows = read_rows(d / "summary.csv")
     rows[1]["recover_s_median"] = "1.5"  # a nicer recovery than the run had
     with (d / "summary.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -115,7 +116,7 @@ def test_a_tampered_table_of_a_series_shows_in_the_medians(tmp_path):
     d = _copy(tmp_path, "placement")
     for rep in ("rep1", "rep2"):  # two of three repeats: the median moves
         path = d / rep / "sessions.csv.gz"
-        sessions = labs.read_rows(path)
+        sessions = read_rows(path)
         sessions = [s for s in sessions if not (s["arm"] == "origin" and s["host"] == "i1v1")]
         with gzip.open(path, "wt", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(sessions[0]))
@@ -149,7 +150,7 @@ def test_an_unverified_run_passes_only_with_allow_unverified_and_a_note(tmp_path
 def test_a_failed_segment_hash_or_a_missing_arm_is_refused(tmp_path):
     d = _copy(tmp_path, "steering")
     path = d / "sessions.csv.gz"
-    sessions = labs.read_rows(path)
+    sessions = read_rows(path)
     sessions[0]["hash_failures"] = "2"
     sessions = [s for s in sessions if s["arm"] != "load_aware" or s is sessions[0]]
     with gzip.open(path, "wt", newline="") as f:
