@@ -207,20 +207,16 @@ def _tables(lab: Lab, d: Path) -> list[Finding]:
         elif mine and not any(s.get("status") == "ok" for s in mine):
             out.append(Finding(False, f"no session of arm {arm!r} played to its end (status ok)"))
     if sessions:
-        bad = sum(_int(s.get("hash_failures")) for s in sessions)
+        try:
+            bad = sum(int(float(s.get("hash_failures") or 0)) for s in sessions)
+        except ValueError as e:
+            return out + [Finding(False, f"sessions.csv: hash_failures is not a count: {e}")]
         ok = sum(s.get("status") == "ok" for s in sessions)
         out.append(Finding(bad == 0, f"{len(sessions)} sessions, {ok} played to the end, "
                                      f"{bad} segments failed their SHA-256 check"))
     if not out:
         out.append(Finding(True, f"tables {', '.join(lab.tables)} present with rows"))
     return out
-
-
-def _int(x) -> int:
-    try:
-        return int(float(x))
-    except (TypeError, ValueError):
-        return 0
 
 
 def _summary(lab: Lab, run_dir: Path, m: dict, folders: list[Path]) -> list[Finding]:
@@ -232,7 +228,9 @@ def _summary(lab: Lab, run_dir: Path, m: dict, folders: list[Path]) -> list[Find
     missing_cols = [c for c in (*sc.key, *lab.figures) if c not in saved[0]]
     missing_arms = [a for a in lab.arms if a not in {r.get(sc.key[0]) for r in saved}]
     if missing_cols or missing_arms:
-        return [Finding(False, f"summary.csv lacks columns {missing_cols} and arms {missing_arms}")]
+        lacks = [f"the columns {', '.join(missing_cols)}"] * bool(missing_cols) + \
+                [f"the arms {', '.join(missing_arms)}"] * bool(missing_arms)
+        return [Finding(False, f"summary.csv lacks {' and '.join(lacks)}")]
     try:
         rebuilt = rebuild_summary(run_dir, folders, sc)
     except Exception as e:  # the scenario's summary of these tables failed: say why, refuse

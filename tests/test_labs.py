@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 import json
 import shutil
 from pathlib import Path
@@ -22,6 +23,19 @@ def _copy(tmp_path: Path, scenario: str) -> Path:
 
 def _refusals(findings) -> list[str]:
     return [f.text for f in findings if f.ok is False]
+
+
+def _rewrite(path: Path, rows: list[dict]) -> None:
+    """Replace a table (plain or .csv.gz) with `rows`, as a hand edit would."""
+    text = io.StringIO()
+    w = csv.DictWriter(text, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    if path.suffix == ".gz":
+        with gzip.open(path, "wt", newline="") as f:
+            f.write(text.getvalue())
+    else:
+        path.write_text(text.getvalue())
 
 
 def _edit_manifest(d: Path, **fields) -> None:
@@ -103,10 +117,7 @@ def test_a_tampered_summary_is_refused_naming_the_figure(tmp_path):
     d = _copy(tmp_path, "failover")
     rows = read_rows(d / "summary.csv")
     rows[1]["recover_s_median"] = "1.5"  # a nicer recovery than the run had
-    with (d / "summary.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    _rewrite(d / "summary.csv", rows)
     [text] = _refusals(labs.check_run(labs.by_name("failover"), d))
     assert "does not match the run's own tables" in text
     assert "manifest ixp_kill recover_s_median = 1.5 (the tables give 9.303)" in text
@@ -118,10 +129,7 @@ def test_a_tampered_table_of_a_series_shows_in_the_medians(tmp_path):
         path = d / rep / "sessions.csv.gz"
         sessions = read_rows(path)
         sessions = [s for s in sessions if not (s["arm"] == "origin" and s["host"] == "i1v1")]
-        with gzip.open(path, "wt", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(sessions[0]))
-            w.writeheader()
-            w.writerows(sessions)
+        _rewrite(path, sessions)
     [text] = _refusals(labs.check_run(labs.by_name("placement"), d))
     assert "origin sessions = 18.0 (the tables give 15.0)" in text
 
@@ -153,10 +161,7 @@ def test_a_failed_segment_hash_or_a_missing_arm_is_refused(tmp_path):
     sessions = read_rows(path)
     sessions[0]["hash_failures"] = "2"
     sessions = [s for s in sessions if s["arm"] != "load_aware" or s is sessions[0]]
-    with gzip.open(path, "wt", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(sessions[0]))
-        w.writeheader()
-        w.writerows(sessions)
+    _rewrite(path, sessions)
     refused = _refusals(labs.check_run(labs.by_name("steering"), d))
     assert "sessions.csv has no session of arm 'load_aware'" in refused
     assert any("2 segments failed their SHA-256 check" in t for t in refused)
@@ -198,3 +203,11 @@ def test_compare_summaries_is_numeric_and_names_missing_rows():
     assert labs.compare_summaries(saved, rebuilt, ("arm",)) == ["row b is not in the tables"]
     assert labs.compare_summaries([{"arm": "a", "s": "x"}], [{"arm": "a", "s": "y"}], ("arm",)) == [
         "a s = x (the tables give y)"]
+
+
+def test_a_summary_without_the_labs_columns_or_arms_is_refused_naming_them(tmp_path):
+    d = _copy(tmp_path, "steering")
+    rows = [{k: v for k, v in r.items() if k != "health_misses"} for r in read_rows(d / "summary.csv")]
+    _rewrite(d / "summary.csv", rows[:1])
+    assert _refusals(labs.check_run(labs.by_name("steering"), d)) == [
+        "summary.csv lacks the columns health_misses and the arms load_aware"]
