@@ -46,6 +46,7 @@ def _edit_manifest(d: Path, **fields) -> None:
 
 def test_the_four_labs_in_course_order_each_name_their_scenario_and_command():
     found = labs.all_labs()
+    guide = (labs.LABS_DIR / "README.md").read_text()
     assert [lab.name for lab in found] == NAMES
     for lab in found:
         assert lab.scenario == lab.name and f"ocalab run {lab.scenario}" in lab.command
@@ -54,6 +55,8 @@ def test_the_four_labs_in_course_order_each_name_their_scenario_and_command():
                         "## What the instructor should see", "## Check"):
             assert section in text, (lab.name, section)
         assert f"ocalab lab check {lab.name} " in text
+        assert lab.command in text.split("## Commands")[1].split("\n## ")[0]  # the toml's command is the one shown
+        assert f"[{lab.path.name}]({lab.path.name})" in guide and f"`{lab.command}`" in guide
 
 
 @pytest.mark.parametrize("name", NAMES)
