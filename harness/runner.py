@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from harness import loadedrtt, progress
-from harness.hostload import CpuSampler, cpu_summary, saturated, warning
+from harness import hostload, loadedrtt, progress
+from harness.hostload import CpuSampler, warning
 from harness.overrides import parse_overrides
 from harness.rundir import git_info, new_run_dir, write_csv, write_manifest
 
@@ -142,8 +142,7 @@ def _repeat(net, top: Path, sc: Scenario, cfg: dict, seed: int, k: int, repeat: 
     write_csv(run_dir / "host_cpu.csv", cpu.rows)
     loadedrtt.write_samples(run_dir, pings.samples)
     loaded = loadedrtt.verdict(loadedrtt.judge(pings.samples, tables.get("sessions", [])))
-    load = cpu_summary(cpu.rows)
-    load["saturated"] = saturated(load)
+    load = hostload.run_summary(cpu.rows, loadedrtt.serve_windows(tables.get("sessions", [])))
     write_manifest(run_dir, **common, **extra, network=net.summary(), repeat_index=k, repeats=repeat,
                    started=t0, ended=time.time(), status="ok", host_cpu=load, loaded_rtt=loaded)
     try:
@@ -154,6 +153,7 @@ def _repeat(net, top: Path, sc: Scenario, cfg: dict, seed: int, k: int, repeat: 
               f"`ocalab report {run_dir}` builds it again", file=sys.stderr, flush=True)
         failed_summaries.append(run_dir)
     print(loadedrtt.line(loadedrtt.annotate(run_dir) or loaded), flush=True)
+    hostload.annotate(run_dir)
     if (w := warning(load)) is not None:
         print(w, flush=True)
     return run_dir
