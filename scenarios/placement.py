@@ -20,6 +20,7 @@ from contracts.deployment import OCA_PORT, TIER_RANK
 from harness.rundir import table_path, write_csv
 from harness.runner import Scenario
 from harness.staging import HISTORY_DEFAULTS
+from scenarios import handshakes
 from scenarios.bytecheck import TOLERANCE_PCT, byte_rows, headline, relay_delta
 from scenarios.logs import attach_cache, of_arm, read_access, read_rows, read_table, sessions
 from scenarios.traffic import HIT, bytes_by_class, counter_delta, payload_by_class
@@ -159,6 +160,7 @@ def _arm_figures(t: dict[str, pd.DataFrame], plan, tiers: dict[str, str]) -> dic
         "servers": " ".join(f"{h}={s}" for h, s in zip(pa["host"], pa["server"])),
         "hops": int(hops) if len(pa) % 2 else float(hops),  # statistics.median's types: a value or a mean
         "rtt_ms": _median(pa["rtt_ms"], 2), "connect_ms": _median(pa["connect_ms"], 2),
+        **handshakes.arm_figures(ch, pa),
         "ttfb_ms": _median(ch["ttfb_ms"], 1),
         "chunk_mbps": _median(ch["bytes"] * 8 / (ch["download_ms"] * 1000), 2, ""),
         "ttfb_hit_ms": _median(ch.loc[ch["cache"] == "hit", "ttfb_ms"], 1, ""),
@@ -241,12 +243,13 @@ def _gap_pct(ctl: dict[str, int], kernel: dict[str, int]) -> float:
 
 
 def format_table(rows: list[dict]) -> str:
-    cols = ["arm", "hops", "rtt_ms", "connect_ms", "ttfb_hit_ms", "ttfb_miss_ms", "startup_s", "rebuffer_ratio",
+    cols = ["arm", "hops", "rtt_ms", "connect_ms", "handshake_ms", "ttfb_hit_ms", "ttfb_miss_ms", "startup_s", "rebuffer_ratio",
             "mean_kbps", "transit_mb", "peering_mb", "in_isp_share"]
     lines = ["  ".join(f"{c:>12s}" for c in cols)]
     for r in rows:
         lines.append("  ".join(f"{r[c]:>12}" for c in cols))
     lines += compare_arms({r["arm"]: r for r in rows})
+    lines += handshakes.lines(rows)
     lines += byte_lines(rows)
     return "\n".join(lines)
 
