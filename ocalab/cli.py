@@ -184,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="benchmarks that print measured figures")
     b.add_argument("what", choices=list(BENCHES))
     b.add_argument("--quick", action="store_true")
+    b.add_argument("--tls", action="store_true",
+                   help="oca only: serve over TLS 1.3 next to nginx with the same certificate, "
+                        "loaded by wrk and the project's client")
     b.add_argument("--out", type=Path, default=None)
     b.set_defaults(fn=cmd_bench)
 
