@@ -96,15 +96,20 @@ def main_server(chunks: list[dict], tiers: dict[str, str]) -> str:
 
 
 def _path_row(net, svc, viewer: str, chunks: list[dict]) -> dict:
-    """Hops (traceroute), RTT and TCP connect time from `viewer` to the server that sent most of its chunks."""
-    from emulation.probes import connect_ms, ping_rtts, traceroute
+    """Hops (traceroute), RTT and TCP connect time from `viewer` to the server that sent most of
+    its chunks; over TLS also the probe's connect, full and resumed handshake (probe_*_ms)."""
+    from emulation.probes import connect_ms, ping_rtts, tls_handshake_ms, traceroute
 
     server = main_server(chunks, {n.name: n.tier for n in net.plan.nodes if n.role == "oca"})
     addr = svc.server_addr(server)
     hops = traceroute(net, viewer, addr)
-    return {"server": server, "server_addr": addr, "hops": len(hops), "hops_answered": sum(h != "*" for h in hops),
-            "path": " ".join(hops), "rtt_ms": _median_ms(ping_rtts(net, viewer, addr)),
-            "connect_ms": _median_ms(connect_ms(net, viewer, addr, OCA_PORT))}
+    row = {"server": server, "server_addr": addr, "hops": len(hops), "hops_answered": sum(h != "*" for h in hops),
+           "path": " ".join(hops), "rtt_ms": _median_ms(ping_rtts(net, viewer, addr)),
+           "connect_ms": _median_ms(connect_ms(net, viewer, addr, OCA_PORT))}
+    if svc.opts.tls:  # TCP connect, full and resumed TLS 1.3 handshakes (scenarios.handshakes)
+        t = tls_handshake_ms(net, viewer, addr, OCA_PORT, svc.ca_file)
+        row.update({f"probe_{k}": _median_ms(v) for k, v in t.items()})
+    return row
 
 
 def _median_ms(samples: list[float]) -> float:

@@ -217,3 +217,14 @@ def test_player_context_resumes_across_aiohttp_connections(servers, pki):
     _, rows = asyncio.run(gets(servers["oca"], force_close=False))  # keep-alive
     assert [r["conn"] for r in rows] == ["tls", "reused", "reused"]
     assert rows[1]["connect_ms"] == rows[1]["tls_ms"] == ""
+
+
+def test_connect_probe_times_full_and_resumed_handshakes(servers, pki):
+    from emulation.connect_probe import main, tls_times_ms
+    for port in (servers["oca"], servers["origin"]):
+        t = tls_times_ms("127.0.0.1", port, 2, str(pki["ca"]))
+        assert all(len(v) == 2 and all(x > 0 for x in v) for v in t.values()), t
+    with pytest.raises(ssl.SSLCertVerificationError):
+        tls_times_ms("127.0.0.1", servers["oca"], 1, str(pki["other_ca"]))
+    with pytest.raises(SystemExit):
+        main(["127.0.0.1", str(servers["oca"]), "1", "--burst", "2", "--tls-ca", str(pki["ca"])])
