@@ -135,6 +135,7 @@ def summarize(run_dir: Path) -> list[dict]:
     t = {n: read_table(table_path(run_dir, n)) for n in (*TABLES, "fill")}
     tiers = {n.name: n.tier for n in plan.nodes if n.role == "oca"}
     rows, byte_table = [], []
+    fitted = handshakes.fit(t["paths"])  # every arm's paths: round trips and compute of a handshake
     for arm in ARMS:
         arm_t = {k: of_arm(v, arm) for k, v in t.items()}
         if arm_t["chunks"].empty:
@@ -143,7 +144,7 @@ def summarize(run_dir: Path) -> list[dict]:
                           arm_t["access"].to_dict("records"), plan)
         byte_table += brows
         gaps = headline(brows)
-        rows.append({"arm": arm, **_arm_figures(arm_t, plan, tiers), "plan_coverage": plan_coverage(arm_t, plan),
+        rows.append({"arm": arm, **_arm_figures(arm_t, plan, tiers, fitted), "plan_coverage": plan_coverage(arm_t, plan),
                      **_byte_figures(arm_t, plan, t["links_ctl"].empty),
                      "relay_vs_kernel_wire_pct": gaps["gap_wire_pct"],
                      "relay_vs_log_payload_pct": gaps["gap_payload_pct"]})
@@ -153,7 +154,7 @@ def summarize(run_dir: Path) -> list[dict]:
     return rows
 
 
-def _arm_figures(t: dict[str, pd.DataFrame], plan, tiers: dict[str, str]) -> dict:
+def _arm_figures(t: dict[str, pd.DataFrame], plan, tiers: dict[str, str], fitted: dict) -> dict:
     """Sessions, paths and chunk figures of one arm (its rows of each table)."""
     ch, se, pa = t["chunks"], t["sessions"], t["paths"].sort_values("host", kind="stable")
     total = int(ch["bytes"].sum())
@@ -165,7 +166,7 @@ def _arm_figures(t: dict[str, pd.DataFrame], plan, tiers: dict[str, str]) -> dic
         "servers": " ".join(f"{h}={s}" for h, s in zip(pa["host"], pa["server"])),
         "hops": int(hops) if len(pa) % 2 else float(hops),  # statistics.median's types: a value or a mean
         "rtt_ms": _median(pa["rtt_ms"], 2), "connect_ms": _median(pa["connect_ms"], 2),
-        **handshakes.arm_figures(ch, pa),
+        **handshakes.arm_figures(ch, pa, fitted),
         "ttfb_ms": _median(ch["ttfb_ms"], 1),
         "chunk_mbps": _median(ch["bytes"] * 8 / (ch["download_ms"] * 1000), 2, ""),
         "ttfb_hit_ms": _median(ch.loc[ch["cache"] == "hit", "ttfb_ms"], 1, ""),
