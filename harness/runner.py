@@ -48,7 +48,8 @@ class Scenario:
     manifest: Callable[[dict], dict] = field(default=lambda cfg: {})
     check_plan: Callable | None = None
     default_abr: str = "bba"  # the players' ABR unless `ocalab run --abr` says otherwise
-    tls: bool = False  # the scenario passes cfg["tls"] to its services (`ocalab run --tls on`)
+    tls: bool = False  # the scenario passes cfg["tls"] to its services: it runs https by default
+    # (`ocalab run --tls off`: plain HTTP, the ablation); False: plain HTTP only, --tls on refused
 
 
 def run(a, sc: Scenario) -> int:
@@ -60,9 +61,7 @@ def run(a, sc: Scenario) -> int:
     repeat = getattr(a, "repeat", 1)
     if repeat < 1:
         raise SystemExit(f"ocalab run: --repeat must be at least 1, got {repeat}")
-    tls = getattr(a, "tls", "off") == "on"
-    if tls and not sc.tls:
-        raise SystemExit(f"ocalab run: scenario {sc.name} does not support --tls on yet")
+    tls = tls_choice(getattr(a, "tls", None), sc)
     install_signal_handlers()
     overrides = parse_overrides(a.set)
     cfg = {**sc.settings(a.quick), "abr": getattr(a, "abr", None) or sc.default_abr,
@@ -114,6 +113,15 @@ def _run_repeats(net, top: Path, sc: Scenario, cfg: dict, seed: int, repeat: int
         for k in range(1, repeat + 1):
             progress.phase(f"repeat {k}/{repeat}" if repeat > 1 else "")
             children.append(_repeat(net, top, sc, cfg, seed, k, repeat, common, fidelity, failed_summaries))
+
+
+def tls_choice(arg: str | None, sc: Scenario) -> bool:
+    """`--tls on|off` or None (not given: https in the scenarios that honour it, else plain HTTP);
+    on for a scenario that does not honour it is refused before any namespace exists."""
+    tls = {"on": True, "off": False, None: sc.tls}[arg]
+    if tls and not sc.tls:
+        raise SystemExit(f"ocalab run: scenario {sc.name} does not support --tls on yet")
+    return tls
 
 
 def _capacity(overrides: dict[str, str]) -> dict[str, str]:
