@@ -214,3 +214,12 @@ def test_a_summary_without_the_labs_columns_or_arms_is_refused_naming_them(tmp_p
     _rewrite(d / "summary.csv", rows[:1])
     assert _refusals(labs.check_run(labs.by_name("steering"), d)) == [
         "summary.csv lacks the columns health_misses and the arms load_aware"]
+
+
+def test_a_stale_reference_block_is_rewritten_and_a_lab_without_one_refused():
+    lab = labs.by_name("steering")
+    text = lab.path.read_text()
+    stale = text.replace("| health_misses | 17 | 23 |", "| health_misses | 7 | 3 |")
+    assert stale != text and labs.render(stale, labs.reference_block(lab)) == text
+    with pytest.raises(labs.LabError, match="no reference block"):
+        labs.render("# a lab\n", labs.reference_block(lab))
