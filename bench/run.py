@@ -59,7 +59,10 @@ def run_bench(a) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     result: dict = {"bench": name, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
                     "git": git_info(), "versions": versions(), "quick": a.quick}
-    result.update((_oca_tls if tls else BENCHES[a.what])(out_dir, a.quick))
+    from harness import progress
+    size = "quick" if a.quick else "full"
+    with progress.tracking(f"bench {name}{' --quick' if a.quick else ''}", f"bench-{name}:{size}:1"):
+        result.update((_oca_tls if tls else BENCHES[a.what])(out_dir, a.quick))
     path = out_dir / f"{name}-{time.strftime('%Y%m%dT%H%M%S')}.json"
     path.write_text(json.dumps(result, indent=1, default=str))
     print(f"wrote {path}")

@@ -112,6 +112,11 @@ def cmd_report(a) -> int:
     return report([Path(d) for d in a.run_dirs], pack=a.pack, show_traceback=a.traceback)
 
 
+def cmd_lab(a) -> int:
+    from ocalab.labs import command
+    return command(a)
+
+
 def cmd_bench(a) -> int:
     from bench.run import run_bench
     return run_bench(a)
@@ -179,6 +184,18 @@ def build_parser() -> argparse.ArgumentParser:
                     help="first replace the scenario's tables with .csv.gz (to commit them), then rebuild")
     rp.add_argument("--traceback", action="store_true", help="show where a failing summary raised")
     rp.set_defaults(fn=cmd_report)
+
+    lb = sub.add_parser("lab", help="lab exercises for a class (labs/): list, show, check a student's run (no root)")
+    lsub = lb.add_subparsers(dest="lab_cmd", required=True)
+    lsub.add_parser("list", help="the labs in course order, with their commands")
+    lsub.add_parser("show", help="print a lab's text").add_argument("lab")
+    lc = lsub.add_parser("check", help="verify that RUN_DIR is a complete, verified run of LAB")
+    lc.add_argument("lab")
+    lc.add_argument("run_dir")
+    lc.add_argument("--allow-unverified", action="store_true",
+                    help="accept a run made with --no-verify (its figures include the emulator's own error)")
+    lsub.add_parser("render", help="rewrite the labs' reference figures from results/ (maintainers)")
+    lb.set_defaults(fn=cmd_lab)
 
     from bench.run import BENCHES
     b = sub.add_parser("bench", help="benchmarks that print measured figures")
