@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from harness import hostload, loadedrtt, progress
+from harness.annotations import annotate
 from harness.hostload import CpuSampler, warning
 from harness.overrides import parse_overrides
 from harness.rundir import git_info, new_run_dir, write_csv, write_manifest
@@ -160,8 +161,7 @@ def _repeat(net, top: Path, sc: Scenario, cfg: dict, seed: int, k: int, repeat: 
         print(f"ocalab: {run_dir}: the data is saved, but its summary failed (above); "
               f"`ocalab report {run_dir}` builds it again", file=sys.stderr, flush=True)
         failed_summaries.append(run_dir)
-    print(loadedrtt.line(loadedrtt.annotate(run_dir) or loaded), flush=True)
-    hostload.annotate(run_dir)
+    print(loadedrtt.line(annotate(run_dir)[0] or loaded), flush=True)
     if (w := warning(load)) is not None:
         print(w, flush=True)
     return run_dir

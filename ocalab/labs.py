@@ -247,7 +247,7 @@ def _summary(lab: Lab, run_dir: Path, m: dict, folders: list[Path]) -> list[Find
 def rebuild_summary(run_dir: Path, folders: list[Path], sc) -> list[dict]:
     """summary.csv as `ocalab report` would rebuild it from the tables, computed in a temporary
     copy of the folders' files (figures included); for a series, the medians over the repeats."""
-    from harness import loadedrtt
+    from harness.annotations import annotate
     from harness.repeats import medians
     summaries = []
     with tempfile.TemporaryDirectory(prefix="ocalab-lab-") as tmp:
@@ -259,7 +259,7 @@ def rebuild_summary(run_dir: Path, folders: list[Path], sc) -> list[dict]:
                     shutil.copy2(p, copy / p.name)
             with contextlib.redirect_stdout(io.StringIO()):
                 sc.summarize(copy)
-                loadedrtt.annotate(copy)
+                annotate(copy)
             summaries.append(read_rows(copy / "summary.csv"))
     return summaries[0] if folders == [run_dir] else medians(summaries, sc.key)
 

@@ -11,7 +11,8 @@ import json
 import sys
 from pathlib import Path
 
-from harness import hostload, loadedrtt
+from harness import loadedrtt
+from harness.annotations import annotate
 from harness.hostload import warning
 from harness.rundir import TABLE_SUFFIXES, missing_tables, pack_tables
 
@@ -79,9 +80,10 @@ def _report_one(d: Path, pack: bool, show_traceback: bool) -> int:
         if series:
             print(f"-- {f.name}")
         print(_rebuild(f, mod, gaps[f], show_traceback), flush=True)
-        if (loaded := loadedrtt.annotate(f)) is not None:
+        loaded, load = annotate(f)
+        if loaded is not None:
             print(loadedrtt.line(loaded), flush=True)
-        load = hostload.annotate(f) or _manifest(f).get("host_cpu") or {}
+        load = load or _manifest(f).get("host_cpu") or {}
         if (w := warning(load)) is not None:
             print(w, flush=True)
     if series:

@@ -223,3 +223,18 @@ def test_a_stale_reference_block_is_rewritten_and_a_lab_without_one_refused():
     assert stale != text and labs.render(stale, labs.reference_block(lab)) == text
     with pytest.raises(labs.LabError, match="no reference block"):
         labs.render("# a lab\n", labs.reference_block(lab))
+
+
+def test_a_run_with_the_runners_per_arm_columns_passes_and_a_tampered_one_is_refused(tmp_path):
+    """summary.csv as the runner leaves it (loaded RTT and host load per arm added after the
+    scenario's summary) rebuilds the same; an edited cpu_saturated_pct does not."""
+    from harness.annotations import annotate
+    d = _copy(tmp_path, "fill")
+    annotate(d)
+    rows = read_rows(d / "summary.csv")
+    assert "cpu_saturated_pct" in rows[0]
+    assert not _refusals(labs.check_run(labs.by_name("fill"), d))
+    rows[0]["cpu_saturated_pct"] = "0.0" if rows[0]["cpu_saturated_pct"] != "0.0" else "50.0"
+    _rewrite(d / "summary.csv", rows)
+    [text] = _refusals(labs.check_run(labs.by_name("fill"), d))
+    assert "cpu_saturated_pct" in text
