@@ -4,11 +4,14 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 APT_PKGS := mininet openvswitch-switch iperf3 iputils-ping traceroute ethtool tcpdump curl \
-            iproute2 nginx-light python3-venv python3-pip python3-dev gcc
+            iproute2 nginx-light python3-venv python3-pip python3-dev gcc nodejs npm chromium
 STAMP := $(VENV)/.ocalab-installed
 RELAY_BIN := build/ocalab-relay
+# the web view's graph library, from npm at build time (the page loads nothing from the Internet)
+WEB_VENDOR := ocalab/web/static/vendor/cytoscape.min.js
+CYTOSCAPE := cytoscape@^3.30
 
-.PHONY: setup run test test-unit clean bench doctor check-root apt ovs venv reliability
+.PHONY: setup run test test-unit clean bench doctor check-root apt ovs venv reliability web-assets
 
 check-root:
 	@if [ "$$(id -u)" != "0" ]; then \
@@ -39,7 +42,14 @@ $(RELAY_BIN): emulation/native/relay.c
 	@mkdir -p build
 	gcc -O2 -Wall -Wextra -Werror -o $@ $<
 
-venv: apt $(STAMP) $(RELAY_BIN)
+$(WEB_VENDOR):
+	@mkdir -p build/npm $(dir $@)
+	npm install --prefix build/npm --no-audit --no-fund --silent "$(CYTOSCAPE)"
+	cp build/npm/node_modules/cytoscape/dist/cytoscape.min.js $@
+
+web-assets: $(WEB_VENDOR)
+
+venv: apt $(STAMP) $(RELAY_BIN) $(WEB_VENDOR)
 
 setup: check-root apt ovs venv
 	@echo "ocalab setup: done. Try: $(VENV)/bin/ocalab doctor"
@@ -51,7 +61,7 @@ test: setup
 	$(VENV)/bin/ocalab clean --quiet
 	$(PY) -m pytest tests -q
 
-test-unit: $(STAMP) $(RELAY_BIN)
+test-unit: $(STAMP) $(RELAY_BIN) $(WEB_VENDOR)
 	$(PY) -m pytest tests -q -m "not emulation and not integration"
 
 doctor: setup
