@@ -45,6 +45,7 @@ function drawTopology(topo) {
               spacingFactor: 0.85, animate: false },
     style: [
       { selector: "node", style: { label: "data(label)", "font-size": 9, "text-valign": "bottom",
+          "text-wrap": "wrap",
           "background-color": n => ROLE_COLOR[n.data("role")] || "#333", width: 18, height: 18 } },
       { selector: "node[kind = 'switch']", style: { shape: "round-rectangle", width: 12, height: 12,
           "background-color": "#bbb" } },
@@ -58,6 +59,10 @@ function drawTopology(topo) {
           label: "" } },
     ],
   });
+  const legend = document.getElementById("legend");
+  for (const [cls, color] of Object.entries(CLASS_COLOR)) {
+    const s = el("span", `— ${cls}`); s.style.color = color; legend.append(s);
+  }
   document.body.dataset.nodes = String(topo.nodes.length);
   document.body.dataset.edges = String(topo.edges.length);
 }
@@ -72,7 +77,7 @@ function render(f) {
       const e = cy.getElementById(name);
       const share = l.mbps && bw[name] ? Math.min(1, l.mbps / bw[name]) : 0;
       e.style("width", 2 + 14 * share);
-      e.data("label", l.mbps > 0.01 ? `${l.mbps.toFixed(1)} Mb/s` : "");
+      e.data("label", l.mbps >= 0.05 ? `${l.mbps.toFixed(1)} Mb/s` : "");
       e.toggleClass("linkdown", l.up === false);
     }
     for (const [name, o] of Object.entries(f.ocas || {})) {
@@ -104,7 +109,8 @@ function render(f) {
     return tr;
   }));
   fillRows("links", Object.entries(f.links || {}).map(([name, l]) => {
-    const tr = el("tr"); tr.dataset.link = name;
+    const tr = el("tr"); tr.dataset.link = name; tr.dataset.bytes = String(l.bytes ?? "");
+    tr.dataset.mbps = String(l.mbps ?? "");
     tr.append(el("td", name), el("td", linkCls[name]), el("td", fmt(l.mbps, 2), "num mbps"),
               el("td", mb(l.bytes), "num bytes"),
               el("td", l.up === null ? "–" : (l.up ? "up" : "down"), l.up === false ? "bad" : ""));
@@ -113,6 +119,7 @@ function render(f) {
   document.getElementById("events").replaceChildren(...f.events.slice().reverse().map(e =>
     el("li", `${new Date(e.t * 1000).toISOString().slice(11, 19)} [${e.kind}] ${e.text}`)));
   document.body.dataset.frameT = String(f.t);
+  document.body.dataset.frames = String(Number(document.body.dataset.frames || 0) + 1);
 }
 
 async function main() {

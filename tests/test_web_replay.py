@@ -1,0 +1,73 @@
+"""`ocalab web RUN_DIR` on the reference placement run (no root): the HTTP API answers and
+refuses, and in headless Chromium the slider moves the page through the run."""
+import json
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from webpage import browser
+
+pytestmark = pytest.mark.integration
+REF = Path(__file__).resolve().parent.parent / "results" / "placement" / "rep1"
+
+
+@pytest.fixture(scope="module")
+def served():
+    from ocalab.web import replay
+    from ocalab.web.app import Replay, WebServer, create_app
+    data = replay.load(REF)
+    server = WebServer(create_app(Replay(data)), 0)
+    url = server.start()
+    try:
+        yield url, data
+    finally:
+        server.stop()
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def test_api_serves_the_run_and_refuses_what_a_replay_lacks(served):
+    url, data = served
+    status, body = _get(url + "api/info")
+    info = json.loads(body)
+    assert status == 200 and info["mode"] == "replay" and info["frames"] == len(data["frames"])
+    status, body = _get(url + "api/stream")
+    assert status == 404 and "no stream" in json.loads(body)["error"]
+    assert _get(url + "static/vendor/cytoscape.min.js")[0] == 200  # served locally, no CDN
+    assert _get(url + "static/../app.py")[0] == 404
+    assert _get(url + "nothing")[0] == 404
+
+
+def test_slider_moves_the_page_through_the_run(served, tmp_path):
+    url, data = served
+    frames = data["frames"]
+    busy = max(range(len(frames)), key=lambda i: sum(lk["mbps"] for lk in frames[i]["links"].values()))
+    link = max(frames[busy]["links"], key=lambda n: frames[busy]["links"][n]["mbps"])
+    with browser() as page:
+        t0 = time.monotonic()
+        page.goto(url)
+        page.wait_for_function("document.body.dataset.frames >= 1", timeout=15_000)
+        print(f"web replay: {len(frames)} frames, page drawn {time.monotonic() - t0:.2f} s after goto")
+        assert page.get_attribute("body", "data-nodes") == str(len(data["topology"]["nodes"]))
+        assert "replay of placement" in page.inner_text("#mode")
+        assert page.get_attribute("#slider", "max") == str(len(frames) - 1)
+        first = page.get_attribute(f'#links tr[data-link="{link}"]', "data-mbps")
+        page.fill("#slider", str(busy))
+        page.wait_for_function(f"document.body.dataset.frameT === '{frames[busy]['t']}'", timeout=10_000)
+        shown = float(page.get_attribute(f'#links tr[data-link="{link}"]', "data-mbps"))
+        assert shown == pytest.approx(frames[busy]["links"][link]["mbps"]) and shown > 0
+        assert float(first or 0) != shown
+        assert page.inner_text("#arm") == frames[busy]["arm"]
+        assert "status and load: not saved" in page.inner_text("#src-ocas")
+        shot = tmp_path / "web-replay.png"
+        page.screenshot(path=str(shot))
+        assert shot.stat().st_size > 10_000
