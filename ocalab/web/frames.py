@@ -28,13 +28,18 @@ def topology(plan) -> dict:
     return {"plan": plan.name, "nodes": nodes, "edges": edges}
 
 
+def _round(v, digits: int):
+    return None if v is None else round(v, digits)
+
+
 def links_from_controller(rows: list[dict]) -> dict[str, dict]:
     """The controller's GET /links rows -> link panel entries (rates from its port counters)."""
     out = {}
     for r in rows:
         total = None if r.get("tx_bytes") is None else (r.get("tx_bytes") or 0) + (r.get("rx_bytes") or 0)
-        out[r["name"]] = {"mbps": r.get("rate_mbps"), "tx_mbps": r.get("tx_mbps"),
-                          "rx_mbps": r.get("rx_mbps"), "bytes": total, "up": r.get("up")}
+        out[r["name"]] = {**{k: _round(r.get(f), 3) for k, f in (("mbps", "rate_mbps"), ("tx_mbps", "tx_mbps"),
+                                                                  ("rx_mbps", "rx_mbps"))},
+                          "bytes": total, "up": r.get("up")}
     return out
 
 
