@@ -28,7 +28,10 @@ def test_live_page_follows_the_lab(tmp_path):
     from ocalab.web.serve import live
     from topologies.catalog import by_name
     plan = by_name("metro", {"isps": "1"})
+    t_build = time.monotonic()
     with Network(plan, Options(verify=False, label="pytest-web")) as net:
+        t_up = time.monotonic()
+        print(f"web live: network up {t_up - t_build:.1f} s after the build began (lock wait included)")
         svc = Services(net, tmp_path, ServiceOptions(arm="embedded", warm_titles=3, **WHOLE,
                                                      catalog={"seed": 5, "n_titles": 3, "duration_s": 60}))
         try:
@@ -66,5 +69,6 @@ def test_live_page_follows_the_lab(tmp_path):
                 assert shot.stat().st_size > 10_000
                 player.kill()
                 player.wait(10)
+            print(f"web live: services, page and checks took {time.monotonic() - t_up:.1f} s")
         finally:
             svc.stop()
