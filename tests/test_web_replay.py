@@ -71,3 +71,39 @@ def test_slider_moves_the_page_through_the_run(served, tmp_path):
         shot = tmp_path / "web-replay.png"
         page.screenshot(path=str(shot))
         assert shot.stat().st_size > 10_000
+
+
+class _Ticking:
+    """A live source's interface over fixed data: a new frame every call (no network needed)."""
+    mode = "live"
+
+    def info(self) -> dict:
+        return {"mode": "live"}
+
+    def current(self):
+        return time.monotonic_ns(), {"t": time.time()}
+
+
+def test_stream_sends_frames_and_ends_at_stop_and_a_busy_port_is_refused():
+    import threading
+    from ocalab.web.app import WebServer, create_app
+    server = WebServer(create_app(_Ticking(), poll_s=0.05), 0)
+    url = server.start()
+    lines: list[bytes] = []
+
+    def read():
+        with urllib.request.urlopen(url + "api/stream", timeout=30) as r:
+            lines.extend(r)  # returns when the server ends the stream
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and sum(x.startswith(b"data: ") for x in lines) < 2:
+        time.sleep(0.05)
+    port = int(url.rsplit(":", 1)[1].strip("/"))
+    with pytest.raises(OSError, match="could not listen"):
+        WebServer(create_app(_Ticking()), port).start()
+    server.stop()
+    reader.join(10)
+    assert not reader.is_alive() and not server.thread.is_alive()
+    frames = [json.loads(x[6:]) for x in lines if x.startswith(b"data: ")]
+    assert len(frames) >= 2 and lines[0] == b"event: frame\n"

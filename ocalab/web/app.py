@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 from pathlib import Path
 
@@ -56,7 +57,7 @@ def create_app(source, poll_s: float = 0.2) -> Starlette:
 
         async def events():
             seen = -1
-            while not await request.is_disconnected():
+            while not closing.is_set() and not await request.is_disconnected():
                 seq, latest = source.current()
                 if latest is not None and seq != seen:
                     seen = seq
@@ -65,34 +66,53 @@ def create_app(source, poll_s: float = 0.2) -> Starlette:
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store"})
 
-    return Starlette(routes=[Route("/", index), Route("/api/info", info), Route("/api/frames", frames),
-                             Route("/api/stream", stream),
-                             Mount("/static", StaticFiles(directory=STATIC), name="static")])
+    closing = threading.Event()  # set by WebServer.stop: open streams end, shutdown is clean
+    app = Starlette(routes=[Route("/", index), Route("/api/info", info), Route("/api/frames", frames),
+                            Route("/api/stream", stream),
+                            Mount("/static", StaticFiles(directory=STATIC), name="static")])
+    app.state.closing = closing
+    return app
 
 
 class WebServer:
-    """uvicorn serving `app` on 127.0.0.1:port (0: any free port) in a daemon thread."""
+    """uvicorn serving `app` on 127.0.0.1:port (0: any free port) in a daemon thread. The socket
+    is bound here, so a busy port is an OSError in the caller (not an exit inside uvicorn)."""
 
     def __init__(self, app, port: int) -> None:
         import uvicorn
+        self.app, self.port = app, port
+        # a stream that outlives stop()'s `closing` is cut after a second
         self.server = uvicorn.Server(uvicorn.Config(app, host=HOST, port=port, log_level="warning",
-                                                    lifespan="off"))
-        self.thread = threading.Thread(target=self.server.run, name="ocalab-web", daemon=True)
+                                                    lifespan="off", timeout_graceful_shutdown=1))
+        self.thread: threading.Thread | None = None
 
     def start(self, timeout_s: float = 10.0) -> str:
-        """Start serving; the page's URL. OSError when the port cannot be bound."""
+        """Bind and start serving; the page's URL. OSError when the port cannot be bound or the
+        server does not start."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((HOST, self.port))
+        except OSError as e:
+            sock.close()
+            raise OSError(f"the web view could not listen on {HOST}:{self.port}: {e.strerror}") from None
+        sock.listen(64)
+        port = sock.getsockname()[1]
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]},
+                                       name="ocalab-web", daemon=True)
         self.thread.start()
-        deadline = threading.Event()
+        pause = threading.Event()  # never set: a sleep
         for _ in range(int(timeout_s / 0.05)):
             if self.server.started or not self.thread.is_alive():
                 break
-            deadline.wait(0.05)
+            pause.wait(0.05)
         if not self.server.started:
-            self.thread.join(1)
-            raise OSError(f"the web view could not listen on {HOST}:{self.server.config.port}")
-        port = self.server.servers[0].sockets[0].getsockname()[1]
+            self.stop()
+            raise OSError(f"the web view did not start on {HOST}:{port}")
         return f"http://{HOST}:{port}/"
 
     def stop(self) -> None:
+        self.app.state.closing.set()
         self.server.should_exit = True
-        self.thread.join(5)
+        if self.thread is not None:
+            self.thread.join(5)

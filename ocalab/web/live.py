@@ -11,6 +11,7 @@ import collections
 import csv
 import io
 import json
+import sys
 import threading
 import time
 import urllib.request
@@ -94,10 +95,15 @@ class LiveSource:
     def _loop(self) -> None:
         while not self.stopping.is_set():
             started = time.monotonic()
-            f = self.sample(time.time())
-            with self.lock:
-                self.seq += 1
-                self.latest = {**f, "seq": self.seq}
+            try:
+                f = self.sample(time.time())
+            except Exception as e:  # a bad log line must not end the view: say so on the page
+                print(f"ocalab web: a frame failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+                self.log.add(time.time(), "source", f"frame failed: {type(e).__name__}: {e}")
+            else:
+                with self.lock:
+                    self.seq += 1
+                    self.latest = {**f, "seq": self.seq}
             self.stopping.wait(max(0.0, self.interval_s - (time.monotonic() - started)))
 
     def sample(self, now: float) -> dict:

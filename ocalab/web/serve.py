@@ -19,7 +19,10 @@ def serve_replay(run_dirs: list[Path], port: int) -> int:
     except replay.ReplayError as e:
         raise SystemExit(f"ocalab web: {e}") from None
     server = WebServer(create_app(Replay(data)), port)
-    url = server.start()
+    try:
+        url = server.start()
+    except OSError as e:
+        raise SystemExit(f"ocalab web: {e}") from None
     print(f"ocalab web: {run_dir} ({len(data['frames'])} frames) at {url}  (Ctrl-C stops)", flush=True)
     try:
         server.thread.join()
