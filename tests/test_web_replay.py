@@ -107,3 +107,16 @@ def test_stream_sends_frames_and_ends_at_stop_and_a_busy_port_is_refused():
     assert not reader.is_alive() and not server.thread.is_alive()
     frames = [json.loads(x[6:]) for x in lines if x.startswith(b"data: ")]
     assert len(frames) >= 2 and lines[0] == b"event: frame\n"
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["web", "/nonexistent-run"], "no manifest.json; not a run folder"),
+    (["web", str(REF.parent)], "a --repeat series; replay one of:"),
+    (["web", str(REF), "--port", "99999"], "a port is 0..65535"),
+])
+def test_ocalab_web_refuses_bad_input_clearly(args, fragment):
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "ocalab.cli", *args], capture_output=True, text=True, timeout=60,
+                       cwd=Path(__file__).resolve().parent.parent)
+    assert r.returncode != 0 and fragment in r.stderr and "Traceback" not in r.stderr, r.stderr
