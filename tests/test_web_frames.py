@@ -85,9 +85,11 @@ def test_event_log_records_changes_only():
     assert [(e["kind"], e["text"]) for e in log.events] == [
         ("oca", "i1oca1: ok -> unreachable"), ("link", "l: down"), ("steering", "i1v1: i1oca1 -> nfxoca1"),
         ("fill", "i1oca1: fill running -> done")]
-    log.forget_servers()
+    log.arm(5, "ixp")
     log.observe(5, None, None, serve("origin"))
-    assert len(log.events) == 4  # a new arm: no steering change across arms
+    assert log.events[-1]["text"] == "arm ixp plays"  # a new arm: no steering change across arms
+    log.arm(6, "ixp")
+    assert len(log.events) == 5
 
 
 def test_chunk_tail_reads_complete_lines_once(tmp_path):

@@ -6,7 +6,7 @@ A *frame* is what the page shows at one instant:
    "ocas": {name: {"status", "load", "hit_ratio", "used_bytes", "capacity_bytes", "fill"}} | None,
    "serving": {viewer host: {"server", "tier", "session"}},
    "sessions": [{"session", "host", "server", "kbps", "buffer_s", "t"}],
-   "events": [{"t", "kind", "text"}],          # the newest EVENTS_KEPT, oldest first
+   "events": [{"t", "kind", "text"}],          # the newest FRAME_EVENTS, oldest first
    "sources": {panel: text naming where its numbers come from, or None: no source}}
 A panel whose source is None has no numbers (the page says so); no figure is ever estimated.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Iterable
 
 EVENTS_KEPT = 200
+FRAME_EVENTS = 50
 RECENT_S = 5.0  # a viewer is "being served" by the server of its chunks of the last RECENT_S
 
 
@@ -91,14 +92,18 @@ class EventLog:
         self._oca: dict[str, tuple] = {}
         self._up: dict[str, bool | None] = {}
         self._server: dict[str, str] = {}
+        self._arm: str | None = None
 
     def add(self, t: float, kind: str, text: str) -> None:
         self.events.append({"t": round(t, 3), "kind": kind, "text": text})
         del self.events[:-EVENTS_KEPT]
 
-    def forget_servers(self) -> None:
-        """A new arm starts its viewers anew: no steering change across arms."""
-        self._server.clear()
+    def arm(self, t: float, arm: str | None) -> None:
+        """Note the arm playing; a new arm starts its viewers anew: no steering change across arms."""
+        if arm is not None and arm != self._arm:
+            self.add(t, "arm", f"arm {arm} plays")
+            self._server.clear()
+            self._arm = arm
 
     def observe(self, t: float, links: dict | None, ocas: dict | None, serving: dict) -> None:
         for name, o in sorted((ocas or {}).items()):
@@ -122,6 +127,6 @@ class EventLog:
 
 
 def frame(t: float, arm: str | None, links: dict | None, ocas: dict | None, serving: dict,
-          sessions: list[dict], events: list[dict], sources: dict[str, str | None]) -> dict:
+          sessions: list[dict], log: EventLog, sources: dict[str, str | None]) -> dict:
     return {"t": round(t, 3), "arm": arm, "links": links, "ocas": ocas, "serving": serving,
-            "sessions": sessions, "events": list(events), "sources": dict(sources)}
+            "sessions": sessions, "events": log.events[-FRAME_EVENTS:], "sources": dict(sources)}

@@ -121,9 +121,10 @@ class LiveSource:
         serving, sessions = F.serving_and_sessions(self.chunks, now)
         sources["sessions"] = None if self.logs is None else f"player chunk logs (chunks-<host>.csv under {self.logs})"
         sources["events"] = "changes between frames"
-        self.log.observe(now, links, ocas, serving)
         arm = max(self.chunks, key=lambda c: float(c["time"]))["arm"] if self.chunks else None
-        return F.frame(now, arm, links, ocas, serving, sessions, self.log.events[-50:], sources)
+        self.log.arm(now, arm)
+        self.log.observe(now, links, ocas, serving)
+        return F.frame(now, arm, links, ocas, serving, sessions, self.log, sources)
 
     def _fetch(self, now: float, path: str, convert):
         """convert(GET path) or None; an error is logged when it starts, changes and ends."""

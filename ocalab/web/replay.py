@@ -77,7 +77,6 @@ def build_frames(plan: Plan, chunks: list[dict], access: list[dict], fills: list
     chunk_t = [float(c["time"]) for c in chunks]
     arms = _arm_spans(chunks)
     log = F.EventLog()
-    shown_arm = None
     ev_i = acc_i = 0
     hits: dict[str, list[int]] = {}
     totals = {lk.name: 0.0 for lk in plan.links}
@@ -94,10 +93,7 @@ def build_frames(plan: Plan, chunks: list[dict], access: list[dict], fills: list
             h[1] += 1
             acc_i += 1
         arm = next((a for a, (lo, hi) in arms.items() if lo <= t <= hi + step), None)
-        if arm is not None and arm != shown_arm:
-            log.add(t, "arm", f"arm {arm} plays")
-            log.forget_servers()
-            shown_arm = arm
+        log.arm(t, arm)
         lo = bisect.bisect_right(chunk_t, t - F.RECENT_S)
         window = [{**c, "server": chunk_node(c)} for c in chunks[lo:bisect.bisect_right(chunk_t, t)]]
         serving, sessions = F.serving_and_sessions(window, t)
@@ -106,8 +102,7 @@ def build_frames(plan: Plan, chunks: list[dict], access: list[dict], fills: list
             log.add(float(e["t_unix"]), "event", " ".join(str(e.get(k, "")) for k in ("arm", "event", "victim")))
             ev_i += 1
         log.observe(t, None, None, serving)
-        out.append(F.frame(t, arm, links, _ocas(plan, hits, fills, arm), serving, sessions,
-                           log.events[-50:], SOURCES))
+        out.append(F.frame(t, arm, links, _ocas(plan, hits, fills, arm), serving, sessions, log, SOURCES))
     return out
 
 
