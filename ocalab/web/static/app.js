@@ -63,6 +63,7 @@ function drawTopology(topo) {
   for (const [cls, color] of Object.entries(CLASS_COLOR)) {
     const s = el("span", `— ${cls}`); s.style.color = color; legend.append(s);
   }
+  const serve = el("span", "- - > viewer fetches from"); serve.style.color = "#f28e2b"; legend.append(serve);
   document.body.dataset.nodes = String(topo.nodes.length);
   document.body.dataset.edges = String(topo.edges.length);
 }
