@@ -28,6 +28,7 @@ from pathlib import Path
 from bench.scale_verdict import (COMPONENTS, component_of, headline, qoe, relay_cpu_per_gbit,
                                  step_verdict)
 from emulation.loaded import pair_rows_in, rtt_by_class
+from harness import progress
 from harness.loadedrtt import Pinger
 from bench.links import proc_cpu_s
 from contracts.catalog import LADDER_KBPS
@@ -163,6 +164,7 @@ def run_bench_scale(out_dir: Path, quick: bool = False) -> dict:
             svc.start()
             for n in steps:
                 print(f"bench scale: {n} concurrent viewers ...", flush=True)
+                progress.phase(f"{n} concurrent viewers")
                 step = run_step(net, svc, viewers, n, seed=n, oca_names=oca_names)
                 result["steps"].append(step)
                 step["verdict"] = step_verdict(step, result["steps"][0])

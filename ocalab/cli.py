@@ -136,6 +136,11 @@ def cmd_report(a) -> int:
     return report([Path(d) for d in a.run_dirs], pack=a.pack, show_traceback=a.traceback)
 
 
+def cmd_lab(a) -> int:
+    from ocalab.labs import command
+    return command(a)
+
+
 def cmd_bench(a) -> int:
     from bench.run import run_bench
     return run_bench(a)
@@ -193,10 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what an OCA does with a request it does not hold: content_miss (Open "
                         "Connect: 404, the player goes to its next location) or proxy (the "
                         "ablation: pull it through from the next tier at once)")
-    r.add_argument("--tls", choices=["on", "off"], default="off",
+    r.add_argument("--tls", choices=["on", "off"], default=None,
                    help="on: every service speaks TLS 1.3 with a per-run lab CA (https "
-                        "manifests, fills, control plane); off: plain HTTP (the default for now). "
-                        "Only scenarios that say they honour it accept on (placement)")
+                        "manifests, fills, control plane; the default of the scenarios that "
+                        "honour it: placement); off: plain HTTP (the ablation; the only mode of "
+                        "the other scenarios, which refuse on)")
     r.add_argument("--name", default="metro", help="topology")
     net_args(r)
     web_arg(r)
@@ -215,10 +221,25 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--traceback", action="store_true", help="show where a failing summary raised")
     rp.set_defaults(fn=cmd_report)
 
+    lb = sub.add_parser("lab", help="lab exercises for a class (labs/): list, show, check a student's run (no root)")
+    lsub = lb.add_subparsers(dest="lab_cmd", required=True)
+    lsub.add_parser("list", help="the labs in course order, with their commands")
+    lsub.add_parser("show", help="print a lab's text").add_argument("lab")
+    lc = lsub.add_parser("check", help="verify that RUN_DIR is a complete, verified run of LAB")
+    lc.add_argument("lab")
+    lc.add_argument("run_dir")
+    lc.add_argument("--allow-unverified", action="store_true",
+                    help="accept a run made with --no-verify (its figures include the emulator's own error)")
+    lsub.add_parser("render", help="rewrite the labs' reference figures from results/ (maintainers)")
+    lb.set_defaults(fn=cmd_lab)
+
     from bench.run import BENCHES
     b = sub.add_parser("bench", help="benchmarks that print measured figures")
     b.add_argument("what", choices=list(BENCHES))
     b.add_argument("--quick", action="store_true")
+    b.add_argument("--tls", action="store_true",
+                   help="oca only: serve over TLS 1.3 next to nginx with the same certificate, "
+                        "loaded by wrk and the project's client")
     b.add_argument("--out", type=Path, default=None)
     b.set_defaults(fn=cmd_bench)
 

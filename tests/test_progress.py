@@ -44,3 +44,21 @@ def test_on_a_terminal_the_duration_is_recorded(tmp_path, monkeypatch):
     with progress.tracking("steering", "steering:quick:1", enabled=True):
         progress.phase("policy nearest")
     assert progress.last_duration_s("steering:quick:1", path) is not None
+
+
+def test_a_bench_runs_under_the_live_line_and_writes_its_json(tmp_path, monkeypatch):
+    """`ocalab bench` tracks its work like `ocalab run`: titled by bench and size."""
+    import argparse
+    from bench import run as bench_run
+    seen = {}
+
+    def fake(out_dir, quick):
+        seen.update(title=progress._state["title"], quick=quick)
+        return {"fake": {"ok": True}}
+
+    monkeypatch.setitem(bench_run.BENCHES, "cache", fake)
+    monkeypatch.setattr("sys.stderr", io.StringIO())
+    code = bench_run.run_bench(argparse.Namespace(what="cache", quick=True, out=tmp_path))
+    assert code == 0 and seen == {"title": "bench cache --quick", "quick": True}
+    [written] = tmp_path.glob("cache-*.json")
+    assert json.loads(written.read_text())["fake"] == {"ok": True}
