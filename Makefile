@@ -5,10 +5,18 @@ VENV := .venv
 PY := $(VENV)/bin/python
 APT_PKGS := mininet openvswitch-switch iperf3 iputils-ping traceroute ethtool tcpdump curl \
             iproute2 nginx-light wrk python3-venv python3-pip python3-dev gcc
+# installed when the archive has it (Debian does; Ubuntu ships Chromium as a snap): the web
+# view's browser tests drive it headless and skip, saying why, where it is missing
+APT_OPTIONAL := chromium
 STAMP := $(VENV)/.ocalab-installed
 RELAY_BIN := build/ocalab-relay
+# the web view's graph library, from npm at build time (the page loads nothing from the Internet);
+# `apt` installs Debian's nodejs and npm only where no npm is on the PATH (a nodejs from
+# elsewhere carries its own npm, and Debian's npm package conflicts with it)
+WEB_VENDOR := ocalab/web/static/vendor/cytoscape.min.js
+CYTOSCAPE := cytoscape@^3.30
 
-.PHONY: setup run test test-unit clean bench doctor check-root apt ovs venv reliability
+.PHONY: setup run test test-unit clean bench doctor check-root apt ovs venv reliability web-assets
 
 check-root:
 	@if [ "$$(id -u)" != "0" ]; then \
@@ -16,10 +24,16 @@ check-root:
 
 apt: check-root
 	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
 	if [ -n "$$missing" ]; then \
 	  echo "ocalab setup: installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	else echo "ocalab setup: Debian packages present"; fi
+	@for p in $(APT_OPTIONAL); do dpkg -s $$p >/dev/null 2>&1 && continue; \
+	  if apt-cache policy $$p 2>/dev/null | grep -q 'Candidate: [0-9]'; then \
+	    echo "ocalab setup: installing $$p"; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$p; \
+	  else echo "ocalab setup: $$p is not in this system's archive; the web view's browser tests will skip"; fi; \
+	done
 
 ovs: check-root apt
 	@if ! ovs-vsctl --timeout=5 show >/dev/null 2>&1; then \
@@ -39,7 +53,14 @@ $(RELAY_BIN): emulation/native/relay.c
 	@mkdir -p build
 	gcc -O2 -Wall -Wextra -Werror -o $@ $<
 
-venv: apt $(STAMP) $(RELAY_BIN)
+$(WEB_VENDOR):
+	@mkdir -p build/npm $(dir $@)
+	npm install --prefix build/npm --no-audit --no-fund --silent "$(CYTOSCAPE)"
+	cp build/npm/node_modules/cytoscape/dist/cytoscape.min.js $@
+
+web-assets: $(WEB_VENDOR)
+
+venv: apt $(STAMP) $(RELAY_BIN) $(WEB_VENDOR)
 
 setup: check-root apt ovs venv
 	@echo "ocalab setup: done. Try: $(VENV)/bin/ocalab doctor"
@@ -51,7 +72,7 @@ test: setup
 	$(VENV)/bin/ocalab clean --quiet
 	$(PY) -m pytest tests -q
 
-test-unit: $(STAMP) $(RELAY_BIN)
+test-unit: $(STAMP) $(RELAY_BIN) $(WEB_VENDOR)
 	$(PY) -m pytest tests -q -m "not emulation and not integration"
 
 doctor: setup

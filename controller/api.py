@@ -13,7 +13,8 @@ Controller endpoints (`controller_api`):
                                              {"locations": [...usable, best first], "excluded": [...]};
                                              N (integer >= 1): objects of T the session needs (an
                                              OCA holding fewer is a content miss); absent: unknown
-  GET  /ocas                                 OCA state as last pushed (status, load, heartbeat age)
+  GET  /ocas                                 OCA state as last pushed (status, load, heartbeat age,
+                                             a brief of its last good /health: store, hits, fill)
   POST /ocas                                 a full OCA snapshot from controller.probe
   GET  /anycast                              anycast address, per-location counts, recent connections
   GET  /anycast/rank?viewer=IP[&title=T][&need=N]

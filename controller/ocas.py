@@ -155,4 +155,17 @@ class OcaRegistry:
                           "status": s.status, "load": s.load,
                           "heartbeat_age_s": None if s.heartbeat_s is None else round(now - s.heartbeat_s, 3),
                           "stored_titles": None if s.stored_titles is None else len(s.stored_titles),
-                          "probe": e.probe, "timeouts_in_row": e.timeouts} for s, e in ((e.state, e) for _, e in sorted(self.entries.items()))]}
+                          "probe": e.probe, "timeouts_in_row": e.timeouts, "health": health_brief(e.health)}
+                         for s, e in ((e.state, e) for _, e in sorted(self.entries.items()))]}
+
+
+def health_brief(health: dict | None) -> dict | None:
+    """The figures of an OCA's last good /health that a viewer of the lab reads (store use,
+    streams, hit and miss counters, fill state); None before any good probe."""
+    if health is None:
+        return None
+    counters = health.get("counters") if isinstance(health.get("counters"), dict) else {}
+    fill = health.get("fill") if isinstance(health.get("fill"), dict) else {}
+    return {**{k: health.get(k) for k in ("used_bytes", "capacity_bytes", "active_streams", "egress_mbps")},
+            **{k: counters.get(k, 0) for k in ("hits", "misses", "content_misses")},
+            "fill": {k: fill.get(k) for k in ("state", "filled", "total")}}

@@ -86,7 +86,8 @@ def run(a, sc: Scenario) -> int:
     title = f"{sc.name}{' --quick' if a.quick else ''}{f' x{repeat}' if repeat > 1 else ''}"
     try:
         with progress.tracking(title, f"{sc.name}:{'quick' if a.quick else 'full'}:{repeat}"):
-            _run_repeats(net, top, sc, cfg, a.seed, repeat, common, children, failed_summaries)
+            _run_repeats(net, top, sc, cfg, a.seed, repeat, common, children, failed_summaries,
+                         getattr(a, "on_network", None))
     except BaseException as exc:  # the failure's provenance, then the error goes on
         if net.fidelity:
             write_csv(top / "fidelity.csv", as_rows(net.fidelity))
@@ -104,11 +105,13 @@ def run(a, sc: Scenario) -> int:
 
 
 def _run_repeats(net, top: Path, sc: Scenario, cfg: dict, seed: int, repeat: int, common: dict,
-                 children: list[Path], failed_summaries: list[Path]) -> None:
-    """Build and verify the network, then every repeat on it."""
+                 children: list[Path], failed_summaries: list[Path], on_network=None) -> None:
+    """Build and verify the network, then every repeat on it. `on_network(net, top)`, if given,
+    returns a context manager held while the network is up (the CLI's `--web` view)."""
+    from contextlib import nullcontext
     from emulation.fidelity import as_rows
     progress.phase("building the network, fidelity gate")
-    with net:
+    with net, (on_network(net, top) if on_network else nullcontext()):
         fidelity = as_rows(net.fidelity)
         write_csv(top / "fidelity.csv", fidelity)
         for k in range(1, repeat + 1):

@@ -22,6 +22,19 @@ def _positive_int(text: str) -> int:
     return n
 
 
+DEFAULT_WEB_PORT = 8765
+
+
+def _port(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= n <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0..65535, got {n}")
+    return n
+
+
 def _need_root(what: str) -> None:
     if os.geteuid() != 0:
         raise SystemExit(f"ocalab {what}: needs root (network namespaces, OVS, tc). Run it with sudo.")
@@ -81,11 +94,14 @@ def cmd_cli(a) -> int:
             print(json.dumps(summary, indent=1, default=str))
         svc = _cli_services(net, a.services)
         try:
-            urls = {} if svc is None else {"control": svc.control_url, "origin": svc.origin_url, "api": net.api_url}
+            urls = {} if svc is None else {"control": svc.control_url, "origin": svc.origin_url,
+                                           "api": net.api_url, "logs": str(svc.logs)}
             print("\n".join(banner(net.plan, summary, a.services, urls, details)), flush=True)
             from mininet.log import setLogLevel
+            from ocalab.web.serve import live
             setLogLevel("output")  # the build runs quietly; the CLI must print what commands print
-            run_cli(net.mn)
+            with live(net, None if svc is None else svc.logs, a.web):
+                run_cli(net.mn)
         finally:
             if svc is not None:  # the OCAs' stores live in a scratch folder until stop()
                 svc.stop()
@@ -104,7 +120,15 @@ def cmd_clean(a) -> int:
 def cmd_run(a) -> int:
     _need_root("run")
     from ocalab.registry import run_scenario
+    if a.web is not None:  # harness.runner calls it once the network is up (run folder: top)
+        from ocalab.web.serve import live
+        a.on_network = lambda net, top: live(net, top, a.web)
     return run_scenario(a)
+
+
+def cmd_web(a) -> int:
+    from ocalab.web.serve import serve_replay
+    return serve_replay(a.run_dirs, a.port)
 
 
 def cmd_report(a) -> int:
@@ -139,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     ts.add_argument("--set", action="append", metavar="KEY=VALUE", default=[])
     ts.set_defaults(fn=cmd_topo_show)
 
+    def web_arg(sp):
+        sp.add_argument("--web", nargs="?", type=_port, const=DEFAULT_WEB_PORT, default=None, metavar="PORT",
+                        help=f"serve a live view of the network on 127.0.0.1:PORT (default {DEFAULT_WEB_PORT})")
+
     def net_args(sp):
         sp.add_argument("--set", action="append", metavar="KEY=VALUE", default=[])
         sp.add_argument("--link-backend", choices=["auto", "netem", "relay"], default="auto")
@@ -153,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--details", action="store_true",
                    help="also print the network's details (backends' reasons, calibration, timings)")
     net_args(c)
+    web_arg(c)
     c.set_defaults(fn=cmd_cli)
 
     r = sub.add_parser("run", help="run an experiment scenario into a new run folder")
@@ -176,7 +205,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "the other scenarios, which refuse on)")
     r.add_argument("--name", default="metro", help="topology")
     net_args(r)
+    web_arg(r)
     r.set_defaults(fn=cmd_run)
+
+    w = sub.add_parser("web", help="replay saved run folders in the browser (no root)")
+    w.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR",
+                   help="a run folder (several, e.g. a glob: the newest)")
+    w.add_argument("--port", type=_port, default=DEFAULT_WEB_PORT, help="on 127.0.0.1 (0: any free port)")
+    w.set_defaults(fn=cmd_web)
 
     rp = sub.add_parser("report", help="rebuild tables and figures of run folders (no root)")
     rp.add_argument("run_dirs", nargs="+")

@@ -20,7 +20,8 @@ from contracts.deployment import OCA_PORT
 def banner(plan, summary: dict, arm: str, urls: dict[str, str], details_path: Path | None,
            python: str = sys.executable) -> list[str]:
     """The lines printed before the prompt: hosts with addresses, the services and one example
-    command each. `urls` holds control, origin and api (empty when no services run). Pure."""
+    command each. `urls` holds control, origin and api, and may hold logs, the services' logs
+folder where the example player writes (empty when no services run). Pure."""
     ip = plan.primary_ip
     viewers = plan.nodes_of(role="viewer")
     ocas = [n for n in plan.nodes_of(role="oca") if arm == "embedded" or (arm == "ixp" and n.tier == "ixp")]
@@ -39,8 +40,10 @@ def banner(plan, summary: dict, arm: str, urls: dict[str, str], details_path: Pa
     if ocas:
         lines.append(f"  {v} curl -s http://{ip(target)}:{OCA_PORT}/health")
     if urls:
+        logs = urls.get("logs", "/tmp")  # `--web` shows players whose chunk logs are in the services' logs
         lines.append(f"  {v} {python} -m appliances.player --control {urls['control']} --viewers 1 "
-                     f"--titles t0001 --segments 3 --chunk-log /tmp/c.csv --session-log /tmp/s.jsonl")
+                     f"--titles t0001 --segments 3 --chunk-log {logs}/chunks-{v}.csv "
+                     f"--session-log {logs}/sessions-{v}.jsonl")
     if details_path is not None:
         lines.append(f"network details (backends, calibration, timings): {details_path}; --details prints them")
     lines.append("type 'help' for Mininet's commands, 'exit' to stop and clean up")
