@@ -5,7 +5,9 @@ CLI:
       [--command-key FILE] [--steering URL] [--telemetry-log FILE] [--steering-log FILE] [--token-ttl-s N]
       [--push-fill] [--fill-wait-s S] [--fill-window-s S] [--fill-rate-mbps R]
       [--fill-segments-per-title N] [--history FILE] [--release TITLE ...] [--drop-health-misses]
-      [--warm-titles N] [--tls-cert PATH --tls-key PATH] [--ca-file PATH]
+      [--warm-titles N] [--media-dir DIR] [--tls-cert PATH --tls-key PATH] [--ca-file PATH]
+--media-dir DIR: serve a real-media build (appliances.media_encode): per-title ladders, and the
+DASH/HLS manifests of appliances.control_manifests.
 --tls-cert/--tls-key: serve TLS 1.3 only (default plain HTTP); --ca-file: the CA that https OCAs
 (fill pushes) and the origin (catalog check) must chain to.
 --command-key FILE: hex key file shared with the OCAs' --command-key; every fill push is signed
@@ -39,9 +41,11 @@ from appliances import tokens
 from appliances.content import Catalog, CatalogSpec
 from appliances.control_cache import CacheControl, Telemetry
 from appliances.control_health import HealthRegistry
+from appliances.control_manifests import ManifestService
 from appliances.control_playback import PlaybackService, json_error
 from appliances.fillplan import history_popularity
 from appliances.history import read_history_csv
+from appliances.media import MediaCatalog, add_media_arg
 from appliances.steering_local import LocalSteering, RemoteSteering, Steering
 from appliances.tls import add_server_args, client_context, server_context_from_args
 from contracts.deployment import Deployment, DeploymentError, load_deployment
@@ -95,11 +99,13 @@ def build_control(deployment: Deployment, key: bytes, steering_url: str | None =
                   history: dict[str, dict[str, float]] | None = None,
                   releases: tuple[str, ...] = (),
                   command_key: bytes | None = None,
-                  client_ssl: ssl.SSLContext | bool = True) -> ControlPlane:
+                  client_ssl: ssl.SSLContext | bool = True,
+                  catalog: Catalog | None = None) -> ControlPlane:
     """Wire the three services into one aiohttp application. `steering_policy` is sent to the
     controller with every rank query (None: the controller's default); `history` (region ->
-    title -> share, see load_history) makes fill plans predicted, None keeps the truth."""
-    catalog = Catalog(deployment.catalog)
+    title -> share, see load_history) makes fill plans predicted, None keeps the truth.
+    `catalog`: the media catalog to serve (None: the deployment's synthetic one)."""
+    catalog = catalog or Catalog(deployment.catalog)
     registry = HealthRegistry()
     local = LocalSteering(deployment, registry, drop_health_misses=drop_health_misses)
     steering: Steering = RemoteSteering(steering_url, policy=steering_policy) if steering_url else local
@@ -111,7 +117,8 @@ def build_control(deployment: Deployment, key: bytes, steering_url: str | None =
                          releases=releases, command_key=command_key, client_ssl=client_ssl)
     telemetry = Telemetry(sink=telemetry_sink)
     app = web.Application(middlewares=[json_errors], client_max_size=4 * 1024 * 1024)
-    app.add_routes(playback.routes() + cache.routes() + telemetry.routes())
+    app.add_routes(playback.routes() + ManifestService(playback).routes() + cache.routes()
+                   + telemetry.routes())
     cp = ControlPlane(app, playback, cache, telemetry, registry)
     app.add_routes([web.get("/health", cp.health)])
     return cp
@@ -193,6 +200,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--warm-titles", type=int, default=20,
                    help="precompute manifests (sizes, SHA-256) of the N most popular titles "
                         "in the background at start, so cold manifests do not skew startup")
+    add_media_arg(p)
     add_server_args(p)
     p.add_argument("--ca-file", default=None, metavar="PATH",
                    help="CA certificate that https OCAs and the origin must chain to "
@@ -219,7 +227,9 @@ async def serve(args: argparse.Namespace, stack: ExitStack) -> int:
     cp = build_control(deployment, key, args.steering, tsink, ssink, args.token_ttl_s,
                        args.drop_health_misses, args.fill_window_s, args.fill_rate_mbps,
                        args.fill_segments_per_title, args.steering_policy, history,
-                       tuple(dict.fromkeys(args.release)), cmd_key, client_ssl)
+                       tuple(dict.fromkeys(args.release)), cmd_key, client_ssl,
+                       MediaCatalog(args.media_dir, deployment.catalog.zipf_alpha)
+                       if args.media_dir else None)
     runner = web.AppRunner(cp.app, access_log=None, handle_signals=False)
     await runner.setup()
     host, port = args.listen
