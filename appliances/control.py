@@ -209,6 +209,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def serve(args: argparse.Namespace, stack: ExitStack) -> int:
+    if args.push_fill and args.media_dir:  # fill plans assume one ladder for every title
+        raise ValueError("--push-fill does not support --media-dir (per-title ladders) yet")
     if args.steering_policy and not args.steering:
         raise ValueError("--steering-policy needs --steering (the local policy has no variants)")
     deployment = load_deployment(args.deployment)

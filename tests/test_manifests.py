@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 import xml.etree.ElementTree as ET
@@ -222,3 +223,19 @@ def test_synthetic_catalog_has_no_standard_manifests(tmp_path):
         assert status == 404 and b"media catalog" in body
     finally:
         procs.stop_all()
+
+
+def test_control_refuses_fill_pushes_with_per_title_ladders(tmp_path, media_build):
+    key = tmp_path / "key.hex"
+    write_key(key)
+    dep = {"ocas": [], "origin": {"name": "origin", "url": "http://127.0.0.1:9", "tier": "origin"},
+           "catalog": {"n_titles": 2, "duration_s": 8}}
+    (tmp_path / "deployment.json").write_text(json.dumps(dep))
+    out = subprocess.run([sys.executable, "-m", "appliances.control", "--listen", "127.0.0.1:0",
+                          "--deployment", str(tmp_path / "deployment.json"), "--token-key",
+                          str(key), "--media-dir", str(media_build), "--push-fill"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and "--push-fill does not support --media-dir" in out.stderr
+    bad = subprocess.run([sys.executable, "-m", "appliances.origin", "--listen", "127.0.0.1:0",
+                          "--media-dir", str(tmp_path)], capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2 and "not a media build" in bad.stderr
