@@ -30,7 +30,7 @@ from pathlib import Path
 from appliances.media_ladder import (ENOUGH_DB, MIN_GAIN_DB, parse_psnr_db, select_ladder,
                                      split_fragments, vp9_codec_string)
 
-FORMAT_VERSION = 2  # bump when the source graphs or segment layout change
+FORMAT_VERSION = 3  # bump when the source graphs or segment layout change
 PATTERNS = ("still", "pan", "fractal", "noise")  # roughly simplest to most complex
 DEFAULT_ROOT = Path(__file__).resolve().parents[1] / "build" / "media"
 INDEX = "index.json"
@@ -120,10 +120,19 @@ def ffmpeg_version() -> str:
                           check=True).stdout.splitlines()[0]
 
 
-def encode_probe(s: MediaSettings, src: dict, kbps: int, out: Path) -> float:
-    """Encode one probe into out (fragmented MP4); returns its video PSNR in dB."""
+def render_source(s: MediaSettings, src: dict, out: Path) -> list[str]:
+    """Render the title's video once to raw YUV (the lavfi graph can be costly, a Mandelbrot
+    zoom above all); returns the ffmpeg input flags that read it back."""
+    _ffmpeg(["-f", "lavfi", "-i", src["video"], "-pix_fmt", "yuv420p", "-f", "rawvideo", str(out)])
+    return ["-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{s.width}x{s.height}",
+            "-r", str(s.fps), "-i", str(out)]
+
+
+def encode_probe(s: MediaSettings, src: dict, raw: list[str], kbps: int, out: Path) -> float:
+    """Encode one probe of the rendered source `raw` into out (fragmented MP4); returns its
+    video PSNR in dB."""
     gop = s.fps * s.segment_s
-    inputs = ["-f", "lavfi", "-i", src["video"]]
+    inputs = list(raw)
     audio = ["-an"]
     if s.audio_kbps:
         inputs += ["-f", "lavfi", "-i", f"sine=frequency={src['tone_hz']}:duration={s.duration_s}"]
@@ -134,8 +143,7 @@ def encode_probe(s: MediaSettings, src: dict, kbps: int, out: Path) -> float:
              "-g", str(gop), "-keyint_min", str(gop), "-threads", "1", "-pix_fmt", "yuv420p",
              *audio, "-movflags", "+frag_keyframe+empty_moov+default_base_moof",
              "-f", "mp4", str(out)])
-    proc = _ffmpeg(["-i", str(out), "-f", "lavfi", "-i", src["video"],
-                    "-lavfi", "[0:v][1:v]psnr", "-f", "null", "-"])
+    proc = _ffmpeg(["-i", str(out), *raw, "-lavfi", "[0:v][1:v]psnr", "-f", "null", "-"])
     return parse_psnr_db(proc.stderr)
 
 
@@ -143,10 +151,12 @@ def encode_title(s: MediaSettings, i: int, work: Path, dest: Path) -> dict:
     """Probe, pick the ladder, write the kept rungs' segments under dest/<title>/<kbps>/."""
     src = title_source(s, i)
     t0 = time.monotonic()
+    raw = render_source(s, src, work / f"{src['title']}.yuv")
     probes = {}
     for kbps in s.probe_kbps:
         path = work / f"{src['title']}-{kbps}.mp4"
-        probes[kbps] = (encode_probe(s, src, kbps, path), path)
+        probes[kbps] = (encode_probe(s, src, raw, kbps, path), path)
+    (work / f"{src['title']}.yuv").unlink()
     ladder = select_ladder([(k, q) for k, (q, _) in probes.items()], s.min_gain_db, s.enough_db)
     segments = {}
     for kbps in ladder:
