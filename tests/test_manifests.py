@@ -239,3 +239,14 @@ def test_control_refuses_fill_pushes_with_per_title_ladders(tmp_path, media_buil
     bad = subprocess.run([sys.executable, "-m", "appliances.origin", "--listen", "127.0.0.1:0",
                           "--media-dir", str(tmp_path)], capture_output=True, text=True, timeout=30)
     assert bad.returncode == 2 and "not a media build" in bad.stderr
+
+
+def test_service_options_media_dir(media_build):
+    from harness.services import ServiceOptions, deployment
+    from topologies.catalog import metro
+    opts = ServiceOptions(media_dir=str(media_build))
+    dep = deployment(metro(), opts)
+    assert dep["catalog"] == json.loads(MediaCatalog(media_build).spec.to_json())
+    assert deployment(metro(), ServiceOptions())["catalog"] == ServiceOptions().catalog
+    with pytest.raises(ValueError, match="media_dir"):
+        ServiceOptions(media_dir=str(media_build), stage_tiers=("embedded",))
