@@ -13,6 +13,7 @@ without media (the synthetic one) answers 404.
 """
 from __future__ import annotations
 
+from typing import Callable, NamedTuple
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -24,17 +25,31 @@ DASH_TYPE = "application/dash+xml"
 HLS_TYPE = "application/vnd.apple.mpegurl"
 
 
+class Session(NamedTuple):
+    title: str
+    n_segments: int
+    table: dict  # {str(kbps): [[size_bytes, sha256], ...]}
+    steering: dict  # the ranked, signed steering document
+    media: dict  # MediaCatalog.media_info(title)
+    query: dict  # what the steering and playlist URLs carry: segments, account_token
+
+
 class ManifestService:
     def __init__(self, playback: PlaybackService) -> None:
         self.playback = playback
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.get("/dash/{title}.mpd", self.dash),
-                web.get("/hls/{title}/index.m3u8", self.hls),
-                web.get("/hls/{title}/{pathway}/{kbps}.m3u8", self.hls_media)]
+        return [web.get("/dash/{title}.mpd", self._handler(self.dash)),
+                web.get("/hls/{title}/index.m3u8", self._handler(self.hls)),
+                web.get("/hls/{title}/{pathway}/{kbps}.m3u8", self._handler(self.hls_media))]
 
-    async def _session(self, request: web.Request):
-        """(title, n, table, steering doc, media info, token query) or the error response."""
+    def _handler(self, make: Callable[[web.Request, Session], web.Response]):
+        async def handle(request: web.Request) -> web.Response:
+            got = await self._session(request)
+            return got if isinstance(got, web.Response) else make(request, got)
+        return handle
+
+    async def _session(self, request: web.Request) -> Session | web.Response:
         found = self.playback._account_and_title(request)
         if isinstance(found, web.Response):
             return found
@@ -48,42 +63,31 @@ class ManifestService:
         token = request.query.get("account_token") or request.headers["Authorization"][7:]
         table = await self.playback.tables.get(title, n)
         doc, _ = await self.playback._document(request, title, account, n)
-        return title, n, table, doc, media_info(title), {"segments": n, "account_token": token}
+        return Session(title, n, table, doc, media_info(title),
+                       {"segments": n, "account_token": token})
 
     @staticmethod
-    def _steering_url(request: web.Request, title: str, q: dict) -> str:
-        return f"{request.scheme}://{request.host}/steering/{title}?{urlencode(q)}"
+    def _steering_url(request: web.Request, s: Session) -> str:
+        return f"{request.scheme}://{request.host}/steering/{s.title}?{urlencode(s.query)}"
 
-    async def dash(self, request: web.Request) -> web.Response:
-        got = await self._session(request)
-        if isinstance(got, web.Response):
-            return got
-        title, _, table, doc, info, q = got
-        text = manifests.dash_mpd(title, doc, table, self.playback.catalog.spec.segment_s, info,
-                                  self._steering_url(request, title, q))
+    def dash(self, request: web.Request, s: Session) -> web.Response:
+        text = manifests.dash_mpd(s.title, s.steering, s.table, self.playback.catalog.spec.segment_s,
+                                  s.media, self._steering_url(request, s))
         return web.Response(text=text, content_type=DASH_TYPE)
 
-    async def hls(self, request: web.Request) -> web.Response:
-        got = await self._session(request)
-        if isinstance(got, web.Response):
-            return got
-        title, _, table, doc, info, q = got
-        base = f"{request.scheme}://{request.host}/hls/{title}"
+    def hls(self, request: web.Request, s: Session) -> web.Response:
+        base = f"{request.scheme}://{request.host}/hls/{s.title}"
         text = manifests.hls_multivariant(
-            title, doc, table, info, self._steering_url(request, title, q),
+            s.title, s.steering, s.table, s.media, self._steering_url(request, s),
             lambda pathway, kbps: f"{base}/{manifests.pathway_segment(pathway)}/{kbps}.m3u8?"
-                                  f"{urlencode(q)}")
+                                  f"{urlencode(s.query)}")
         return web.Response(text=text, content_type=HLS_TYPE)
 
-    async def hls_media(self, request: web.Request) -> web.Response:
-        got = await self._session(request)
-        if isinstance(got, web.Response):
-            return got
-        title, n, table, doc, _, _ = got
+    def hls_media(self, request: web.Request, s: Session) -> web.Response:
         pathway, kbps = request.match_info["pathway"], request.match_info["kbps"]
-        loc = next((l for l in doc["locations"] if l["pathway"] == pathway), None)
-        if loc is None or kbps not in table:
+        loc = next((l for l in s.steering["locations"] if l["pathway"] == pathway), None)
+        if loc is None or kbps not in s.table:
             return json_error(404, "no such pathway or rung for this session")
-        return web.Response(text=manifests.hls_media(loc, int(kbps), n,
+        return web.Response(text=manifests.hls_media(loc, int(kbps), s.n_segments,
                                                      self.playback.catalog.spec.segment_s),
                             content_type=HLS_TYPE)

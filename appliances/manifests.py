@@ -4,7 +4,8 @@ Both are built from the steering document the control plane already makes
 (control_playback.steering_document: ranked locations, one signed query) and the title's segment
 table; they are text in, text out, with no I/O.
 Invariants:
-- MPD: static, one Period, one video AdaptationSet; one BaseURL per location in rank order, its
+- MPD: static, one Period, one AdaptationSet (video, or video and audio muxed, named by
+  ContentComponents); one BaseURL per location in rank order, its
   `serviceLocation` the location's pathway; `<ContentSteering queryBeforeStart="true">` names
   the steering server and the top location as defaultServiceLocation; a SegmentTemplate with `$RepresentationID$` =
   kbps and `$Number$` = segment index from 0, so a segment URL is base_url + "kbps/index?query"
@@ -58,9 +59,13 @@ def dash_mpd(title: str, steering: dict, table: dict, segment_s: float, media: d
         "defaultServiceLocation": locations[0]["pathway"], "queryBeforeStart": "true"})
     cs.text = steering_url
     period = ET.SubElement(mpd, f"{{{MPD_NS}}}Period", {"id": "0", "start": "PT0S"})
+    muxed = "," in media["codecs"]  # video + audio in one track set: ContentComponents
     aset = ET.SubElement(period, f"{{{MPD_NS}}}AdaptationSet", {
-        "id": "0", "contentType": "video", "mimeType": media["mime"], "segmentAlignment": "true",
-        "startWithSAP": "1", "frameRate": str(media["fps"])})
+        "id": "0", **({} if muxed else {"contentType": "video"}), "mimeType": media["mime"],
+        "segmentAlignment": "true", "startWithSAP": "1", "frameRate": str(media["fps"])})
+    if muxed:
+        for cid, kind in ((1, "video"), (2, "audio")):
+            ET.SubElement(aset, f"{{{MPD_NS}}}ContentComponent", {"id": str(cid), "contentType": kind})
     ET.SubElement(aset, f"{{{MPD_NS}}}SegmentTemplate", {
         "timescale": "1000", "duration": str(int(segment_s * 1000)), "startNumber": "0",
         "initialization": f"$RepresentationID$/0?{query}",

@@ -65,6 +65,8 @@ class MediaSettings:
         if list(self.probe_kbps) != sorted(set(self.probe_kbps)) or self.probe_kbps[0] < 16:
             raise ValueError("probe_kbps must be strictly increasing rates >= 16")
         unknown = set(self.patterns) - set(PATTERNS)
+        if not 0 <= self.audio_kbps <= 256:
+            raise ValueError(f"audio_kbps must be in 0..256 (0: no audio), got {self.audio_kbps}")
         if not self.patterns or unknown:
             raise ValueError(f"patterns must be a non-empty subset of {PATTERNS}")
         if self.width % 2 or self.height % 2 or not 16 <= self.width <= 1920:
@@ -212,10 +214,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--titles", type=int, default=d.n_titles)
     p.add_argument("--duration-s", type=int, default=d.duration_s)
     p.add_argument("--segment-s", type=int, default=d.segment_s)
+    p.add_argument("--audio-kbps", type=int, default=d.audio_kbps, help="0: video only")
     args = p.parse_args(argv)
     try:
         s = MediaSettings(seed=args.seed, n_titles=args.titles, duration_s=args.duration_s,
-                          segment_s=args.segment_s)
+                          segment_s=args.segment_s, audio_kbps=args.audio_kbps)
         t0 = time.monotonic()
         path = build(s, args.out)
     except (ValueError, RuntimeError, OSError) as exc:

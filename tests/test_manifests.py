@@ -58,6 +58,11 @@ def test_mpd_parses_back_with_content_steering_in_rank_order():
     cs = ET.fromstring(text).find(f"{{{MPD_NS}}}ContentSteering")
     assert cs.get("defaultServiceLocation") == "oca-b" and cs.text == STEER_URL
     assert steering_server(text) == STEER_URL
+    assert [c.content_type for c in aset.content_components] == ["video", "audio"]
+    video_only = MPEGDASHParser.parse(dash_mpd("t0001", doc_of("origin"), TABLE, 2,
+                                               {**MEDIA, "codecs": "vp09.00.11.08"}, STEER_URL))
+    vset = video_only.periods[0].adaptation_sets[0]
+    assert vset.content_type == "video" and not vset.content_components
     props = aset.representations[0].supplemental_properties
     assert props[0].scheme_id_uri == INTEGRITY_SCHEME
 

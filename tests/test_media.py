@@ -83,7 +83,8 @@ def test_title_sources_are_seeded_and_differ_per_title():
 
 
 @pytest.mark.parametrize("bad", [dict(duration_s=9, segment_s=2), dict(probe_kbps=(300, 100)),
-                                 dict(patterns=("stil",)), dict(width=321), dict(n_titles=0)])
+                                 dict(patterns=("stil",)), dict(width=321), dict(n_titles=0),
+                                 dict(audio_kbps=-1)])
 def test_media_settings_refuse_bad_values(bad):
     with pytest.raises(ValueError):
         MediaSettings(**bad)
