@@ -5,7 +5,7 @@ CLI:
       [--command-key FILE] [--steering URL] [--telemetry-log FILE] [--steering-log FILE] [--token-ttl-s N]
       [--push-fill] [--fill-wait-s S] [--fill-window-s S] [--fill-rate-mbps R]
       [--fill-segments-per-title N] [--history FILE] [--release TITLE ...] [--drop-health-misses]
-      [--warm-titles N] [--media-dir DIR] [--tls-cert PATH --tls-key PATH] [--ca-file PATH]
+      [--warm-titles N] [--media-dir DIR] [--steering-ttl-s S] [--tls-cert PATH --tls-key PATH] [--ca-file PATH]
 --media-dir DIR: serve a real-media build (appliances.media_encode): per-title ladders, and the
 DASH/HLS manifests of appliances.control_manifests.
 --tls-cert/--tls-key: serve TLS 1.3 only (default plain HTTP); --ca-file: the CA that https OCAs
@@ -42,7 +42,7 @@ from appliances.content import Catalog, CatalogSpec
 from appliances.control_cache import CacheControl, Telemetry
 from appliances.control_health import HealthRegistry
 from appliances.control_manifests import ManifestService
-from appliances.control_playback import PlaybackService, json_error
+from appliances.control_playback import STEERING_TTL_S, PlaybackService, json_error
 from appliances.fillplan import history_popularity
 from appliances.history import read_history_csv
 from appliances.media import MediaCatalog, add_media_arg
@@ -100,7 +100,8 @@ def build_control(deployment: Deployment, key: bytes, steering_url: str | None =
                   releases: tuple[str, ...] = (),
                   command_key: bytes | None = None,
                   client_ssl: ssl.SSLContext | bool = True,
-                  catalog: Catalog | None = None) -> ControlPlane:
+                  catalog: Catalog | None = None,
+                  steering_ttl_s: int = STEERING_TTL_S) -> ControlPlane:
     """Wire the three services into one aiohttp application. `steering_policy` is sent to the
     controller with every rank query (None: the controller's default); `history` (region ->
     title -> share, see load_history) makes fill plans predicted, None keeps the truth.
@@ -110,7 +111,8 @@ def build_control(deployment: Deployment, key: bytes, steering_url: str | None =
     local = LocalSteering(deployment, registry, drop_health_misses=drop_health_misses)
     steering: Steering = RemoteSteering(steering_url, policy=steering_policy) if steering_url else local
     playback = PlaybackService(deployment, catalog, key, steering, local,
-                               token_ttl_s=token_ttl_s, steering_log=steering_log)
+                               token_ttl_s=token_ttl_s, steering_log=steering_log,
+                               steering_ttl_s=steering_ttl_s)
     cache = CacheControl(deployment, catalog, registry, fill_window_s=fill_window_s,
                          fill_rate_mbps=fill_rate_mbps,
                          segments_per_title=fill_segments_per_title, history=history,
@@ -184,6 +186,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--telemetry-log", help="append session summaries here (JSON lines)")
     p.add_argument("--steering-log", help="append steering decisions here (JSON lines)")
     p.add_argument("--token-ttl-s", type=int, default=3600)
+    p.add_argument("--steering-ttl-s", type=int, default=STEERING_TTL_S,
+                   help="TTL of Content Steering documents (players re-ask this often)")
     p.add_argument("--drop-health-misses", action="store_true",
                    help="leave unhealthy OCAs out of manifests instead of ranking them last")
     p.add_argument("--push-fill", action="store_true", help="push fill plans once the manifests are warm (midnight of a fill run)")
@@ -220,8 +224,8 @@ async def serve(args: argparse.Namespace, stack: ExitStack) -> int:
     unknown = sorted(set(args.release) - set(Catalog(deployment.catalog).titles()))
     if unknown:
         raise ValueError(f"--release: {', '.join(unknown)} not in the catalog")
-    if args.token_ttl_s < 1 or args.warm_titles < 0:
-        raise ValueError("--token-ttl-s must be >= 1 and --warm-titles >= 0")
+    if args.token_ttl_s < 1 or args.warm_titles < 0 or args.steering_ttl_s < 1:
+        raise ValueError("--token-ttl-s and --steering-ttl-s must be >= 1, --warm-titles >= 0")
     server_ssl = server_context_from_args(args)  # None: plain HTTP
     client_ssl = client_context(args.ca_file) if args.ca_file else True
     tsink = stack.enter_context(open(args.telemetry_log, "a")) if args.telemetry_log else None
@@ -231,7 +235,7 @@ async def serve(args: argparse.Namespace, stack: ExitStack) -> int:
                        args.fill_segments_per_title, args.steering_policy, history,
                        tuple(dict.fromkeys(args.release)), cmd_key, client_ssl,
                        MediaCatalog(args.media_dir, deployment.catalog.zipf_alpha)
-                       if args.media_dir else None)
+                       if args.media_dir else None, args.steering_ttl_s)
     runner = web.AppRunner(cp.app, access_log=None, handle_signals=False)
     await runner.setup()
     host, port = args.listen

@@ -104,6 +104,7 @@ class PlaybackService:
     steering_log: TextIO | None = None
     clock: Callable[[], float] = time.time
     tables: SegmentTables | None = None
+    steering_ttl_s: int = STEERING_TTL_S  # TTL of steering documents: how often players re-ask
 
     def __post_init__(self) -> None:
         if self.tables is None:
@@ -189,7 +190,7 @@ class PlaybackService:
         exp = int(now + self.token_ttl_s)
         cp = self.deployment.client_prefix(ip)
         query = tokens.sign(self.key, f"/v/{title}/", cp, exp)
-        doc = steering_document(title, locations, query, segments=n_segments,
+        doc = steering_document(title, locations, query, self.steering_ttl_s, segments=n_segments,
                                 account_token=request.query.get("account_token"))
         if self.steering_log is not None:
             self.steering_log.write(json.dumps({

@@ -255,3 +255,38 @@ def test_service_options_media_dir(media_build):
     assert deployment(metro(), ServiceOptions())["catalog"] == ServiceOptions().catalog
     with pytest.raises(ValueError, match="media_dir"):
         ServiceOptions(media_dir=str(media_build), stage_tiers=("embedded",))
+
+
+def test_manifests_and_steering_follow_the_ranking_as_it_changes(media_build):
+    """In-process control plane on a media build: before heartbeats the OCAs rank below the
+    origin; once they report healthy, every manifest and the steering document put them first."""
+    import asyncio
+    from aiohttp.test_utils import TestClient, TestServer
+    from appliances.control import build_control
+    from contracts.deployment import parse_deployment
+    ocas = [{"name": n, "tier": t, "url": f"http://127.0.0.1:{p}", "serves": ["127.0.0.0/8"],
+             "distance_hops": h, "rtt_ms": float(h)}
+            for n, t, p, h in (("oca1", "embedded", 9, 1), ("oca2", "ixp", 7, 3))]
+    dep = parse_deployment({"ocas": ocas, "origin": {"name": "origin", "url": "http://127.0.0.1:5"},
+                            "catalog": json.loads(MediaCatalog(media_build).spec.to_json())})
+
+    async def orders(client, tok):
+        q = f"account_token={tok}"
+        mpd = await (await client.get(f"/dash/t0001.mpd?{q}")).text()
+        master = m3u8.loads(await (await client.get(f"/hls/t0001/index.m3u8?{q}")).text())
+        doc = await (await client.get(f"/steering/t0001?{q}&_DASH_pathway=oca1")).json()
+        return ([b.service_location for b in MPEGDASHParser.parse(mpd).base_urls],
+                list(dict.fromkeys(p.stream_info.pathway_id for p in master.playlists)),
+                doc["SERVICE-LOCATION-PRIORITY"], doc["PATHWAY-PRIORITY"], doc["TTL"])
+
+    async def main():
+        cp = build_control(dep, bytes(32), catalog=MediaCatalog(media_build), steering_ttl_s=5)
+        async with TestClient(TestServer(cp.app, host="127.0.0.1")) as client:
+            tok = (await (await client.post("/login", json={"account": "v"})).json())["account_token"]
+            before = ["origin", "oca1", "oca2"]
+            assert await orders(client, tok) == (before, before, before, before, 5)
+            for name in ("oca1", "oca2"):
+                await client.post("/heartbeat", json={"name": name, "status": "ok"})
+            after = ["oca1", "oca2", "origin"]
+            assert await orders(client, tok) == (after, after, after, after, 5)
+    asyncio.run(main())
