@@ -90,6 +90,12 @@ class ControlPlane:
                                   "fill_push_unix": self.cache.push_started_unix})
 
 
+async def allow_any_origin(request: web.Request, response: web.StreamResponse) -> None:
+    """Manifests and steering documents are read by players in web pages (dash.js, hls.js)
+    served from another origin: allow it, as the OCAs do (httpcore.CORS_HEADERS)."""
+    response.headers.setdefault("Access-Control-Allow-Origin", "*")
+
+
 def build_control(deployment: Deployment, key: bytes, steering_url: str | None = None,
                   telemetry_sink: TextIO | None = None, steering_log: TextIO | None = None,
                   token_ttl_s: int = 3600, drop_health_misses: bool = False,
@@ -119,6 +125,7 @@ def build_control(deployment: Deployment, key: bytes, steering_url: str | None =
                          releases=releases, command_key=command_key, client_ssl=client_ssl)
     telemetry = Telemetry(sink=telemetry_sink)
     app = web.Application(middlewares=[json_errors], client_max_size=4 * 1024 * 1024)
+    app.on_response_prepare.append(allow_any_origin)
     app.add_routes(playback.routes() + ManifestService(playback).routes() + cache.routes()
                    + telemetry.routes())
     cp = ControlPlane(app, playback, cache, telemetry, registry)

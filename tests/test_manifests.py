@@ -170,6 +170,13 @@ def test_real_media_manifests_over_loopback(tmp_path, media_build):
         status, mpd = http(f"{control}/dash/t0001.mpd?account_token={tok}")
         assert status == 200
         mpd = mpd.decode()
+        # players in web pages read manifests, steering and segments across origins
+        loc = mpd_session(mpd)["steering"]["locations"][0]
+        with urllib.request.urlopen(f"{loc['base_url']}100/0?{loc['query']}") as seg, \
+                urllib.request.urlopen(steering_server(mpd)) as steer:
+            assert seg.headers["Access-Control-Allow-Origin"] == "*" == \
+                steer.headers["Access-Control-Allow-Origin"]
+            assert "X-Ocalab-Node" in seg.headers["Access-Control-Expose-Headers"]
         status, doc = http(steering_server(mpd))  # the steering server, with the URL's token
         assert status == 200
         doc = json.loads(doc)
