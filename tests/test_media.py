@@ -15,7 +15,6 @@ from appliances.media import MediaCatalog
 from appliances.media_encode import INDEX, MediaSettings, build, title_source
 from appliances.media_ladder import (parse_psnr_db, select_ladder, split_fragments,
                                      vp9_codec_string)
-from tests.conftest import TEST_MEDIA
 
 
 def box(kind: str, payload: bytes = b"") -> bytes:
@@ -106,10 +105,11 @@ def test_simple_and_complex_titles_get_different_ladders(media_build):
 
 def test_build_is_cached_by_settings(media_build):
     stamp = (media_build / INDEX).stat().st_mtime_ns
-    assert build(MediaSettings(**TEST_MEDIA)) == media_build
+    settings = MediaSettings(**json.loads((media_build / INDEX).read_text())["settings"])
+    assert build(settings, media_build.parent) == media_build
     assert (media_build / INDEX).stat().st_mtime_ns == stamp  # nothing re-encoded
-    other = MediaSettings(**{**TEST_MEDIA, "seed": 99})
-    assert other.key("v") != MediaSettings(**TEST_MEDIA).key("v")
+    other = MediaSettings(**{**json.loads((media_build / INDEX).read_text())["settings"], "seed": 99})
+    assert other.key("v") != settings.key("v") and settings.key("v") != settings.key("w")
 
 
 def test_segments_are_playable_vp9_on_one_timeline(media_build):
