@@ -60,7 +60,7 @@ class ManifestService:
         n = session_segments(request, total)
         if isinstance(n, web.Response):
             return n
-        token = request.query.get("account_token") or request.headers["Authorization"][7:]
+        token = self.playback.url_token(request) or request.headers["Authorization"][7:]
         table = await self.playback.tables.get(title, n)
         doc, _ = await self.playback._document(request, title, account, n)
         return Session(title, n, table, doc, media_info(title),

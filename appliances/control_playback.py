@@ -153,6 +153,13 @@ class PlaybackService:
             return check_account_token(self.key, auth[7:])
         return check_account_token(self.key, request.query.get("account_token", ""))
 
+    @staticmethod
+    def url_token(request: web.Request) -> str | None:
+        """The `?account_token=` that authorized the request (None when a Bearer header did)."""
+        if request.headers.get("Authorization", "").startswith("Bearer "):
+            return None
+        return request.query.get("account_token")
+
     def _title_or_error(self, request: web.Request) -> tuple[str, int] | web.Response:
         title = request.match_info["title"]
         try:
@@ -191,7 +198,7 @@ class PlaybackService:
         cp = self.deployment.client_prefix(ip)
         query = tokens.sign(self.key, f"/v/{title}/", cp, exp)
         doc = steering_document(title, locations, query, self.steering_ttl_s, segments=n_segments,
-                                account_token=request.query.get("account_token"))
+                                account_token=self.url_token(request))
         if self.steering_log is not None:
             self.steering_log.write(json.dumps({
                 "ts": now, "viewer": ip, "account": account, "title": title,

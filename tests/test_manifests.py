@@ -296,4 +296,9 @@ def test_manifests_and_steering_follow_the_ranking_as_it_changes(media_build):
                 await client.post("/heartbeat", json={"name": name, "status": "ok"})
             after = ["oca1", "oca2", "origin"]
             assert await orders(client, tok) == (after, after, after, after, 5)
+            # a URL token is echoed into the RELOAD-URI only when it is what authorized
+            r = await client.get("/steering/t0001?account_token=bogus.00",
+                                 headers={"Authorization": f"Bearer {tok}"})
+            assert r.status == 200 and "account_token" not in (await r.json())["RELOAD-URI"]
+            assert (await client.get("/steering/t0001?account_token=bogus.00")).status == 401
     asyncio.run(main())
