@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 APT_PKGS := mininet openvswitch-switch iperf3 iputils-ping traceroute ethtool tcpdump curl \
-            iproute2 nginx-light python3-venv python3-pip python3-dev gcc ffmpeg
+            iproute2 nginx-light wrk python3-venv python3-pip python3-dev gcc ffmpeg
 STAMP := $(VENV)/.ocalab-installed
 RELAY_BIN := build/ocalab-relay
 

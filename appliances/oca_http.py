@@ -12,7 +12,8 @@ Invariants:
 - Object bodies are sent from memory (`data`) or zero-copy from a file: `os.sendfile` in worker
   threads (`sendfile_threads` > 0; each call runs only until the socket would block, so a slow
   client never holds a thread) or asyncio's `loop.sendfile`. Over TLS (`ssl_context`) the raw
-  socket is never written: files go through asyncio's sendfile fallback (read + encrypt).
+  socket is never written: files are read in TLS_CHUNK_BYTES preads and written through the
+  TLS transport (`send_file_tls`).
 - With `ssl_context` the server speaks TLS only; a handshake must end within header_timeout_s;
   a failed handshake (plain HTTP, garbage, a client refusing the certificate) closes the
   connection quietly (asyncio logs handshake OSErrors only in debug mode). A handler exception is logged to
@@ -300,6 +301,9 @@ class HttpServer:
                     await writer.drain()
                     sent += await threaded_sendfile(self._pool, writer.get_extra_info("socket"),
                                                     resp.file, p.start, p.end - p.start)
+                elif p.end > p.start and self.ssl_context is not None:
+                    sent += await send_file_tls(writer, resp.file, p.start, p.end - p.start,
+                                                self._pool)
                 elif p.end > p.start:
                     try:
                         sent += await loop.sendfile(writer.transport, resp.file, p.start,
@@ -352,6 +356,29 @@ async def close_writer(writer: asyncio.StreamWriter) -> None:
         pass  # the peer reset or the socket failed: the connection is gone either way
     except TimeoutError:
         writer.transport.abort()  # unsent bytes to a peer that does not read: drop them
+
+
+TLS_CHUNK_BYTES = 1 << 20  # file bytes read and handed to the TLS transport at once
+
+
+async def send_file_tls(writer: asyncio.StreamWriter, f: BinaryIO, offset: int, count: int,
+                        pool: concurrent.futures.Executor | None) -> int:
+    """A file range through a TLS transport (userspace TLS: the bytes must be read to be
+    encrypted): TLS_CHUNK_BYTES preads (in `pool`, else inline) written as they come. Raises
+    ConnectionResetError as soon as the peer is gone, so no write goes to a closed session."""
+    loop, fd, sent = asyncio.get_running_loop(), f.fileno(), 0
+    while sent < count:
+        if writer.transport.is_closing():
+            raise ConnectionResetError("transport closed mid-body")
+        n = min(TLS_CHUNK_BYTES, count - sent)
+        data = (await loop.run_in_executor(pool, os.pread, fd, n, offset + sent) if pool
+                else os.pread(fd, n, offset + sent))
+        if not data:
+            raise OSError(f"file ended {count - sent} bytes before its range")
+        writer.write(data)
+        sent += len(data)
+        await writer.drain()
+    return sent
 
 
 def _sendfile_until_blocked(out_fd: int, in_fd: int, offset: int, count: int) -> int:

@@ -32,12 +32,13 @@ from typing import TextIO
 import aiohttp
 
 from appliances.abr import ALGORITHMS, make_abr
+from appliances.conntiming import trace_config
 from appliances.tls import resuming_client_context
 from appliances.player_session import FETCH_ERRORS, SegmentError, SessionConfig, ViewerSession
 
 log = logging.getLogger("ocalab.player")
 CHUNK_FIELDS = ("time", "request_unix", "viewer", "title", "index", "kbps", "bytes", "download_ms",
-                "ttfb_ms", "buffer_s", "rebuffer_s", "server", "tier", "fallback", "fallback_reason",
+                "conn", "connect_ms", "tls_ms", "ttfb_ms", "buffer_s", "rebuffer_s", "server", "tier", "fallback", "fallback_reason",
                 "node")
 
 MANIFESTS = ("json", "dash")
@@ -89,16 +90,17 @@ def _check(args: argparse.Namespace) -> None:
         raise ValueError("--control must be an http:// or https:// URL")
 
 
-def client_ssl(args: argparse.Namespace) -> ssl.SSLContext | bool:
-    """What https connections trust: the --ca-file context (resuming TLS sessions when a viewer
-    reconnects), else True (the system's CAs, no resumption across connections)."""
-    return resuming_client_context(args.ca_file) if args.ca_file else True
+def client_ssl(args: argparse.Namespace) -> ssl.SSLContext:
+    """What https connections trust: --ca-file, else the system's CAs; the context resumes TLS
+    sessions when a viewer reconnects and stamps when each handshake starts (conntiming)."""
+    return resuming_client_context(args.ca_file)
 
 
 def _connector(args: argparse.Namespace) -> aiohttp.TCPConnector:
     local = (args.bind_ip, 0) if args.bind_ip else None
     return aiohttp.TCPConnector(local_addr=local, family=socket.AF_INET if args.bind_ip else 0,
-                                limit=8, keepalive_timeout=60, ssl=getattr(args, "client_ssl", True))
+                                limit=8, keepalive_timeout=60,
+                                ssl=getattr(args, "client_ssl", True))
 
 
 async def pick_titles(args: argparse.Namespace) -> list[str]:
@@ -145,7 +147,8 @@ async def _post_summary(http: aiohttp.ClientSession, control: str, summary: dict
 
 async def run_viewer(s: ViewerSession, args: argparse.Namespace, delay_s: float,
                      logs: Logs) -> dict:
-    async with aiohttp.ClientSession(connector=_connector(args)) as http:
+    async with aiohttp.ClientSession(connector=_connector(args),
+                                     trace_configs=[trace_config()]) as http:
         try:
             await asyncio.sleep(delay_s)
             await s.run(http)

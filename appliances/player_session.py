@@ -18,6 +18,9 @@ Invariants:
   speed 1 over a network k times slower (bandwidth / k, latency * k). Use speed 1 for data.
   (Timeouts and the re-probe period reprobe_s stay in wall seconds.)
 - A session ends when its last segment is buffered: the remaining playout cannot stall.
+- A chunk row's conn/connect_ms/tls_ms/ttfb_ms keep connection set-up and the request apart
+  (appliances.conntiming): ttfb_ms never includes a TCP connect or TLS handshake. The session
+  summary carries the first media connection's (first_*) and the login's (control_*).
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ from typing import Callable
 import aiohttp
 
 from appliances.abr import Abr, AbrInput
+from appliances.conntiming import ConnTiming
 from appliances.httpcore import CONTENT_MISS_HEADER, NODE_HEADER
 from appliances.manifest_adapter import mpd_session, steering_server
 from appliances.player_model import LocationCursor
@@ -79,7 +83,8 @@ class Attempt:
     location: dict
     error: str = ""
     size_bytes: int = 0
-    ttfb_ms: float = 0.0
+    ttfb_ms: float = 0.0  # request on a ready connection to the response headers
+    conn: dict = field(default_factory=dict)  # conn, connect_ms, tls_ms (appliances.conntiming)
     download_ms: float = 0.0
     request_unix: float = 0.0  # wall time the request was sent
     node: str = ""  # X-Ocalab-Node of the response: the server that really sent the bytes
@@ -114,6 +119,8 @@ class ViewerSession:
     _locations: list = field(default_factory=list)  # latest ranked list, to name redirect targets
     _reload_uri: str = ""  # the latest steering document's RELOAD-URI ("" : none given)
     first_location: str | None = None
+    first_conn: dict = field(default_factory=dict)  # the first media connection's conntiming fields
+    control_conn: dict = field(default_factory=dict)  # the login's (a new connection: its set-up)
     segment_s: float = 4.0
     started_unix: float = 0.0
     buffer: PlaybackBuffer | None = None
@@ -191,7 +198,10 @@ class ViewerSession:
 
     async def _manifest_once(self, http: aiohttp.ClientSession) -> dict:
         base = self.cfg.control_url
-        async with http.post(f"{base}/login", json={"account": self.viewer}, timeout=CONTROL_TIMEOUT) as r:
+        timing = ConnTiming()
+        async with http.post(f"{base}/login", json={"account": self.viewer}, timeout=CONTROL_TIMEOUT,
+                             trace_request_ctx=timing) as r:
+            self.control_conn = timing.fields(time.monotonic())
             r.raise_for_status()
             self._token = (await r.json())["account_token"]
         params = {"segments": str(self.cfg.segments)} if self.cfg.segments else {}
@@ -300,10 +310,13 @@ class ViewerSession:
         timeout = aiohttp.ClientTimeout(total=self.cfg.segment_timeout_s,
                                         sock_connect=self.cfg.connect_timeout_s,
                                         sock_read=self.cfg.read_timeout_s)
-        t0, t0_unix = time.monotonic(), time.time()
+        timing, t0_unix = ConnTiming(), time.time()
+        t0 = timing.start
         try:
-            async with http.get(url, timeout=timeout) as resp:
-                ttfb_ms = (time.monotonic() - t0) * 1000
+            async with http.get(url, timeout=timeout, trace_request_ctx=timing) as resp:
+                conn = timing.fields(time.monotonic())
+                if conn["conn"] != "reused" and not self.first_conn:
+                    self.first_conn = {k: v for k, v in conn.items() if k != "ttfb_ms"}
                 served_by = self._served_by(loc, resp)
                 node = resp.headers.get(NODE_HEADER, "")
                 if resp.status == 404 and resp.headers.get(CONTENT_MISS_HEADER) == "1":
@@ -319,7 +332,8 @@ class ViewerSession:
         except (SegmentError, *FETCH_ERRORS) as exc:
             return Attempt(False, loc, error=f"{type(exc).__name__}: {exc}",
                            content_miss=isinstance(exc, ContentMiss))
-        return Attempt(True, served_by, size_bytes=len(body), ttfb_ms=ttfb_ms,
+        ttfb_ms = conn.pop("ttfb_ms")
+        return Attempt(True, served_by, size_bytes=len(body), ttfb_ms=ttfb_ms, conn=conn,
                        download_ms=(time.monotonic() - t0) * 1000, request_unix=t0_unix, node=node)
 
     def _served_by(self, loc: dict, resp: aiohttp.ClientResponse) -> dict:
@@ -349,7 +363,7 @@ class ViewerSession:
             "time": round(time.time(), 4), "request_unix": round(att.request_unix, 4),
             "viewer": self.viewer, "title": self.title,
             "index": index, "kbps": kbps, "bytes": att.size_bytes,
-            "download_ms": round(att.download_ms, 3), "ttfb_ms": round(att.ttfb_ms, 3),
+            "download_ms": round(att.download_ms, 3), **att.conn, "ttfb_ms": round(att.ttfb_ms, 3),
             "buffer_s": round(self.buffer.level_s, 4),
             "rebuffer_s": round(stall_s, 4),
             "server": name, "tier": att.location["tier"], "fallback": int(fallback),
@@ -370,5 +384,11 @@ class ViewerSession:
                 "redirects": self.redirects, "content_misses": self.content_misses,
                 "errors": self.errors,
                 "first_location": self.first_location, "servers": self.servers,
+                **_prefixed("first_", self.first_conn), **_prefixed("control_", self.control_conn),
                 "started_unix": self.started_unix, "ended_unix": time.time(),
                 "speed": self.cfg.speed}
+
+
+def _prefixed(prefix: str, conn: dict) -> dict:
+    """conn, connect_ms, tls_ms of a conntiming row under `prefix` ("" values when none)."""
+    return {f"{prefix}{k}": conn.get(k, "") for k in ("conn", "connect_ms", "tls_ms")}

@@ -8,7 +8,14 @@ Invariants:
 from __future__ import annotations
 
 import ssl
+from contextvars import ContextVar
 from pathlib import Path
+from typing import Callable
+
+# Called with the new SSLObject when a ResumingClientContext starts a client handshake (the TCP
+# connection is up): appliances.conntiming sets it per request to split connect from TLS time.
+ON_TLS_START: ContextVar[Callable[[ssl.SSLObject], None] | None] = ContextVar(
+    "ocalab_on_tls_start", default=None)
 
 
 def server_context(cert_file: str | Path, key_file: str | Path) -> ssl.SSLContext:
@@ -72,12 +79,19 @@ class ResumingClientContext(ssl.SSLContext):
         obj = super().wrap_bio(incoming, outgoing, False, server_hostname, session)
         recent.append(obj)
         del recent[:-self.SESSION_OBJS_PER_HOST]
+        hook = ON_TLS_START.get()
+        if hook is not None:
+            hook(obj)
         return obj
 
 
-def resuming_client_context(ca_file: str | Path) -> ResumingClientContext:
-    """client_context(ca_file) that also resumes TLS sessions across connections (aiohttp)."""
+def resuming_client_context(ca_file: str | Path | None) -> ResumingClientContext:
+    """client_context(ca_file) that also resumes TLS sessions across connections (aiohttp);
+    ca_file None: the system's CAs."""
     ctx = ResumingClientContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-    ctx.load_verify_locations(cafile=str(ca_file))
+    if ca_file is None:
+        ctx.load_default_certs()
+    else:
+        ctx.load_verify_locations(cafile=str(ca_file))
     return ctx

@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -79,8 +80,10 @@ def _read_response(sock: socket.socket, buf: bytearray, view: memoryview) -> int
     return length
 
 
-def load(port: int, paths: list[str], clients: int, duration_s: float) -> dict:
-    """Keep-alive GET load from `clients` threads for duration_s; latency per response."""
+def load(port: int, paths: list[str], clients: int, duration_s: float,
+         tls: ssl.SSLContext | None = None) -> dict:
+    """Keep-alive GET load from `clients` threads for duration_s; latency per response (over
+    TLS with the client context `tls`; its handshake is not timed)."""
     lat_ms: list[list[float]] = [[] for _ in range(clients)]
     nbytes = [0] * clients
     errors: list[str] = []
@@ -90,7 +93,8 @@ def load(port: int, paths: list[str], clients: int, duration_s: float) -> dict:
         buf = bytearray(1 << 20)
         view = memoryview(buf)
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+            with (tls.wrap_socket(raw, server_hostname="127.0.0.1") if tls else raw) as s:
                 k = i
                 while time.monotonic() < stop_at:
                     req = f"GET {paths[k % len(paths)]} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
@@ -130,8 +134,12 @@ def _fetch_sha(port: int, path: str) -> str:
         c.close()
 
 
-def _nginx_conf(root: Path, prefix: Path, port: int) -> str:
+def _nginx_conf(root: Path, prefix: Path, port: int,
+                tls: tuple[Path, Path] | None = None) -> str:
+    """nginx.conf serving `root` on 127.0.0.1:port; with tls=(cert, key) TLS 1.3 only."""
     user = "user root;\n" if os.geteuid() == 0 else ""
+    ssl_conf = (f"ssl_certificate {tls[0]};\n        ssl_certificate_key {tls[1]};\n"
+                f"        ssl_protocols TLSv1.3;\n        " if tls else "")
     return f"""{user}worker_processes auto;
 daemon off;
 master_process on;
@@ -150,8 +158,8 @@ http {{
     uwsgi_temp_path {prefix}/uwsgi;
     scgi_temp_path {prefix}/scgi;
     server {{
-        listen 127.0.0.1:{port};
-        root {root};
+        listen 127.0.0.1:{port}{" ssl" if tls else ""};
+        {ssl_conf}root {root};
     }}
 }}
 """

@@ -1,4 +1,4 @@
-"""`ocalab bench links|oca|reliability|cache|scale`: dispatch to one benchmark and save what it returns.
+"""`ocalab bench links|oca|reliability|cache|scale` (oca --tls: bench.oca_tls): dispatch to one benchmark and save what it returns.
 
 Figures go to results/bench/<what>-<timestamp>.json (never overwritten) with the git commit
 and versions; nothing here asserts a speed. The exit status is 1 iff a returned section says
@@ -24,6 +24,11 @@ def _oca(out_dir: Path, quick: bool) -> dict:
     return {"oca": run_bench_oca(out_dir, quick=quick)}
 
 
+def _oca_tls(out_dir: Path, quick: bool) -> dict:
+    from bench.oca_tls import run_bench_oca_tls
+    return {"oca_tls": run_bench_oca_tls(out_dir, quick=quick)}
+
+
 def _reliability(out_dir: Path, quick: bool) -> dict:
     from bench.reliability import run_reliability
     return {"reliability": run_reliability(out_dir, quick=quick)}
@@ -46,12 +51,16 @@ BENCHES: dict[str, Callable[[Path, bool], dict]] = {
 
 def run_bench(a) -> int:
     """Run benchmark a.what, write its JSON into a.out (default results/bench); exit status."""
+    tls = getattr(a, "tls", False)
+    if tls and a.what != "oca":
+        raise SystemExit(f"ocalab bench: --tls applies to oca only, not {a.what}")
+    name = f"{a.what}-tls" if tls else a.what
     out_dir = Path(a.out or REPO / "results" / "bench")
     out_dir.mkdir(parents=True, exist_ok=True)
-    result: dict = {"bench": a.what, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    result: dict = {"bench": name, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
                     "git": git_info(), "versions": versions(), "quick": a.quick}
-    result.update(BENCHES[a.what](out_dir, a.quick))
-    path = out_dir / f"{a.what}-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    result.update((_oca_tls if tls else BENCHES[a.what])(out_dir, a.quick))
+    path = out_dir / f"{name}-{time.strftime('%Y%m%dT%H%M%S')}.json"
     path.write_text(json.dumps(result, indent=1, default=str))
     print(f"wrote {path}")
     failed = any(isinstance(v, dict) and v.get("ok") is False for v in result.values())

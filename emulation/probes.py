@@ -49,6 +49,17 @@ def connect_ms(net, src: str, dst_addr: str, port: int, count: int = 5) -> list[
     return json.loads(out)
 
 
+def tls_handshake_ms(net, src: str, dst_addr: str, port: int, ca_file: str, count: int = 5) -> dict:
+    """{"connect_ms", "full_ms", "resumed_ms": [...]} measured in host `src` (connect_probe --tls-ca)."""
+    import json
+    proc = net.host(src).popen([sys.executable, "-m", "emulation.connect_probe", dst_addr, str(port), str(count),
+                                "--tls-ca", str(ca_file)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = proc.communicate(timeout=60)
+    if proc.returncode != 0:
+        raise RuntimeError(f"TLS probe {src}->{dst_addr}:{port} failed: {err.decode()[-300:]}")
+    return json.loads(out)
+
+
 def connect_burst_ms(net, src: str, dst_addr: str, port: int, rounds: int, burst: int) -> list[list[float]]:
     """Per round, the kernel-measured handshake RTTs (ms) of `burst` connections opened at once
     from host `src` (new flows, as a traceroute or a flash crowd makes them)."""

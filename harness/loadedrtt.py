@@ -75,6 +75,14 @@ def read_samples(run_dir: Path) -> list[dict]:
         return [{**r, "rtt_ms": float(r["rtt_ms"]) if r["rtt_ms"] else None} for r in csv.DictReader(f)]
 
 
+def read_sessions(run_dir: Path) -> list[dict]:
+    """The run folder's sessions table as records (empty when it has none)."""
+    import pandas as pd
+    from harness.rundir import table_path
+    path = table_path(Path(run_dir), "sessions")
+    return pd.read_csv(path).to_dict("records") if path.exists() and path.stat().st_size else []
+
+
 def serve_windows(sessions: list[dict]) -> dict[str, list[tuple[float, float]]]:
     """arm -> merged [started_unix, ended_unix] intervals of its sessions (pure)."""
     by_arm: dict[str, list[tuple[float, float]]] = {}
@@ -134,33 +142,11 @@ def annotate(run_dir: Path) -> dict | None:
     """Judge a run folder's saved samples against its sessions: writes loaded_rtt_summary.csv,
     adds loaded_rtt_err_ms / loaded_rtt_ok to summary.csv's rows by arm, returns the verdict.
     None when the folder has no samples (a run from before they were taken)."""
-    import pandas as pd
-    from harness.rundir import table_path, write_csv
+    from harness.rundir import add_arm_columns, write_csv
     run_dir = Path(run_dir)
     if not (run_dir / SAMPLES).exists():
         return None
-    sess_path = table_path(run_dir, "sessions")
-    sessions = pd.read_csv(sess_path).to_dict("records") if sess_path.exists() and sess_path.stat().st_size else []
-    rows = judge(read_samples(run_dir), sessions)
+    rows = judge(read_samples(run_dir), read_sessions(run_dir))
     write_csv(run_dir / SUMMARY, rows)
-    _add_columns(run_dir / "summary.csv", per_arm(rows))
+    add_arm_columns(run_dir / "summary.csv", per_arm(rows), ("loaded_rtt_err_ms", "loaded_rtt_ok"))
     return verdict(rows)
-
-
-def _add_columns(summary: Path, arms: dict[str, dict]) -> None:
-    """summary.csv with loaded_rtt_err_ms and loaded_rtt_ok for each row's arm (text of the other
-    columns kept as written; a summary without an arm column is left alone)."""
-    if not summary.exists() or not summary.stat().st_size:
-        return
-    with summary.open(newline="") as f:
-        reader = csv.DictReader(f)
-        fields, rows = list(reader.fieldnames or []), list(reader)
-    if "arm" not in fields:
-        return
-    extra = [k for k in ("loaded_rtt_err_ms", "loaded_rtt_ok") if k not in fields]
-    for r in rows:
-        r.update({k: arms.get(r["arm"], {}).get(k, "") for k in ("loaded_rtt_err_ms", "loaded_rtt_ok")})
-    with summary.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields + extra)
-        w.writeheader()
-        w.writerows(rows)

@@ -115,3 +115,25 @@ def pack_tables(run_dir: Path, names) -> list[tuple[str, int, int]]:
         packed.append((name, src.stat().st_size, dst.stat().st_size))
         src.unlink()
     return packed
+
+
+def add_arm_columns(summary: Path, arms: dict[str, dict], columns: tuple[str, ...]) -> None:
+    """summary.csv with `columns` filled from `arms[row's arm]` (blank for an arm without them).
+    The text of the other columns is kept as written; a summary without an arm column, or a
+    missing or empty one, is left alone. Re-running replaces the columns' values, never adds
+    them twice."""
+    summary = Path(summary)
+    if not summary.exists() or not summary.stat().st_size:
+        return
+    with summary.open(newline="") as f:
+        reader = csv.DictReader(f)
+        fields, rows = list(reader.fieldnames or []), list(reader)
+    if "arm" not in fields:
+        return
+    extra = [k for k in columns if k not in fields]
+    for r in rows:
+        r.update({k: arms.get(r["arm"], {}).get(k, "") for k in columns})
+    with summary.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields + extra)
+        w.writeheader()
+        w.writerows(rows)

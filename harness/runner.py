@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from harness import loadedrtt, progress
-from harness.hostload import CpuSampler, cpu_summary, saturated, warning
+from harness import hostload, loadedrtt, progress
+from harness.hostload import CpuSampler, warning
 from harness.overrides import parse_overrides
 from harness.rundir import git_info, new_run_dir, write_csv, write_manifest
 
@@ -48,7 +48,8 @@ class Scenario:
     manifest: Callable[[dict], dict] = field(default=lambda cfg: {})
     check_plan: Callable | None = None
     default_abr: str = "bba"  # the players' ABR unless `ocalab run --abr` says otherwise
-    tls: bool = False  # the scenario passes cfg["tls"] to its services (`ocalab run --tls on`)
+    tls: bool = False  # the scenario passes cfg["tls"] to its services: it runs https by default
+    # (`ocalab run --tls off`: plain HTTP, the ablation); False: plain HTTP only, --tls on refused
 
 
 def run(a, sc: Scenario) -> int:
@@ -60,9 +61,7 @@ def run(a, sc: Scenario) -> int:
     repeat = getattr(a, "repeat", 1)
     if repeat < 1:
         raise SystemExit(f"ocalab run: --repeat must be at least 1, got {repeat}")
-    tls = getattr(a, "tls", "off") == "on"
-    if tls and not sc.tls:
-        raise SystemExit(f"ocalab run: scenario {sc.name} does not support --tls on yet")
+    tls = tls_choice(getattr(a, "tls", None), sc)
     install_signal_handlers()
     overrides = parse_overrides(a.set)
     cfg = {**sc.settings(a.quick), "abr": getattr(a, "abr", None) or sc.default_abr,
@@ -116,6 +115,15 @@ def _run_repeats(net, top: Path, sc: Scenario, cfg: dict, seed: int, repeat: int
             children.append(_repeat(net, top, sc, cfg, seed, k, repeat, common, fidelity, failed_summaries))
 
 
+def tls_choice(arg: str | None, sc: Scenario) -> bool:
+    """`--tls on|off` or None (not given: https in the scenarios that honour it, else plain HTTP);
+    on for a scenario that does not honour it is refused before any namespace exists."""
+    tls = {"on": True, "off": False, None: sc.tls}[arg]
+    if tls and not sc.tls:
+        raise SystemExit(f"ocalab run: scenario {sc.name} does not support --tls on yet")
+    return tls
+
+
 def _capacity(overrides: dict[str, str]) -> dict[str, str]:
     """tier -> capacity rule (harness.sizing), taking the capacity keys out of `overrides` (the
     rest are plan overrides); SystemExit names a bad rule before any namespace exists."""
@@ -142,8 +150,7 @@ def _repeat(net, top: Path, sc: Scenario, cfg: dict, seed: int, k: int, repeat: 
     write_csv(run_dir / "host_cpu.csv", cpu.rows)
     loadedrtt.write_samples(run_dir, pings.samples)
     loaded = loadedrtt.verdict(loadedrtt.judge(pings.samples, tables.get("sessions", [])))
-    load = cpu_summary(cpu.rows)
-    load["saturated"] = saturated(load)
+    load = hostload.run_summary(cpu.rows, loadedrtt.serve_windows(tables.get("sessions", [])))
     write_manifest(run_dir, **common, **extra, network=net.summary(), repeat_index=k, repeats=repeat,
                    started=t0, ended=time.time(), status="ok", host_cpu=load, loaded_rtt=loaded)
     try:
@@ -154,6 +161,7 @@ def _repeat(net, top: Path, sc: Scenario, cfg: dict, seed: int, k: int, repeat: 
               f"`ocalab report {run_dir}` builds it again", file=sys.stderr, flush=True)
         failed_summaries.append(run_dir)
     print(loadedrtt.line(loadedrtt.annotate(run_dir) or loaded), flush=True)
+    hostload.annotate(run_dir)
     if (w := warning(load)) is not None:
         print(w, flush=True)
     return run_dir

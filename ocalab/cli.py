@@ -164,10 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what an OCA does with a request it does not hold: content_miss (Open "
                         "Connect: 404, the player goes to its next location) or proxy (the "
                         "ablation: pull it through from the next tier at once)")
-    r.add_argument("--tls", choices=["on", "off"], default="off",
+    r.add_argument("--tls", choices=["on", "off"], default=None,
                    help="on: every service speaks TLS 1.3 with a per-run lab CA (https "
-                        "manifests, fills, control plane); off: plain HTTP (the default for now). "
-                        "Only scenarios that say they honour it accept on (placement)")
+                        "manifests, fills, control plane; the default of the scenarios that "
+                        "honour it: placement); off: plain HTTP (the ablation; the only mode of "
+                        "the other scenarios, which refuse on)")
     r.add_argument("--name", default="metro", help="topology")
     net_args(r)
     r.set_defaults(fn=cmd_run)
@@ -183,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="benchmarks that print measured figures")
     b.add_argument("what", choices=list(BENCHES))
     b.add_argument("--quick", action="store_true")
+    b.add_argument("--tls", action="store_true",
+                   help="oca only: serve over TLS 1.3 next to nginx with the same certificate, "
+                        "loaded by wrk and the project's client")
     b.add_argument("--out", type=Path, default=None)
     b.set_defaults(fn=cmd_bench)
 

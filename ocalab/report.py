@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from harness import loadedrtt
+from harness import hostload, loadedrtt
 from harness.hostload import warning
 from harness.rundir import TABLE_SUFFIXES, missing_tables, pack_tables
 
@@ -81,7 +81,8 @@ def _report_one(d: Path, pack: bool, show_traceback: bool) -> int:
         print(_rebuild(f, mod, gaps[f], show_traceback), flush=True)
         if (loaded := loadedrtt.annotate(f)) is not None:
             print(loadedrtt.line(loaded), flush=True)
-        if (w := warning(_manifest(f).get("host_cpu") or {})) is not None:
+        load = hostload.annotate(f) or _manifest(f).get("host_cpu") or {}
+        if (w := warning(load)) is not None:
             print(w, flush=True)
     if series:
         print(summarize_series(d, mod.SCENARIO))

@@ -20,6 +20,7 @@ from contracts.deployment import OCA_PORT, TIER_RANK
 from harness.rundir import table_path, write_csv
 from harness.runner import Scenario
 from harness.staging import HISTORY_DEFAULTS
+from scenarios import handshakes
 from scenarios.bytecheck import TOLERANCE_PCT, byte_rows, headline, relay_delta
 from scenarios.logs import attach_cache, of_arm, read_access, read_rows, read_table, sessions
 from scenarios.traffic import HIT, bytes_by_class, counter_delta, payload_by_class
@@ -95,15 +96,20 @@ def main_server(chunks: list[dict], tiers: dict[str, str]) -> str:
 
 
 def _path_row(net, svc, viewer: str, chunks: list[dict]) -> dict:
-    """Hops (traceroute), RTT and TCP connect time from `viewer` to the server that sent most of its chunks."""
-    from emulation.probes import connect_ms, ping_rtts, traceroute
+    """Hops (traceroute), RTT and TCP connect time from `viewer` to the server that sent most of
+    its chunks; over TLS also the probe's connect, full and resumed handshake (probe_*_ms)."""
+    from emulation.probes import connect_ms, ping_rtts, tls_handshake_ms, traceroute
 
     server = main_server(chunks, {n.name: n.tier for n in net.plan.nodes if n.role == "oca"})
     addr = svc.server_addr(server)
     hops = traceroute(net, viewer, addr)
-    return {"server": server, "server_addr": addr, "hops": len(hops), "hops_answered": sum(h != "*" for h in hops),
-            "path": " ".join(hops), "rtt_ms": _median_ms(ping_rtts(net, viewer, addr)),
-            "connect_ms": _median_ms(connect_ms(net, viewer, addr, OCA_PORT))}
+    row = {"server": server, "server_addr": addr, "hops": len(hops), "hops_answered": sum(h != "*" for h in hops),
+           "path": " ".join(hops), "rtt_ms": _median_ms(ping_rtts(net, viewer, addr)),
+           "connect_ms": _median_ms(connect_ms(net, viewer, addr, OCA_PORT))}
+    if svc.opts.tls:  # TCP connect, full and resumed TLS 1.3 handshakes (scenarios.handshakes)
+        t = tls_handshake_ms(net, viewer, addr, OCA_PORT, svc.ca_file)
+        row.update({f"probe_{k}": _median_ms(v) for k, v in t.items()})
+    return row
 
 
 def _median_ms(samples: list[float]) -> float:
@@ -129,6 +135,7 @@ def summarize(run_dir: Path) -> list[dict]:
     t = {n: read_table(table_path(run_dir, n)) for n in (*TABLES, "fill")}
     tiers = {n.name: n.tier for n in plan.nodes if n.role == "oca"}
     rows, byte_table = [], []
+    fitted = handshakes.fit(t["paths"])  # every arm's paths: round trips and compute of a handshake
     for arm in ARMS:
         arm_t = {k: of_arm(v, arm) for k, v in t.items()}
         if arm_t["chunks"].empty:
@@ -137,7 +144,7 @@ def summarize(run_dir: Path) -> list[dict]:
                           arm_t["access"].to_dict("records"), plan)
         byte_table += brows
         gaps = headline(brows)
-        rows.append({"arm": arm, **_arm_figures(arm_t, plan, tiers), "plan_coverage": plan_coverage(arm_t, plan),
+        rows.append({"arm": arm, **_arm_figures(arm_t, plan, tiers, fitted), "plan_coverage": plan_coverage(arm_t, plan),
                      **_byte_figures(arm_t, plan, t["links_ctl"].empty),
                      "relay_vs_kernel_wire_pct": gaps["gap_wire_pct"],
                      "relay_vs_log_payload_pct": gaps["gap_payload_pct"]})
@@ -147,7 +154,7 @@ def summarize(run_dir: Path) -> list[dict]:
     return rows
 
 
-def _arm_figures(t: dict[str, pd.DataFrame], plan, tiers: dict[str, str]) -> dict:
+def _arm_figures(t: dict[str, pd.DataFrame], plan, tiers: dict[str, str], fitted: dict) -> dict:
     """Sessions, paths and chunk figures of one arm (its rows of each table)."""
     ch, se, pa = t["chunks"], t["sessions"], t["paths"].sort_values("host", kind="stable")
     total = int(ch["bytes"].sum())
@@ -159,6 +166,7 @@ def _arm_figures(t: dict[str, pd.DataFrame], plan, tiers: dict[str, str]) -> dic
         "servers": " ".join(f"{h}={s}" for h, s in zip(pa["host"], pa["server"])),
         "hops": int(hops) if len(pa) % 2 else float(hops),  # statistics.median's types: a value or a mean
         "rtt_ms": _median(pa["rtt_ms"], 2), "connect_ms": _median(pa["connect_ms"], 2),
+        **handshakes.arm_figures(ch, pa, fitted),
         "ttfb_ms": _median(ch["ttfb_ms"], 1),
         "chunk_mbps": _median(ch["bytes"] * 8 / (ch["download_ms"] * 1000), 2, ""),
         "ttfb_hit_ms": _median(ch.loc[ch["cache"] == "hit", "ttfb_ms"], 1, ""),
@@ -241,12 +249,13 @@ def _gap_pct(ctl: dict[str, int], kernel: dict[str, int]) -> float:
 
 
 def format_table(rows: list[dict]) -> str:
-    cols = ["arm", "hops", "rtt_ms", "connect_ms", "ttfb_hit_ms", "ttfb_miss_ms", "startup_s", "rebuffer_ratio",
+    cols = ["arm", "hops", "rtt_ms", "connect_ms", "handshake_ms", "ttfb_hit_ms", "ttfb_miss_ms", "startup_s", "rebuffer_ratio",
             "mean_kbps", "transit_mb", "peering_mb", "in_isp_share"]
     lines = ["  ".join(f"{c:>12s}" for c in cols)]
     for r in rows:
         lines.append("  ".join(f"{r[c]:>12}" for c in cols))
     lines += compare_arms({r["arm"]: r for r in rows})
+    lines += handshakes.lines(rows)
     lines += byte_lines(rows)
     return "\n".join(lines)
 

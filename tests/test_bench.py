@@ -91,3 +91,27 @@ def test_burst_excess_is_the_median_of_each_rounds_slowest_flow():
     rounds = [[7.1, 7.4, 7.2], [7.0, 9.9, 7.1], [7.2, 7.3, 7.6]]  # one round hit by noise
     assert burst_excess_ms(rounds, 7.0) == 0.6
     assert burst_excess_ms([[8.5, 8.6]] * 3, 7.0) == 1.6  # every round slow: a real cost
+
+
+WRK_OUT = """Running 2s test @ https://127.0.0.1:41234/v/t0000/5800/0
+  2 threads and 8 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency    40.12ms    5.10ms  60.00ms   70.00%
+  393 requests in 2.00s, 1.05GB read
+  Socket errors: connect 0, read 1, write 0, timeout 2
+Requests/sec:    196.50
+Transfer/sec:    537.60MB
+"""
+
+
+def test_parse_wrk_reads_requests_bytes_and_errors():
+    from bench.oca_tls import parse_wrk
+    assert parse_wrk(WRK_OUT) == {"requests": 393, "elapsed_s": 2.0,
+                                  "bytes": int(1.05 * (1 << 30)), "n_errors": 3}
+    with pytest.raises(ValueError, match="no summary"):
+        parse_wrk("unable to connect to 127.0.0.1:1 Connection refused")
+
+
+def test_bench_tls_is_for_oca_only(tmp_path):
+    with pytest.raises(SystemExit, match="oca only"):
+        run.run_bench(SimpleNamespace(what="cache", tls=True, quick=True, out=tmp_path))

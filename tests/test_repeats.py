@@ -226,14 +226,29 @@ def test_a_summary_bug_keeps_the_saved_data_ok_and_report_rebuilds_it(tmp_path, 
 
 
 def test_report_says_when_a_run_had_a_saturated_host(tmp_path, capsys):
-    """`ocalab report` repeats the run's saturation warning (more than 5% of its seconds)."""
+    """`ocalab report` judges the serve phase from host_cpu.csv and the sessions (more than 5% of
+    its seconds saturated: a warning, and cpu_saturated_pct per arm in summary.csv); a folder
+    without host_cpu.csv falls back on the manifest's summary."""
+    import csv
     import shutil
     from ocalab.report import report
-    run_dir = tmp_path / "steering"
-    shutil.copytree(Path(__file__).resolve().parents[1] / "results" / "steering", run_dir)
-    m = json.loads((run_dir / "manifest.json").read_text())
-    assert report([run_dir]) == 0 and "saturated" not in capsys.readouterr().out  # 3.8%
-    m["host_cpu"]["saturated_share"] = 0.12
-    (run_dir / "manifest.json").write_text(json.dumps(m))
+    run_dir = tmp_path / "fill"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "results" / "fill", run_dir)
+    assert report([run_dir]) == 0 and "saturated" not in capsys.readouterr().out  # 3.5% of the serve phase
+    assert "cpu_saturated_pct" in (run_dir / "summary.csv").read_text()
+    with (run_dir / "host_cpu.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows[len(rows) // 2:]:  # the second half of the run (the serve day) saturated
+        r["busy_frac"] = "0.99"
+    with (run_dir / "host_cpu.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
     assert report([run_dir]) == 0
-    assert "WARNING: the host CPUs were saturated (>= 95% busy) for 12% of the run" in capsys.readouterr().out
+    assert "WARNING: the host CPUs were saturated (>= 95% busy) for" in (out := capsys.readouterr().out)
+    assert "of the serve phase" in out
+    (run_dir / "host_cpu.csv").unlink()
+    m = json.loads((run_dir / "manifest.json").read_text())
+    m["host_cpu"] = {"seconds": 100, "saturated_share": 0.12}  # a run from before serve phases
+    (run_dir / "manifest.json").write_text(json.dumps(m))
+    assert report([run_dir]) == 0 and "for 12% of the run" in capsys.readouterr().out

@@ -182,3 +182,13 @@ def test_run_tls_on_is_refused_by_scenarios_that_do_not_honour_it():
     assert PLACEMENT.tls and not FILL.tls
     with pytest.raises(SystemExit, match="does not support --tls on"):
         run(argparse.Namespace(repeat=1, set=[], tls="on"), FILL)
+
+
+def test_run_tls_default_is_https_where_honoured():
+    from harness.runner import tls_choice
+    from scenarios.fill import SCENARIO as FILL
+    from scenarios.placement import SCENARIO as PLACEMENT
+    assert tls_choice(None, PLACEMENT) is True and tls_choice("off", PLACEMENT) is False
+    assert tls_choice(None, FILL) is False and tls_choice("off", FILL) is False
+    with pytest.raises(SystemExit, match="does not support --tls on"):
+        tls_choice("on", FILL)

@@ -211,6 +211,10 @@ def test_twenty_viewers_survive_an_oca_kill(tmp_path, procs):
     # a killed process's socket buffers still drain; a request sent after the kill is never answered
     assert all(r["server"] != "oca1" for r in rows if float(r["request_unix"]) > kill_unix + 0.05)
     assert all(float(r["request_unix"]) <= float(r["time"]) for r in rows)
+    # plain HTTP: new connections are "tcp" with a connect time and no TLS time
+    assert {r["conn"] for r in rows} <= {"tcp", "reused"} and any(r["conn"] == "tcp" for r in rows)
+    assert all(r["tls_ms"] == "" and (r["connect_ms"] == "") == (r["conn"] == "reused") for r in rows)
+    assert all(s["control_conn"] == "tcp" and s["control_tls_ms"] == "" for s in sessions)
     assert sum(s["failed_attempts"] for s in sessions) >= len(
         {r["viewer"] for r in fallback_rows})
 

@@ -190,18 +190,41 @@ def test_fetch_json_over_https(servers, pki, capsys):
 
 
 def test_player_context_resumes_across_aiohttp_connections(servers, pki):
-    """The player's context: a new connection (force_close) to the same server resumes."""
+    """The player's context: a new connection (force_close) to the same server resumes, and
+    conntiming names each request's connection and splits TCP connect from the TLS handshake."""
     import asyncio
     import aiohttp
+    from appliances.conntiming import ConnTiming, trace_config
 
-    async def three_gets(port: int) -> list[bool]:
+    async def gets(port: int, force_close: bool) -> tuple[list[bool], list[dict]]:
         ctx = resuming_client_context(pki["ca"])
-        conn = aiohttp.TCPConnector(ssl=ctx, force_close=True)
-        async with aiohttp.ClientSession(connector=conn) as http:
+        conn = aiohttp.TCPConnector(ssl=ctx, force_close=force_close)
+        rows = []
+        async with aiohttp.ClientSession(connector=conn, trace_configs=[trace_config()]) as http:
             for _ in range(3):
-                async with http.get(f"https://127.0.0.1:{port}/health") as r:
+                timing = ConnTiming()
+                async with http.get(f"https://127.0.0.1:{port}/health",
+                                    trace_request_ctx=timing) as r:
+                    rows.append(timing.fields(time.monotonic()))
                     assert r.status == 200
                     await r.read()
-        return [o.session_reused for o in ctx._recent["127.0.0.1"]]
+        return [o.session_reused for o in ctx._recent["127.0.0.1"]], rows
 
-    assert asyncio.run(three_gets(servers["oca"])) == [False, True, True]
+    reused, rows = asyncio.run(gets(servers["oca"], force_close=True))
+    assert reused == [False, True, True]
+    assert [r["conn"] for r in rows] == ["tls", "tls_resumed", "tls_resumed"]
+    assert all(r["connect_ms"] > 0 and r["tls_ms"] > 0 and r["ttfb_ms"] > 0 for r in rows)
+    _, rows = asyncio.run(gets(servers["oca"], force_close=False))  # keep-alive
+    assert [r["conn"] for r in rows] == ["tls", "reused", "reused"]
+    assert rows[1]["connect_ms"] == rows[1]["tls_ms"] == ""
+
+
+def test_connect_probe_times_full_and_resumed_handshakes(servers, pki):
+    from emulation.connect_probe import main, tls_times_ms
+    for port in (servers["oca"], servers["origin"]):
+        t = tls_times_ms("127.0.0.1", port, 2, str(pki["ca"]))
+        assert all(len(v) == 2 and all(x > 0 for x in v) for v in t.values()), t
+    with pytest.raises(ssl.SSLCertVerificationError):
+        tls_times_ms("127.0.0.1", servers["oca"], 1, str(pki["other_ca"]))
+    with pytest.raises(SystemExit):
+        main(["127.0.0.1", str(servers["oca"]), "1", "--burst", "2", "--tls-ca", str(pki["ca"])])

@@ -5,6 +5,7 @@ trusting another CA fails its session naming the certificate problem; an OCA wit
 certificate is refused by the players, which fall back to the next OCA."""
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import json
 import socket
@@ -100,6 +101,7 @@ def wait_filled(url: dict, names: tuple[str, ...], timeout_s: float = 30.0) -> N
 
 
 def play(procs: Procs, tmp_path: Path, control: str, ca: Path, tag: str) -> tuple[int, list, str]:
+    """3 viewers with the CA `ca`: (exit code, sessions, stderr); chunks-<tag>.csv in tmp_path."""
     chunk_log, session_log = tmp_path / f"chunks-{tag}.csv", tmp_path / f"sessions-{tag}.jsonl"
     player = procs.start(f"player-{tag}", [
         "appliances.player", "--control", control, "--viewers", "3", "--titles", "t0000,t0001",
@@ -120,6 +122,17 @@ def test_tls_world_plays_and_refuses_a_foreign_ca(tmp_path, procs):
     assert rc == 0, err[-3000:]
     assert all(s["status"] == "ok" and s["segments_verified"] == N_SEGMENTS
                and s["hash_failures"] == 0 for s in sessions), sessions
+    # handshakes measured apart: a new https connection has a TCP connect and a TLS time; the
+    # viewers share one player process, so later viewers resume the first one's sessions
+    with open(tmp_path / "chunks-good.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    new = [r for r in rows if r["conn"] != "reused"]
+    assert new and {r["conn"] for r in new} <= {"tls", "tls_resumed"}
+    assert all(float(r["connect_ms"]) > 0 and float(r["tls_ms"]) > 0 for r in new)
+    assert all(r["connect_ms"] == r["tls_ms"] == "" for r in rows if r["conn"] == "reused")
+    assert all(s["control_conn"] in ("tls", "tls_resumed") for s in sessions)
+    assert all(s["first_conn"] in ("tls", "tls_resumed") and float(s["first_tls_ms"]) > 0
+               for s in sessions)
     other = tmp_path / "other"
     other.mkdir()
     rc, sessions, err = play(procs, tmp_path, url["control"], write_certs(other, set()), "bad")
