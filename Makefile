@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 APT_PKGS := mininet openvswitch-switch iperf3 iputils-ping traceroute ethtool tcpdump curl \
-            iproute2 nginx-light wrk python3-venv python3-pip python3-dev gcc
+            iproute2 nginx-light wrk python3-venv python3-pip python3-dev gcc ffmpeg
 # installed when the archive has it (Debian does; Ubuntu ships Chromium as a snap): the web
 # view's browser tests drive it headless and skip, saying why, where it is missing
 APT_OPTIONAL := chromium

@@ -52,6 +52,11 @@ class Catalog:
         self._check_title(title)
         return self._n_segments
 
+    def ladder_of(self, title: str) -> tuple[int, ...]:
+        """The rungs of one title (here every title has the spec's ladder)."""
+        self._check_title(title)
+        return self.spec.ladder_kbps
+
     def _check_title(self, title: str) -> None:
         if title not in self._title_set:
             raise ContentError(f"unknown title {title!r}")
@@ -139,11 +144,11 @@ def segment_path(title: str, kbps: int, index: int) -> str:
 def _title_manifest_cached(cat: Catalog, title: str) -> dict:
     cat._check_title(title)
     segments = {}
-    for kbps in cat.spec.ladder_kbps:
+    for kbps in cat.ladder_of(title):
         segments[kbps] = [[cat.segment_size(title, kbps, i), cat.segment_sha256(title, kbps, i)]
                           for i in range(cat._n_segments)]
     return {"title": title, "segment_s": cat.spec.segment_s,
-            "ladder_kbps": list(cat.spec.ladder_kbps), "segments": segments}
+            "ladder_kbps": list(cat.ladder_of(title)), "segments": segments}
 
 
 @functools.lru_cache(maxsize=64)

@@ -5,7 +5,9 @@ CLI:
       [--command-key FILE] [--steering URL] [--telemetry-log FILE] [--steering-log FILE] [--token-ttl-s N]
       [--push-fill] [--fill-wait-s S] [--fill-window-s S] [--fill-rate-mbps R]
       [--fill-segments-per-title N] [--history FILE] [--release TITLE ...] [--drop-health-misses]
-      [--warm-titles N] [--tls-cert PATH --tls-key PATH] [--ca-file PATH]
+      [--warm-titles N] [--media-dir DIR] [--steering-ttl-s S] [--tls-cert PATH --tls-key PATH] [--ca-file PATH]
+--media-dir DIR: serve a real-media build (appliances.media_encode): per-title ladders, and the
+DASH/HLS manifests of appliances.control_manifests.
 --tls-cert/--tls-key: serve TLS 1.3 only (default plain HTTP); --ca-file: the CA that https OCAs
 (fill pushes) and the origin (catalog check) must chain to.
 --command-key FILE: hex key file shared with the OCAs' --command-key; every fill push is signed
@@ -39,9 +41,11 @@ from appliances import tokens
 from appliances.content import Catalog, CatalogSpec
 from appliances.control_cache import CacheControl, Telemetry
 from appliances.control_health import HealthRegistry
-from appliances.control_playback import PlaybackService, json_error
+from appliances.control_manifests import ManifestService
+from appliances.control_playback import STEERING_TTL_S, PlaybackService, json_error
 from appliances.fillplan import history_popularity
 from appliances.history import read_history_csv
+from appliances.media import MediaCatalog, add_media_arg
 from appliances.steering_local import LocalSteering, RemoteSteering, Steering
 from appliances.tls import add_server_args, client_context, server_context_from_args
 from contracts.deployment import Deployment, DeploymentError, load_deployment
@@ -86,6 +90,12 @@ class ControlPlane:
                                   "fill_push_unix": self.cache.push_started_unix})
 
 
+async def allow_any_origin(request: web.Request, response: web.StreamResponse) -> None:
+    """Manifests and steering documents are read by players in web pages (dash.js, hls.js)
+    served from another origin: allow it, as the OCAs do (httpcore.CORS_HEADERS)."""
+    response.headers.setdefault("Access-Control-Allow-Origin", "*")
+
+
 def build_control(deployment: Deployment, key: bytes, steering_url: str | None = None,
                   telemetry_sink: TextIO | None = None, steering_log: TextIO | None = None,
                   token_ttl_s: int = 3600, drop_health_misses: bool = False,
@@ -95,23 +105,29 @@ def build_control(deployment: Deployment, key: bytes, steering_url: str | None =
                   history: dict[str, dict[str, float]] | None = None,
                   releases: tuple[str, ...] = (),
                   command_key: bytes | None = None,
-                  client_ssl: ssl.SSLContext | bool = True) -> ControlPlane:
+                  client_ssl: ssl.SSLContext | bool = True,
+                  catalog: Catalog | None = None,
+                  steering_ttl_s: int = STEERING_TTL_S) -> ControlPlane:
     """Wire the three services into one aiohttp application. `steering_policy` is sent to the
     controller with every rank query (None: the controller's default); `history` (region ->
-    title -> share, see load_history) makes fill plans predicted, None keeps the truth."""
-    catalog = Catalog(deployment.catalog)
+    title -> share, see load_history) makes fill plans predicted, None keeps the truth.
+    `catalog`: the media catalog to serve (None: the deployment's synthetic one)."""
+    catalog = catalog or Catalog(deployment.catalog)
     registry = HealthRegistry()
     local = LocalSteering(deployment, registry, drop_health_misses=drop_health_misses)
     steering: Steering = RemoteSteering(steering_url, policy=steering_policy) if steering_url else local
     playback = PlaybackService(deployment, catalog, key, steering, local,
-                               token_ttl_s=token_ttl_s, steering_log=steering_log)
+                               token_ttl_s=token_ttl_s, steering_log=steering_log,
+                               steering_ttl_s=steering_ttl_s)
     cache = CacheControl(deployment, catalog, registry, fill_window_s=fill_window_s,
                          fill_rate_mbps=fill_rate_mbps,
                          segments_per_title=fill_segments_per_title, history=history,
                          releases=releases, command_key=command_key, client_ssl=client_ssl)
     telemetry = Telemetry(sink=telemetry_sink)
     app = web.Application(middlewares=[json_errors], client_max_size=4 * 1024 * 1024)
-    app.add_routes(playback.routes() + cache.routes() + telemetry.routes())
+    app.on_response_prepare.append(allow_any_origin)
+    app.add_routes(playback.routes() + ManifestService(playback).routes() + cache.routes()
+                   + telemetry.routes())
     cp = ControlPlane(app, playback, cache, telemetry, registry)
     app.add_routes([web.get("/health", cp.health)])
     return cp
@@ -177,6 +193,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--telemetry-log", help="append session summaries here (JSON lines)")
     p.add_argument("--steering-log", help="append steering decisions here (JSON lines)")
     p.add_argument("--token-ttl-s", type=int, default=3600)
+    p.add_argument("--steering-ttl-s", type=int, default=STEERING_TTL_S,
+                   help="TTL of Content Steering documents (players re-ask this often)")
     p.add_argument("--drop-health-misses", action="store_true",
                    help="leave unhealthy OCAs out of manifests instead of ranking them last")
     p.add_argument("--push-fill", action="store_true", help="push fill plans once the manifests are warm (midnight of a fill run)")
@@ -193,6 +211,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--warm-titles", type=int, default=20,
                    help="precompute manifests (sizes, SHA-256) of the N most popular titles "
                         "in the background at start, so cold manifests do not skew startup")
+    add_media_arg(p)
     add_server_args(p)
     p.add_argument("--ca-file", default=None, metavar="PATH",
                    help="CA certificate that https OCAs and the origin must chain to "
@@ -201,6 +220,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def serve(args: argparse.Namespace, stack: ExitStack) -> int:
+    if args.push_fill and args.media_dir:  # fill plans assume one ladder for every title
+        raise ValueError("--push-fill does not support --media-dir (per-title ladders) yet")
     if args.steering_policy and not args.steering:
         raise ValueError("--steering-policy needs --steering (the local policy has no variants)")
     deployment = load_deployment(args.deployment)
@@ -210,8 +231,8 @@ async def serve(args: argparse.Namespace, stack: ExitStack) -> int:
     unknown = sorted(set(args.release) - set(Catalog(deployment.catalog).titles()))
     if unknown:
         raise ValueError(f"--release: {', '.join(unknown)} not in the catalog")
-    if args.token_ttl_s < 1 or args.warm_titles < 0:
-        raise ValueError("--token-ttl-s must be >= 1 and --warm-titles >= 0")
+    if args.token_ttl_s < 1 or args.warm_titles < 0 or args.steering_ttl_s < 1:
+        raise ValueError("--token-ttl-s and --steering-ttl-s must be >= 1, --warm-titles >= 0")
     server_ssl = server_context_from_args(args)  # None: plain HTTP
     client_ssl = client_context(args.ca_file) if args.ca_file else True
     tsink = stack.enter_context(open(args.telemetry_log, "a")) if args.telemetry_log else None
@@ -219,7 +240,9 @@ async def serve(args: argparse.Namespace, stack: ExitStack) -> int:
     cp = build_control(deployment, key, args.steering, tsink, ssink, args.token_ttl_s,
                        args.drop_health_misses, args.fill_window_s, args.fill_rate_mbps,
                        args.fill_segments_per_title, args.steering_policy, history,
-                       tuple(dict.fromkeys(args.release)), cmd_key, client_ssl)
+                       tuple(dict.fromkeys(args.release)), cmd_key, client_ssl,
+                       MediaCatalog(args.media_dir, deployment.catalog.zipf_alpha)
+                       if args.media_dir else None, args.steering_ttl_s)
     runner = web.AppRunner(cp.app, access_log=None, handle_signals=False)
     await runner.setup()
     host, port = args.listen

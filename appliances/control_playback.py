@@ -76,12 +76,18 @@ def json_error(status: int, message: str) -> web.Response:
 
 
 def steering_document(title: str, locations: list[Location], query: str,
-                      ttl_s: int = STEERING_TTL_S, *, segments: int | None = None) -> dict:
-    """HLS/DASH Content Steering fields plus our signed location entries. segments: the
-    session's segment count, carried in the RELOAD-URI (None: left out, meaning all)."""
-    reload_uri = f"/steering/{title}" + ("" if segments is None else f"?segments={segments}")
+                      ttl_s: int = STEERING_TTL_S, *, segments: int | None = None,
+                      account_token: str | None = None) -> dict:
+    """HLS/DASH Content Steering fields (PATHWAY-PRIORITY for HLS, SERVICE-LOCATION-PRIORITY
+    for DASH: the same ranked names) plus our signed location entries. segments: the session's
+    segment count, carried in the RELOAD-URI (None: left out, meaning all); account_token: put
+    in the RELOAD-URI too, for players that cannot send an Authorization header."""
+    params = ([] if segments is None else [f"segments={segments}"]) + \
+        ([] if account_token is None else [f"account_token={account_token}"])
+    reload_uri = f"/steering/{title}" + (f"?{'&'.join(params)}" if params else "")
+    names = [loc.name for loc in locations]
     return {"VERSION": 1, "TTL": ttl_s, "RELOAD-URI": reload_uri,
-            "PATHWAY-PRIORITY": [loc.name for loc in locations],
+            "PATHWAY-PRIORITY": names, "SERVICE-LOCATION-PRIORITY": list(names),
             "locations": [{"pathway": loc.name, "tier": loc.tier,
                            "base_url": f"{loc.base_url_root}/v/{title}/", "query": query,
                            "reason": loc.reason, "retries": loc.retries} for loc in locations]}
@@ -98,6 +104,7 @@ class PlaybackService:
     steering_log: TextIO | None = None
     clock: Callable[[], float] = time.time
     tables: SegmentTables | None = None
+    steering_ttl_s: int = STEERING_TTL_S  # TTL of steering documents: how often players re-ask
 
     def __post_init__(self) -> None:
         if self.tables is None:
@@ -139,8 +146,19 @@ class PlaybackService:
                                   "titles": self.catalog.titles(), "popularity": pop})
 
     def _authorize(self, request: web.Request) -> str | None:
+        """The account of the request's token: `Authorization: Bearer T`, else `?account_token=T`
+        (manifest and steering URLs that a browser player fetches without custom headers)."""
         auth = request.headers.get("Authorization", "")
-        return check_account_token(self.key, auth[7:]) if auth.startswith("Bearer ") else None
+        if auth.startswith("Bearer "):
+            return check_account_token(self.key, auth[7:])
+        return check_account_token(self.key, request.query.get("account_token", ""))
+
+    @staticmethod
+    def url_token(request: web.Request) -> str | None:
+        """The `?account_token=` that authorized the request (None when a Bearer header did)."""
+        if request.headers.get("Authorization", "").startswith("Bearer "):
+            return None
+        return request.query.get("account_token")
 
     def _title_or_error(self, request: web.Request) -> tuple[str, int] | web.Response:
         title = request.match_info["title"]
@@ -150,9 +168,9 @@ class PlaybackService:
             return json_error(404, "unknown title")
         return title, total
 
-    def need_objects(self, n_segments: int) -> int:
+    def need_objects(self, title: str, n_segments: int) -> int:
         """Objects of a title a session of its first n_segments needs: every rung of each."""
-        return len(self.catalog.spec.ladder_kbps) * n_segments
+        return len(self.catalog.ladder_of(title)) * n_segments
 
     async def _rank(self, ip: str, title: str, now: float,
                     need_objects: int) -> tuple[list[Location], dict[str, str]]:
@@ -174,12 +192,13 @@ class PlaybackService:
         """The steering document for a session of the title's first n_segments."""
         now = self.clock()
         ip = viewer_ip(request)
-        need = self.need_objects(n_segments)
+        need = self.need_objects(title, n_segments)
         locations, excluded = await self._rank(ip, title, now, need)
         exp = int(now + self.token_ttl_s)
         cp = self.deployment.client_prefix(ip)
         query = tokens.sign(self.key, f"/v/{title}/", cp, exp)
-        doc = steering_document(title, locations, query, segments=n_segments)
+        doc = steering_document(title, locations, query, self.steering_ttl_s, segments=n_segments,
+                                account_token=self.url_token(request))
         if self.steering_log is not None:
             self.steering_log.write(json.dumps({
                 "ts": now, "viewer": ip, "account": account, "title": title,
@@ -209,7 +228,7 @@ class PlaybackService:
         doc, exp = await self._document(request, title, account, n)
         return web.json_response({"title": title, "account": account,
                                   "segment_s": self.catalog.spec.segment_s,
-                                  "ladder_kbps": list(self.catalog.spec.ladder_kbps),
+                                  "ladder_kbps": list(self.catalog.ladder_of(title)),
                                   "n_segments": n, "segments": table, "expires_unix": exp,
                                   "steering": doc})
 

@@ -23,6 +23,10 @@ NODE_HEADER = "X-Ocalab-Node"  # on every origin/OCA response: the server that s
 # "1" on an OCA's 404 in miss mode content_miss: it lacks the object and does not pull it at
 # serve time, so the player moves to its next location (a plain 404 carries no such header).
 CONTENT_MISS_HEADER = "X-Ocalab-Content-Miss"
+# on every origin/OCA response, so a player in a web page (dash.js, hls.js) may read the
+# segments and these headers across origins, as browsers require of a CDN
+CORS_HEADERS = (("Access-Control-Allow-Origin", "*"),
+                ("Access-Control-Expose-Headers", f"{NODE_HEADER}, {CONTENT_MISS_HEADER}"))
 MAX_HEADERS = 64
 MAX_BODY_BYTES = 4 * 1024 * 1024
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "TRACE", "PATCH",

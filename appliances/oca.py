@@ -55,6 +55,7 @@ from appliances.commands import CommandResult, CommandVerifier
 from appliances.admission import (  # noqa: F401 (EgressMeter re-exported)
     ADMISSION_POLICIES, Admission, EgressMeter, Limits)
 from appliances.content import Catalog, CatalogSpec, ContentError
+from appliances.media import add_media_arg, catalog_from_args
 from appliances.httpcore import CONTENT_MISS_HEADER, Request
 from appliances.inflight import Inflight
 from appliances.oca_fill import (DEFAULT_FILL_PARALLEL, FILL_HEADER, FillSourceError, Filler,
@@ -419,6 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CA certificate that https upstreams, fill sources and the cache "
                         "control must chain to (default: the system's CAs)")
     CatalogSpec.add_cli_args(p)
+    add_media_arg(p)
     return p
 
 
@@ -463,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
         parse_listen(args.listen)
         cfg = config_from_args(args)
         server_context_from_args(args)  # bad TLS flags or files fail here, before serving
-        catalog = Catalog(CatalogSpec.from_cli_args(args))
+        catalog = catalog_from_args(args)
     except (ValueError, OSError) as exc:
         print(f"oca: {exc}", file=sys.stderr)
         return 2

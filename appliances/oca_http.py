@@ -38,7 +38,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Awaitable, BinaryIO, Callable, TextIO
 
-from appliances.httpcore import NODE_HEADER, REASONS, HttpError, Request, parse_request_head, \
+from appliances.httpcore import CORS_HEADERS, NODE_HEADER, REASONS, HttpError, Request, parse_request_head, \
     render_response_head
 from appliances.ranges import Decision
 from appliances.tls import server_context_from_args
@@ -250,7 +250,8 @@ class HttpServer:
         d = resp.decision
         length = d.content_length if d is not None else \
             (resp.stream_length if resp.stream is not None else len(resp.body))
-        head = render_response_head(resp.status, [*resp.headers, (NODE_HEADER, self.name)], length, keep)
+        head = render_response_head(resp.status, [*resp.headers, (NODE_HEADER, self.name),
+                                                  *CORS_HEADERS], length, keep)
         send_body = req.method != "HEAD" and (d.send_body if d is not None else True)
         writer.write(head)
         ttfb_ms = (time.monotonic() - t0) * 1000

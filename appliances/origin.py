@@ -17,6 +17,7 @@ from collections import OrderedDict
 
 from appliances import ranges
 from appliances.content import Catalog, CatalogSpec, ContentError
+from appliances.media import add_media_arg, catalog_from_args
 from appliances.httpcore import Request
 from appliances.tls import add_server_args, server_context_from_args
 from appliances.oca_http import Response, json_response, parse_listen, \
@@ -91,11 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--idle-timeout-s", type=float, default=60.0)
     add_server_args(p)
     CatalogSpec.add_cli_args(p)
+    add_media_arg(p)
     return p
 
 
 async def amain(args: argparse.Namespace) -> None:
-    origin = Origin(Catalog(CatalogSpec.from_cli_args(args)), args.cache_mb * 2**20, args.name)
+    origin = Origin(catalog_from_args(args), args.cache_mb * 2**20, args.name)
     await serve_from_args(args, origin.handle, args.name, on_bytes=origin.count_bytes)
 
 
@@ -103,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         parse_listen(args.listen)
-        CatalogSpec.from_cli_args(args)
+        catalog_from_args(args)  # a bad catalog or --media-dir fails here
         server_context_from_args(args)  # bad TLS flags or files fail here, before serving
     except (ValueError, OSError) as exc:
         print(f"origin: {exc}", file=sys.stderr)

@@ -4,7 +4,7 @@ CLI:
   python -m appliances.player --control URL --viewers N (--titles t0001,t0002 | --workload zipf)
       [--seed S] [--abr bba|tput] [--segments N] --chunk-log FILE --session-log FILE
       [--bind-ip IP] [--account-prefix NAME] [--max-wall-s S] [--speed K] [--ramp-s S]
-      [--max-buffer-s S] [--reprobe-segments N] [--reprobe-s S]
+      [--max-buffer-s S] [--reprobe-segments N] [--reprobe-s S] [--manifest json|dash]
 Each viewer has its own aiohttp ClientSession (keep-alive), logs one CSV row per chunk and one
 JSON-lines session summary, which it also POSTs to <control>/telemetry. The run is bounded: it
 ends when every session ends, or at --max-wall-s or SIGTERM/SIGINT (unfinished sessions are
@@ -41,6 +41,7 @@ CHUNK_FIELDS = ("time", "request_unix", "viewer", "title", "index", "kbps", "byt
                 "conn", "connect_ms", "tls_ms", "ttfb_ms", "buffer_s", "rebuffer_s", "server", "tier", "fallback", "fallback_reason",
                 "node")
 
+MANIFESTS = ("json", "dash")
 SESSIONS_FAILED = 4  # exit status: the run completed, some sessions did not finish ok
 
 
@@ -56,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--abr", choices=ALGORITHMS, default="bba")
     p.add_argument("--segments", type=int, default=None, help="play only the first N segments")
+    p.add_argument("--manifest", choices=MANIFESTS, default="json",
+                   help="json: the playback API's manifest; dash: the MPD with Content Steering "
+                        "(needs a control plane with --media-dir)")
     p.add_argument("--chunk-log", required=True)
     p.add_argument("--session-log", required=True)
     p.add_argument("--bind-ip", default=None, help="source address of every connection")
@@ -163,7 +167,8 @@ async def run(args: argparse.Namespace) -> list[dict]:
     titles = await pick_titles(args)
     cfg = SessionConfig(control_url=args.control.rstrip("/"), abr=make_abr(args.abr),
                         segments=args.segments, speed=args.speed, max_buffer_s=args.max_buffer_s,
-                        reprobe_segments=args.reprobe_segments, reprobe_s=args.reprobe_s)
+                        reprobe_segments=args.reprobe_segments, reprobe_s=args.reprobe_s,
+                        manifest=args.manifest)
     with open(args.chunk_log, "w", newline="") as cf, open(args.session_log, "w") as sf:
         logs = Logs(cf, sf)
         sessions = [ViewerSession(f"{args.account_prefix}-{i:04d}", titles[i], cfg, logs.chunk)

@@ -36,6 +36,7 @@ import aiohttp
 from appliances.abr import Abr, AbrInput
 from appliances.conntiming import ConnTiming
 from appliances.httpcore import CONTENT_MISS_HEADER, NODE_HEADER
+from appliances.manifest_adapter import mpd_session, steering_server
 from appliances.player_model import LocationCursor
 from appliances.qoe import PlaybackBuffer, summarize
 from contracts.steering import RETRY_PAUSE_S, retry_pause_s
@@ -65,6 +66,7 @@ class SessionConfig:
     connect_timeout_s: float = 3.0
     read_timeout_s: float = 5.0
     segment_timeout_s: float = 20.0
+    manifest: str = "json"  # "json": GET /play; "dash": the MPD and its steering server
 
 
 class SegmentError(Exception):
@@ -203,11 +205,29 @@ class ViewerSession:
             r.raise_for_status()
             self._token = (await r.json())["account_token"]
         params = {"segments": str(self.cfg.segments)} if self.cfg.segments else {}
+        if self.cfg.manifest == "dash":
+            return await self._dash_manifest(http, params)
         async with http.get(f"{base}/play/{self.title}", params=params,
                             headers=self._auth(), timeout=CONTROL_TIMEOUT) as r:
             if r.status != 200:
                 raise SegmentError(f"playback API answered {r.status}: {(await r.text())[:200]}")
             return await r.json()
+
+    async def _dash_manifest(self, http: aiohttp.ClientSession, params: dict) -> dict:
+        """The MPD, then its Content Steering server before start (queryBeforeStart)."""
+        async with http.get(f"{self.cfg.control_url}/dash/{self.title}.mpd", params=params,
+                            headers=self._auth(), timeout=CONTROL_TIMEOUT) as r:
+            if r.status != 200:
+                raise SegmentError(f"MPD request answered {r.status}: {(await r.text())[:200]}")
+            mpd = await r.text()
+        url = steering_server(mpd)
+        doc = None
+        if url is not None:
+            async with http.get(url, headers=self._auth(), timeout=CONTROL_TIMEOUT) as r:
+                if r.status != 200:
+                    raise SegmentError(f"steering server answered {r.status}")
+                doc = await r.json()
+        return mpd_session(mpd, doc)
 
     def _auth(self) -> dict:
         return {"Authorization": f"Bearer {self._token}"}

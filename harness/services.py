@@ -59,6 +59,8 @@ class ServiceOptions:
     warm_titles: int | None = None        # manifests the control plane precomputes (None: all)
     wait_warm: bool = True                # start() returns only when they are done
     tls: bool = False                     # https everywhere (lab CA in the scratch folder); False: http
+    media_dir: str | None = None          # a media build (appliances.media_encode) served instead of
+                                          # `catalog`; players then read the DASH MPD
 
     def __post_init__(self) -> None:
         if self.arm not in ARMS:
@@ -86,6 +88,9 @@ class ServiceOptions:
             raise ValueError(f"abr: {self.abr!r} is not one of {ALGORITHMS}")
         if self.tls and self.steering == "anycast":  # certificates carry no anycast address yet
             raise ValueError("tls: anycast steering over https is not supported yet")
+        if self.media_dir and (self.fill != "none" or self.stage_tiers or self.capacity_rules):
+            raise ValueError("media_dir: fills, staging and capacity rules assume one ladder for "
+                             "every title; per-title ladders do not support them yet")
         from appliances.oca import MISS_MODES
         if self.miss not in MISS_MODES:  # fail here, not as an OCA that never prints READY
             raise ValueError(f"miss: {self.miss!r} is not one of {MISS_MODES}")
@@ -141,7 +146,15 @@ def deployment(plan: Plan, opts: ServiceOptions) -> dict:
                         if n.tier in (opts.fill_rate_mbps or {}) else {})})
     regions = {d: {"prefixes": [p], "preference_seed": 10 + i} for i, (d, p) in enumerate(sorted(prefixes.items()))}
     return {"ocas": ocas, "origin": {"name": "origin", "url": f"{sch}://{origin_ip}:{OCA_PORT}", "tier": "origin"},
-            "catalog": opts.catalog, "regions": regions}
+            "catalog": catalog_of(opts), "regions": regions}
+
+
+def catalog_of(opts: ServiceOptions) -> dict:
+    """The deployment's catalog spec: the media build's when there is one."""
+    if not opts.media_dir:
+        return opts.catalog
+    from appliances.media import MediaCatalog
+    return json.loads(MediaCatalog(opts.media_dir).spec.to_json())
 
 
 # The OCAs' stores (hundreds of MB) and the token key live here, not in the run folder: a
@@ -306,7 +319,8 @@ class Services:
         sch = scheme(self.opts)
         dep_file = self._prepare()
         dep = self.dep
-        cat = _catalog_args(self.opts.catalog)
+        media = self.opts.media_dir
+        cat = ["--media-dir", media] if media else _catalog_args(self.opts.catalog)
         origin = self.plan.nodes_of(role="origin")[0].name
         origin_ip = self.plan.primary_ip(origin)
         self._start("origin", origin, ["appliances.origin", "--listen", f"{origin_ip}:{OCA_PORT}",
@@ -320,7 +334,7 @@ class Services:
                     "--token-key", str(self.key_file), "--command-key", str(self.command_key_file),
                     "--telemetry-log", str(self.logs / "telemetry.jsonl"),
                     "--steering-log", str(self.logs / "steering.jsonl"), "--warm-titles", str(self._warm_titles()),
-                    *self._tls_args(ctl)]
+                    *self._tls_args(ctl), *(["--media-dir", media] if media else [])]
         if self.history_file.exists():
             ctl_argv += ["--history", str(self.history_file)]
         if self.opts.fill == "network":
@@ -401,6 +415,8 @@ class Services:
                 "--account-prefix", tag, "--max-wall-s", str(max_wall_s), "--speed", str(speed),
                 "--ramp-s", str(ramp_s), *self._ca_args()]
         argv += ["--titles", titles] if titles else ["--workload", "zipf"]
+        if self.opts.media_dir:
+            argv += ["--manifest", "dash"]
         if max_buffer_s is not None:  # the player fetches at the media rate once this is full
             argv += ["--max-buffer-s", f"{max_buffer_s:g}"]
         err = open(self.logs / f"player-{tag}.stderr", "wb")

@@ -115,3 +115,15 @@ def start_appliance(module: str, *args: str, timeout_s: float = 15.0) -> tuple[s
         proc.kill()
         raise RuntimeError(f"{module} did not start: {line!r} {proc.stderr.read()[-2000:]}")
     return proc, int(line.strip().rsplit(":", 1)[1])
+
+
+# one small real-media build shared by every test that needs encoded media (cached under
+# build/media/ by its settings, so only the first run on a machine encodes: ~10-20 s)
+TEST_MEDIA = dict(n_titles=2, patterns=("still", "fractal"), duration_s=8, segment_s=2,
+                  probe_kbps=(100, 300, 900))
+
+
+@pytest.fixture(scope="session")
+def media_build():
+    from appliances.media_encode import MediaSettings, build
+    return build(MediaSettings(**TEST_MEDIA))

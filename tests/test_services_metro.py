@@ -75,3 +75,23 @@ def test_killed_oca_viewers_fall_back_and_verify_every_segment(net, tmp_path):
     assert len(rows) == 20
     servers = {r["server"] for r in rows}
     assert "i2oca1" in servers and servers - {"i2oca1"}, f"no fallback seen: {servers}"
+
+
+def test_real_media_through_the_mpd_from_the_embedded_oca(net, tmp_path, media_build):
+    """A media build served by origin and OCAs in metro hosts; a viewer plays a real title via
+    the DASH MPD, pulled through its embedded OCA, every segment verified."""
+    from appliances.media import MediaCatalog
+    from harness.services import ServiceOptions, Services
+    svc = Services(net, tmp_path, ServiceOptions(arm="embedded", media_dir=str(media_build),
+                                                 miss="proxy"))
+    try:
+        svc.start()
+        svc.wait_players([svc.play("i1v1", 1, 4, seed=1, titles="t0001")], 120)
+    finally:
+        svc.stop()
+    (session,) = _sessions(tmp_path / "logs" / "sessions-i1v1.jsonl")
+    assert session["status"] == "ok", session["error"]
+    assert session["segments_verified"] == 4 and session["hash_failures"] == 0
+    rows = list(csv.DictReader((tmp_path / "logs" / "chunks-i1v1.csv").open()))
+    assert [r["server"] for r in rows][0] == "i1oca1"
+    assert {int(r["kbps"]) for r in rows} <= set(MediaCatalog(media_build).ladder_of("t0001"))
