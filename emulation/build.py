@@ -44,6 +44,7 @@ CALIBRATION_AIM = 0.5
 MAX_CALIBRATION_ROUNDS = 5
 # Management link: root namespace <-> control-plane host, outside every switch (so outside the
 # data-plane byte accounting). The controller API listens on MGMT_ROOT_ADDR besides 127.0.0.1.
+ROUTING_MODES = ("static", "bgp")
 MGMT_ROOT_INTF, MGMT_ROOT_ADDR, MGMT_HOST_ADDR, MGMT_PREFIX_LEN = f"{PREFIX}mgmt0", "198.19.255.1", "198.19.255.2", 30
 
 
@@ -61,6 +62,7 @@ class Options:
     skew_ms: dict[str, tuple[float, float]] = field(default_factory=dict)
     # relays count the TCP payload from this source port apart (the content servers' responses)
     payload_sport: int = OCA_PORT
+    routing: str = "static"         # static: the plan's routes | bgp: FRR on every router (emulation.frr)
 
 
 @dataclass
@@ -135,6 +137,7 @@ class Network:
         self.settle_remeasured: list[int] = []  # pairs measured again per settle round
         self.link_verdict: list = []  # emulation.linkfit.Unit per link or inseparable group
         self.timings_s: dict[str, float] = {}
+        self.bgp = None  # emulation.frr.BgpRouting when Options.routing is "bgp"
 
     def __enter__(self) -> "Network":
         self.start()
@@ -159,6 +162,8 @@ class Network:
             if self.opts.controller:
                 self._start_controller()
             self._start_switches()
+            if self.bgp is not None:
+                self.bgp.start()
             self.timings_s["build"] = time.monotonic() - t0
             if self.opts.verify:
                 self.verify()
@@ -179,6 +184,11 @@ class Network:
         self.datapath, self.reasons["datapath"] = linkemu.choose(
             self.opts.datapath, linkemu.probe_ovs_kernel(), "kernel", "user")
         self._check_skew()
+        if self.opts.routing not in ROUTING_MODES:
+            raise EmulationError(f"routing: {self.opts.routing!r} is not one of {', '.join(ROUTING_MODES)}")
+        if self.opts.routing == "bgp":
+            from emulation.frr import BgpRouting
+            self.bgp = BgpRouting(self)
         self.work_dir = Path(self.opts.work_dir or tempfile.mkdtemp(prefix="ocalab-net-"))
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.ledger = Ledger.create(self.opts.label)
@@ -214,6 +224,8 @@ class Network:
             group.stop_all()
         if self.procs is not None:
             self.procs.stop_all()
+        if self.bgp is not None:
+            self.bgp.finish()
         if self.mn is not None:
             if self.mn.switches:
                 OVSSwitch.batchShutdown(self.mn.switches)
@@ -292,8 +304,8 @@ class Network:
                      "sysctl -qw net.ipv4.conf.all.accept_redirects=0",
                      "sysctl -qw net.ipv4.conf.default.send_redirects=0",
                      f"sysctl -qw net.ipv4.ip_forward={1 if n.kind == 'router' else 0}"]
-            for r in self.plan.routes:
-                if r.node == n.name:
+            for r in self.plan.routes:  # with BGP, routers learn theirs from bgpd
+                if r.node == n.name and not (self.bgp is not None and n.kind == "router"):
                     s.append(f"ip route replace {r.dst} via {r.via}")
         for name, lines in scripts.items():
             node = self.nodes[name]
@@ -609,6 +621,7 @@ class Network:
     def summary(self) -> dict:
         """What the manifest records of the network; `started` is False after a failed start."""
         return {"plan": self.plan.name, "plan_hash": self.plan.plan_hash(), "started": self.started,
+                "routing": self.opts.routing,
                 "link_backend": self.link_backend, "switch_datapath": self.datapath,
                 "reasons": self.reasons, "timings_s": self.timings_s,
                 "relays": len(self._relay_ports), "relay_engines": self.relay_engines(),
