@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 APT_PKGS := mininet openvswitch-switch iperf3 iputils-ping traceroute ethtool tcpdump curl \
-            iproute2 nginx-light python3-venv python3-pip python3-dev gcc
+            iproute2 nginx-light python3-venv python3-pip python3-dev gcc frr
 STAMP := $(VENV)/.ocalab-installed
 RELAY_BIN := build/ocalab-relay
 
@@ -20,6 +20,8 @@ apt: check-root
 	  echo "ocalab setup: installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	else echo "ocalab setup: Debian packages present"; fi
+	@# --routing bgp starts its own zebra/bgpd per router; the system-wide frr service is not needed
+	@if [ -e /etc/init.d/frr ]; then systemctl disable frr >/dev/null 2>&1 || update-rc.d frr disable >/dev/null 2>&1 || true; fi
 
 ovs: check-root apt
 	@if ! ovs-vsctl --timeout=5 show >/dev/null 2>&1; then \

@@ -137,7 +137,12 @@ class Network:
         self.settle_remeasured: list[int] = []  # pairs measured again per settle round
         self.link_verdict: list = []  # emulation.linkfit.Unit per link or inseparable group
         self.timings_s: dict[str, float] = {}
+        if self.opts.routing not in ROUTING_MODES:
+            raise EmulationError(f"routing: {self.opts.routing!r} is not one of {', '.join(ROUTING_MODES)}")
         self.bgp = None  # emulation.frr.BgpRouting when Options.routing is "bgp"
+        if self.opts.routing == "bgp":
+            from emulation.frr import BgpRouting
+            self.bgp = BgpRouting(self)
 
     def __enter__(self) -> "Network":
         self.start()
@@ -184,11 +189,6 @@ class Network:
         self.datapath, self.reasons["datapath"] = linkemu.choose(
             self.opts.datapath, linkemu.probe_ovs_kernel(), "kernel", "user")
         self._check_skew()
-        if self.opts.routing not in ROUTING_MODES:
-            raise EmulationError(f"routing: {self.opts.routing!r} is not one of {', '.join(ROUTING_MODES)}")
-        if self.opts.routing == "bgp":
-            from emulation.frr import BgpRouting
-            self.bgp = BgpRouting(self)
         self.work_dir = Path(self.opts.work_dir or tempfile.mkdtemp(prefix="ocalab-net-"))
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.ledger = Ledger.create(self.opts.label)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from topologies.plan import Plan, PlanError, l2_segments
-from topologies.routes import domain_prefixes, relationships
+from topologies.routes import compute_routes, domain_prefixes, relationships
 
 ASN_BASE = 65001  # private 16-bit ASNs, one per routed domain in name order
 KEEPALIVE_S, HOLD_S, CONNECT_RETRY_S = 1, 3, 1
@@ -72,6 +72,20 @@ def sessions(plan: Plan) -> dict[str, list[Session]]:
             local, remote = _shared_ends(plan, routers[x], routers[y])
             out[routers[x]].append(Session(routers[x], routers[y], local, remote, asn[y], rel[x][y]))
     return {r: sorted(s, key=lambda s: s.peer) for r, s in out.items()}
+
+
+def as_links_over(plan: Plan, link_name: str) -> list[tuple[str, str, str]]:
+    """The AS links whose session runs over the plan link `link_name` (from one of its addresses)."""
+    lk = next((lk for lk in plan.links if lk.name == link_name), None)
+    if lk is None:
+        raise PlanError(f"no link {link_name!r} in plan {plan.name!r}")
+    addrs = {e.addr for e in (lk.a, lk.b) if e.ip}
+    routers, out = routers_by_domain(plan), []
+    for a, b, kind in plan.as_links:
+        ss = [s for s in sessions(plan)[routers[a]] if s.peer == routers[b]]
+        if any(s.local_addr in addrs or s.peer_addr in addrs for s in ss):
+            out.append((a, b, kind))
+    return out
 
 
 def router_id(plan: Plan, router: str) -> str:
@@ -164,10 +178,13 @@ def bgp_routes(route_json: dict) -> dict[str, str]:
     return out
 
 
-def expected_routes(plan: Plan) -> dict[str, dict[str, str]]:
-    """Router -> prefix -> next hop of the static plan (topologies.routes), which BGP must equal."""
+def expected_routes(plan: Plan, as_links=None) -> dict[str, dict[str, str]]:
+    """Router -> prefix -> next hop of the static plan (topologies.routes), which BGP must equal;
+    with `as_links`, of the plan as if only those AS links had sessions up."""
+    routes = plan.routes if as_links is None else \
+        compute_routes(plan.nodes, plan.links, tuple(as_links), l2_segments(plan))
     out: dict[str, dict[str, str]] = {r: {} for r in routers_by_domain(plan).values()}
-    for r in plan.routes:
+    for r in routes:
         if r.node in out:
             out[r.node][r.dst] = r.via
     return out
