@@ -137,3 +137,10 @@ def test_unknown_routing_mode_is_a_clear_error():
     from emulation.linkemu import EmulationError
     with pytest.raises(EmulationError, match="routing: 'ospf'"):
         Network(PLAN, Options(routing="ospf"))
+
+
+def test_cli_banner_shows_vtysh_only_with_bgp():
+    from ocalab.labcli import banner
+    with_bgp = banner(PLAN, {"routing": "bgp"}, "none", {}, None)
+    assert "  i1br vtysh -c 'show bgp summary'" in with_bgp
+    assert not any("vtysh" in ln for ln in banner(PLAN, {"routing": "static"}, "none", {}, None))
