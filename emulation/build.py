@@ -172,6 +172,10 @@ class Network:
             self.timings_s["build"] = time.monotonic() - t0
             if self.opts.verify:
                 self.verify()
+                if self.bgp is not None:  # sessions may have flapped while the gate loaded the links
+                    self.bgp.wait_routes(self.bgp.expected(), time.monotonic(), 60, "after_gate")
+            if self.bgp is not None:
+                self.bgp.drops_at_ready = self.bgp.session_drops()
             self.started = True
         except BaseException:
             self.stop()
@@ -622,6 +626,7 @@ class Network:
         """What the manifest records of the network; `started` is False after a failed start."""
         return {"plan": self.plan.name, "plan_hash": self.plan.plan_hash(), "started": self.started,
                 "routing": self.opts.routing,
+                "bgp_session_drops_at_ready": self.bgp.drops_at_ready if self.bgp is not None else None,
                 "link_backend": self.link_backend, "switch_datapath": self.datapath,
                 "reasons": self.reasons, "timings_s": self.timings_s,
                 "relays": len(self._relay_ports), "relay_engines": self.relay_engines(),

@@ -48,6 +48,7 @@ class BgpRouting:
         self.net = net
         self.dir: Path | None = None
         self.routers = sorted(bgp.routers_by_domain(net.plan).values())
+        self.drops_at_ready: int | None = None  # session_drops() when the network was ready
 
     def start(self, timeout_s: float = 60.0) -> None:
         why = missing()
@@ -71,7 +72,11 @@ class BgpRouting:
                     self._wait_file(paths["zapi"], proc, f"zebra on {r}", t0 + timeout_s)
             self.net.nodes[r].cmd(f"vtysh() {{ command {VTYSH} --vty_socket {self.dir / r} \"$@\"; }}")
         self.wait_established(t0, timeout_s)
-        self.wait_routes(bgp.expected_routes(self.net.plan), t0, timeout_s, "convergence")
+        self.wait_routes(self.expected(), t0, timeout_s, "convergence")
+
+    def expected(self) -> dict[str, dict[str, str]]:
+        """Router -> prefix -> next hop the plan wants (all sessions up)."""
+        return bgp.expected_routes(self.net.plan)
 
     @staticmethod
     def _wait_file(path: Path, proc, label: str, deadline: float) -> None:
@@ -128,6 +133,10 @@ class BgpRouting:
                 return took
             time.sleep(0.1)
         raise EmulationError(f"BGP routes differ from the plan after {timeout_s:g} s: " + "; ".join(diff[:8]))
+
+    def session_drops(self) -> int:
+        """Sessions dropped so far over all routers (both sides count a flap)."""
+        return sum(bgp.drops(self.vtysh_json(r, "show bgp ipv4 unicast summary")) for r in self.routers)
 
     def finish(self) -> None:
         """After the daemons stopped: keep their logs in the work folder, remove the scratch."""

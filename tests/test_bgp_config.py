@@ -120,6 +120,7 @@ def test_readers_of_vtysh_json():
                                          "198.19.0.3": {"state": "Active"}}}}
     assert bgp.established(summary) == {"198.19.0.2"}
     assert bgp.established({"peers": {"1.2.3.4": {"state": "Established"}}}) == {"1.2.3.4"}
+    assert bgp.drops({"ipv4Unicast": {"peers": {"a": {"connectionsDropped": 2}, "b": {}}}}) == 2
     routes = {"198.18.2.0/24": [{"protocol": "bgp", "selected": True,
                                  "nexthops": [{"ip": "198.19.0.2", "active": True}]}],
               "198.18.1.0/24": [{"protocol": "connected", "selected": True, "nexthops": [{"active": True}]}],
@@ -137,6 +138,13 @@ def test_unknown_routing_mode_is_a_clear_error():
     from emulation.linkemu import EmulationError
     with pytest.raises(EmulationError, match="routing: 'ospf'"):
         Network(PLAN, Options(routing="ospf"))
+
+
+def test_topo_show_lists_the_sessions():
+    from ocalab.topo_show import describe
+    text = describe(PLAN)
+    assert "  i1br   AS65002: i2br 198.19.0.2 AS65003 peer, i3br 198.19.0.3 AS65004 peer, " \
+           "nfxr 198.19.0.250 AS65005 peer, trr 198.19.2.254 AS65006 provider" in text
 
 
 def test_cli_banner_shows_vtysh_only_with_bgp():

@@ -25,7 +25,8 @@ def net():
         pytest.skip(missing())
     with Network(metro(), Options(verify=False, label="bgptest", routing="bgp")) as n:
         print(f"\nBGP: sessions Established {n.timings_s['bgp_sessions']:.2f} s after the daemons "
-              f"started, routes equal the plan after {n.timings_s['bgp_convergence']:.2f} s")
+              f"started, routes equal the plan after {n.timings_s['bgp_convergence']:.2f} s; "
+              f"{n.bgp.drops_at_ready} session drops by then")
         yield n
 
 
@@ -106,6 +107,7 @@ def test_ixp_peering_down_moves_isp1_to_transit_and_back(net):
     hops = net.nodes["i1v1"].cmd(f"traceroute -n -q 1 -w 2 {dst}").splitlines()[1:]
     assert [ln.split()[1] for ln in hops] == ["198.18.1.1", "198.19.0.2", dst]
     print(f"\nBGP convergence: IXP peering down -> on transit {down_s:.2f} s; up -> back {up_s:.2f} s")
+    assert net.bgp.session_drops() > net.bgp.drops_at_ready  # the outage was a BGP event
 
 
 def test_daemons_and_their_folder_are_in_the_ledger(net):

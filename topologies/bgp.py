@@ -133,7 +133,7 @@ def render_bgpd(plan: Plan, router: str) -> str:
               "route-map TO-PEER-OR-PROVIDER deny 10", " match community PEER-OR-PROVIDER", "exit",
               "route-map TO-PEER-OR-PROVIDER permit 20", "exit", "!",
               f"router bgp {asn}", f" bgp router-id {router_id(plan, router)}",
-              " no bgp default ipv4-unicast",
+              " bgp log-neighbor-changes", " no bgp default ipv4-unicast",
               f" timers bgp {KEEPALIVE_S} {HOLD_S}"]
     mine = sessions(plan)[router]
     for s in mine:
@@ -163,6 +163,12 @@ def established(summary: dict) -> set[str]:
     """Peer addresses in state Established, from `show bgp ipv4 unicast summary json`."""
     peers = summary.get("peers") or summary.get("ipv4Unicast", {}).get("peers", {})
     return {addr for addr, p in peers.items() if p.get("state") == "Established"}
+
+
+def drops(summary: dict) -> int:
+    """Sessions dropped since the daemon started (each a flap), from the summary JSON."""
+    peers = summary.get("peers") or summary.get("ipv4Unicast", {}).get("peers", {})
+    return sum(int(p.get("connectionsDropped", 0)) for p in peers.values())
 
 
 def bgp_routes(route_json: dict) -> dict[str, str]:
