@@ -121,8 +121,10 @@ def test_readers_of_vtysh_json():
     assert bgp.established(summary) == {"198.19.0.2"}
     assert bgp.established({"peers": {"1.2.3.4": {"state": "Established"}}}) == {"1.2.3.4"}
     assert bgp.drops({"ipv4Unicast": {"peers": {"a": {"connectionsDropped": 2}, "b": {}}}}) == 2
-    routes = {"198.18.2.0/24": [{"protocol": "bgp", "selected": True,
+    routes = {"198.18.2.0/24": [{"protocol": "bgp", "selected": True, "installed": True,
                                  "nexthops": [{"ip": "198.19.0.2", "active": True}]}],
+              "198.18.4.0/24": [{"protocol": "bgp", "selected": True,  # not yet in the kernel
+                                 "nexthops": [{"ip": "198.19.0.4", "active": True}]}],
               "198.18.1.0/24": [{"protocol": "connected", "selected": True, "nexthops": [{"active": True}]}],
               "198.18.3.0/24": [{"protocol": "bgp", "nexthops": [{"ip": "198.19.2.254", "active": True}]}]}
     assert bgp.bgp_routes(routes) == {"198.18.2.0/24": "198.19.0.2"}

@@ -172,11 +172,12 @@ def drops(summary: dict) -> int:
 
 
 def bgp_routes(route_json: dict) -> dict[str, str]:
-    """Prefix -> next-hop address of the selected BGP route, from `show ip route json`."""
+    """Prefix -> next-hop address of the selected BGP route that zebra has installed in the
+    kernel, from `show ip route json`."""
     out = {}
     for prefix, entries in route_json.items():
         for r in entries:
-            if r.get("protocol") == "bgp" and r.get("selected"):
+            if r.get("protocol") == "bgp" and r.get("selected") and r.get("installed"):
                 hops = [h["ip"] for h in r.get("nexthops", []) if h.get("ip") and h.get("active")]
                 if len(hops) != 1:
                     raise PlanError(f"{prefix}: want one active next hop, got {hops}")
