@@ -42,9 +42,9 @@ CALIBRATION_ROUNDS = 3  # measure-correct rounds before the fidelity gate's verd
 CALIBRATION_AIM = 0.5
 # ... and up to this many while a pair reads early: only too much compensation does that
 MAX_CALIBRATION_ROUNDS = 5
+ROUTING_MODES = ("static", "bgp")  # Options.routing: the plan's static routes, or FRR (emulation.frr)
 # Management link: root namespace <-> control-plane host, outside every switch (so outside the
 # data-plane byte accounting). The controller API listens on MGMT_ROOT_ADDR besides 127.0.0.1.
-ROUTING_MODES = ("static", "bgp")
 MGMT_ROOT_INTF, MGMT_ROOT_ADDR, MGMT_HOST_ADDR, MGMT_PREFIX_LEN = f"{PREFIX}mgmt0", "198.19.255.1", "198.19.255.2", 30
 
 
