@@ -167,15 +167,11 @@ class Network:
             if self.opts.controller:
                 self._start_controller()
             self._start_switches()
-            if self.bgp is not None:
-                self.bgp.start()
             self.timings_s["build"] = time.monotonic() - t0
             if self.opts.verify:
                 self.verify()
-                if self.bgp is not None:  # sessions may have flapped while the gate loaded the links
-                    self.bgp.wait_routes(self.bgp.expected(), time.monotonic(), 60, "after_gate")
-            if self.bgp is not None:
-                self.bgp.drops_at_ready = self.bgp.session_drops()
+            if self.bgp is not None:  # after the gate: its relay restarts would expire hold timers
+                self.bgp.start()
             self.started = True
         except BaseException:
             self.stop()
@@ -308,8 +304,8 @@ class Network:
                      "sysctl -qw net.ipv4.conf.all.accept_redirects=0",
                      "sysctl -qw net.ipv4.conf.default.send_redirects=0",
                      f"sysctl -qw net.ipv4.ip_forward={1 if n.kind == 'router' else 0}"]
-            for r in self.plan.routes:  # with BGP, routers learn theirs from bgpd
-                if r.node == n.name and not (self.bgp is not None and n.kind == "router"):
+            for r in self.plan.routes:
+                if r.node == n.name:
                     s.append(f"ip route replace {r.dst} via {r.via}")
         for name, lines in scripts.items():
             node = self.nodes[name]
