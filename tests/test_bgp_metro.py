@@ -46,6 +46,9 @@ def test_kernel_routes_equal_the_static_plan(net):
     assert net.bgp.ribs() == want
     for r in net.bgp.routers:
         assert _kernel_bgp_routes(net, r) == want[r], r
+        # the static routes the gate ran on are gone: every gateway route is BGP's
+        every = json.loads(net.nodes[r].cmd("ip -j route show") or "[]")
+        assert [x for x in every if "gateway" in x and x.get("protocol") != "bgp"] == [], r
     # so the hop counts are the plan's: isp1 -> cloud is border, transit, cloud, origin
     origin = net.plan.primary_ip("origin")
     assert traceroute(net, "i1v1", origin) == ["198.18.1.1", "198.19.2.254", "198.19.2.253", origin]
