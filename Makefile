@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 APT_PKGS := mininet openvswitch-switch iperf3 iputils-ping traceroute ethtool tcpdump curl \
-            iproute2 nginx-light wrk python3-venv python3-pip python3-dev gcc ffmpeg
+            iproute2 nginx-light wrk python3-venv python3-pip python3-dev gcc ffmpeg frr
 # installed when the archive has it (Debian does; Ubuntu ships Chromium as a snap): the web
 # view's browser tests drive it headless and skip, saying why, where it is missing
 APT_OPTIONAL := chromium
@@ -34,6 +34,8 @@ apt: check-root
 	    echo "ocalab setup: installing $$p"; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$p; \
 	  else echo "ocalab setup: $$p is not in this system's archive; the web view's browser tests will skip"; fi; \
 	done
+	@# --routing bgp starts its own zebra/bgpd per router; the system-wide frr service is not needed
+	@if [ -e /etc/init.d/frr ]; then systemctl disable frr >/dev/null 2>&1 || update-rc.d frr disable >/dev/null 2>&1 || true; fi
 
 ovs: check-root apt
 	@if ! ovs-vsctl --timeout=5 show >/dev/null 2>&1; then \

@@ -42,6 +42,7 @@ CALIBRATION_ROUNDS = 3  # measure-correct rounds before the fidelity gate's verd
 CALIBRATION_AIM = 0.5
 # ... and up to this many while a pair reads early: only too much compensation does that
 MAX_CALIBRATION_ROUNDS = 5
+ROUTING_MODES = ("static", "bgp")  # Options.routing: the plan's static routes, or FRR (emulation.frr)
 # Management link: root namespace <-> control-plane host, outside every switch (so outside the
 # data-plane byte accounting). The controller API listens on MGMT_ROOT_ADDR besides 127.0.0.1.
 MGMT_ROOT_INTF, MGMT_ROOT_ADDR, MGMT_HOST_ADDR, MGMT_PREFIX_LEN = f"{PREFIX}mgmt0", "198.19.255.1", "198.19.255.2", 30
@@ -61,6 +62,7 @@ class Options:
     skew_ms: dict[str, tuple[float, float]] = field(default_factory=dict)
     # relays count the TCP payload from this source port apart (the content servers' responses)
     payload_sport: int = OCA_PORT
+    routing: str = "static"         # static: the plan's routes | bgp: FRR on every router (emulation.frr)
 
 
 @dataclass
@@ -135,6 +137,12 @@ class Network:
         self.settle_remeasured: list[int] = []  # pairs measured again per settle round
         self.link_verdict: list = []  # emulation.linkfit.Unit per link or inseparable group
         self.timings_s: dict[str, float] = {}
+        if self.opts.routing not in ROUTING_MODES:
+            raise EmulationError(f"routing: {self.opts.routing!r} is not one of {', '.join(ROUTING_MODES)}")
+        self.bgp = None  # emulation.frr.BgpRouting when Options.routing is "bgp"
+        if self.opts.routing == "bgp":
+            from emulation.frr import BgpRouting
+            self.bgp = BgpRouting(self)
 
     def __enter__(self) -> "Network":
         self.start()
@@ -162,6 +170,8 @@ class Network:
             self.timings_s["build"] = time.monotonic() - t0
             if self.opts.verify:
                 self.verify()
+            if self.bgp is not None:  # after the gate: its relay restarts would expire hold timers
+                self.bgp.start()
             self.started = True
         except BaseException:
             self.stop()
@@ -214,6 +224,8 @@ class Network:
             group.stop_all()
         if self.procs is not None:
             self.procs.stop_all()
+        if self.bgp is not None:
+            self.bgp.finish()
         if self.mn is not None:
             if self.mn.switches:
                 OVSSwitch.batchShutdown(self.mn.switches)
@@ -609,6 +621,8 @@ class Network:
     def summary(self) -> dict:
         """What the manifest records of the network; `started` is False after a failed start."""
         return {"plan": self.plan.name, "plan_hash": self.plan.plan_hash(), "started": self.started,
+                "routing": self.opts.routing,
+                "bgp_session_drops_at_ready": self.bgp.drops_at_ready if self.bgp is not None else None,
                 "link_backend": self.link_backend, "switch_datapath": self.datapath,
                 "reasons": self.reasons, "timings_s": self.timings_s,
                 "relays": len(self._relay_ports), "relay_engines": self.relay_engines(),

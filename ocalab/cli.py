@@ -87,7 +87,7 @@ def cmd_cli(a) -> int:
     from emulation.ledger import install_signal_handlers
     from ocalab.labcli import banner, run_cli, write_details
     install_signal_handlers()
-    with _network(a, label="cli") as net:
+    with _network(a, label="cli", routing=a.routing) as net:
         summary = net.summary()
         details = write_details(summary, net.work_dir)
         if a.details:
@@ -180,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which appliances to start in the hosts (default: all OCAs)")
     c.add_argument("--details", action="store_true",
                    help="also print the network's details (backends' reasons, calibration, timings)")
+    c.add_argument("--routing", choices=["static", "bgp"], default="static",
+                   help="routers: the plan's static routes, or FRR's bgpd (try: i1br vtysh -c 'show bgp summary')")
     net_args(c)
     web_arg(c)
     c.set_defaults(fn=cmd_cli)

@@ -66,7 +66,12 @@ def run_checks() -> tuple[list[Check], dict]:
                         f"{native} (constant-delay links run the C hot path)" if native else
                         "build/ocalab-relay missing or older than its source: relays use Python "
                         "(about twice the CPU per frame)", "sudo make setup", required=False))
-    info: dict = {}
+    from emulation.frr import missing as frr_missing
+    no_frr = frr_missing()
+    checks.append(Check("routing:frr", no_frr is None, no_frr or _version(["/usr/lib/frr/bgpd", "--version"]),
+                        "sudo make setup (apt frr)", required=False))
+    info: dict = {"routing": "static", "routing_reason": "the default; --routing bgp "
+                  + ("runs FRR's bgpd on every router" if no_frr is None else f"unavailable: {no_frr}")}
     if root:
         htb = subprocess.run(["sh", "-c", "ip netns add ocdoc$$ && ip -n ocdoc$$ link add ocd0 type veth peer name ocd1"
                               " && ip netns exec ocdoc$$ tc qdisc add dev ocd0 root htb; r=$?;"
@@ -102,5 +107,6 @@ def main(as_json: bool = False) -> int:
         print(line)
     print(f"link backend:    {info['link_backend']}  ({info['link_backend_reason']})")
     print(f"switch datapath: {info['switch_datapath']}  ({info['switch_datapath_reason']})")
+    print(f"routing:         {info['routing']}  ({info['routing_reason']})")
     print("ocalab can run here." if ok else "ocalab cannot run here: fix the FAIL lines above.")
     return 0 if ok else 1

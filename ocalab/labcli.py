@@ -37,6 +37,9 @@ folder where the example player writes (empty when no services run). Pure."""
     own = [n for n in ocas if n.domain == v.domain]  # the viewer's own embedded OCA when it runs
     v, target = v.name, (own or ocas)[0].name if ocas else origin
     lines += ["try:", f"  {v} ping -c 3 {ip(target)}", f"  {v} traceroute -n {ip(origin)}"]
+    if summary.get("routing") == "bgp":
+        border = plan.nodes_of(kind="router", domain=viewers[0].domain)[0].name
+        lines.append(f"  {border} vtysh -c 'show bgp summary'")
     if ocas:
         lines.append(f"  {v} curl -s http://{ip(target)}:{OCA_PORT}/health")
     if urls:

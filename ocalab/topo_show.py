@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from topologies.bgp import asns, sessions
 from topologies.plan import Plan
 from topologies.routes import l3_path
 
@@ -25,6 +26,12 @@ def describe(plan: Plan) -> str:
         out.append(f"  {lk.a.intf:>11s} <-> {lk.b.intf:<11s} {lk.cls:9s} {lk.bw_mbps:7g} Mbit/s "
                    f"{lk.delay_ms:5g} ms  jitter {lk.jitter_ms:g} ms  loss {lk.loss_pct:g}%  "
                    f"queue {lk.queue_pkts}")
+    if plan.as_links:
+        out += ["", "BGP sessions with --routing bgp (router AS: peer address AS, what the peer is):"]
+        asn = asns(plan)
+        for r, ss in sessions(plan).items():
+            out.append(f"  {r:6s} AS{asn[plan.node(r).domain]}: "
+                       + ", ".join(f"{s.peer} {s.peer_addr} AS{s.peer_asn} {s.relation}" for s in ss))
     out += ["", "paths from the first viewer (L3 hops as traceroute shows them):"]
     viewers = plan.nodes_of(role="viewer")
     if viewers:

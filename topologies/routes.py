@@ -82,16 +82,8 @@ def compute_routes(nodes: tuple[Node, ...], links: tuple[Link, ...],
             if n.domain in routers:
                 raise PlanError(f"nodes: domain {n.domain!r} has two routers; one border router per domain")
             routers[n.domain] = n
-    seg_net = {}
-    for seg in segments:
-        net = ipaddress.ip_interface(seg[0].ip).network
-        for e in seg:
-            seg_net[e.intf] = (net, seg)
-    prefixes: dict[str, list[str]] = {}
-    for net, seg in {str(v[0]): v for v in seg_net.values()}.values():
-        host_domains = {by_name[e.node].domain for e in seg if by_name[e.node].kind == "host"}
-        for d in host_domains:
-            prefixes.setdefault(d, []).append(str(net))
+    seg_net = _segment_nets(segments)
+    prefixes = domain_prefixes(nodes, segments)
     best = as_routes(as_links, sorted(prefixes))
     routes: list[Route] = []
     for n in nodes:
@@ -114,6 +106,27 @@ def compute_routes(nodes: tuple[Node, ...], links: tuple[Link, ...],
                 raise PlanError(f"as_links: {dom} and {ar.path[0]} are neighbours but share no link")
             routes.extend(Route(r.name, p, via) for p in sorted(prefixes[owner]))
     return tuple(routes)
+
+
+def _segment_nets(segments) -> dict:
+    """Interface name -> (its segment's subnet, the segment)."""
+    seg_net = {}
+    for seg in segments:
+        net = ipaddress.ip_interface(seg[0].ip).network
+        for e in seg:
+            seg_net[e.intf] = (net, seg)
+    return seg_net
+
+
+def domain_prefixes(nodes, segments) -> dict[str, list[str]]:
+    """Domain -> the subnets its hosts sit on: the prefixes that domain originates."""
+    by_name = {n.name: n for n in nodes}
+    prefixes: dict[str, list[str]] = {}
+    for net, seg in {str(v[0]): v for v in _segment_nets(segments).values()}.values():
+        host_domains = {by_name[e.node].domain for e in seg if by_name[e.node].kind == "host"}
+        for d in sorted(host_domains):
+            prefixes.setdefault(d, []).append(str(net))
+    return prefixes
 
 
 def _shared_addr(target: str, frm: str, links, seg_net) -> str | None:

@@ -1,0 +1,159 @@
+"""BGP routing with FRR: zebra and bgpd in every router namespace (`Options.routing="bgp"`).
+
+The configs come from topologies.bgp (pure). Invariants:
+- every file of the daemons (configs, pid files, zebra and vty sockets, logs) lies in one scratch
+  folder `ocalab-frr-<run>` named in the ledger before it is made, so `ocalab clean` removes it;
+  the logs are copied into the network's work folder when the network stops;
+- the daemons run in the foreground in the network's process group (ledger-recorded, stopped
+  by handle), as Debian's `frr` user (FRR refuses root without the frrvty group);
+- start() runs after the fidelity gate (which measures the links on the plan's static routes;
+  its relay restarts would expire 3 s hold timers), replaces each router's static routes, and
+  returns once every session is Established and every router's BGP routes equal the
+  static plan's (topologies.routes); it records both times in Network.timings_s.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from emulation.linkemu import EmulationError
+from topologies import bgp
+
+VTYSH = "vtysh"
+FRR_USER = "frr"
+
+
+def missing() -> str | None:
+    """Why FRR cannot run here, or None."""
+    for d in bgp.DAEMONS:
+        if not os.access(f"/usr/lib/frr/{d}", os.X_OK):
+            return f"/usr/lib/frr/{d} missing (sudo make setup installs Debian's frr)"
+    if shutil.which(VTYSH) is None:
+        return "vtysh missing (sudo make setup installs Debian's frr)"
+    try:
+        pwd.getpwnam(FRR_USER)
+    except KeyError:
+        return f"user {FRR_USER!r} missing (Debian's frr package creates it)"
+    return None
+
+
+class BgpRouting:
+    """The FRR daemons of one Network; made by Network when Options.routing is "bgp"."""
+
+    def __init__(self, net) -> None:
+        self.net = net
+        self.dir: Path | None = None
+        self.routers = sorted(bgp.routers_by_domain(net.plan).values())
+        self.drops_at_ready: int | None = None  # session_drops() when the network was ready
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        why = missing()
+        if why:
+            raise EmulationError(f"--routing bgp: {why}")
+        self.dir = Path(tempfile.gettempdir()) / f"ocalab-frr-{self.net.ledger.run_id}"
+        self.net.ledger.add("dirs", str(self.dir))
+        self.dir.mkdir(mode=0o755)
+        user = pwd.getpwnam(FRR_USER)
+        t0 = time.monotonic()
+        for r in self.routers:
+            self._drop_static_routes(r)
+            for daemon, text in bgp.render(self.net.plan, r).items():
+                paths = bgp.daemon_paths(self.dir, r, daemon)
+                paths["dir"].mkdir(exist_ok=True)
+                os.chown(paths["dir"], user.pw_uid, user.pw_gid)
+                paths["conf"].write_text(text)
+                argv = bgp.daemon_argv(self.dir, r, daemon)
+                out = open(paths["dir"] / f"{daemon}.out", "ab")
+                proc = self.net.procs.start(f"{daemon}:{r}", argv, node=self.net.nodes[r], stdout=out, stderr=out)
+                if daemon == "zebra":  # bgpd needs zebra's socket to install routes
+                    self._wait_file(paths["zapi"], proc, f"zebra on {r}", t0 + timeout_s)
+            self.net.nodes[r].cmd(f"vtysh() {{ command {VTYSH} --vty_socket {self.dir / r} \"$@\"; }}")
+        self.wait_established(t0, timeout_s)
+        self.wait_routes(bgp.expected_routes(self.net.plan), t0, timeout_s, "convergence")
+        self.drops_at_ready = self.session_drops()
+
+    def _drop_static_routes(self, router: str) -> None:
+        """Remove the plan's static routes from `router` (the build and the fidelity gate ran on
+        them); a kernel route would otherwise win over zebra's BGP route."""
+        lines = [f"ip route del {r.dst} via {r.via}" for r in self.net.plan.routes if r.node == router]
+        out, err, rc = self.net.nodes[router].pexec(["sh", "-c", "set -e\n" + "\n".join(lines)])
+        if rc != 0:
+            raise EmulationError(f"removing static routes on {router} failed: {(err or out).strip()}")
+
+    @staticmethod
+    def _wait_file(path: Path, proc, label: str, deadline: float) -> None:
+        while not path.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                out = b"".join(f.read_bytes()[-800:] for f in sorted(path.parent.glob("*.out")))
+                raise EmulationError(f"{label} did not start (exit {proc.poll()}): {out.decode(errors='replace').strip()}")
+            time.sleep(0.02)
+
+    # ---- vtysh -------------------------------------------------------------------------
+    def vtysh(self, router: str, command: str) -> str:
+        """Output of one vtysh command on `router` (over its vty sockets; no namespace needed)."""
+        r = subprocess.run([VTYSH, "--vty_socket", str(self.dir / router), "-c", command],
+                           capture_output=True, text=True, timeout=10)
+        if r.returncode != 0:
+            raise EmulationError(f"vtysh on {router}: {command!r}: {(r.stderr or r.stdout).strip()}")
+        return r.stdout
+
+    def vtysh_json(self, router: str, command: str) -> dict:
+        return json.loads(self.vtysh(router, command + " json") or "{}")
+
+    def ribs(self) -> dict[str, dict[str, str]]:
+        """Router -> prefix -> next hop of its selected BGP routes, read from zebra now."""
+        return {r: bgp.bgp_routes(self.vtysh_json(r, "show ip route")) for r in self.routers}
+
+    # ---- waiting -----------------------------------------------------------------------
+    def wait_established(self, t0: float, timeout_s: float) -> float:
+        """Poll until every configured session is Established; returns (and records) the seconds
+        since t0 as timings_s["bgp_sessions"]."""
+        want = {r: {s.peer_addr for s in ss} for r, ss in bgp.sessions(self.net.plan).items()}
+        missing_now: dict[str, set[str]] = want
+        while time.monotonic() < t0 + timeout_s:
+            missing_now = {r: want[r] - bgp.established(self.vtysh_json(r, "show bgp ipv4 unicast summary"))
+                           for r in self.routers}
+            if not any(missing_now.values()):
+                took = time.monotonic() - t0
+                self.net.timings_s["bgp_sessions"] = round(took, 3)
+                return took
+            time.sleep(0.1)
+        raise EmulationError(f"BGP sessions not Established after {timeout_s:g} s: "
+                             + "; ".join(f"{r}: {sorted(m)}" for r, m in missing_now.items() if m))
+
+    def wait_routes(self, want: dict[str, dict[str, str]], t0: float, timeout_s: float,
+                    label: str) -> float:
+        """Poll until every router's BGP routes equal `want` (router -> prefix -> next hop);
+        returns (and records as timings_s["bgp_" + label]) the seconds since t0."""
+        diff: list[str] = []
+        while time.monotonic() < t0 + timeout_s:
+            have = self.ribs()
+            diff = [f"{r} {d}" for r in self.routers for d in bgp.rib_diff(want.get(r, {}), have[r])]
+            if not diff:
+                took = time.monotonic() - t0
+                self.net.timings_s[f"bgp_{label}"] = round(took, 3)
+                return took
+            time.sleep(0.1)
+        raise EmulationError(f"BGP routes differ from the plan after {timeout_s:g} s: " + "; ".join(diff[:8]))
+
+    def session_drops(self) -> int:
+        """Sessions dropped so far over all routers (both sides count a flap)."""
+        return sum(bgp.drops(self.vtysh_json(r, "show bgp ipv4 unicast summary")) for r in self.routers)
+
+    def finish(self) -> None:
+        """After the daemons stopped: keep their logs in the work folder, remove the scratch."""
+        if self.dir is None or not self.dir.exists():
+            return
+        if self.net.work_dir is not None:
+            for r in self.routers:
+                for log in sorted((self.dir / r).glob("*.log")) + sorted((self.dir / r).glob("*.out")):
+                    dest = self.net.work_dir / "frr" / r
+                    dest.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(log, dest / log.name)
+        shutil.rmtree(self.dir)

@@ -1,0 +1,230 @@
+"""BGP over the plan, as pure functions: ASNs, eBGP sessions, FRR configs, RIB checks.
+
+Every AS-level link (plan.as_links) is one eBGP session between the two domains' border
+routers, over the subnet they share. Gao-Rexford policy (the same one topologies.routes
+computes for static routes) is written as FRR route-maps and communities:
+- inbound, a route is tagged `<own ASN>:100|200|300` (from a customer, peer, provider) and gets
+  local-pref 300|200|100 (customer over peer over provider); `set community` replaces any tag a
+  neighbour sent, so only our own tags steer our exports;
+- outbound to a peer or provider, routes tagged 200 or 300 are denied (no valley exports); own
+  prefixes (untagged) and customer routes go to everyone;
+- every session is `next-hop-self`: the transit LAN is shared by ISPs, transit and cloud, and a
+  third-party next hop would let an ISP reach the cloud around the transit router.
+Each domain originates the subnets its hosts sit on (routes.domain_prefixes). The configs name
+only files under one per-router directory, so runs never share a pid file, socket or log.
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from topologies.plan import Plan, PlanError, l2_segments
+from topologies.routes import compute_routes, domain_prefixes, relationships
+
+ASN_BASE = 65001  # private 16-bit ASNs, one per routed domain in name order
+KEEPALIVE_S, HOLD_S, CONNECT_RETRY_S = 1, 3, 1
+TAG = {"customer": 100, "peer": 200, "provider": 300}
+LOCAL_PREF = {"customer": 300, "peer": 200, "provider": 100}
+DAEMONS = ("zebra", "bgpd")
+
+
+@dataclass(frozen=True)
+class Session:
+    """One side of an eBGP session: `router` talks to `peer` (of AS `peer_asn`, which is its
+    `relation`: customer, peer or provider) from `local_addr` to `peer_addr`."""
+    router: str
+    peer: str
+    local_addr: str
+    peer_addr: str
+    peer_asn: int
+    relation: str
+
+
+def routers_by_domain(plan: Plan) -> dict[str, str]:
+    """Domain -> its border router (routes.compute_routes allows one per domain)."""
+    return {n.domain: n.name for n in plan.nodes_of(kind="router")}
+
+
+def asns(plan: Plan) -> dict[str, int]:
+    """Domain -> ASN, for every domain with a router."""
+    return {d: ASN_BASE + i for i, d in enumerate(sorted(routers_by_domain(plan)))}
+
+
+def _shared_ends(plan: Plan, a: str, b: str) -> tuple[str, str]:
+    """Addresses of routers a and b on the first subnet (in address order) they share."""
+    mine = {ipaddress.ip_interface(e.ip).network: e.addr for e in plan.ends_of(a) if e.ip}
+    theirs = {ipaddress.ip_interface(e.ip).network: e.addr for e in plan.ends_of(b) if e.ip}
+    shared = sorted(set(mine) & set(theirs))
+    if not shared:
+        raise PlanError(f"as_links: routers {a} and {b} share no subnet for a BGP session")
+    return mine[shared[0]], theirs[shared[0]]
+
+
+def sessions(plan: Plan) -> dict[str, list[Session]]:
+    """Router -> its sessions (sorted by peer), two sides per AS link."""
+    routers, asn, rel = routers_by_domain(plan), asns(plan), relationships(plan.as_links)
+    out: dict[str, list[Session]] = {r: [] for r in routers.values()}
+    for a, b, _kind in plan.as_links:
+        for x, y in ((a, b), (b, a)):
+            if x not in routers or y not in routers:
+                raise PlanError(f"as_links: {x!r} or {y!r} has no router for a BGP session")
+            local, remote = _shared_ends(plan, routers[x], routers[y])
+            out[routers[x]].append(Session(routers[x], routers[y], local, remote, asn[y], rel[x][y]))
+    return {r: sorted(s, key=lambda s: s.peer) for r, s in out.items()}
+
+
+def as_links_over(plan: Plan, link_name: str) -> list[tuple[str, str, str]]:
+    """The AS links whose session runs over the plan link `link_name` (from one of its addresses)."""
+    lk = next((lk for lk in plan.links if lk.name == link_name), None)
+    if lk is None:
+        raise PlanError(f"no link {link_name!r} in plan {plan.name!r}")
+    addrs = {e.addr for e in (lk.a, lk.b) if e.ip}
+    routers, out = routers_by_domain(plan), []
+    for a, b, kind in plan.as_links:
+        ss = [s for s in sessions(plan)[routers[a]] if s.peer == routers[b]]
+        if any(s.local_addr in addrs or s.peer_addr in addrs for s in ss):
+            out.append((a, b, kind))
+    return out
+
+
+def router_id(plan: Plan, router: str) -> str:
+    """The router's lowest address."""
+    return str(min(ipaddress.ip_address(e.addr) for e in plan.ends_of(router) if e.ip))
+
+
+def originated(plan: Plan) -> dict[str, list[str]]:
+    """Router -> the prefixes it announces (its domain's host subnets)."""
+    pref = domain_prefixes(plan.nodes, l2_segments(plan))
+    return {r: sorted(pref.get(d, [])) for d, r in routers_by_domain(plan).items()}
+
+
+def daemon_paths(run_dir: Path, router: str, daemon: str) -> dict[str, Path]:
+    """Files of one daemon of one router, all under run_dir/router."""
+    d = run_dir / router
+    return {"dir": d, "conf": d / f"{daemon}.conf", "pid": d / f"{daemon}.pid",
+            "log": d / f"{daemon}.log", "zapi": d / "zserv.api", "vty": d}
+
+
+def daemon_argv(run_dir: Path, router: str, daemon: str) -> list[str]:
+    """Command line of `daemon` for `router`: own config, pid file, zebra socket, vty socket
+    directory and log; no TCP vty port. The daemon drops to Debian's `frr` user (root without
+    the frrvty group is refused), so the caller makes the router's folder that user's."""
+    p = daemon_paths(run_dir, router, daemon)
+    return [f"/usr/lib/frr/{daemon}", "-f", str(p["conf"]), "-i", str(p["pid"]), "-z", str(p["zapi"]),
+            "--vty_socket", str(p["vty"]), "--log", f"file:{p['log']}", "-P", "0"]
+
+
+def render_zebra(plan: Plan, router: str) -> str:
+    return f"hostname {router}\nlog timestamp precision 3\n!\nip forwarding\n!\nline vty\n!\n"
+
+
+def render_bgpd(plan: Plan, router: str) -> str:
+    """bgpd.conf of `router`: its sessions with the Gao-Rexford route-maps above."""
+    me = plan.node(router).domain
+    asn = asns(plan)[me]
+    lines = [f"hostname {router}", "log timestamp precision 3", "!",
+             f"bgp community-list standard PEER-OR-PROVIDER seq 5 permit {asn}:{TAG['peer']}",
+             f"bgp community-list standard PEER-OR-PROVIDER seq 10 permit {asn}:{TAG['provider']}", "!"]
+    for rel in ("customer", "peer", "provider"):
+        lines += [f"route-map FROM-{rel.upper()} permit 10", f" set local-preference {LOCAL_PREF[rel]}",
+                  f" set community {asn}:{TAG[rel]}", "exit", "!"]
+    lines += ["route-map TO-CUSTOMER permit 10", "exit", "!",
+              "route-map TO-PEER-OR-PROVIDER deny 10", " match community PEER-OR-PROVIDER", "exit",
+              "route-map TO-PEER-OR-PROVIDER permit 20", "exit", "!",
+              f"router bgp {asn}", f" bgp router-id {router_id(plan, router)}",
+              " bgp log-neighbor-changes", " no bgp default ipv4-unicast",
+              f" timers bgp {KEEPALIVE_S} {HOLD_S}"]
+    mine = sessions(plan)[router]
+    for s in mine:
+        lines += [f" neighbor {s.peer_addr} remote-as {s.peer_asn}",
+                  f" neighbor {s.peer_addr} description {s.peer} ({s.relation})",
+                  f" neighbor {s.peer_addr} update-source {s.local_addr}",
+                  f" neighbor {s.peer_addr} timers connect {CONNECT_RETRY_S}",
+                  f" neighbor {s.peer_addr} advertisement-interval 0"]
+    lines += [" address-family ipv4 unicast", "  maximum-paths 1"]
+    lines += [f"  network {p}" for p in originated(plan)[router]]
+    for s in mine:
+        out = "TO-CUSTOMER" if s.relation == "customer" else "TO-PEER-OR-PROVIDER"
+        lines += [f"  neighbor {s.peer_addr} activate", f"  neighbor {s.peer_addr} next-hop-self",
+                  f"  neighbor {s.peer_addr} route-map FROM-{s.relation.upper()} in",
+                  f"  neighbor {s.peer_addr} route-map {out} out"]
+    lines += [" exit-address-family", "exit", "!", "line vty", "!"]
+    return "\n".join(lines) + "\n"
+
+
+def render(plan: Plan, router: str) -> dict[str, str]:
+    """Daemon -> config text for `router`."""
+    return {"zebra": render_zebra(plan, router), "bgpd": render_bgpd(plan, router)}
+
+
+# ---- reading what the daemons say (vtysh JSON), pure ------------------------------------
+def established(summary: dict) -> set[str]:
+    """Peer addresses in state Established, from `show bgp ipv4 unicast summary json`."""
+    peers = summary.get("peers") or summary.get("ipv4Unicast", {}).get("peers", {})
+    return {addr for addr, p in peers.items() if p.get("state") == "Established"}
+
+
+def drops(summary: dict) -> int:
+    """Sessions dropped since the daemon started (each a flap), from the summary JSON."""
+    peers = summary.get("peers") or summary.get("ipv4Unicast", {}).get("peers", {})
+    return sum(int(p.get("connectionsDropped", 0)) for p in peers.values())
+
+
+def bgp_routes(route_json: dict) -> dict[str, str]:
+    """Prefix -> next-hop address of the selected BGP route that zebra has installed in the
+    kernel, from `show ip route json`."""
+    out = {}
+    for prefix, entries in route_json.items():
+        for r in entries:
+            if r.get("protocol") == "bgp" and r.get("selected") and r.get("installed"):
+                hops = [h["ip"] for h in r.get("nexthops", []) if h.get("ip") and h.get("active")]
+                if len(hops) != 1:
+                    raise PlanError(f"{prefix}: want one active next hop, got {hops}")
+                out[prefix] = hops[0]
+    return out
+
+
+def expected_routes(plan: Plan, as_links=None) -> dict[str, dict[str, str]]:
+    """Router -> prefix -> next hop of the static plan (topologies.routes), which BGP must equal;
+    with `as_links`, of the plan as if only those AS links had sessions up."""
+    routes = plan.routes if as_links is None else \
+        compute_routes(plan.nodes, plan.links, tuple(as_links), l2_segments(plan))
+    out: dict[str, dict[str, str]] = {r: {} for r in routers_by_domain(plan).values()}
+    for r in routes:
+        if r.node in out:
+            out[r.node][r.dst] = r.via
+    return out
+
+
+def rib_diff(want: dict[str, str], have: dict[str, str]) -> list[str]:
+    """What differs between two prefix -> next hop maps, one line each (empty: equal)."""
+    return [f"{p}: want via {want.get(p)}, have via {have.get(p)}"
+            for p in sorted(set(want) | set(have)) if want.get(p) != have.get(p)]
+
+
+def best_as_paths(bgp_json: dict) -> dict[str, list[int]]:
+    """Prefix -> AS path of the best route, from `show bgp ipv4 unicast json` (FRR 8)."""
+    out = {}
+    for prefix, paths in bgp_json.get("routes", {}).items():
+        for p in paths:
+            if p.get("bestpath"):
+                seg = p.get("path", "")
+                out[prefix] = [int(x) for x in seg.split()] if isinstance(seg, str) else []
+    return out
+
+
+def valley_free(as_links, path: list[str]) -> bool:
+    """True if the domain path (first hop first) is up* peer? down*: after a peer or provider->
+    customer step, no customer->provider or peer step follows (Gao-Rexford's valley-free rule)."""
+    rel = relationships(as_links)
+    descending = False
+    for x, y in zip(path, path[1:]):
+        what = rel.get(x, {}).get(y)  # what y is to x
+        if what is None:
+            raise PlanError(f"path {path}: {x} and {y} are not neighbours")
+        if what in ("peer", "provider") and descending:
+            return False
+        if what in ("peer", "customer"):
+            descending = True
+    return True
