@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from contracts.cachetheory import che_hit_ratio
+from contracts.cachetheory import che_hit_ratio, che_hit_ratio_sized
 from harness.rundir import table_path, write_csv
 from harness.runner import Scenario
 from harness.staging import HISTORY_DEFAULTS
@@ -351,6 +351,10 @@ def _run_figures(sel: dict[str, pd.DataFrame], ts: pd.DataFrame, roles: dict[str
     # Che's item: a title as the caches hold it (its planned segments at every rung)
     item_bytes = mean(catalog.title_bytes(t, segments) for t in catalog.titles())
     che = che_hit_ratio(pop, float(cap) * 2 ** 20 / item_bytes) if arm != "none" and len(sess_bytes) else float("nan")
+    # Che's file: a title at one rung, as the stores keep what viewers asked for (the run's own mix)
+    share = rung_share(sel["requests"], catalog)
+    che_file = che_hit_ratio_sized(*file_items(catalog, share, segments), float(cap) * 2 ** 20) \
+        if arm != "none" and share else float("nan")
     startups = startup_times(se)
     return {
         "sessions": len(se), "sessions_ok": int((se["status"] == "ok").sum()) if len(se) else 0,
@@ -370,9 +374,46 @@ def _run_figures(sel: dict[str, pd.DataFrame], ts: pd.DataFrame, roles: dict[str
         "lru_replay_hit_ratio": round(lru_replay(sel["requests"], catalog, _oca_capacity_mb(sel["ocas"], cap),
                                                  _staged_titles(sel["ocas"]), segments), 3)
         if arm == "reactive" else float("nan"),
+        # the same replay with stores that never evict: the misses no capacity avoids (compulsory:
+        # files neither staged nor asked for earlier in the day); LRU's stack property keeps it >= the above
+        "infinite_cache_hit_ratio": round(lru_replay(sel["requests"], catalog, _unbounded(sel["requests"]),
+                                                     _staged_titles(sel["ocas"]), segments), 3)
+        if arm == "reactive" else float("nan"),
         "hit_ratio": round(req_hr, 3), "byte_hit_ratio": round(byte_hr, 3),
         "che_hit_ratio": round(che, 3), "item_mb": round(item_bytes / 1e6, 3),
+        "che_file_hit_ratio": round(che_file, 3),
     }
+
+
+def _unbounded(requests: pd.DataFrame) -> dict[str, float]:
+    """Every OCA of the requests with a store larger than the catalog could ever fill (MiB)."""
+    return {o: float(2 ** 40) for o in (requests["oca"].unique() if len(requests) else [])}
+
+
+def rung_share(requests: pd.DataFrame, catalog) -> dict[int, float]:
+    """kbps -> share of the run's segment requests to OCAs at that rung (pure); {} without any."""
+    rq = requests[requests["oca"] != "origin"] if len(requests) else requests
+    counts: dict[int, int] = {}
+    for path in (rq["path"] if len(rq) else []):
+        try:
+            _, kbps, _ = catalog.parse_path(str(path))
+        except ValueError:  # not a segment path (a /health probe, say)
+            continue
+        counts[kbps] = counts.get(kbps, 0) + 1
+    total = sum(counts.values())
+    return {k: n / total for k, n in sorted(counts.items())} if total else {}
+
+
+def file_items(catalog, share: dict[int, float], segments: int) -> tuple[list[float], list[float]]:
+    """Che's items as the caches see them: one per (title, rung) with request rate
+    popularity[title] x share[rung] and the bytes of the title's first `segments` segments at
+    that rung (pure)."""
+    ps, sizes = [], []
+    for title, p in catalog.popularity().items():
+        for kbps, sh in share.items():
+            ps.append(p * sh)
+            sizes.append(float(sum(catalog.segment_size(title, kbps, i) for i in range(segments))))
+    return ps, sizes
 
 
 def _oca_capacity_mb(ocas: pd.DataFrame, default_mb: float) -> dict[str, float]:
@@ -394,8 +435,8 @@ def format_table(rows: list[dict]) -> str:
             "upstream_day_share", "origin_first_sessions", "upstream_peak_mbps", "upstream_peak_mean_mbps",
             "upstream_kernel_mb",
             "fill_in_window_mb", "fill_outside_mb", "pull_mb",
-            "hit_ratio", "byte_hit_ratio", "lru_replay_hit_ratio",
-            "che_hit_ratio"]
+            "hit_ratio", "byte_hit_ratio", "lru_replay_hit_ratio", "infinite_cache_hit_ratio",
+            "che_hit_ratio", "che_file_hit_ratio"]
     width = {c: max([len(c)] + [len(str(r[c])) for r in rows]) for c in cols}
     lines = ["  ".join(f"{c:>{width[c]}s}" for c in cols)]
     for r in rows:
@@ -427,6 +468,10 @@ def _figure(rows: list[dict], series: list[dict], window_s: float, pop: list[flo
     ax2.plot(caps, [r["hit_ratio"] for r in lru], "o", label="measured (reactive LRU)")
     ax2.plot(caps, [r["che_hit_ratio"] for r in lru], "x", ms=9, label="Che at measured points")
     ax2.plot(caps, [r["lru_replay_hit_ratio"] for r in lru], "+", ms=10, label="trace-driven LRU (own stream)")
+    ax2.plot(caps, [r.get("infinite_cache_hit_ratio", float("nan")) for r in lru], "v", ms=7,
+             label="same stream, stores never evict")
+    ax2.plot(caps, [r.get("che_file_hit_ratio", float("nan")) for r in lru], "1", ms=10,
+             label="Che (item = a file: title x rung, run's mix)")
     if lru and caps:
         item_mb = sum(r["item_mb"] for r in lru) / len(lru)
         grid = [max(caps) * 1.5 * i / 40 for i in range(41)]
@@ -436,7 +481,7 @@ def _figure(rows: list[dict], series: list[dict], window_s: float, pop: list[flo
     ax2.plot([r["capacity_mb"] for r in pro], [r["hit_ratio"] for r in pro], "s", label="measured (proactive)")
     ax2.set_xlabel("OCA cache size (MiB)")
     ax2.set_ylabel("request hit ratio")
-    ax2.set_ylim(0, 1)
+    ax2.set_ylim(0, 1.04)
     ax2.legend(fontsize=8)
     fig.suptitle("fill: diurnal day, night fill window, LRU vs Che")
     fig.tight_layout()
@@ -452,7 +497,7 @@ FILL_MODE = ("steady state: IXP sites staged with the whole catalog but today's 
 
 # figures fixed by the seeded request set (with --abr fixed; LRU order under concurrency may still vary)
 STABLE = ("sessions", "hit_ratio", "byte_hit_ratio",
-          "che_hit_ratio", "item_mb")
+          "che_hit_ratio", "item_mb", "che_file_hit_ratio")
 
 
 SCENARIO = Scenario(

@@ -85,3 +85,34 @@ def test_store_replay_counts_the_same_hits_as_the_policy(tmp_path):
 def test_hit_ratio_excludes_warmup():
     assert cache.hit_ratio([True, True, False, True], 2) == (1, 2)
     assert cache.hit_ratio([], 0) == (0, 0)
+
+
+def test_che_for_files_of_unequal_size():
+    from contracts.cachetheory import che_hit_ratio_sized
+    pop = zipf_popularity(200, 0.8)
+    # equal sizes: the same as items (the characteristic time is the same equation)
+    assert che_hit_ratio_sized(pop, [3.0] * 200, 3.0 * 40) == pytest.approx(che_hit_ratio(pop, 40), abs=1e-9)
+    # the same bytes of cache hold more small files: a higher hit ratio than with big ones
+    small = che_hit_ratio_sized(pop, [1.0] * 200, 60.0)
+    big = che_hit_ratio_sized(pop, [3.0] * 200, 60.0)
+    assert small > big
+    # making the popular files small raises it further; room for every file -> 1.0; none -> 0.0
+    assert che_hit_ratio_sized(pop, [1.0] * 20 + [3.0] * 180, 60.0) > big
+    assert che_hit_ratio_sized(pop, [2.0] * 200, 400.0) == 1.0 and che_hit_ratio_sized(pop, [2.0] * 200, 0) == 0.0
+    with pytest.raises(ValueError):
+        che_hit_ratio_sized(pop, [1.0] * 199, 10.0)
+    with pytest.raises(ValueError):
+        che_hit_ratio_sized(pop, [0.0] * 200, 10.0)
+
+
+def test_fill_items_are_files_at_the_runs_rung_mix():
+    from appliances.content import Catalog, CatalogSpec
+    cat = Catalog(CatalogSpec(seed=1, n_titles=5, duration_s=12))
+    pops, sizes = fill.file_items(cat, {235: 0.75, 1750: 0.25}, 3)
+    assert len(pops) == len(sizes) == 10 and sum(pops) == pytest.approx(1.0)
+    t = next(iter(cat.popularity()))  # items follow the popularity order
+    assert sizes[0] == sum(cat.segment_size(t, 235, i) for i in range(3)) < sizes[1]
+    import pandas as pd
+    rq = pd.DataFrame({"oca": ["i1oca1", "i1oca1", "origin", "i1oca1"],
+                       "path": [f"/v/{t}/235/0", f"/v/{t}/235/1", f"/v/{t}/1750/0", "/health"]})
+    assert fill.rung_share(rq, cat) == {235: 1.0}  # the origin and non-segment paths are not the caches'

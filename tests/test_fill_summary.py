@@ -112,6 +112,11 @@ def test_summarize_synthetic_run(tmp_path):
     assert 0 <= re["lru_replay_hit_ratio"] <= 1 and pro["lru_replay_hit_ratio"] != pro["lru_replay_hit_ratio"]
     assert re["hit_ratio"] == pytest.approx(0.333) and pro["hit_ratio"] == pytest.approx(0.667)
     assert 0 < re["che_hit_ratio"] < 1
+    # stores that never evict miss only what was neither staged nor asked for before (LRU's stack
+    # property: never below the bounded replay); Che over files is a number for the reactive arm only
+    assert re["lru_replay_hit_ratio"] <= re["infinite_cache_hit_ratio"] <= 1
+    assert pro["infinite_cache_hit_ratio"] != pro["infinite_cache_hit_ratio"]
+    assert 0 < re["che_file_hit_ratio"] <= 1
     assert re["upstream_kernel_mb"] > 0
     assert (re["origin_first_sessions"], pro["origin_first_sessions"]) == (0, 1)
     assert (tmp_path / "summary.csv").exists() and (tmp_path / "fill.png").stat().st_size > 0
