@@ -67,7 +67,7 @@ def run(a, sc: Scenario) -> int:
     overrides = parse_overrides(a.set)
     cfg = {**sc.settings(a.quick), "abr": getattr(a, "abr", None) or sc.default_abr,
            "miss": getattr(a, "miss", None) or "content_miss", "capacity": _capacity(overrides),
-           "tls": tls}
+           "tls": tls, "routing": getattr(a, "routing", "static")}
     plan = by_name(a.name, overrides)
     if sc.check_plan is not None:
         sc.check_plan(plan)  # a clear PlanError before any namespace exists
@@ -76,7 +76,8 @@ def run(a, sc: Scenario) -> int:
     if a.no_verify:
         print("WARNING: fidelity gate skipped (--no-verify); results are marked unverified")
     net = Network(plan, Options(link_backend=a.link_backend, datapath=a.datapath, verify=not a.no_verify,
-                                work_dir=top / "logs" / "net", label=sc.name))
+                                work_dir=top / "logs" / "net", label=sc.name,
+                                routing=getattr(a, "routing", "static")))
     # the code that runs is the code at the start: a file edited mid-run must not mark it dirty
     common = dict(git=git_info(), scenario=sc.name, seed=a.seed, quick=a.quick, settings=cfg, plan=plan.name,
                   plan_hash=plan.plan_hash(), fidelity_verified=not a.no_verify, **sc.manifest(cfg))

@@ -173,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--datapath", choices=["auto", "kernel", "user"], default="auto")
         sp.add_argument("--no-verify", action="store_true",
                         help="skip the fidelity gate (results are marked unverified in manifest.json)")
+        sp.add_argument("--routing", choices=["static", "bgp"], default="static",
+                        help="routers: the plan's static routes, or FRR's bgpd started after the "
+                             "fidelity gate (in `ocalab cli` try: i1br vtysh -c 'show bgp summary')")
 
     c = sub.add_parser("cli", help="build a topology and open Mininet's CLI")
     c.add_argument("name", nargs="?", default="metro")
@@ -180,8 +183,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which appliances to start in the hosts (default: all OCAs)")
     c.add_argument("--details", action="store_true",
                    help="also print the network's details (backends' reasons, calibration, timings)")
-    c.add_argument("--routing", choices=["static", "bgp"], default="static",
-                   help="routers: the plan's static routes, or FRR's bgpd (try: i1br vtysh -c 'show bgp summary')")
     net_args(c)
     web_arg(c)
     c.set_defaults(fn=cmd_cli)

@@ -130,13 +130,16 @@ def test_a_failed_run_leaves_a_manifest_that_says_why_and_report_refuses_it(tmp_
     monkeypatch.setattr(runner, "git_info", lambda: next(states))
     monkeypatch.setattr("harness.rundir.git_info", lambda: next(states))
     sc = Scenario("demo", lambda quick: {"n": 1}, ("t",), body=None, summarize=None, format_table=None)
+    built = []
+    monkeypatch.setattr(build, "Network", lambda plan, opts: built.append(opts) or GateFails(plan, opts))
     a = argparse.Namespace(repeat=1, quick=True, abr=None, name="metro", set=[], out=tmp_path,
-                           no_verify=False, link_backend="auto", datapath="auto", seed=7)
+                           no_verify=False, link_backend="auto", datapath="auto", seed=7, routing="bgp")
     with pytest.raises(EmulationError):
         runner.run(a, sc)
     (run_dir,) = tmp_path.glob("demo-*")
     m = json.loads((run_dir / "manifest.json").read_text())
     assert m["status"] == "failed" and "fidelity gate failed" in m["error"] and m["seed"] == 7
+    assert built[0].routing == "bgp" and m["settings"]["routing"] == "bgp"  # `ocalab run --routing bgp`
     assert m["git"] == {"commit": "c0de", "dirty": False}
     assert "12.0" in (run_dir / "fidelity.csv").read_text()  # the measurements that failed it
     assert report([run_dir]) == 1 and "this run failed" in capsys.readouterr().out
