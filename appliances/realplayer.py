@@ -74,15 +74,16 @@ def segment_of(url: str, title: str) -> tuple[int, int] | None:
 
 
 def check_bodies(fetched: list[tuple[str, int, bytes]], title: str, table: dict) -> dict:
-    """Integrity of every segment response (url, status, body): counts and the failures."""
+    """Integrity of every segment response (url, status, body or None when the transfer did not
+    complete): counts and the failures."""
     out = {"checked": 0, "hash_failures": 0, "failed_attempts": 0, "failures": []}
     for url, status, body in fetched:
         seg = segment_of(url, title)
         if seg is None:
             continue
-        if not 200 <= status < 300:
+        if not 200 <= status < 300 or body is None:
             out["failed_attempts"] += 1
-            out["failures"].append(f"HTTP {status} {url}")
+            out["failures"].append(f"HTTP {status}{'' if body is not None else ' cut short'} {url}")
             continue
         kbps, index = seg
         rows = table.get(str(kbps), [])
@@ -141,7 +142,7 @@ def session_summary(rec: dict, rows: list[dict], integrity: dict, viewer: str, t
     error = rec.get("error") or ""
     if not error and len(played) != n_segments:
         error = f"played {len(played)} of {n_segments} segments"
-    if not error and integrity["hash_failures"]:
+    if not error and (integrity["hash_failures"] or integrity["failed_attempts"]):
         error = "; ".join(integrity["failures"][:3])
     conn = {k: "" for k in ("conn", "connect_ms", "tls_ms")}
     return {"viewer": viewer, "account": viewer, "title": title, "abr": ABR_NAME,
@@ -193,6 +194,17 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+def _body(response) -> bytes | None:
+    """The body Chromium received (None: none, as when the server cut the transfer short)."""
+    from playwright.sync_api import Error
+    if not 200 <= response.status < 300:
+        return b""
+    try:
+        return response.body()
+    except Error:
+        return None
+
+
 def play(control: str, viewer: str, title: str, max_wall_s: float = 120.0,
          screenshot: Path | None = None) -> tuple[list[dict], dict]:
     """Play one title with dash.js; (chunk rows, session summary)."""
@@ -224,8 +236,7 @@ def play(control: str, viewer: str, title: str, max_wall_s: float = 120.0,
             rec = page.evaluate("window.ocalab")
             if screenshot is not None:
                 page.screenshot(path=str(screenshot))
-            fetched = [(r.url, r.status, r.body() if 200 <= r.status < 300 else b"")
-                       for r in responses]
+            fetched = [(r.url, r.status, _body(r)) for r in responses]
             nodes = {r.url: r.headers.get(NODE_HEADER.lower(), "") for r in responses}
         finally:
             browser.close()

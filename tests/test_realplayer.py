@@ -40,8 +40,17 @@ def test_integrity_counts_mismatches_and_http_failures():
     assert (good["checked"], good["hash_failures"], good["failed_attempts"]) == (1, 0, 0)
     bad = realplayer.check_bodies([("http://a:1/v/t0001/100/1?q", 200, BODY + b"x"),
                                    ("http://a:1/v/t0001/100/9?q", 200, BODY),  # no such index
-                                   ("http://a:1/v/t0001/100/0?q", 503, b"")], "t0001", TABLE)
-    assert (bad["checked"], bad["hash_failures"], bad["failed_attempts"]) == (2, 2, 1)
+                                   ("http://a:1/v/t0001/100/0?q", 503, b""),
+                                   ("http://a:1/v/t0001/100/1?q", 200, None)], "t0001", TABLE)
+    assert (bad["checked"], bad["hash_failures"], bad["failed_attempts"]) == (2, 2, 2)
+    assert "cut short" in bad["failures"][-1]
+
+
+def test_cli_refuses_bad_arguments(capsys):
+    with pytest.raises(SystemExit) as exc:
+        realplayer.main(["--control", "http://x", "--viewer", "v", "--title", "t0001",
+                         "--chunk-log", "c", "--session-log", "s", "--max-wall-s", "0"])
+    assert exc.value.code == 2 and "--max-wall-s must be > 0" in capsys.readouterr().err
 
 
 def test_rows_and_summary_use_the_python_players_columns():
@@ -81,17 +90,25 @@ def test_dashjs_plays_a_title_over_loopback(tmp_path, video_build):
     try:
         url = start_media_world(tmp_path, procs, video_build)
         wait_heartbeats(url["control"], {"oca1"})
-        shot = tmp_path / "player.png"
-        rows, s = realplayer.play(url["control"], "lo-dashjs", "t0001", max_wall_s=90,
-                                  screenshot=shot)
-        assert s["status"] == "ok", s["error"]
+        shot, dash_chunks, dash_sessions = (tmp_path / n for n in (
+            "player.png", "dashjs-chunks.csv", "dashjs-sessions.jsonl"))
+        rc = realplayer.main(["--control", url["control"], "--viewer", "lo-dashjs", "--title",
+                              "t0001", "--chunk-log", str(dash_chunks), "--session-log",
+                              str(dash_sessions), "--screenshot", str(shot), "--max-wall-s", "90"])
+        s = json.loads(dash_sessions.read_text())
+        with open(dash_chunks) as f:
+            reader = csv.DictReader(f)
+            assert tuple(reader.fieldnames) == CHUNK_FIELDS
+            rows = list(reader)
+        assert (rc, s["status"]) == (0, "ok"), s["error"]
         print(f"dash.js {s['dashjs_version']}: startup {s['startup_s']:.3f} s, mean "
               f"{s['mean_kbps']:.0f} kbps, {s['segments']} segments, rebuffer {s['rebuffer_s']} s")
         assert s["hash_failures"] == 0 and s["failed_attempts"] == 0
         assert s["segments"] == 4 and s["segments_verified"] >= 4
         assert s["servers"] == {"oca1": len(rows)}  # the steering document's first location
-        assert {r["node"] for r in rows} == {"oca1"}
-        assert all(tuple(r) == CHUNK_FIELDS for r in rows)
+        assert {r["node"] for r in rows} == {"oca1"} and len(rows) >= 4
+        assert {int(r["index"]) for r in rows} == {0, 1, 2, 3}
+        assert s["telemetry_posted"] is True
         assert s["steering_reloads"] >= 1  # queryBeforeStart: dash.js asked the steering server
         assert shot.stat().st_size > 0
 
@@ -108,5 +125,30 @@ def test_dashjs_plays_a_title_over_loopback(tmp_path, video_build):
             assert tuple(csv.DictReader(f).fieldnames) == CHUNK_FIELDS
         print(f"python bba: startup {py['startup_s']:.3f} s, mean {py['mean_kbps']:.0f} kbps, "
               f"rebuffer {py['rebuffer_s']} s")
+    finally:
+        procs.stop_all()
+
+
+@pytest.mark.integration
+def test_dashjs_session_fails_on_a_tampered_segment(tmp_path, video_build):
+    """The integrity gate: the last segment of every rung has its bytes changed (size kept) after
+    the build recorded its SHA-256; the session must fail, naming the segment."""
+    import shutil
+    build = tmp_path / "build"
+    shutil.copytree(video_build, build)
+    for seg_file in (build / "t0001").glob("*/3.mp4"):
+        data = bytearray(seg_file.read_bytes())
+        data[-64:] = bytes(64)
+        seg_file.write_bytes(bytes(data))
+    procs = Procs(tmp_path)
+    try:
+        url = start_media_world(tmp_path, procs, build)
+        wait_heartbeats(url["control"], {"oca1"})
+        _, s = realplayer.play(url["control"], "lo-tamper", "t0001", max_wall_s=90)
+        print(f"tampered: status {s['status']}, hash_failures {s['hash_failures']}, "
+              f"failed_attempts {s['failed_attempts']}, error {s['error'][:200]}")
+        assert s["status"] == "failed"
+        assert s["hash_failures"] + s["failed_attempts"] >= 1
+        assert s["errors"] and all("/t0001/" in e and "/3?" in e for e in s["errors"])
     finally:
         procs.stop_all()
