@@ -211,7 +211,7 @@ def play(control: str, viewer: str, title: str, max_wall_s: float = 120.0,
     why = missing_requirement()
     if why:
         raise RuntimeError(f"the real player cannot run here: {why}")
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout, sync_playwright
     token = _get_json(f"{control}/login", {"account": viewer})["account_token"]
     mpd_url = f"{control}/dash/{title}.mpd?account_token={quote(token)}"
     with urllib.request.urlopen(mpd_url, timeout=10) as r:
@@ -231,9 +231,17 @@ def play(control: str, viewer: str, title: str, max_wall_s: float = 120.0,
             page.on("response", lambda r: responses.append(r)
                     if segment_of(r.url, title) is not None else None)
             page.goto(f"{static.url}player.html?mpd={quote(mpd_url, safe='')}")
-            page.wait_for_function("window.ocalab && window.ocalab.done",
-                                   timeout=max_wall_s * 1000)
-            rec = page.evaluate("window.ocalab")
+            try:
+                page.wait_for_function("window.ocalab && window.ocalab.done",
+                                       timeout=max_wall_s * 1000)
+                timed_out = False
+            except PlaywrightTimeout:
+                timed_out = True
+            rec = page.evaluate("window.ocalab || null")
+            if rec is None:
+                raise RuntimeError(f"the player page did not start: {page_errors}")
+            if timed_out and not rec["error"]:
+                rec["error"] = f"the session did not end within {max_wall_s:g} s"
             if screenshot is not None:
                 page.screenshot(path=str(screenshot))
             fetched = [(r.url, r.status, _body(r)) for r in responses]

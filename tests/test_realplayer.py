@@ -90,6 +90,9 @@ def test_dashjs_plays_a_title_over_loopback(tmp_path, video_build):
     try:
         url = start_media_world(tmp_path, procs, video_build)
         wait_heartbeats(url["control"], {"oca1"})
+        # bounded: a session that cannot end within --max-wall-s fails, saying so
+        _, cut = realplayer.play(url["control"], "lo-short", "t0001", max_wall_s=1)
+        assert cut["status"] == "failed" and "did not end within 1 s" in cut["error"]
         shot, dash_chunks, dash_sessions = (tmp_path / n for n in (
             "player.png", "dashjs-chunks.csv", "dashjs-sessions.jsonl"))
         rc = realplayer.main(["--control", url["control"], "--viewer", "lo-dashjs", "--title",
