@@ -15,6 +15,9 @@ RELAY_BIN := build/ocalab-relay
 # elsewhere carries its own npm, and Debian's npm package conflicts with it)
 WEB_VENDOR := ocalab/web/static/vendor/cytoscape.min.js
 CYTOSCAPE := cytoscape@^3.30
+# dash.js (DASH-IF's reference player) for the real-player page, the same way
+DASHJS_VENDOR := ocalab/web/static/vendor/dash.all.min.js
+DASHJS := dashjs@~4.7.4
 
 .PHONY: setup run test test-unit clean bench doctor check-root apt ovs venv reliability web-assets
 
@@ -60,9 +63,14 @@ $(WEB_VENDOR):
 	npm install --prefix build/npm --no-audit --no-fund --silent "$(CYTOSCAPE)"
 	cp build/npm/node_modules/cytoscape/dist/cytoscape.min.js $@
 
-web-assets: $(WEB_VENDOR)
+$(DASHJS_VENDOR):
+	@mkdir -p build/npm $(dir $@)
+	npm install --prefix build/npm --no-audit --no-fund --silent "$(DASHJS)"
+	cp build/npm/node_modules/dashjs/dist/dash.all.min.js $@
 
-venv: apt $(STAMP) $(RELAY_BIN) $(WEB_VENDOR)
+web-assets: $(WEB_VENDOR) $(DASHJS_VENDOR)
+
+venv: apt $(STAMP) $(RELAY_BIN) $(WEB_VENDOR) $(DASHJS_VENDOR)
 
 setup: check-root apt ovs venv
 	@echo "ocalab setup: done. Try: $(VENV)/bin/ocalab doctor"
@@ -74,7 +82,7 @@ test: setup
 	$(VENV)/bin/ocalab clean --quiet
 	$(PY) -m pytest tests -q
 
-test-unit: $(STAMP) $(RELAY_BIN) $(WEB_VENDOR)
+test-unit: $(STAMP) $(RELAY_BIN) $(WEB_VENDOR) $(DASHJS_VENDOR)
 	$(PY) -m pytest tests -q -m "not emulation and not integration"
 
 doctor: setup

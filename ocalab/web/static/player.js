@@ -1,0 +1,83 @@
+// The real-player page's recorder. Invariants: window.ocalab.done becomes true exactly once,
+// when the video ends or dash.js reports an error (then window.ocalab.error says which);
+// segments[] has one entry per completed media-segment request, in completion order, with the
+// cumulative stall seconds at that moment (stall_total_s); stalls count only after the first
+// 'playing' event (the wait before it is startup_s).
+"use strict";
+(function () {
+  const params = new URLSearchParams(location.search);
+  const mpd = params.get("mpd");
+  const video = document.getElementById("video");
+  const status = document.getElementById("status");
+  const t0 = performance.now();
+  const rec = window.ocalab = {
+    mpd: mpd, done: false, error: "", started_unix: Date.now() / 1000, startup_s: null,
+    segments: [], stalls: [], stall_total_s: 0, steering_requests: 0, steering: [],
+    dashjs_version: "",
+  };
+  let stallStart = null;
+  const now_s = () => (performance.now() - t0) / 1000;
+  const finish = (err) => {
+    if (rec.done) return;
+    if (stallStart !== null) endStall();
+    rec.error = err || "";
+    rec.ended_unix = Date.now() / 1000;
+    rec.done = true;
+    draw();
+  };
+  const endStall = () => {
+    const d = now_s() - stallStart;
+    rec.stalls.push({start_s: stallStart, duration_s: d});
+    rec.stall_total_s += d;
+    stallStart = null;
+  };
+  const draw = () => {
+    const last = rec.segments[rec.segments.length - 1];
+    status.textContent = `dash.js ${rec.dashjs_version}  segments ${rec.segments.length}` +
+      (last ? `  last ${last.representation} from ${last.service_location}` : "") +
+      `  startup ${rec.startup_s === null ? "-" : rec.startup_s.toFixed(3) + " s"}` +
+      `  stalls ${rec.stalls.length}` + (rec.done ? (rec.error ? `  ERROR ${rec.error}` : "  ended") : "");
+  };
+  if (!mpd) { finish("no ?mpd= in the page URL"); return; }
+  if (typeof dashjs === "undefined") { finish("dash.js is not vendored (make web-assets)"); return; }
+  const player = dashjs.MediaPlayer().create();
+  rec.dashjs_version = player.getVersion();
+  player.updateSettings({
+    debug: {logLevel: dashjs.Debug.LOG_LEVEL_WARNING},
+    streaming: {applyContentSteering: true, buffer: {fastSwitchEnabled: false}},
+  });
+  const E = dashjs.MediaPlayer.events;
+  player.on(E.FRAGMENT_LOADING_COMPLETED, (e) => {
+    const r = e.request;
+    if (!r || r.type !== "MediaSegment" || !e.response) return;
+    const ms = (d) => (d instanceof Date ? d.getTime() : Number(d));
+    rec.segments.push({
+      url: r.url, index: r.index, representation: String(r.representationId), bytes: e.response.byteLength,
+      request_unix: ms(r.requestStartDate) / 1000,
+      ttfb_ms: ms(r.firstByteDate) - ms(r.requestStartDate),
+      download_ms: ms(r.requestEndDate) - ms(r.requestStartDate),
+      service_location: r.serviceLocation || "", buffer_s: player.getBufferLength("video") || 0,
+      stall_total_s: rec.stall_total_s, time_unix: Date.now() / 1000,
+    });
+    draw();
+  });
+  player.on(E.CONTENT_STEERING_REQUEST_COMPLETED, (e) => {
+    rec.steering_requests += 1;
+    rec.steering.push(e.currentSteeringResponseData || null);
+  });
+  player.on(E.ERROR, (e) => {
+    const err = e.error || {};
+    finish(`dash.js error ${err.code}: ${err.message || JSON.stringify(e).slice(0, 300)}`);
+  });
+  video.addEventListener("playing", () => {
+    if (rec.startup_s === null) rec.startup_s = now_s();
+    else if (stallStart !== null) endStall();
+    draw();
+  });
+  video.addEventListener("waiting", () => {
+    if (rec.startup_s !== null && stallStart === null && !video.ended) stallStart = now_s();
+  });
+  video.addEventListener("ended", () => finish(""));
+  player.initialize(video, mpd, true);
+  draw();
+})();
