@@ -11,7 +11,9 @@ segment response Chromium received (Playwright keeps the bodies). Invariants:
 - every segment body Chromium received (initialization fetches included) is checked against
   the MPD's integrity SupplementalProperty; a mismatch counts in hash_failures and fails the
   session, a non-2xx answer counts in failed_attempts;
-- chunk rows (player.CHUNK_FIELDS) are the page's completed media-segment requests in order;
+- chunk rows (player.CHUNK_FIELDS) are the page's completed video media-segment requests in
+  order (audio segments are integrity-checked like video but are not chunk rows: the ABR and QoE
+  columns describe the video ladder);
   index and kbps come from the URL (the /v/<title>/<kbps>/<index> contract), `node` from the
   response's X-Ocalab-Node, `server` the MPD location whose BaseURL the URL starts with;
   `fallback` is 1 when that is not the location the steering document ranked first;
@@ -108,6 +110,8 @@ def chunk_rows(rec: dict, viewer: str, title: str, locations: list[dict],
     rows, stall_mark = [], 0.0
     top = locations[0]["pathway"] if locations else ""
     for s in rec["segments"]:
+        if s.get("media_type", "video") != "video":
+            continue
         seg = segment_of(s["url"], title)
         if seg is None:
             raise ValueError(f"dash.js fetched a segment off the /v/ contract: {s['url']}")
@@ -250,7 +254,7 @@ def play(control: str, viewer: str, title: str, max_wall_s: float = 120.0,
             browser.close()
     if page_errors and not rec.get("error"):
         rec["error"] = "page error: " + "; ".join(page_errors)
-    integrity = check_bodies(fetched, title, manifest["segments"])
+    integrity = check_bodies(fetched, title, {**manifest["segments"], **manifest["audio_segments"]})
     rows = chunk_rows(rec, viewer, title, locations, nodes)
     summary = session_summary(rec, rows, integrity, viewer, title, manifest["n_segments"],
                               manifest["segment_s"])

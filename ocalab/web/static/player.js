@@ -52,7 +52,7 @@
     if (!r || r.type !== "MediaSegment" || !e.response) return;
     const ms = (d) => (d instanceof Date ? d.getTime() : Number(d));
     rec.segments.push({
-      url: r.url, index: r.index, representation: String(r.representationId), bytes: e.response.byteLength,
+      url: r.url, media_type: r.mediaType, index: r.index, representation: String(r.representationId), bytes: e.response.byteLength,
       request_unix: ms(r.requestStartDate) / 1000,
       ttfb_ms: ms(r.firstByteDate) - ms(r.requestStartDate),
       download_ms: ms(r.requestEndDate) - ms(r.requestStartDate),
