@@ -7,9 +7,9 @@ tone: video encoded VP9 into fragmented MP4 at each probe rate (`-deadline realt
 `audio_kbps` (dash.js refuses muxed Representations, its error 34); the psnr filter scores each probe against the source and
 `media_ladder.select_ladder` keeps the rungs that add quality. Each segment file is
 self-initializing: the rung's init (ftyp+moov) followed by one fragment (moof+mdat) whose
-decode times continue the title's timeline. Audio segments follow the same layout; Opus
-priming makes the audio one frame longer than the video, and that trailing fragment is appended
-to the last audio segment.
+decode times continue the title's timeline. Audio segments follow the same layout and end
+exactly where the video does: the tone is cut short by Opus's encoder delay (pre-skip), so
+tone + pre-skip = duration_s, in 20 ms frames that fill every segment.
 Invariants: the build folder is `<out>/<key>` with key = hash of the settings, the format
 version and ffmpeg's version line; it is complete (index.json written last, the folder renamed
 into place) or absent, so a second build with the same settings re-encodes nothing.
@@ -33,10 +33,12 @@ from pathlib import Path
 from appliances.media_ladder import (ENOUGH_DB, MIN_GAIN_DB, parse_psnr_db, select_ladder,
                                      split_fragments, vp9_codec_string)
 
-FORMAT_VERSION = 4  # bump when the source graphs or segment layout change
+FORMAT_VERSION = 5  # bump when the source graphs or segment layout change
 PATTERNS = ("still", "pan", "fractal", "noise")  # roughly simplest to most complex
 DEFAULT_ROOT = Path(__file__).resolve().parents[1] / "build" / "media"
 INDEX = "index.json"
+OPUS_RATE_HZ = 48000
+OPUS_PRESKIP_SAMPLES = 312  # libopus's encoder delay at 48 kHz (its OpusHead pre-skip)
 
 
 @dataclass(frozen=True)
@@ -151,14 +153,14 @@ def encode_probe(s: MediaSettings, src: dict, raw: list[str], kbps: int, out: Pa
 
 def encode_audio(s: MediaSettings, src: dict, out: Path) -> list[bytes]:
     """The title's tone as Opus in fragmented MP4, one fragment per segment_s; returns the
-    fragments, one per segment (a trailing priming remainder joins the last)."""
-    _ffmpeg(["-f", "lavfi", "-i", f"sine=frequency={src['tone_hz']}:duration={s.duration_s}",
+    self-initializing segments."""
+    samples = s.duration_s * OPUS_RATE_HZ - OPUS_PRESKIP_SAMPLES
+    _ffmpeg(["-f", "lavfi", "-i", f"sine=frequency={src['tone_hz']}:sample_rate={OPUS_RATE_HZ}"
+             f":duration={s.duration_s}", "-af", f"atrim=end_sample={samples}",
              "-c:a", "libopus", "-b:a", f"{s.audio_kbps}k", "-ac", "1",
              "-frag_duration", str(s.segment_s * 1_000_000),
              "-movflags", "+empty_moov+default_base_moof", "-f", "mp4", str(out)])
     init, frags = split_fragments(out.read_bytes())
-    if len(frags) == s.n_segments + 1 and len(frags[-1]) < len(frags[-2]) // 4:
-        frags = frags[:-2] + [frags[-2] + frags[-1]]
     if len(frags) != s.n_segments:
         raise RuntimeError(f"{src['title']} audio: {len(frags)} fragments, expected {s.n_segments}")
     return [init + f for f in frags]
@@ -197,7 +199,7 @@ def encode_title(s: MediaSettings, i: int, work: Path, dest: Path) -> dict:
         datas = encode_audio(s, src, work / f"{src['title']}-audio.mp4")
         segments[str(s.audio_kbps)] = _write_rung(dest, src["title"], s.audio_kbps, datas)
         audio = {"kbps": s.audio_kbps, "codecs": "opus", "mime": "audio/mp4",
-                 "sample_rate_hz": 48000, "channels": 1}
+                 "sample_rate_hz": OPUS_RATE_HZ, "channels": 1}
     codecs = vp9_codec_string(s.width, s.height, s.fps)
     return {"audio": audio, "title": src["title"], "pattern": src["pattern"], "tone_hz": src["tone_hz"],
             "probes": [[k, round(q, 3)] for k, (q, _) in probes.items()],

@@ -19,6 +19,7 @@ segment response Chromium received (Playwright keeps the bodies). Invariants:
   `fallback` is 1 when that is not the location the steering document ranked first;
 - the session summary has the Python player's keys (and dashjs_version), and is POSTed to
   <control>/telemetry like the Python player's;
+- the summary's video_decoded_bytes and audio_decoded_bytes are Chromium's decoder counters;
 - session QoE is qoe.summarize over the last rung fetched for each index, with the page's stalls
   (waiting -> playing after the first frame) and startup (page start -> first 'playing').
 Exit status: 0 when the session is ok, 4 (player.SESSIONS_FAILED) when not, 2 on bad arguments.
@@ -49,6 +50,7 @@ CHROMIUM = "/usr/bin/chromium"
 STATIC = Path(__file__).resolve().parent.parent / "ocalab" / "web" / "static"
 DASHJS = STATIC / "vendor" / "dash.all.min.js"
 ABR_NAME = "dashjs"
+DECODED_KEYS = ("video_decoded_bytes", "audio_decoded_bytes")
 
 
 def missing_requirement() -> str:
@@ -259,6 +261,8 @@ def play(control: str, viewer: str, title: str, max_wall_s: float = 120.0,
     summary = session_summary(rec, rows, integrity, viewer, title, manifest["n_segments"],
                               manifest["segment_s"])
     summary["dashjs_version"] = rec.get("dashjs_version", "")
+    for k in DECODED_KEYS:  # Chromium's counters when the session ended
+        summary[k] = rec.get(k, 0)
     summary["telemetry_posted"] = _post_summary(control, summary)
     return rows, summary
 

@@ -114,7 +114,7 @@ def test_build_is_cached_by_settings(media_build):
 
 def _probe(seg) -> dict:
     out = subprocess.run(["ffprobe", "-v", "error", "-show_entries",
-                          "stream=codec_name:format=start_time", "-of", "json", str(seg)],
+                          "stream=codec_name:format=start_time,duration", "-of", "json", str(seg)],
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
 
@@ -131,6 +131,9 @@ def test_segments_are_playable_vp9_and_opus_on_one_timeline(media_build):
         assert [s["codec_name"] for s in probe["streams"]] == [codec]
         # segment 2 of 2 s segments starts 4 s into the title: decode times continue
         assert float(probe["format"]["start_time"]) == pytest.approx(4.0, abs=0.1)
+    # the audio ends where the video does (the encoder delay is cut from the tone)
+    last = _probe(media_build / title / str(audio["kbps"]) / "3.mp4")
+    assert float(last["format"]["duration"]) == pytest.approx(8.0, abs=0.001)
     data = cat.segment_bytes(title, audio["kbps"], 3)  # served and checked like a video rung
     assert hashlib.sha256(data).hexdigest() == cat.segment_sha256(title, audio["kbps"], 3)
     assert cat.parse_path(f"/v/{title}/{audio['kbps']}/3") == (title, audio["kbps"], 3)

@@ -21,6 +21,9 @@
     if (rec.done) return;
     if (stallStart !== null) endStall();
     rec.error = err || "";
+    // Chromium's decoder counters: audio really played, not only fetched
+    rec.video_decoded_bytes = video.webkitVideoDecodedByteCount || 0;
+    rec.audio_decoded_bytes = video.webkitAudioDecodedByteCount || 0;
     rec.ended_unix = Date.now() / 1000;
     rec.done = true;
     draw();
