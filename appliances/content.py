@@ -57,6 +57,13 @@ class Catalog:
         self._check_title(title)
         return self.spec.ladder_kbps
 
+    def rungs_of(self, title: str) -> tuple[int, ...]:
+        """Every rung id served for one title: the ladder, plus an audio rung where there is one."""
+        return self.ladder_of(title)
+
+    def _has_rung(self, title: str, kbps: int) -> bool:
+        return kbps in self._ladder_set
+
     def _check_title(self, title: str) -> None:
         if title not in self._title_set:
             raise ContentError(f"unknown title {title!r}")
@@ -64,8 +71,8 @@ class Catalog:
     def check_segment(self, title: str, kbps: int, index: int) -> None:
         """Raise ContentError unless (title, kbps, index) is a segment of this catalog."""
         self._check_title(title)
-        if kbps not in self._ladder_set:
-            raise ContentError(f"bitrate {kbps} kbps is not on the ladder")
+        if not self._has_rung(title, kbps):
+            raise ContentError(f"bitrate {kbps} kbps is not a rung of {title}")
         if not 0 <= index < self._n_segments:
             raise ContentError(f"segment index {index} out of range 0..{self._n_segments - 1}")
 

@@ -12,7 +12,7 @@ Invariants:
 - `segments` and `need` are integers >= 1 when given (400 otherwise); segments is capped at the
   title's segment count and defaults to all of them.
 - A session of n segments may play any rung of the ladder, so steering ranks for it with
-  need_objects = len(ladder_kbps) * n (an OCA holding fewer objects of the title is a content
+  need_objects = len(rungs_of(title)) * n (an OCA holding fewer objects of the title is a content
   miss), both at the controller (&need=) and in the local fallback; the steering document's
   RELOAD-URI carries `?segments=n`, so a reload ranks for the same session.
 - Account tokens are `<account>.<hex HMAC>` with a key derived from the control key, so an
@@ -170,7 +170,7 @@ class PlaybackService:
 
     def need_objects(self, title: str, n_segments: int) -> int:
         """Objects of a title a session of its first n_segments needs: every rung of each."""
-        return len(self.catalog.ladder_of(title)) * n_segments
+        return len(self.catalog.rungs_of(title)) * n_segments
 
     async def _rank(self, ip: str, title: str, now: float,
                     need_objects: int) -> tuple[list[Location], dict[str, str]]:

@@ -25,7 +25,7 @@ def segment_table(catalog: Catalog, title: str, n_segments: int,
                   before_each: Callable[[], None] | None = None) -> Table:
     """{str(kbps): [[size_bytes, sha256], ...]} for the first n_segments of title."""
     table: Table = {}
-    for k in catalog.ladder_of(title):
+    for k in catalog.rungs_of(title):
         rows = []
         for i in range(n_segments):
             if before_each is not None:

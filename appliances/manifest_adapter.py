@@ -1,7 +1,8 @@
 """DASH MPD -> the Python player's session manifest (pure): the same ABR and fetch loop play it.
 
 `mpd_session(mpd_text, steering_doc)` returns the dict that GET /play returns ("segment_s",
-"ladder_kbps", "n_segments", "segments", "steering"), read from a standard MPD (parsed with
+"ladder_kbps", "n_segments", "segments", "steering"; plus "audio_segments", the audio
+AdaptationSet's rows by rung id, {} without one: the Python player fetches video only), read from a standard MPD (parsed with
 the `mpegdash` library) and the Content Steering document fetched before start
 (queryBeforeStart). Invariants:
 - locations are the MPD's BaseURLs ordered by the document's SERVICE-LOCATION-PRIORITY (BaseURLs
@@ -9,6 +10,7 @@ the `mpegdash` library) and the Content Steering document fetched before start
   with the query of the SegmentTemplate, so a segment URL is base_url + "kbps/index?query";
 - tier and retries come from the document's own location entries when it has them, else
   "unknown" and 0;
+- the ladder is the video AdaptationSet (contentType "video", else the first one);
 - sizes and SHA-256 come from each Representation's integrity SupplementalProperty; an MPD
   without them, or whose Representations disagree on the segment count, is a ValueError.
 """
@@ -40,7 +42,10 @@ def steering_server(mpd_text: str) -> str | None:
 
 def mpd_session(mpd_text: str, steering_doc: dict | None = None) -> dict:
     mpd = MPEGDASHParser.parse(mpd_text)
-    aset = mpd.periods[0].adaptation_sets[0]
+    asets = mpd.periods[0].adaptation_sets
+    aset = next((a for a in asets if a.content_type == "video"), asets[0])
+    audio = {str(rep.id): _integrity(rep) for a in asets if a.content_type == "audio"
+             for rep in a.representations}
     template = aset.segment_templates[0]
     segment_s = template.duration / (template.timescale or 1)
     _, _, query = template.media.partition("?")
@@ -59,5 +64,5 @@ def mpd_session(mpd_text: str, steering_doc: dict | None = None) -> dict:
                   "retries": int(entries.get(name, {}).get("retries", 0))}
                  for name, url in ordered]
     return {"segment_s": segment_s, "ladder_kbps": sorted(int(k) for k in segments),
-            "n_segments": counts.pop(), "segments": segments,
+            "n_segments": counts.pop(), "segments": segments, "audio_segments": audio,
             "steering": {"locations": locations, "RELOAD-URI": doc.get("RELOAD-URI", "")}}

@@ -1,8 +1,10 @@
 """A catalog backed by a media build (appliances.media_encode): same contract as content.Catalog.
 
 Invariants:
-- Segment path `/v/<title>/<kbps>/<index>` as in appliances.content; a title's rungs are its
-  own ladder (`ladder_of`), and (title, kbps, index) outside it is a ContentError;
+- Segment path `/v/<title>/<kbps>/<index>` as in appliances.content; a title's video rungs are
+  its own ladder (`ladder_of`, what ABR picks from); its audio track, when the build has one, is
+  one more rung whose id is the audio kbps (`rungs_of` = ladder + audio; never equal to a video
+  rung); (title, kbps, index) outside `rungs_of` is a ContentError;
 - `spec` is a CatalogSpec whose ladder is the union of the titles' ladders, so code that only
   needs titles, durations and popularity works unchanged;
 - sizes and SHA-256 come from the build's index.json; `segment_bytes` reads the file and
@@ -32,6 +34,9 @@ class MediaCatalog(Catalog):
         self.index = index
         self.titles_info = {t["title"]: t for t in index["titles"]}
         self._ladders = {t: tuple(info["ladder_kbps"]) for t, info in self.titles_info.items()}
+        self._rungs = {t: ladder + ((self.titles_info[t]["audio"]["kbps"],)
+                                    if self.titles_info[t].get("audio") else ())
+                       for t, ladder in self._ladders.items()}
         union = sorted({k for ladder in self._ladders.values() for k in ladder})
         super().__init__(CatalogSpec(seed=settings["seed"], n_titles=len(self.titles_info),
                                      duration_s=settings["duration_s"], ladder_kbps=tuple(union),
@@ -41,10 +46,12 @@ class MediaCatalog(Catalog):
         self._check_title(title)
         return self._ladders[title]
 
-    def check_segment(self, title: str, kbps: int, index: int) -> None:
-        super().check_segment(title, kbps, index)
-        if kbps not in self._ladders[title]:
-            raise ContentError(f"bitrate {kbps} kbps is not on the ladder of {title}")
+    def rungs_of(self, title: str) -> tuple[int, ...]:
+        self._check_title(title)
+        return self._rungs[title]
+
+    def _has_rung(self, title: str, kbps: int) -> bool:
+        return kbps in self._rungs[title]
 
     def segment_size(self, title: str, kbps: int, index: int) -> int:
         self.check_segment(title, kbps, index)
@@ -62,15 +69,16 @@ class MediaCatalog(Catalog):
         return data
 
     def title_bytes(self, title: str, n_segments: int) -> int:
-        return sum(self.segment_size(title, k, i) for k in self.ladder_of(title)
+        return sum(self.segment_size(title, k, i) for k in self.rungs_of(title)
                    for i in range(n_segments))
 
     def media_info(self, title: str) -> dict:
-        """What a manifest needs besides sizes: codecs, resolution, frame rate, mime type."""
+        """What a manifest needs besides sizes: video codecs, resolution, frame rate, mime
+        type, and "audio" ({kbps, codecs, mime, sample_rate_hz, channels}, or None)."""
         self._check_title(title)
         return {"codecs": self.titles_info[title]["codecs"], "width": self.index["width"],
                 "height": self.index["height"], "fps": self.index["fps"],
-                "mime": self.index["mime"]}
+                "mime": self.index["mime"], "audio": self.titles_info[title].get("audio")}
 
     def __hash__(self) -> int:
         return hash((self.spec, str(self.build_dir)))

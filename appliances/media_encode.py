@@ -2,11 +2,14 @@
 
 `python -m appliances.media_encode [--out DIR] [--titles N] [--duration-s S] ...` prints the
 build folder. Every title is a seeded lavfi source (its own pattern and motion) with a sine
-tone, encoded VP9 + Opus into fragmented MP4 at each probe rate (`-deadline realtime -cpu-used
-8`, under `nice -n 19`); the psnr filter scores each probe against the source and
+tone: video encoded VP9 into fragmented MP4 at each probe rate (`-deadline realtime -cpu-used
+8`, under `nice -n 19`), audio (unless audio_kbps=0) Opus once, as its own track and rung id
+`audio_kbps` (dash.js refuses muxed Representations, its error 34); the psnr filter scores each probe against the source and
 `media_ladder.select_ladder` keeps the rungs that add quality. Each segment file is
 self-initializing: the rung's init (ftyp+moov) followed by one fragment (moof+mdat) whose
-decode times continue the title's timeline.
+decode times continue the title's timeline. Audio segments follow the same layout and end
+exactly where the video does: the tone is cut short by Opus's encoder delay (pre-skip), so
+tone + pre-skip = duration_s, in 20 ms frames that fill every segment.
 Invariants: the build folder is `<out>/<key>` with key = hash of the settings, the format
 version and ffmpeg's version line; it is complete (index.json written last, the folder renamed
 into place) or absent, so a second build with the same settings re-encodes nothing.
@@ -30,10 +33,12 @@ from pathlib import Path
 from appliances.media_ladder import (ENOUGH_DB, MIN_GAIN_DB, parse_psnr_db, select_ladder,
                                      split_fragments, vp9_codec_string)
 
-FORMAT_VERSION = 3  # bump when the source graphs or segment layout change
+FORMAT_VERSION = 5  # bump when the source graphs or segment layout change
 PATTERNS = ("still", "pan", "fractal", "noise")  # roughly simplest to most complex
 DEFAULT_ROOT = Path(__file__).resolve().parents[1] / "build" / "media"
 INDEX = "index.json"
+OPUS_RATE_HZ = 48000
+OPUS_PRESKIP_SAMPLES = 312  # libopus's encoder delay at 48 kHz (its OpusHead pre-skip)
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,9 @@ class MediaSettings:
         unknown = set(self.patterns) - set(PATTERNS)
         if not 0 <= self.audio_kbps <= 256:
             raise ValueError(f"audio_kbps must be in 0..256 (0: no audio), got {self.audio_kbps}")
+        if self.audio_kbps in self.probe_kbps:
+            raise ValueError(f"audio_kbps {self.audio_kbps} is also a video probe rate: "
+                             "the audio rung id must differ from every video rung")
         if not self.patterns or unknown:
             raise ValueError(f"patterns must be a non-empty subset of {PATTERNS}")
         if self.width % 2 or self.height % 2 or not 16 <= self.width <= 1920:
@@ -131,22 +139,41 @@ def render_source(s: MediaSettings, src: dict, out: Path) -> list[str]:
 
 
 def encode_probe(s: MediaSettings, src: dict, raw: list[str], kbps: int, out: Path) -> float:
-    """Encode one probe of the rendered source `raw` into out (fragmented MP4); returns its
-    video PSNR in dB."""
+    """Encode one video-only probe of the rendered source `raw` into out (fragmented MP4);
+    returns its PSNR in dB."""
     gop = s.fps * s.segment_s
-    inputs = list(raw)
-    audio = ["-an"]
-    if s.audio_kbps:
-        inputs += ["-f", "lavfi", "-i", f"sine=frequency={src['tone_hz']}:duration={s.duration_s}"]
-        audio = ["-c:a", "libopus", "-b:a", f"{s.audio_kbps}k", "-ac", "1"]
-    _ffmpeg([*inputs, "-map", "0:v", *(["-map", "1:a"] if s.audio_kbps else []),
-             "-c:v", "libvpx-vp9", "-b:v", f"{kbps}k", "-maxrate", f"{kbps * 3 // 2}k",
+    _ffmpeg([*raw, "-an", "-c:v", "libvpx-vp9", "-b:v", f"{kbps}k", "-maxrate", f"{kbps * 3 // 2}k",
              "-bufsize", f"{kbps * 2}k", "-deadline", "realtime", "-cpu-used", "8",
              "-g", str(gop), "-keyint_min", str(gop), "-threads", "1", "-pix_fmt", "yuv420p",
-             *audio, "-movflags", "+frag_keyframe+empty_moov+default_base_moof",
+             "-movflags", "+frag_keyframe+empty_moov+default_base_moof",
              "-f", "mp4", str(out)])
     proc = _ffmpeg(["-i", str(out), *raw, "-lavfi", "[0:v][1:v]psnr", "-f", "null", "-"])
     return parse_psnr_db(proc.stderr)
+
+
+def encode_audio(s: MediaSettings, src: dict, out: Path) -> list[bytes]:
+    """The title's tone as Opus in fragmented MP4, one fragment per segment_s; returns the
+    self-initializing segments."""
+    samples = s.duration_s * OPUS_RATE_HZ - OPUS_PRESKIP_SAMPLES
+    _ffmpeg(["-f", "lavfi", "-i", f"sine=frequency={src['tone_hz']}:sample_rate={OPUS_RATE_HZ}"
+             f":duration={s.duration_s}", "-af", f"atrim=end_sample={samples}",
+             "-c:a", "libopus", "-b:a", f"{s.audio_kbps}k", "-ac", "1",
+             "-frag_duration", str(s.segment_s * 1_000_000),
+             "-movflags", "+empty_moov+default_base_moof", "-f", "mp4", str(out)])
+    init, frags = split_fragments(out.read_bytes())
+    if len(frags) != s.n_segments:
+        raise RuntimeError(f"{src['title']} audio: {len(frags)} fragments, expected {s.n_segments}")
+    return [init + f for f in frags]
+
+
+def _write_rung(dest: Path, title: str, rung: int, datas: list[bytes]) -> list[list]:
+    """Write one rung's segment files; their [size_bytes, sha256] rows."""
+    (dest / title / str(rung)).mkdir(parents=True)
+    rows = []
+    for index, data in enumerate(datas):
+        (dest / title / str(rung) / f"{index}.mp4").write_bytes(data)
+        rows.append([len(data), hashlib.sha256(data).hexdigest()])
+    return rows
 
 
 def encode_title(s: MediaSettings, i: int, work: Path, dest: Path) -> dict:
@@ -166,15 +193,15 @@ def encode_title(s: MediaSettings, i: int, work: Path, dest: Path) -> dict:
         if len(frags) != s.n_segments:
             raise RuntimeError(f"{src['title']} {kbps} kbps: {len(frags)} fragments, "
                                f"expected {s.n_segments} (keyframes every segment_s)")
-        rows = []
-        (dest / src["title"] / str(kbps)).mkdir(parents=True)
-        for index, frag in enumerate(frags):
-            data = init + frag
-            (dest / src["title"] / str(kbps) / f"{index}.mp4").write_bytes(data)
-            rows.append([len(data), hashlib.sha256(data).hexdigest()])
-        segments[str(kbps)] = rows
-    codecs = vp9_codec_string(s.width, s.height, s.fps) + (",opus" if s.audio_kbps else "")
-    return {"title": src["title"], "pattern": src["pattern"], "tone_hz": src["tone_hz"],
+        segments[str(kbps)] = _write_rung(dest, src["title"], kbps, [init + f for f in frags])
+    audio = None
+    if s.audio_kbps:
+        datas = encode_audio(s, src, work / f"{src['title']}-audio.mp4")
+        segments[str(s.audio_kbps)] = _write_rung(dest, src["title"], s.audio_kbps, datas)
+        audio = {"kbps": s.audio_kbps, "codecs": "opus", "mime": "audio/mp4",
+                 "sample_rate_hz": OPUS_RATE_HZ, "channels": 1}
+    codecs = vp9_codec_string(s.width, s.height, s.fps)
+    return {"audio": audio, "title": src["title"], "pattern": src["pattern"], "tone_hz": src["tone_hz"],
             "probes": [[k, round(q, 3)] for k, (q, _) in probes.items()],
             "ladder_kbps": list(ladder), "codecs": codecs, "segments": segments,
             "encode_s": round(time.monotonic() - t0, 3)}

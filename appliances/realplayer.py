@@ -11,12 +11,15 @@ segment response Chromium received (Playwright keeps the bodies). Invariants:
 - every segment body Chromium received (initialization fetches included) is checked against
   the MPD's integrity SupplementalProperty; a mismatch counts in hash_failures and fails the
   session, a non-2xx answer counts in failed_attempts;
-- chunk rows (player.CHUNK_FIELDS) are the page's completed media-segment requests in order;
+- chunk rows (player.CHUNK_FIELDS) are the page's completed video media-segment requests in
+  order (audio segments are integrity-checked like video but are not chunk rows: the ABR and QoE
+  columns describe the video ladder);
   index and kbps come from the URL (the /v/<title>/<kbps>/<index> contract), `node` from the
   response's X-Ocalab-Node, `server` the MPD location whose BaseURL the URL starts with;
   `fallback` is 1 when that is not the location the steering document ranked first;
 - the session summary has the Python player's keys (and dashjs_version), and is POSTed to
   <control>/telemetry like the Python player's;
+- the summary's video_decoded_bytes and audio_decoded_bytes are Chromium's decoder counters;
 - session QoE is qoe.summarize over the last rung fetched for each index, with the page's stalls
   (waiting -> playing after the first frame) and startup (page start -> first 'playing').
 Exit status: 0 when the session is ok, 4 (player.SESSIONS_FAILED) when not, 2 on bad arguments.
@@ -47,6 +50,7 @@ CHROMIUM = "/usr/bin/chromium"
 STATIC = Path(__file__).resolve().parent.parent / "ocalab" / "web" / "static"
 DASHJS = STATIC / "vendor" / "dash.all.min.js"
 ABR_NAME = "dashjs"
+DECODED_KEYS = ("video_decoded_bytes", "audio_decoded_bytes")
 
 
 def missing_requirement() -> str:
@@ -108,6 +112,8 @@ def chunk_rows(rec: dict, viewer: str, title: str, locations: list[dict],
     rows, stall_mark = [], 0.0
     top = locations[0]["pathway"] if locations else ""
     for s in rec["segments"]:
+        if s.get("media_type", "video") != "video":
+            continue
         seg = segment_of(s["url"], title)
         if seg is None:
             raise ValueError(f"dash.js fetched a segment off the /v/ contract: {s['url']}")
@@ -250,11 +256,13 @@ def play(control: str, viewer: str, title: str, max_wall_s: float = 120.0,
             browser.close()
     if page_errors and not rec.get("error"):
         rec["error"] = "page error: " + "; ".join(page_errors)
-    integrity = check_bodies(fetched, title, manifest["segments"])
+    integrity = check_bodies(fetched, title, {**manifest["segments"], **manifest["audio_segments"]})
     rows = chunk_rows(rec, viewer, title, locations, nodes)
     summary = session_summary(rec, rows, integrity, viewer, title, manifest["n_segments"],
                               manifest["segment_s"])
     summary["dashjs_version"] = rec.get("dashjs_version", "")
+    for k in DECODED_KEYS:  # Chromium's counters when the session ended
+        summary[k] = rec.get(k, 0)
     summary["telemetry_posted"] = _post_summary(control, summary)
     return rows, summary
 

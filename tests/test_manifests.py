@@ -24,8 +24,12 @@ from appliances.tokens import write_key
 from contracts.steering import Location
 from tests.test_system_loopback import Procs, free_port, wait_heartbeats
 
-TABLE = {"100": [[1000, "a" * 64], [1100, "b" * 64]], "300": [[3000, "c" * 64], [3300, "d" * 64]]}
-MEDIA = {"codecs": "vp09.00.11.08,opus", "width": 320, "height": 180, "fps": 24, "mime": "video/mp4"}
+VIDEO = {"100": [[1000, "a" * 64], [1100, "b" * 64]], "300": [[3000, "c" * 64], [3300, "d" * 64]]}
+AUDIO = {"32": [[320, "e" * 64], [330, "f" * 64]]}
+TABLE = {**VIDEO, **AUDIO}  # a session's table: the video ladder and the audio rung
+MEDIA = {"codecs": "vp09.00.11.08", "width": 320, "height": 180, "fps": 24, "mime": "video/mp4",
+         "audio": {"kbps": 32, "codecs": "opus", "mime": "audio/mp4", "sample_rate_hz": 48000,
+                   "channels": 1}}
 STEER_URL = "http://control/steering/t0001?segments=2&account_token=x.y"
 
 
@@ -58,11 +62,17 @@ def test_mpd_parses_back_with_content_steering_in_rank_order():
     cs = ET.fromstring(text).find(f"{{{MPD_NS}}}ContentSteering")
     assert cs.get("defaultServiceLocation") == "oca-b" and cs.text == STEER_URL
     assert steering_server(text) == STEER_URL
-    assert [c.content_type for c in aset.content_components] == ["video", "audio"]
-    video_only = MPEGDASHParser.parse(dash_mpd("t0001", doc_of("origin"), TABLE, 2,
-                                               {**MEDIA, "codecs": "vp09.00.11.08"}, STEER_URL))
-    vset = video_only.periods[0].adaptation_sets[0]
-    assert vset.content_type == "video" and not vset.content_components
+    # audio is its own AdaptationSet (dash.js refuses muxed Representations), same template
+    vset, aud = mpd.periods[0].adaptation_sets
+    assert (vset.content_type, aud.content_type, aud.mime_type) == ("video", "audio", "audio/mp4")
+    assert [(r.id, r.codecs) for r in aud.representations] == [("32", "opus")]
+    assert aud.segment_templates[0].media == tmpl.media
+    assert aud.representations[0].supplemental_properties[0].value == "320:" + "e" * 64 + " 330:" + "f" * 64
+    video_only = MPEGDASHParser.parse(dash_mpd("t0001", doc_of("origin"), VIDEO, 2,
+                                               {**MEDIA, "audio": None}, STEER_URL))
+    assert [a.content_type for a in video_only.periods[0].adaptation_sets] == ["video"]
+    with pytest.raises(ValueError, match="audio rung 32"):
+        dash_mpd("t0001", doc_of("origin"), VIDEO, 2, MEDIA, STEER_URL)
     props = aset.representations[0].supplemental_properties
     assert props[0].scheme_id_uri == INTEGRITY_SCHEME
 
@@ -72,7 +82,8 @@ def test_mpd_adapter_orders_locations_by_the_steering_document():
     session = mpd_session(text, doc_of("oca-a", "origin", "oca-b"))  # steering moved oca-a up
     assert [l["pathway"] for l in session["steering"]["locations"]] == ["oca-a", "origin", "oca-b"]
     assert session["ladder_kbps"] == [100, 300] and session["n_segments"] == 2
-    assert session["segments"] == TABLE and session["segment_s"] == 2
+    assert session["segments"] == VIDEO and session["segment_s"] == 2
+    assert session["audio_segments"] == AUDIO  # the Python player fetches video only
     loc = session["steering"]["locations"][0]
     assert (loc["base_url"], loc["query"], loc["tier"]) == (
         "http://oca-a:8080/v/t0001/", "exp=1&sig=z", "embedded")
@@ -100,7 +111,13 @@ def test_hls_playlists_parse_back_with_pathways():
     assert pl.content_steering.uri == STEER_URL
     assert pl.content_steering.pathway_id == "oca-b"
     assert [(p.stream_info.pathway_id, p.stream_info.bandwidth) for p in pl.playlists] == [
-        ("oca-b", 100_000), ("oca-b", 300_000), ("origin", 100_000), ("origin", 300_000)]
+        ("oca-b", 132_000), ("oca-b", 332_000), ("origin", 132_000), ("origin", 332_000)]
+    assert {p.stream_info.audio for p in pl.playlists if p.stream_info.pathway_id == "origin"} == {
+        "audio-origin"}
+    assert [(m.type, m.group_id, m.uri) for m in pl.media] == [
+        ("AUDIO", "audio-oca-b", "http://control/hls/t0001/oca-b/32.m3u8"),
+        ("AUDIO", "audio-origin", "http://control/hls/t0001/origin/32.m3u8")]
+    assert pl.playlists[0].stream_info.codecs == "vp09.00.11.08,opus"
     media = m3u8.loads(hls_media(doc["locations"][0], 300, 2, 2))
     assert [s.uri for s in media.segments] == [
         f"http://oca-b:8080/v/t0001/300/{i}?exp=1&sig=z" for i in range(2)]

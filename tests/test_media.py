@@ -83,7 +83,7 @@ def test_title_sources_are_seeded_and_differ_per_title():
 
 @pytest.mark.parametrize("bad", [dict(duration_s=9, segment_s=2), dict(probe_kbps=(300, 100)),
                                  dict(patterns=("stil",)), dict(width=321), dict(n_titles=0),
-                                 dict(audio_kbps=-1)])
+                                 dict(audio_kbps=-1), dict(audio_kbps=200)])
 def test_media_settings_refuse_bad_values(bad):
     with pytest.raises(ValueError):
         MediaSettings(**bad)
@@ -112,18 +112,33 @@ def test_build_is_cached_by_settings(media_build):
     assert other.key("v") != settings.key("v") and settings.key("v") != settings.key("w")
 
 
-def test_segments_are_playable_vp9_on_one_timeline(media_build):
+def _probe(seg) -> dict:
+    out = subprocess.run(["ffprobe", "-v", "error", "-show_entries",
+                          "stream=codec_name:format=start_time,duration", "-of", "json", str(seg)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def test_segments_are_playable_vp9_and_opus_on_one_timeline(media_build):
+    """Video and audio are separate tracks (separate rungs) whose segments share the timeline."""
     cat = MediaCatalog(media_build)
     title = "t0001"
-    kbps = cat.ladder_of(title)[-1]
-    seg = media_build / title / str(kbps) / "2.mp4"
-    out = subprocess.run(["ffprobe", "-v", "error", "-show_entries",
-                          "stream=codec_name:format=start_time", "-of", "json", str(seg)],
-                         capture_output=True, text=True, check=True)
-    probe = json.loads(out.stdout)
-    assert {s["codec_name"] for s in probe["streams"]} == {"vp9", "opus"}
-    # segment 2 of 2 s segments starts 4 s into the title: decode times continue
-    assert float(probe["format"]["start_time"]) == pytest.approx(4.0, abs=0.1)
+    audio = cat.media_info(title)["audio"]
+    assert cat.rungs_of(title) == cat.ladder_of(title) + (audio["kbps"],)
+    assert audio["kbps"] not in cat.spec.ladder_kbps
+    for kbps, codec in ((cat.ladder_of(title)[-1], "vp9"), (audio["kbps"], "opus")):
+        probe = _probe(media_build / title / str(kbps) / "2.mp4")
+        assert [s["codec_name"] for s in probe["streams"]] == [codec]
+        # segment 2 of 2 s segments starts 4 s into the title: decode times continue
+        assert float(probe["format"]["start_time"]) == pytest.approx(4.0, abs=0.1)
+    # the audio ends where the video does (the encoder delay is cut from the tone)
+    last = _probe(media_build / title / str(audio["kbps"]) / "3.mp4")
+    assert float(last["format"]["duration"]) == pytest.approx(8.0, abs=0.001)
+    data = cat.segment_bytes(title, audio["kbps"], 3)  # served and checked like a video rung
+    assert hashlib.sha256(data).hexdigest() == cat.segment_sha256(title, audio["kbps"], 3)
+    assert cat.parse_path(f"/v/{title}/{audio['kbps']}/3") == (title, audio["kbps"], 3)
+    assert cat.title_bytes(title, 4) == sum(cat.segment_size(title, k, i)
+                                            for k in cat.rungs_of(title) for i in range(4))
 
 
 def test_media_catalog_serves_recorded_bytes(media_build, tmp_path):

@@ -1,6 +1,7 @@
 """dash.js as a second player: the driver's pure parts (URL contract, integrity, rows in the
 Python player's columns), then loopback: origin + OCA + control plane serving the small media
-build, dash.js in headless Chromium plays a title fully with 0 integrity failures, and the
+build (VP9 video and an Opus audio track, separate AdaptationSets), dash.js in headless Chromium
+plays a title fully, video and audio, with 0 integrity failures, and the
 Python BBA player plays the same title on the same services for comparison."""
 from __future__ import annotations
 
@@ -69,27 +70,30 @@ def test_rows_and_summary_use_the_python_players_columns():
     assert short["status"] == "failed" and "played 2 of 3" in short["error"]
     tampered = {**ok, "hash_failures": 1, "failures": ["integrity http://a:1/v/t0001/100/0"]}
     assert realplayer.session_summary(rec, rows, tampered, "v1", "t0001", 2, 2.0)["status"] == "failed"
+    audio = {**seg("http://a:1/v/t0001/32/0?q"), "media_type": "audio"}  # not a chunk row
+    assert realplayer.chunk_rows({**rec, "segments": [audio, *rec["segments"]]}, "v1", "t0001",
+                                 LOCS, {}) == realplayer.chunk_rows(rec, "v1", "t0001", LOCS, {})
     with pytest.raises(ValueError, match="/v/ contract"):
         realplayer.chunk_rows({**rec, "segments": [seg("http://a:1/x.mp4")]}, "v1", "t0001", LOCS, {})
 
 
 @pytest.fixture(scope="module")
-def video_build():
-    """The tests' media build without audio: dash.js refuses muxed video+audio Representations
-    (its error 34), so the real player plays video-only builds (cached like media_build)."""
+def av_build():
+    """The tests' media build (video and audio tracks), once the real player can run here."""
     why = realplayer.missing_requirement()
     if why:  # before the encode: no build for a test that cannot run
         pytest.skip(f"the real player cannot run here: {why}")
     from appliances.media_encode import MediaSettings, build
-    return build(MediaSettings(**{**TEST_MEDIA, "audio_kbps": 0}))
+    return build(MediaSettings(**TEST_MEDIA))
 
 
 @pytest.mark.integration
-def test_dashjs_plays_a_title_over_loopback(tmp_path, video_build):
+def test_dashjs_plays_a_title_with_audio_over_loopback(tmp_path, av_build):
     procs = Procs(tmp_path)
     try:
-        url = start_media_world(tmp_path, procs, video_build)
+        url = start_media_world(tmp_path, procs, av_build)
         wait_heartbeats(url["control"], {"oca1"})
+        audio_kbps = json.loads((av_build / "index.json").read_text())["settings"]["audio_kbps"]
         # bounded: a session that cannot end within --max-wall-s fails, saying so
         _, cut = realplayer.play(url["control"], "lo-short", "t0001", max_wall_s=1)
         assert cut["status"] == "failed" and "did not end within 1 s" in cut["error"]
@@ -107,7 +111,10 @@ def test_dashjs_plays_a_title_over_loopback(tmp_path, video_build):
         print(f"dash.js {s['dashjs_version']}: startup {s['startup_s']:.3f} s, mean "
               f"{s['mean_kbps']:.0f} kbps, {s['segments']} segments, rebuffer {s['rebuffer_s']} s")
         assert s["hash_failures"] == 0 and s["failed_attempts"] == 0
-        assert s["segments"] == 4 and s["segments_verified"] >= 4
+        assert s["segments"] == 4
+        # every video and every audio segment was fetched and verified (rows are video only)
+        assert s["segments_verified"] >= 8 and audio_kbps not in {int(r["kbps"]) for r in rows}
+        assert s["audio_decoded_bytes"] > 0 and s["video_decoded_bytes"] > 0
         assert s["servers"] == {"oca1": len(rows)}  # the steering document's first location
         assert {r["node"] for r in rows} == {"oca1"} and len(rows) >= 4
         assert {int(r["index"]) for r in rows} == {0, 1, 2, 3}
@@ -123,7 +130,7 @@ def test_dashjs_plays_a_title_over_loopback(tmp_path, video_build):
             "--session-log", str(sessions), "--max-wall-s", "60"], ready=False)
         assert player.wait(timeout=90) == 0
         py = json.loads(sessions.read_text().splitlines()[0])
-        assert set(s) - {"dashjs_version"} == set(py)
+        assert set(s) - {"dashjs_version", *realplayer.DECODED_KEYS} == set(py)
         with open(chunks) as f:
             assert tuple(csv.DictReader(f).fieldnames) == CHUNK_FIELDS
         print(f"python bba: startup {py['startup_s']:.3f} s, mean {py['mean_kbps']:.0f} kbps, "
@@ -133,13 +140,14 @@ def test_dashjs_plays_a_title_over_loopback(tmp_path, video_build):
 
 
 @pytest.mark.integration
-def test_dashjs_session_fails_on_a_tampered_segment(tmp_path, video_build):
-    """The integrity gate: the last segment of every rung has its bytes changed (size kept) after
-    the build recorded its SHA-256; the session must fail, naming the segment."""
+def test_dashjs_session_fails_on_a_tampered_segment(tmp_path, av_build):
+    """The integrity gate: the last audio segment has its bytes changed (size kept) after the
+    build recorded its SHA-256; the session must fail, naming the segment."""
     import shutil
     build = tmp_path / "build"
-    shutil.copytree(video_build, build)
-    for seg_file in (build / "t0001").glob("*/3.mp4"):
+    shutil.copytree(av_build, build)
+    audio_kbps = json.loads((build / "index.json").read_text())["settings"]["audio_kbps"]
+    for seg_file in (build / "t0001").glob(f"{audio_kbps}/3.mp4"):
         data = bytearray(seg_file.read_bytes())
         data[-64:] = bytes(64)
         seg_file.write_bytes(bytes(data))
@@ -152,6 +160,6 @@ def test_dashjs_session_fails_on_a_tampered_segment(tmp_path, video_build):
               f"failed_attempts {s['failed_attempts']}, error {s['error'][:200]}")
         assert s["status"] == "failed"
         assert s["hash_failures"] + s["failed_attempts"] >= 1
-        assert s["errors"] and all("/t0001/" in e and "/3?" in e for e in s["errors"])
+        assert s["errors"] and all(f"/t0001/{audio_kbps}/3?" in e for e in s["errors"])
     finally:
         procs.stop_all()

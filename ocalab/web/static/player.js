@@ -21,6 +21,9 @@
     if (rec.done) return;
     if (stallStart !== null) endStall();
     rec.error = err || "";
+    // Chromium's decoder counters: audio really played, not only fetched
+    rec.video_decoded_bytes = video.webkitVideoDecodedByteCount || 0;
+    rec.audio_decoded_bytes = video.webkitAudioDecodedByteCount || 0;
     rec.ended_unix = Date.now() / 1000;
     rec.done = true;
     draw();
@@ -52,7 +55,7 @@
     if (!r || r.type !== "MediaSegment" || !e.response) return;
     const ms = (d) => (d instanceof Date ? d.getTime() : Number(d));
     rec.segments.push({
-      url: r.url, index: r.index, representation: String(r.representationId), bytes: e.response.byteLength,
+      url: r.url, media_type: r.mediaType, index: r.index, representation: String(r.representationId), bytes: e.response.byteLength,
       request_unix: ms(r.requestStartDate) / 1000,
       ttfb_ms: ms(r.firstByteDate) - ms(r.requestStartDate),
       download_ms: ms(r.requestEndDate) - ms(r.requestStartDate),
