@@ -11,7 +11,7 @@ players on the same services. Per step it records (bench.scale_verdict judges):
   /proc of the processes this run started (players: their rusage when reaped), and the host's;
 - relay CPU per Gbit/s forwarded (kernel byte counters of every relayed link).
 
-Scaling, stated in the result: the bitrate ladder is the catalog's divided by LADDER_DIVISOR so
+Scaling, stated in the result: the bitrate ladder is the catalog's divided by SCALE's bitrate divisor so
 that the step's aggregate demand fits what 2 cores can switch; access links get
 ACCESS_HEADROOM x the top rung per viewer, so the network has room and only the emulator's
 CPU can degrade QoE. Writes scale-<timestamp>.json (via bench.run), scale-<start>.png and the
@@ -32,11 +32,12 @@ from harness import progress
 from harness.loadedrtt import Pinger
 from bench.links import proc_cpu_s
 from contracts.catalog import LADDER_KBPS
+from harness.modelscale import ModelScale
 from emulation.fidelity import cpu_times
 
 STEPS = (25, 50, 100, 200, 300, 400)
 QUICK_STEPS = (6, 24)
-LADDER_DIVISOR = 10
+SCALE = ModelScale(bitrate_divisor=10)  # the ladder / 10 (harness.modelscale); viewers are the steps
 ACCESS_HEADROOM = 2.0
 # a session plays SEGMENTS x 4 s with at most MAX_BUFFER_S buffered, so it fetches at the media
 # rate and the step's viewers overlap for most of it; starts spread over RAMP_S
@@ -48,7 +49,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def ladder() -> tuple[int, ...]:
-    return tuple(max(16, round(k / LADDER_DIVISOR)) for k in LADDER_KBPS)
+    return SCALE.ladder(LADDER_KBPS)
 
 
 def plan_overrides(max_viewers: int, hosts: int) -> dict[str, str]:
@@ -150,7 +151,7 @@ def run_bench_scale(out_dir: Path, quick: bool = False) -> dict:
     work = Path(out_dir) / f"scale-logs-{stamp}"
     catalog = {**CATALOG, "ladder_kbps": list(ladder())}
     result: dict = {"steps_planned": list(steps), "plan_overrides": overrides, "viewer_hosts": hosts,
-                    "scaling": {"ladder_kbps": list(ladder()), "ladder_divisor": LADDER_DIVISOR,
+                    "scaling": {"ladder_kbps": list(ladder()), "ladder_divisor": SCALE.bitrate_divisor,
                                 "access_headroom": ACCESS_HEADROOM, "segments": SEGMENTS,
                                 "ramp_s": RAMP_S, "max_buffer_s": MAX_BUFFER_S, "abr": ABR,
                                 "catalog": CATALOG}, "steps": []}

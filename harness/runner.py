@@ -68,7 +68,7 @@ def run(a, sc: Scenario) -> int:
     cfg = {**sc.settings(a.quick), "abr": getattr(a, "abr", None) or sc.default_abr,
            "miss": getattr(a, "miss", None) or "content_miss", "capacity": _capacity(overrides),
            "tls": tls, "routing": getattr(a, "routing", "static")}
-    plan = by_name(a.name, overrides)
+    plan = by_name(a.name, scaled_overrides(cfg, overrides))
     if sc.check_plan is not None:
         sc.check_plan(plan)  # a clear PlanError before any namespace exists
     top = new_run_dir(sc.name, a.out)
@@ -80,7 +80,9 @@ def run(a, sc: Scenario) -> int:
                                 routing=getattr(a, "routing", "static")))
     # the code that runs is the code at the start: a file edited mid-run must not mark it dirty
     common = dict(git=git_info(), scenario=sc.name, seed=a.seed, quick=a.quick, settings=cfg, plan=plan.name,
-                  plan_hash=plan.plan_hash(), fidelity_verified=not a.no_verify, **sc.manifest(cfg))
+                  plan_hash=plan.plan_hash(), fidelity_verified=not a.no_verify,
+                  model_scale=cfg.get("model_scale") or {"bitrate_divisor": 1, "viewer_factor": 1},
+                  **sc.manifest(cfg))
     children: list[Path] = []
     failed_summaries: list[Path] = []
     started = time.time()
@@ -118,6 +120,21 @@ def _run_repeats(net, top: Path, sc: Scenario, cfg: dict, seed: int, repeat: int
         for k in range(1, repeat + 1):
             progress.phase(f"repeat {k}/{repeat}" if repeat > 1 else "")
             children.append(_repeat(net, top, sc, cfg, seed, k, repeat, common, fidelity, failed_summaries))
+
+
+def scaled_overrides(cfg: dict, overrides: dict[str, str]) -> dict[str, str]:
+    """The plan's `--set` overrides with the scenario's model scale applied to the shared link
+    rates the user did not set (harness.modelscale); recorded in cfg["model_scale"]."""
+    import dataclasses
+    from harness.modelscale import SHARED_LINK_FIELDS, from_settings
+    from topologies.catalog import MetroParams
+    scale = from_settings(cfg)
+    out = scale.plan_overrides(dataclasses.asdict(MetroParams()), overrides)
+    if "model_scale" in cfg:
+        cfg["model_scale"]["derived"].update(
+            {k: {"reference": getattr(MetroParams(), k), "scaled": float(out[k]),
+                 **({"explicit": True} if k in overrides else {})} for k in SHARED_LINK_FIELDS if k in out})
+    return out
 
 
 def tls_choice(arg: str | None, sc: Scenario) -> bool:

@@ -23,6 +23,7 @@ from harness.runner import Scenario
 from scenarios.logs import of_arm, read_table, viewer_tables
 from scenarios.traffic import bytes_by_class, counter_delta
 from harness import progress
+from harness.modelscale import ModelScale, apply
 
 ARMS = ("manifest", "anycast")
 ISP = "isp1"
@@ -31,12 +32,17 @@ PHASES = ("pre", "embedded_kill", "ixp_kill")
 CLOCK_SKEW_S = 0.05  # the kill and the chunk times come from two processes' wall clocks
 
 
+# full size: 50 viewers on each of the ISP's 2 hosts (100 sessions per arm) at the ladder / 10
+FULL_SCALE = ModelScale(bitrate_divisor=10, viewer_factor=50 / 3)
+
+
 def _settings(quick: bool) -> dict:
     if quick:
         return {"viewers_per_host": 2, "segments": 17, "kill_embedded_s": 8.0, "kill_ixp_s": 22.0,
                 "catalog": {"seed": 1, "n_titles": 4, "duration_s": 68}}
-    return {"viewers_per_host": 3, "segments": 30, "kill_embedded_s": 25.0, "kill_ixp_s": 55.0,
-            "catalog": {"seed": 1, "n_titles": 12, "duration_s": 120}}
+    reference = {"viewers_per_host": 3, "segments": 30, "kill_embedded_s": 25.0, "kill_ixp_s": 55.0,
+                 "catalog": {"seed": 1, "n_titles": 12, "duration_s": 120}}
+    return apply(reference, FULL_SCALE, sessions=("viewers_per_host",))
 
 
 def body(net, run_dir: Path, cfg: dict, seed: int, tables: dict) -> None:

@@ -38,6 +38,7 @@ import pandas as pd
 from contracts.cachetheory import che_hit_ratio, che_hit_ratio_sized
 from harness.rundir import table_path, write_csv
 from harness.runner import Scenario
+from harness.modelscale import ModelScale, apply
 from harness.staging import HISTORY_DEFAULTS
 from scenarios.logs import day_tables, read_steering, read_table
 from harness import progress
@@ -63,6 +64,10 @@ FILL_RATE_MBPS = {"ixp": 30.0, "embedded": 8.0}
 PEAK_SHARE = 0.8
 
 
+# full size: a peak of 6 viewers per ISP (108 sessions per arm over the day) at the ladder / 10
+FULL_SCALE = ModelScale(bitrate_divisor=10, viewer_factor=1.2)
+
+
 def _settings(quick: bool) -> dict:
     """`sweep`: reactive runs at these embedded capacity rules besides the three arms' (the
     run's `capacity`: harness.sizing defaults, or `--set embedded_capacity=...`)."""
@@ -70,9 +75,11 @@ def _settings(quick: bool) -> dict:
         return {"day_s": 64, "night_s": 40, "slots": 6, "window_slots": 2, "peak_per_isp": 3, "segments": 3,
                 "catalog": {"seed": 1, "n_titles": 20, "duration_s": 12},
                 "sweep": ["mb:60"], "fill_rate_mbps": FILL_RATE_MBPS}
-    return {"day_s": 134, "night_s": 80, "slots": 12, "window_slots": 3, "peak_per_isp": 5, "segments": 3,
-            "catalog": {"seed": 1, "n_titles": 60, "duration_s": 20},
-            "sweep": ["mb:100", "mb:400"], "fill_rate_mbps": FILL_RATE_MBPS}
+    reference = {"day_s": 134, "night_s": 80, "slots": 12, "window_slots": 3, "peak_per_isp": 5, "segments": 3,
+                 "catalog": {"seed": 1, "n_titles": 60, "duration_s": 20},
+                 "sweep": ["mb:100", "mb:400"], "fill_rate_mbps": FILL_RATE_MBPS}
+    return apply(reference, FULL_SCALE, sessions=("peak_per_isp",), flow_mbps=("fill_rate_mbps",),
+                 store_rules=("sweep",))
 
 
 def slot_starts(cfg: dict) -> list[float]:

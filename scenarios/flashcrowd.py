@@ -23,20 +23,28 @@ from harness.runner import Scenario
 from harness.staging import HISTORY_DEFAULTS
 from scenarios.logs import day_tables, of_arm, read_table
 from harness import progress
+from harness.modelscale import ModelScale, apply
 from scenarios.traffic import (UPSTREAM, LinkSampler, border_upstream_bytes, counter_delta, hit_ratios, per_second, startup_times,
                                upstream_mbps, viewer_requests, viewers_by_isp)
 
 ARMS = ("prepositioned", "cold")
 
 
+PREPOSITION_MBPS = 200.0  # the rate each OCA pre-positions the launch title at
+# full size: 3 + 14 viewers per host (102 sessions per arm) at the ladder / 10 (harness.modelscale)
+FULL_SCALE = ModelScale(bitrate_divisor=10, viewer_factor=1.7)
+
+
 def _settings(quick: bool) -> dict:
     if quick:
         return {"segments": 3, "catalog": {"seed": 1, "n_titles": 10, "duration_s": 12},
                 "baseline_per_host": 1, "spike_per_host": 4, "spike_at_s": 4.0,
-                "spike_ramp_s": 2.0, "tail_s": 3.0}
-    return {"segments": 5, "catalog": {"seed": 1, "n_titles": 40, "duration_s": 20},
-            "baseline_per_host": 2, "spike_per_host": 8, "spike_at_s": 8.0,
-            "spike_ramp_s": 3.0, "tail_s": 5.0}
+                "spike_ramp_s": 2.0, "tail_s": 3.0, "preposition_mbps": PREPOSITION_MBPS}
+    reference = {"segments": 5, "catalog": {"seed": 1, "n_titles": 40, "duration_s": 20},
+                 "baseline_per_host": 2, "spike_per_host": 8, "spike_at_s": 8.0,
+                 "spike_ramp_s": 3.0, "tail_s": 5.0, "preposition_mbps": PREPOSITION_MBPS}
+    return apply(reference, FULL_SCALE, sessions=("baseline_per_host", "spike_per_host"),
+                 flow_mbps=("preposition_mbps",))
 
 
 def new_title(catalog: dict) -> str:
@@ -62,13 +70,13 @@ def preposition(svc, title: str, cfg: dict, arm_dir: Path) -> None:
     Connect fills: the IXP sites from the origin (backbone) first, then the embedded OCAs from
     the IXP sites (peering), the origin last (POST /fill from the control host:
     `scenarios.hostcmd post-fill`)."""
-    from appliances.content import LADDER_KBPS
-    segments = [[title, k, i] for k in LADDER_KBPS for i in range(cfg["segments"])]
+    from contracts.catalog import LADDER_KBPS
+    segments = [[title, k, i] for k in cfg["catalog"].get("ladder_kbps", LADDER_KBPS) for i in range(cfg["segments"])]
     ixp = [o for o in svc.dep["ocas"] if o["tier"] == "ixp"]
     embedded = [o for o in svc.dep["ocas"] if o["tier"] != "ixp"]
     for tier, ocas, sources in (("ixp", ixp, [svc.origin_url]),
                                 ("embedded", embedded, [o["url"] for o in ixp] + [svc.origin_url])):
-        body = {"segments": segments, "sources": sources, "rate_mbps": 200,
+        body = {"segments": segments, "sources": sources, "rate_mbps": cfg["preposition_mbps"],
                 "window_end_unix": time.time() + 120}
         body_file = arm_dir / f"preposition-{tier}.json"
         body_file.write_text(json.dumps(body))

@@ -25,6 +25,7 @@ from scenarios.bytecheck import TOLERANCE_PCT, byte_rows, headline, relay_delta
 from scenarios.logs import attach_cache, of_arm, read_access, read_rows, read_table, sessions
 from scenarios.traffic import HIT, bytes_by_class, counter_delta, payload_by_class
 from harness import progress
+from harness.modelscale import ModelScale, apply
 
 ARMS = ("origin", "ixp", "embedded")
 # Doan, Bajpai, Crawford (INFOCOM 2020): embedded vs outside the ISP
@@ -32,12 +33,17 @@ ARMS = ("origin", "ixp", "embedded")
 DOAN = {"path_len_reduction_pct": (40, 50), "connect_time_reduction_pct": 64, "throughput_ratio": 3.0}
 
 
+# full size: 17 viewers per host (102 sessions per arm) at the ladder / 10 (harness.modelscale)
+FULL_SCALE = ModelScale(bitrate_divisor=10, viewer_factor=17 / 3)
+
+
 def _settings(quick: bool) -> dict:
     """Catalog and workload; OCA capacities come from cfg["capacity"] (harness.sizing rules:
     embedded holds the predicted 95% head, the IXP site the whole catalog)."""
     if quick:
         return {"viewers_per_host": 2, "segments": 6, "catalog": {"seed": 1, "n_titles": 12, "duration_s": 24}}
-    return {"viewers_per_host": 3, "segments": 12, "catalog": {"seed": 1, "n_titles": 40, "duration_s": 48}}
+    reference = {"viewers_per_host": 3, "segments": 12, "catalog": {"seed": 1, "n_titles": 40, "duration_s": 48}}
+    return apply(reference, FULL_SCALE, sessions=("viewers_per_host",))
 
 
 def body(net, run_dir: Path, cfg: dict, seed: int, tables: dict) -> None:

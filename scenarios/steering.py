@@ -24,17 +24,23 @@ from harness.runner import Scenario
 from scenarios.logs import join_misses, of_arm, read_steering, read_table, viewer_tables
 from scenarios.traffic import startup_times
 from harness import progress
+from harness.modelscale import ModelScale, apply
 
 ARMS = ("nearest", "load_aware")
 ISP = "isp1"
+
+
+# full size: 50 viewers on each of the ISP's 2 hosts (100 sessions per arm) at the ladder / 10
+FULL_SCALE = ModelScale(bitrate_divisor=10, viewer_factor=50 / 8)
 
 
 def _settings(quick: bool) -> dict:
     if quick:
         return {"viewers_per_host": 6, "segments": 10, "ramp_s": 15.0, "max_streams": 8, "egress_mbps": 40.0,
                 "catalog": {"seed": 1, "n_titles": 4, "duration_s": 40}}
-    return {"viewers_per_host": 8, "segments": 16, "ramp_s": 30.0, "max_streams": 10, "egress_mbps": 50.0,
-            "catalog": {"seed": 1, "n_titles": 20, "duration_s": 80}}
+    reference = {"viewers_per_host": 8, "segments": 16, "ramp_s": 30.0, "max_streams": 10, "egress_mbps": 50.0,
+                 "catalog": {"seed": 1, "n_titles": 20, "duration_s": 80}}
+    return apply(reference, FULL_SCALE, sessions=("viewers_per_host", "max_streams"), shared_mbps=("egress_mbps",))
 
 
 def body(net, run_dir: Path, cfg: dict, seed: int, tables: dict) -> None:
