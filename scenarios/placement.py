@@ -41,8 +41,11 @@ def _settings(quick: bool) -> dict:
     """Catalog and workload; OCA capacities come from cfg["capacity"] (harness.sizing rules:
     embedded holds the predicted 95% head, the IXP site the whole catalog)."""
     if quick:
-        return {"viewers_per_host": 2, "segments": 6, "catalog": {"seed": 1, "n_titles": 12, "duration_s": 24}}
-    reference = {"viewers_per_host": 3, "segments": 12, "catalog": {"seed": 1, "n_titles": 40, "duration_s": 48}}
+        return {"viewers_per_host": 2, "segments": 6, "ramp_s": 0.0,
+                "catalog": {"seed": 1, "n_titles": 12, "duration_s": 24}}
+    # arrivals spread over one session's length (48 s), as viewers press play at different times
+    reference = {"viewers_per_host": 3, "segments": 12, "ramp_s": 48.0,
+                 "catalog": {"seed": 1, "n_titles": 40, "duration_s": 48}}
     return apply(reference, FULL_SCALE, sessions=("viewers_per_host",))
 
 
@@ -69,7 +72,7 @@ def _run_arm(net, run_dir: Path, arm: str, cfg: dict, seed: int, tables: dict) -
         before, ctl_before = settled_counters(net)  # the controller's 1 s polls catch up with the fill
         rly_before = relay_counters(net)  # right after the kernel's reading: the same quiet moment
         viewers = [v.name for v in net.plan.nodes_of(role="viewer")]
-        procs = [svc.play(v, cfg["viewers_per_host"], cfg["segments"], seed=seed * 1000 + i)
+        procs = [svc.play(v, cfg["viewers_per_host"], cfg["segments"], seed=seed * 1000 + i, ramp_s=cfg["ramp_s"])
                  for i, v in enumerate(viewers)]
         svc.wait_players(procs, 600)
         after, ctl_after = settled_counters(net)  # one more port-stat poll after the last byte

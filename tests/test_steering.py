@@ -184,7 +184,7 @@ def test_network_view_from_metro_plan():
     assert view["nfxoca1"].hops == 3  # i1br, nfxr, nfxoca1
     # access, ISP LAN to border, border to IXP, IXP to site router, site LAN in and out
     assert view["nfxoca1"].rtt_ms == pytest.approx(
-        2 * (access + p["internal_delay_ms"] + p["peering_delay_ms"] + 0.5 + 2 * lan))
+        2 * (access + p["internal_delay_ms"] + p["peering_delay_ms"] + 3 * lan))
     assert view["origin"].hops > view["nfxoca1"].hops
     assert view["i1oca1"].rtt_ms < view["nfxoca1"].rtt_ms < view["origin"].rtt_ms
-    assert path_delay_ms(plan, "i1br", "198.19.0.250") == pytest.approx(7.5)  # border -> IXP -> site router
+    assert path_delay_ms(plan, "i1br", "198.19.0.250") == pytest.approx(7 + lan)  # border -> IXP -> site router

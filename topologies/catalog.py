@@ -30,8 +30,10 @@ class MetroParams:
     access_delay_ms: float = 3.0      # 2-5 ms is realistic; ISP k adds 0.5 ms * (k-1)
     access_bw_mbps: float = 50.0
     internal_delay_ms: float = 1.0    # ISP LAN to border router
-    lan_delay_ms: float = 0.5         # hosts and routers on a LAN or exchange switch (>= 0.5: the
-                                      # relay backend's own ~0.3 ms per link stays compensable)
+    lan_delay_ms: float = 0.0         # hosts and routers on a LAN or exchange switch port: 0 = no
+                                      # delay line (veth and OVS alone, tens of us, as a real LAN
+                                      # hop); a value > 0 gets a relay, and then >= 0.5 keeps the
+                                      # relay backend's own ~0.3 ms per link compensable
     peering_delay_ms: float = 7.0     # ISP border to IXP fabric (5-10 ms)
     transit_delay_ms: float = 15.0    # ISP border to transit provider (10-20 ms)
     transit_bw_mbps: float = 200.0
@@ -119,7 +121,7 @@ def metro(params: MetroParams | None = None) -> Plan:
     b.add("ctl", "host", "control", "cloud")
     b.add("origin", "host", "origin", "cloud")
     core = p.core_bw_mbps
-    b.link("nfxr", "198.19.0.250/24", "ocixp", None, "peering", core, 0.5, p)
+    b.link("nfxr", "198.19.0.250/24", "ocixp", None, "peering", core, p.lan_delay_ms, p)
     b.link("nfxr", "198.19.1.1/24", "ocnfx", None, "internal", core, p.lan_delay_ms, p)
     for m in range(1, p.ixp_ocas + 1):
         b.add(f"nfxoca{m}", "host", "oca", "netflix", tier="ixp")
