@@ -34,6 +34,7 @@ from typing import Callable
 import aiohttp
 
 from appliances.abr import Abr, AbrInput
+from appliances.bodyread import read_body
 from appliances.conntiming import ConnTiming
 from appliances.httpcore import CONTENT_MISS_HEADER, NODE_HEADER
 from appliances.manifest_adapter import mpd_session, steering_server
@@ -323,7 +324,7 @@ class ViewerSession:
                     raise ContentMiss("HTTP 404 content miss")
                 if resp.status != 200:
                     raise SegmentError(f"HTTP {resp.status}")
-                body = await resp.read()
+                body = await read_body(resp)
             if len(body) != size:
                 raise SegmentError(f"size {len(body)} != manifest {size}")
             if hashlib.sha256(body).hexdigest() != sha:
