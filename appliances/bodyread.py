@@ -1,4 +1,4 @@
-"""Read a response body with few wake-ups: SO_RCVLOWAT lets bytes gather in the kernel.
+"""Read and hash a response body with few wake-ups: SO_RCVLOWAT lets bytes gather in the kernel.
 
 Over an emulated link a segment reaches the player a packet or two at a time, and each arrival
 costs the asyncio loop a wake-up, an aiohttp `data_received` and a task switch (~40 us: most of
@@ -17,6 +17,7 @@ Invariants (what keeps the timing and errors of a fetch unchanged):
 """
 from __future__ import annotations
 
+import hashlib
 import socket
 import time
 
@@ -34,18 +35,20 @@ def lowat_bytes(remaining_bytes: int, rate_bytes_s: float, tls: bool) -> int:
     return max(1, min(remaining_bytes, MAX_LOWAT_BYTES, int(rate_bytes_s * HOLD_S)))
 
 
-async def read_body(resp: aiohttp.ClientResponse) -> bytes:
-    """The whole body of `resp` (like `resp.read()`), setting SO_RCVLOWAT as it arrives."""
+async def read_digest(resp: aiohttp.ClientResponse) -> tuple[int, str]:
+    """Length and SHA-256 hex digest of the whole body of `resp` (read as `resp.read()` would,
+    hashed as it arrives: no joined copy), setting SO_RCVLOWAT as it arrives."""
     expected = resp.content_length
     transport = resp.connection.transport if resp.connection is not None else None
     sock = transport.get_extra_info("socket") if transport is not None else None
     if expected is None or sock is None:
-        return await resp.read()
+        body = await resp.read()
+        return len(body), hashlib.sha256(body).hexdigest()
     tls = transport.get_extra_info("ssl_object") is not None
-    parts, got, t0 = [], 0, time.monotonic()
+    sha, got, t0 = hashlib.sha256(), 0, time.monotonic()
     try:
         while chunk := await resp.content.readany():
-            parts.append(chunk)
+            sha.update(chunk)
             got += len(chunk)
             if got < expected:
                 rate = got / max(time.monotonic() - t0, 1e-4)
@@ -57,4 +60,4 @@ async def read_body(resp: aiohttp.ClientResponse) -> bytes:
     finally:
         if sock.fileno() >= 0:  # a connection closed meanwhile has no mark to reset
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
-    return b"".join(parts)
+    return got, sha.hexdigest()

@@ -12,6 +12,7 @@ session. Steps alternate over `repeats` so slow drift of a shared machine spread
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import selectors
@@ -128,9 +129,11 @@ class World:
                 p.wait(timeout=5)
 
 
-def run_step(world: World, n: int, speed: float, tag: str, profile: Path | None = None) -> dict:
+def run_step(world: World, n: int, speed: float, tag: str, profile: Path | None = None,
+             player_repo: Path = REPO) -> dict:
     """One player process with n sessions; its CPU and the servers' CPU over its life
-    (`profile`: run it under cProfile, writing player-<tag>.prof there)."""
+    (`profile`: run it under cProfile, writing player-<tag>.prof there; `player_repo`: the
+    checkout whose appliances.player runs, to compare two versions on the same servers)."""
     chunks, sessions = world.work / f"chunks-{tag}.csv", world.work / f"sessions-{tag}.jsonl"
     prof = ["-m", "cProfile", "-o", str(profile / f"player-{tag}.prof")] if profile else []
     argv = [sys.executable, *prof, "-m", "appliances.player", "--control", world.url["control"],
@@ -140,7 +143,8 @@ def run_step(world: World, n: int, speed: float, tag: str, profile: Path | None 
             "--max-buffer-s", f"{MAX_BUFFER_S:g}", "--max-wall-s", "600", "--account-prefix", tag]
     srv0, t0 = world.server_cpu_s(), time.monotonic()
     with open(world.work / f"player-{tag}.stderr", "wb") as err:
-        p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, cwd=REPO)
+        p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, cwd=player_repo,
+                             env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
         _, status, ru = os.wait4(p.pid, 0)
         p.returncode = os.waitstatus_to_exitcode(status)
     wall_s, srv1 = time.monotonic() - t0, world.server_cpu_s()
@@ -149,7 +153,7 @@ def run_step(world: World, n: int, speed: float, tag: str, profile: Path | None 
     rows = max(0, len(chunks.read_text().splitlines()) - 1)
     player_s = ru.ru_utime + ru.ru_stime
     server = {k: round(srv1[k] - srv0[k], 3) for k in srv1}
-    return {"sessions": n, "chunks": rows, "speed": speed, "wall_s": round(wall_s, 2),
+    return {"player_repo": str(player_repo), "sessions": n, "chunks": rows, "speed": speed, "wall_s": round(wall_s, 2),
             "player_cpu_s": round(player_s, 3), "player_user_s": round(ru.ru_utime, 3),
             "player_cpu_ms_per_chunk": round(player_s * 1000 / max(1, rows), 3),
             "player_cpu_ms_per_session": round(player_s * 1000 / n, 2),
@@ -158,35 +162,36 @@ def run_step(world: World, n: int, speed: float, tag: str, profile: Path | None 
 
 
 def _summary(runs: list[dict]) -> dict:
-    by_n: dict[int, list[dict]] = {}
+    by_n: dict[tuple[str, int], list[dict]] = {}
     for r in runs:
-        by_n.setdefault(r["sessions"], []).append(r)
+        by_n.setdefault((r["player_repo"], r["sessions"]), []).append(r)
     out = {}
-    for n, rs in sorted(by_n.items()):
+    for (repo, n), rs in sorted(by_n.items()):
         def med(key: str) -> float:
             vals = sorted(r[key] for r in rs)
             return vals[len(vals) // 2]
-        out[str(n)] = {"runs": len(rs), "player_cpu_ms_per_chunk_median": med("player_cpu_ms_per_chunk"),
+        out[f"{n} sessions, {repo}"] = {"runs": len(rs), "player_cpu_ms_per_chunk_median": med("player_cpu_ms_per_chunk"),
                        "player_cpu_ms_per_session_median": med("player_cpu_ms_per_session"),
                        "oca_cpu_ms_per_chunk_median": med("oca_cpu_ms_per_chunk")}
     return out
 
 
 def measure(steps: tuple[int, ...], repeats: int, speed: float, pace_mbps: float = 0.0,
-            profile: Path | None = None) -> dict:
+            profile: Path | None = None, player_repos: tuple[Path, ...] = (REPO,)) -> dict:
+    """Each repeat runs every step with every player_repo, interleaved."""
     with tempfile.TemporaryDirectory(prefix="ocalab-bench-players-") as tmp:
         world = World(Path(tmp), pace_mbps)
         try:
             world.start()
             runs = []
-            for rep in range(repeats):
-                for n in steps:
-                    r = run_step(world, n, speed, f"r{rep}n{n}", profile)
-                    runs.append(r)
-                    print(f"  {n:>4} sessions: player {r['player_cpu_ms_per_chunk']} ms CPU/chunk "
-                          f"({r['player_cpu_ms_per_session']} ms/session, {r['chunks']} chunks, "
-                          f"{r['wall_s']} s wall); OCA {r['oca_cpu_ms_per_chunk']} ms CPU/chunk",
-                          flush=True)
+            for rep, n, (k, repo) in itertools.product(range(repeats), steps,
+                                                       enumerate(player_repos)):
+                r = run_step(world, n, speed, f"r{rep}n{n}p{k}", profile, repo)
+                runs.append(r)
+                print(f"  {n:>4} sessions ({repo}): player {r['player_cpu_ms_per_chunk']} ms "
+                      f"CPU/chunk ({r['player_cpu_ms_per_session']} ms/session, {r['chunks']} "
+                      f"chunks, {r['wall_s']} s wall); OCA {r['oca_cpu_ms_per_chunk']} ms CPU/chunk",
+                      flush=True)
         finally:
             world.stop()
     return {"steps": list(steps), "repeats": repeats, "speed": speed, "pace_mbps": pace_mbps,
@@ -208,10 +213,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--speed", type=float, default=1.0)
     p.add_argument("--pace-mbps", type=float, default=PACE_MBPS,
                    help="pace the OCA's bytes to each player connection (0: straight loopback)")
+    p.add_argument("--compare", type=Path, nargs="*", default=[], metavar="CHECKOUT",
+                   help="also run the player of these checkouts, interleaved (e.g. /work/main)")
     p.add_argument("--profile", type=Path, default=None, metavar="DIR",
                    help="run the players under cProfile, profiles into DIR")
     a = p.parse_args(argv)
-    res = measure(tuple(a.sessions), a.repeats, a.speed, a.pace_mbps, a.profile)
+    res = measure(tuple(a.sessions), a.repeats, a.speed, a.pace_mbps, a.profile,
+                  (REPO, *a.compare))
     print(json.dumps(res["summary"], indent=1))
     return 0
 
