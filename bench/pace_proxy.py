@@ -35,6 +35,8 @@ async def _paced(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                 wait_s = due - loop.time()
                 if wait_s > 0:
                     await asyncio.sleep(wait_s)
+                if writer.is_closing():  # the client went away: drop the rest
+                    return
                 writer.write(data[off:off + MSS_BYTES])
                 due += MSS_BYTES / rate_bytes_s
             await writer.drain()

@@ -50,15 +50,15 @@ def _get_json(url: str, data: dict | None = None) -> dict:
 class World:
     """Origin, OCA and control plane on loopback; `stop()` ends exactly these processes."""
 
-    def __init__(self, work: Path, pace_mbps: float = 0.0) -> None:
-        self.work, self.procs, self.pace_mbps = work, {}, pace_mbps
+    def __init__(self, work: Path, pace_mbps: float = 0.0, profile: Path | None = None) -> None:
+        self.work, self.procs, self.pace_mbps, self.profile = work, {}, pace_mbps, profile
         self.catalog_flags = ["--titles", str(N_TITLES), "--duration-s", str(SEGMENTS * 4),
                               "--catalog-seed", "1",
                               "--ladder-kbps", ",".join(map(str, ladder()))]
 
-    def _start(self, name: str, args: list[str]) -> str:
+    def _start(self, name: str, args: list[str], python_opts: tuple[str, ...] = ()) -> str:
         err = open(self.work / f"{name}.stderr", "w")
-        p = subprocess.Popen([sys.executable, "-m", *args], stdout=subprocess.PIPE, stderr=err,
+        p = subprocess.Popen([sys.executable, *python_opts, "-m", *args], stdout=subprocess.PIPE, stderr=err,
                              text=True, cwd=REPO)
         self.procs[name] = p
         sel = selectors.DefaultSelector()
@@ -91,19 +91,20 @@ class World:
             "--deployment", str(self.work / "deployment.json"), "--token-key", str(key),
             "--command-key", str(cmd_key), "--push-fill", "--fill-rate-mbps", "2000",
             "--fill-segments-per-title", str(SEGMENTS), "--warm-titles", str(N_TITLES)])
+        prof = ("-m", "cProfile", "-o", str(self.profile / "oca.prof")) if self.profile else ()
         self._start("oca", [
             "appliances.oca", "--listen", f"127.0.0.1:{ports['oca']}", "--name", "oca1",
             "--upstream", self.url["origin"], "--store", str(self.work / "store"),
             "--capacity-mb", "400", "--miss", "proxy", "--token-key", str(key),
             "--command-key", str(cmd_key), "--cache-control", self.url["control"],
-            "--heartbeat-s", "0.5", *self.catalog_flags])
+            "--heartbeat-s", "0.5", *self.catalog_flags], prof)
         if self.pace_mbps:
             self._start("pace", ["bench.pace_proxy", "--listen", f"127.0.0.1:{ports['pace']}",
                                  "--upstream", f"127.0.0.1:{ports['oca']}",
                                  "--rate-mbps", f"{self.pace_mbps:g}"])
         self._wait_filled()
 
-    def _wait_filled(self, timeout_s: float = 120.0) -> None:
+    def _wait_filled(self, timeout_s: float = 300.0) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             st = _get_json(self.url["oca"] + "/fill/status")
@@ -112,7 +113,7 @@ class World:
                     raise RuntimeError(f"OCA fill incomplete: {st}")
                 return
             time.sleep(0.3)
-        raise RuntimeError("OCA fill did not finish")
+        raise RuntimeError(f"OCA fill did not finish in {timeout_s:g} s: {st}")
 
     def server_cpu_s(self) -> dict[str, float]:
         return {n: proc_cpu_s(p.pid) for n, p in self.procs.items()}
@@ -180,7 +181,7 @@ def measure(steps: tuple[int, ...], repeats: int, speed: float, pace_mbps: float
             profile: Path | None = None, player_repos: tuple[Path, ...] = (REPO,)) -> dict:
     """Each repeat runs every step with every player_repo, interleaved."""
     with tempfile.TemporaryDirectory(prefix="ocalab-bench-players-") as tmp:
-        world = World(Path(tmp), pace_mbps)
+        world = World(Path(tmp), pace_mbps, profile)
         try:
             world.start()
             runs = []
@@ -216,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compare", type=Path, nargs="*", default=[], metavar="CHECKOUT",
                    help="also run the player of these checkouts, interleaved (e.g. /work/main)")
     p.add_argument("--profile", type=Path, default=None, metavar="DIR",
-                   help="run the players under cProfile, profiles into DIR")
+                   help="run the players and the OCA under cProfile, profiles into DIR")
     a = p.parse_args(argv)
     res = measure(tuple(a.sessions), a.repeats, a.speed, a.pace_mbps, a.profile,
                   (REPO, *a.compare))

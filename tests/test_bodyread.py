@@ -4,11 +4,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import socket
+import ssl
 
 import aiohttp
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
+from appliances.tls import resuming_client_context
+from harness.pki import ServerSpec, write_pki
 from appliances.bodyread import MAX_LOWAT_BYTES, TLS_MARGIN_BYTES, lowat_bytes, read_digest
 
 BODY = bytes(range(256)) * 1125  # 288000 bytes, like a top-rung segment
@@ -48,24 +50,46 @@ def _lowat(resp: aiohttp.ClientResponse) -> int:
         socket.SOL_SOCKET, socket.SO_RCVLOWAT)
 
 
-async def _fetch_twice(query: str) -> list[tuple[tuple[int, str], int, int]]:
-    """Two requests on one keep-alive connection: ((length, sha256), mark before, mark after)."""
+async def _fetch_twice(query: str, pki: dict | None = None) -> list[tuple[tuple[int, str], int, int]]:
+    """Two requests on one keep-alive connection: ((length, sha256), mark before, mark after);
+    over TLS with `pki` (server cert, key and CA: the player's client context)."""
     app = web.Application()
     app.router.add_get("/seg", _trickle)
+    server_ctx = client_ctx = None
+    if pki is not None:
+        server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server_ctx.load_cert_chain(*pki["srv"])
+        client_ctx = resuming_client_context(pki["ca"])
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ctx)
+    await site.start()
+    port = runner.addresses[0][1]
+    url = f"{'https' if pki else 'http'}://127.0.0.1:{port}/seg?{query}"
     out = []
-    async with TestServer(app, host="127.0.0.1") as srv:
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as http:
+    try:
+        async with aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=1, ssl=client_ctx or True)) as http:
             for _ in range(2):
-                async with http.get(srv.make_url(f"/seg?{query}")) as resp:
+                async with http.get(url) as resp:
                     sock = resp.connection.transport.get_extra_info("socket")
                     before = _lowat(resp)
                     body = await read_digest(resp)
                     out.append((body, before, sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT)))
+    finally:
+        await runner.cleanup()
     return out
 
 
 def test_read_digest_with_content_length_returns_every_byte_and_resets_the_mark():
     got = asyncio.run(_fetch_twice("cl=1"))
+    assert [b for b, _, _ in got] == [WANT, WANT]
+    assert all(before == 1 and after == 1 for _, before, after in got)
+
+
+def test_read_digest_over_tls_returns_every_byte(tmp_path):
+    files = write_pki(tmp_path, [ServerSpec("srv", ips=("127.0.0.1",))])
+    got = asyncio.run(_fetch_twice("cl=1", {"srv": files["srv"], "ca": tmp_path / "ca.pem"}))
     assert [b for b, _, _ in got] == [WANT, WANT]
     assert all(before == 1 and after == 1 for _, before, after in got)
 
