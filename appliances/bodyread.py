@@ -10,9 +10,10 @@ Invariants (what keeps the timing and errors of a fetch unchanged):
   wakes the reader at once: download_ms is unchanged. Without a Content-Length no mark is set.
 - Over TLS the kernel counts ciphertext while asyncio's ssl layer may hold up to one partial
   record: the mark stays TLS_MARGIN_BYTES below what is owed.
-- The mark is at most HOLD_S of the transfer's rate so far and at most MAX_LOWAT_BYTES: bytes
-  wait unread for <= 10 ms, far below the read timeout, and hold a small part of the receive
-  window (the kernel only grows rcvbuf for marks above half of it).
+- The mark is at most HOLD_S of the request's rate so far (body bytes over the time since it
+  was sent, first-byte wait included, so it errs low) and at most MAX_LOWAT_BYTES: bytes wait
+  unread for about 10 ms, far below the read timeout, and hold a small part of the receive
+  window (the kernel grows rcvbuf only for a mark above half of it: default rcvbuf 87 KB+).
 - It is reset to 1 before the connection can serve another request (keep-alive).
 """
 from __future__ import annotations
@@ -35,9 +36,11 @@ def lowat_bytes(remaining_bytes: int, rate_bytes_s: float, tls: bool) -> int:
     return max(1, min(remaining_bytes, MAX_LOWAT_BYTES, int(rate_bytes_s * HOLD_S)))
 
 
-async def read_digest(resp: aiohttp.ClientResponse) -> tuple[int, str]:
+async def read_digest(resp: aiohttp.ClientResponse, sent_at: float) -> tuple[int, str]:
     """Length and SHA-256 hex digest of the whole body of `resp` (read as `resp.read()` would,
-    hashed as it arrives: no joined copy), setting SO_RCVLOWAT as it arrives."""
+    hashed as it arrives: no joined copy), setting SO_RCVLOWAT as it arrives. The rate is taken
+    over the whole request since `sent_at` (time.monotonic()), which counts the wait for the
+    first byte: an estimate that errs low, so the mark does too."""
     expected = resp.content_length
     transport = resp.connection.transport if resp.connection is not None else None
     sock = transport.get_extra_info("socket") if transport is not None else None
@@ -45,13 +48,13 @@ async def read_digest(resp: aiohttp.ClientResponse) -> tuple[int, str]:
         body = await resp.read()
         return len(body), hashlib.sha256(body).hexdigest()
     tls = transport.get_extra_info("ssl_object") is not None
-    sha, got, t0 = hashlib.sha256(), 0, time.monotonic()
+    sha, got = hashlib.sha256(), 0
     try:
         while chunk := await resp.content.readany():
             sha.update(chunk)
             got += len(chunk)
             if got < expected:
-                rate = got / max(time.monotonic() - t0, 1e-4)
+                rate = got / max(time.monotonic() - sent_at, 1e-4)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT,
                                 lowat_bytes(expected - got, rate, tls))
     except BaseException:

@@ -323,7 +323,7 @@ class ViewerSession:
                     raise ContentMiss("HTTP 404 content miss")
                 if resp.status != 200:
                     raise SegmentError(f"HTTP {resp.status}")
-                got_bytes, digest = await read_digest(resp)
+                got_bytes, digest = await read_digest(resp, t0)
             if got_bytes != size:
                 raise SegmentError(f"size {got_bytes} != manifest {size}")
             if digest != sha:

@@ -118,16 +118,18 @@ class World:
     def server_cpu_s(self) -> dict[str, float]:
         return {n: proc_cpu_s(p.pid) for n, p in self.procs.items()}
 
-    def stop(self) -> None:
-        for p in self.procs.values():
-            if p.poll() is None:
-                p.terminate()
-        for p in self.procs.values():
+    def stop(self, grace_s: float = 10.0) -> None:
+        """SIGTERM all, then SIGKILL whatever still runs after grace_s in all."""
+        live = [p for p in self.procs.values() if p.poll() is None]
+        for p in live:
+            p.terminate()
+        deadline = time.monotonic() + grace_s
+        for p in live:
             try:
-                p.wait(timeout=10)
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 p.kill()
-                p.wait(timeout=5)
+                p.wait()
 
 
 def run_step(world: World, n: int, speed: float, tag: str, profile: Path | None = None,

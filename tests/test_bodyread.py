@@ -5,6 +5,7 @@ import asyncio
 import hashlib
 import socket
 import ssl
+import time
 
 import aiohttp
 from aiohttp import web
@@ -74,7 +75,7 @@ async def _fetch_twice(query: str, pki: dict | None = None) -> list[tuple[tuple[
                 async with http.get(url) as resp:
                     sock = resp.connection.transport.get_extra_info("socket")
                     before = _lowat(resp)
-                    body = await read_digest(resp)
+                    body = await read_digest(resp, time.monotonic())
                     out.append((body, before, sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT)))
     finally:
         await runner.cleanup()
