@@ -12,6 +12,7 @@ session. Steps alternate over `repeats` so slow drift of a shared machine spread
 from __future__ import annotations
 
 import argparse
+import csv
 import itertools
 import json
 import os
@@ -26,6 +27,8 @@ from pathlib import Path
 
 from bench.links import proc_cpu_s
 from bench.scale import ABR, MAX_BUFFER_S, RAMP_S, SEGMENTS, ladder
+from bench.scale_verdict import qoe
+from scenarios.logs import sessions as sessions_of
 
 REPO = Path(__file__).resolve().parents[1]
 N_TITLES = 10  # every one filled into the OCA: whole titles of SEGMENTS segments
@@ -154,13 +157,16 @@ def run_step(world: World, n: int, speed: float, tag: str, profile: Path | None 
     if p.returncode != 0:
         raise RuntimeError(f"player exited {p.returncode}; see {world.work}/player-{tag}.stderr")
     rows = max(0, len(chunks.read_text().splitlines()) - 1)
+    with open(chunks, newline="") as f:  # the same network for every version: download times agree
+        download_ms = sorted(float(r["download_ms"]) for r in csv.DictReader(f))
     player_s = ru.ru_utime + ru.ru_stime
     server = {k: round(srv1[k] - srv0[k], 3) for k in srv1}
     return {"player_repo": str(player_repo), "sessions": n, "chunks": rows, "speed": speed, "wall_s": round(wall_s, 2),
             "player_cpu_s": round(player_s, 3), "player_user_s": round(ru.ru_utime, 3),
             "player_cpu_ms_per_chunk": round(player_s * 1000 / max(1, rows), 3),
             "player_cpu_ms_per_session": round(player_s * 1000 / n, 2),
-            "server_cpu_s": server,
+            "server_cpu_s": server, "qoe": qoe(sessions_of(sessions)),
+            "download_ms_p50": download_ms[len(download_ms) // 2] if download_ms else None,
             "oca_cpu_ms_per_chunk": round(server["oca"] * 1000 / max(1, rows), 3)}
 
 
@@ -175,7 +181,8 @@ def _summary(runs: list[dict]) -> dict:
             return vals[len(vals) // 2]
         out[f"{n} sessions, {repo}"] = {"runs": len(rs), "player_cpu_ms_per_chunk_median": med("player_cpu_ms_per_chunk"),
                        "player_cpu_ms_per_session_median": med("player_cpu_ms_per_session"),
-                       "oca_cpu_ms_per_chunk_median": med("oca_cpu_ms_per_chunk")}
+                       "oca_cpu_ms_per_chunk_median": med("oca_cpu_ms_per_chunk"),
+                       "download_ms_p50_median": med("download_ms_p50")}
     return out
 
 
@@ -193,7 +200,9 @@ def measure(steps: tuple[int, ...], repeats: int, speed: float, pace_mbps: float
                 runs.append(r)
                 print(f"  {n:>4} sessions ({repo}): player {r['player_cpu_ms_per_chunk']} ms "
                       f"CPU/chunk ({r['player_cpu_ms_per_session']} ms/session, {r['chunks']} "
-                      f"chunks, {r['wall_s']} s wall); OCA {r['oca_cpu_ms_per_chunk']} ms CPU/chunk",
+                      f"chunks, {r['wall_s']} s wall); OCA {r['oca_cpu_ms_per_chunk']} ms CPU/chunk; "
+                      f"download p50 {r['download_ms_p50']} ms, startup p50 "
+                      f"{r['qoe']['startup_p50_s']} s, {r['qoe']['mean_kbps']} kbit/s",
                       flush=True)
         finally:
             world.stop()
