@@ -94,6 +94,10 @@ class World:
             "--deployment", str(self.work / "deployment.json"), "--token-key", str(key),
             "--command-key", str(cmd_key), "--push-fill", "--fill-rate-mbps", "2000",
             "--fill-segments-per-title", str(SEGMENTS), "--warm-titles", str(N_TITLES)])
+        if self.pace_mbps:  # before the OCA: the control plane pushes its fill plan through it
+            self._start("pace", ["bench.pace_proxy", "--listen", f"127.0.0.1:{ports['pace']}",
+                                 "--upstream", f"127.0.0.1:{ports['oca']}",
+                                 "--rate-mbps", f"{self.pace_mbps:g}"])
         prof = ("-m", "cProfile", "-o", str(self.profile / "oca.prof")) if self.profile else ()
         self._start("oca", [
             "appliances.oca", "--listen", f"127.0.0.1:{ports['oca']}", "--name", "oca1",
@@ -101,13 +105,9 @@ class World:
             "--capacity-mb", "400", "--miss", "proxy", "--token-key", str(key),
             "--command-key", str(cmd_key), "--cache-control", self.url["control"],
             "--heartbeat-s", "0.5", *self.catalog_flags], prof)
-        if self.pace_mbps:
-            self._start("pace", ["bench.pace_proxy", "--listen", f"127.0.0.1:{ports['pace']}",
-                                 "--upstream", f"127.0.0.1:{ports['oca']}",
-                                 "--rate-mbps", f"{self.pace_mbps:g}"])
         self._wait_filled()
 
-    def _wait_filled(self, timeout_s: float = 300.0) -> None:
+    def _wait_filled(self, timeout_s: float = 120.0) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             st = _get_json(self.url["oca"] + "/fill/status")
