@@ -3,11 +3,16 @@ what the OCA that serves it spends, without the emulated network (no machine loc
 
 On 127.0.0.1: an origin, one OCA filled with every segment the players ask for (so it serves
 hits, its cheapest path), and a control plane whose steering lists that OCA, then the origin.
+The players reach the OCA through `bench.pace_proxy` (PACE_MBPS per connection), so bytes
+arrive spread over each transfer as over an emulated link; unpaced loopback hands a player a
+whole segment in a few reads and hides the per-wake-up cost that dominates on metro.
 Each step runs the real `appliances.player` as a child process with N sessions and the
 settings of `ocalab bench scale` (its ladder, segments, ramp, buffer and ABR; `speed` only
 compresses wall time). Figures: the player's rusage (utime + stime, read with os.wait4, so they
 include its start-up and imports), the servers' /proc CPU over the step, per chunk and per
 session. Steps alternate over `repeats` so slow drift of a shared machine spreads evenly.
+`python -m bench.players --compare /work/main` runs another checkout's player on the same
+servers, interleaved; QoE and median download time per run show that both saw the same network.
 """
 from __future__ import annotations
 
