@@ -7,7 +7,8 @@ kernel to report it readable only once `lowat_bytes` have arrived (or FIN/an err
 
 Invariants (what keeps the timing and errors of a fetch unchanged):
 - The mark never exceeds the body bytes still owed (Content-Length known), so the last byte
-  wakes the reader at once: download_ms is unchanged. Without a Content-Length no mark is set.
+  wakes the reader at once: download_ms is unchanged. Without a Content-Length, or with a
+  transfer or content coding (bytes read would not be bytes received), no mark is set.
 - Over TLS the kernel counts ciphertext while asyncio's ssl layer may hold up to one partial
   record: the mark stays TLS_MARGIN_BYTES below what is owed.
 - The mark is at most HOLD_S of the request's rate so far (body bytes over the time since it
@@ -41,7 +42,9 @@ async def read_digest(resp: aiohttp.ClientResponse, sent_at: float) -> tuple[int
     hashed as it arrives: no joined copy), setting SO_RCVLOWAT as it arrives. The rate is taken
     over the whole request since `sent_at` (time.monotonic()), which counts the wait for the
     first byte: an estimate that errs low, so the mark does too."""
-    expected = resp.content_length
+    framed = "Transfer-Encoding" in resp.headers or \
+        resp.headers.get("Content-Encoding", "identity").lower() != "identity"
+    expected = None if framed else resp.content_length  # else bytes read != bytes on the wire
     transport = resp.connection.transport if resp.connection is not None else None
     sock = transport.get_extra_info("socket") if transport is not None else None
     if expected is None or sock is None:
