@@ -25,7 +25,6 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from typing import Callable
 import aiohttp
 
 from appliances.abr import Abr, AbrInput
+from appliances.bodyread import read_digest
 from appliances.conntiming import ConnTiming
 from appliances.httpcore import CONTENT_MISS_HEADER, NODE_HEADER
 from appliances.manifest_adapter import mpd_session, steering_server
@@ -323,17 +323,17 @@ class ViewerSession:
                     raise ContentMiss("HTTP 404 content miss")
                 if resp.status != 200:
                     raise SegmentError(f"HTTP {resp.status}")
-                body = await resp.read()
-            if len(body) != size:
-                raise SegmentError(f"size {len(body)} != manifest {size}")
-            if hashlib.sha256(body).hexdigest() != sha:
+                got_bytes, digest = await read_digest(resp, t0)
+            if got_bytes != size:
+                raise SegmentError(f"size {got_bytes} != manifest {size}")
+            if digest != sha:
                 self.hash_failures += 1
                 raise SegmentError("SHA-256 mismatch")
         except (SegmentError, *FETCH_ERRORS) as exc:
             return Attempt(False, loc, error=f"{type(exc).__name__}: {exc}",
                            content_miss=isinstance(exc, ContentMiss))
         ttfb_ms = conn.pop("ttfb_ms")
-        return Attempt(True, served_by, size_bytes=len(body), ttfb_ms=ttfb_ms, conn=conn,
+        return Attempt(True, served_by, size_bytes=got_bytes, ttfb_ms=ttfb_ms, conn=conn,
                        download_ms=(time.monotonic() - t0) * 1000, request_unix=t0_unix, node=node)
 
     def _served_by(self, loc: dict, resp: aiohttp.ClientResponse) -> dict:

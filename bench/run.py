@@ -1,4 +1,4 @@
-"""`ocalab bench links|oca|reliability|cache|scale` (oca --tls: bench.oca_tls): dispatch to one benchmark and save what it returns.
+"""`ocalab bench links|oca|reliability|cache|scale|players` (oca --tls: bench.oca_tls): dispatch to one benchmark and save what it returns.
 
 Figures go to results/bench/<what>-<timestamp>.json (never overwritten) with the git commit
 and versions; nothing here asserts a speed. The exit status is 1 iff a returned section says
@@ -39,6 +39,11 @@ def _cache(out_dir: Path, quick: bool) -> dict:
     return {"cache": run_bench_cache(out_dir, quick=quick)}
 
 
+def _players(out_dir: Path, quick: bool) -> dict:
+    from bench.players import run_bench_players
+    return run_bench_players(out_dir, quick=quick)
+
+
 def _scale(out_dir: Path, quick: bool) -> dict:
     from bench.scale import run_bench_scale
     return run_bench_scale(out_dir, quick=quick)
@@ -46,7 +51,7 @@ def _scale(out_dir: Path, quick: bool) -> dict:
 
 BENCHES: dict[str, Callable[[Path, bool], dict]] = {
     "links": _links, "oca": _oca, "reliability": _reliability, "cache": _cache,
-    "scale": _scale}  # the CLI's choices
+    "scale": _scale, "players": _players}  # the CLI's choices
 
 
 def run_bench(a) -> int:

@@ -21,8 +21,8 @@ def test_bench_choices_are_the_dispatch_table(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["bench", "scales"])
     assert "invalid choice: 'scales' (choose from 'links', 'oca', 'reliability', 'cache', " \
-        "'scale')" in capsys.readouterr().err
-    assert list(run.BENCHES) == ["links", "oca", "reliability", "cache", "scale"]
+        "'scale', 'players')" in capsys.readouterr().err
+    assert list(run.BENCHES) == ["links", "oca", "reliability", "cache", "scale", "players"]
 
 
 @pytest.mark.parametrize("section, status", [({"x": 1}, 0), ({"ok": True}, 0),
