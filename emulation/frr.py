@@ -9,7 +9,11 @@ The configs come from topologies.bgp (pure). Invariants:
 - start() runs after the fidelity gate (which measures the links on the plan's static routes;
   its relay restarts would expire 3 s hold timers), replaces each router's static routes, and
   returns once every session is Established and every router's BGP routes equal the
-  static plan's (topologies.routes); it records both times in Network.timings_s.
+  static plan's (topologies.routes); it records both times in Network.timings_s;
+- every OCA node runs a receive-only bgpd (-n -Z: no zebra, no kernel routes) in its namespace,
+  files under the same folder (ocalab-frr-<run>/<oca>), peering with its domain's router, which
+  announces it the prefixes it serves (topologies.bgp.oca_sessions); start() also waits until
+  every OCA has learned exactly those. The OCA process reads them (appliances.oca_bgp).
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ import time
 from pathlib import Path
 
 from emulation.linkemu import EmulationError
+from contracts.steering import routes_from_frr
 from topologies import bgp
 
 VTYSH = "vtysh"
@@ -50,6 +55,7 @@ class BgpRouting:
         self.net = net
         self.dir: Path | None = None
         self.routers = sorted(bgp.routers_by_domain(net.plan).values())
+        self.oca_sessions = bgp.oca_sessions(net.plan)
         self.drops_at_ready: int | None = None  # session_drops() when the network was ready
 
     def start(self, timeout_s: float = 60.0) -> None:
@@ -74,8 +80,18 @@ class BgpRouting:
                 if daemon == "zebra":  # bgpd needs zebra's socket to install routes
                     self._wait_file(paths["zapi"], proc, f"zebra on {r}", t0 + timeout_s)
             self.net.nodes[r].cmd(f"vtysh() {{ command {VTYSH} --vty_socket {self.dir / r} \"$@\"; }}")
+        for oca in sorted(self.oca_sessions):
+            paths = bgp.daemon_paths(self.dir, oca, "bgpd")
+            paths["dir"].mkdir()
+            os.chown(paths["dir"], user.pw_uid, user.pw_gid)
+            paths["conf"].write_text(bgp.render_oca_bgpd(self.net.plan, oca))
+            out = open(paths["dir"] / "bgpd.out", "ab")
+            self.net.procs.start(f"bgpd:{oca}", bgp.oca_daemon_argv(self.dir, oca),
+                                 node=self.net.nodes[oca], stdout=out, stderr=out)
         self.wait_established(t0, timeout_s)
         self.wait_routes(bgp.expected_routes(self.net.plan), t0, timeout_s, "convergence")
+        self.wait_oca_routes({o: set(s.prefixes) for o, s in self.oca_sessions.items()}, t0, timeout_s,
+                             "oca_routes")
         self.drops_at_ready = self.session_drops()
 
     def _drop_static_routes(self, router: str) -> None:
@@ -96,8 +112,10 @@ class BgpRouting:
 
     # ---- vtysh -------------------------------------------------------------------------
     def vtysh(self, router: str, command: str) -> str:
-        """Output of one vtysh command on `router` (over its vty sockets; no namespace needed)."""
-        r = subprocess.run([VTYSH, "--vty_socket", str(self.dir / router), "-c", command],
+        """Output of vtysh commands (one a line) on `router` or an OCA speaker (over its vty
+        sockets; no namespace needed)."""
+        r = subprocess.run([VTYSH, "--vty_socket", str(self.dir / router),
+                            *[a for c in command.split("\n") for a in ("-c", c)]],
                            capture_output=True, text=True, timeout=10)
         if r.returncode != 0:
             raise EmulationError(f"vtysh on {router}: {command!r}: {(r.stderr or r.stdout).strip()}")
@@ -115,10 +133,13 @@ class BgpRouting:
         """Poll until every configured session is Established; returns (and records) the seconds
         since t0 as timings_s["bgp_sessions"]."""
         want = {r: {s.peer_addr for s in ss} for r, ss in bgp.sessions(self.net.plan).items()}
+        for s in self.oca_sessions.values():
+            want[s.router].add(s.oca_addr)
+            want[s.oca] = {s.router_addr}
         missing_now: dict[str, set[str]] = want
         while time.monotonic() < t0 + timeout_s:
             missing_now = {r: want[r] - bgp.established(self.vtysh_json(r, "show bgp ipv4 unicast summary"))
-                           for r in self.routers}
+                           for r in want}
             if not any(missing_now.values()):
                 took = time.monotonic() - t0
                 self.net.timings_s["bgp_sessions"] = round(took, 3)
@@ -142,6 +163,30 @@ class BgpRouting:
             time.sleep(0.1)
         raise EmulationError(f"BGP routes differ from the plan after {timeout_s:g} s: " + "; ".join(diff[:8]))
 
+    def oca_routes(self, oca: str) -> set[str]:
+        """The prefixes `oca`'s speaker has learned now."""
+        return {r.prefix for r in routes_from_frr(self.vtysh_json(oca, "show bgp ipv4 unicast"))}
+
+    def wait_oca_routes(self, want: dict[str, set[str]], t0: float, timeout_s: float, label: str) -> float:
+        """Poll until each OCA in `want` has learned exactly its prefixes; returns (and records
+        as timings_s["bgp_" + label]) the seconds since t0."""
+        have: dict[str, set[str]] = {}
+        while time.monotonic() < t0 + timeout_s:
+            have = {o: self.oca_routes(o) for o in want}
+            if have == want:
+                took = time.monotonic() - t0
+                self.net.timings_s[f"bgp_{label}"] = round(took, 3)
+                return took
+            time.sleep(0.1)
+        raise EmulationError(f"OCA BGP routes after {timeout_s:g} s: want {want}, have {have}")
+
+    def announce_to_oca(self, oca: str, prefix: str, announce: bool) -> None:
+        """The ISP announces (or withdraws) `prefix` to `oca`: its router's prefix-list entry is
+        permit (deny) and the session is soft-cleared out, so the update leaves at once."""
+        s = self.oca_sessions[oca]
+        self.vtysh(s.router, "\n".join(["configure terminal", bgp.oca_prefix_list(s, prefix, announce), "end",
+                                        f"clear bgp ipv4 unicast {s.oca_addr} soft out"]))
+
     def session_drops(self) -> int:
         """Sessions dropped so far over all routers (both sides count a flap)."""
         return sum(bgp.drops(self.vtysh_json(r, "show bgp ipv4 unicast summary")) for r in self.routers)
@@ -151,7 +196,7 @@ class BgpRouting:
         if self.dir is None or not self.dir.exists():
             return
         if self.net.work_dir is not None:
-            for r in self.routers:
+            for r in self.routers + sorted(self.oca_sessions):
                 for log in sorted((self.dir / r).glob("*.log")) + sorted((self.dir / r).glob("*.out")):
                     dest = self.net.work_dir / "frr" / r
                     dest.mkdir(parents=True, exist_ok=True)
