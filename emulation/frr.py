@@ -67,32 +67,36 @@ class BgpRouting:
         self.dir.mkdir(mode=0o755)
         user = pwd.getpwnam(FRR_USER)
         t0 = time.monotonic()
+        bgpds = []  # (speaker, process): each answers vtysh once its vty socket exists
         for r in self.routers:
             self._drop_static_routes(r)
             for daemon, text in bgp.render(self.net.plan, r).items():
-                paths = bgp.daemon_paths(self.dir, r, daemon)
-                paths["dir"].mkdir(exist_ok=True)
-                os.chown(paths["dir"], user.pw_uid, user.pw_gid)
-                paths["conf"].write_text(text)
-                argv = bgp.daemon_argv(self.dir, r, daemon)
-                out = open(paths["dir"] / f"{daemon}.out", "ab")
-                proc = self.net.procs.start(f"{daemon}:{r}", argv, node=self.net.nodes[r], stdout=out, stderr=out)
+                proc = self._start_daemon(r, daemon, text, bgp.daemon_argv(self.dir, r, daemon), user)
                 if daemon == "zebra":  # bgpd needs zebra's socket to install routes
-                    self._wait_file(paths["zapi"], proc, f"zebra on {r}", t0 + timeout_s)
+                    self._wait_file(bgp.daemon_paths(self.dir, r, daemon)["zapi"], proc, f"zebra on {r}",
+                                    t0 + timeout_s)
+                else:
+                    bgpds.append((r, proc))
             self.net.nodes[r].cmd(f"vtysh() {{ command {VTYSH} --vty_socket {self.dir / r} \"$@\"; }}")
         for oca in sorted(self.oca_sessions):
-            paths = bgp.daemon_paths(self.dir, oca, "bgpd")
-            paths["dir"].mkdir()
-            os.chown(paths["dir"], user.pw_uid, user.pw_gid)
-            paths["conf"].write_text(bgp.render_oca_bgpd(self.net.plan, oca))
-            out = open(paths["dir"] / "bgpd.out", "ab")
-            self.net.procs.start(f"bgpd:{oca}", bgp.oca_daemon_argv(self.dir, oca),
-                                 node=self.net.nodes[oca], stdout=out, stderr=out)
+            bgpds.append((oca, self._start_daemon(oca, "bgpd", bgp.render_oca_bgpd(self.net.plan, oca),
+                                                  bgp.oca_daemon_argv(self.dir, oca), user)))
+        for name, proc in bgpds:
+            self._wait_file(self.dir / name / "bgpd.vty", proc, f"bgpd on {name}", t0 + timeout_s)
         self.wait_established(t0, timeout_s)
         self.wait_routes(bgp.expected_routes(self.net.plan), t0, timeout_s, "convergence")
         self.wait_oca_routes({o: set(s.prefixes) for o, s in self.oca_sessions.items()}, t0, timeout_s,
                              "oca_routes")
         self.drops_at_ready = self.session_drops()
+
+    def _start_daemon(self, node: str, daemon: str, conf: str, argv: list[str], user):
+        """Write `daemon`'s config in `node`'s folder (the frr user's) and start it there."""
+        paths = bgp.daemon_paths(self.dir, node, daemon)
+        paths["dir"].mkdir(exist_ok=True)
+        os.chown(paths["dir"], user.pw_uid, user.pw_gid)
+        paths["conf"].write_text(conf)
+        out = open(paths["dir"] / f"{daemon}.out", "ab")
+        return self.net.procs.start(f"{daemon}:{node}", argv, node=self.net.nodes[node], stdout=out, stderr=out)
 
     def _drop_static_routes(self, router: str) -> None:
         """Remove the plan's static routes from `router` (the build and the fidelity gate ran on
