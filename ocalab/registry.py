@@ -24,7 +24,7 @@ def scenario_module(name: str):
 def run_all(a) -> int:
     """Every scenario in turn, each into its own run folder; non-zero if any failed."""
     failed = []
-    names = ["placement", "fill", "failover", "flashcrowd", "steering"]
+    names = ["placement", "fill", "failover", "flashcrowd", "steering", "bgp"]
     for i, name in enumerate(names, 1):
         print(f"=== ocalab run {name} ({i} of {len(names)})", flush=True)
         try:
