@@ -150,3 +150,9 @@ def test_oca_takes_its_speakers_vty_folder():
     args = build_parser().parse_args(["--listen", "127.0.0.1:0", "--upstream", "http://127.0.0.1:1",
                                       "--store", "/tmp/x", "--capacity-mb", "1", "--bgp-vty", "/run/v"])
     assert config_from_args(args).bgp_vty == "/run/v"
+
+
+def test_topo_show_lists_the_oca_sessions():
+    from ocalab.topo_show import describe
+    out = describe(PLAN)
+    assert f"i1oca1   AS{bgp.oca_sessions(PLAN)['i1oca1'].oca_asn} 198.18.1.100 <- i1br 198.18.1.1: {I1}" in out
