@@ -10,8 +10,11 @@ computes for static routes) is written as FRR route-maps and communities:
   prefixes (untagged) and customer routes go to everyone;
 - every session is `next-hop-self`: the transit LAN is shared by ISPs, transit and cloud, and a
   third-party next hop would let an ISP reach the cloud around the transit router.
-Each domain originates the subnets its hosts sit on (routes.domain_prefixes). The configs name
-only files under one per-router directory, so runs never share a pid file, socket or log.
+Each domain originates the subnets its hosts sit on (routes.domain_prefixes). Every OCA has a
+receive-only session with its router, which announces it the viewer prefixes it serves through
+a per-OCA prefix-list (`oca_sessions`); the OCA runs bgpd without zebra or kernel routes. The
+configs name only files under one per-node directory, so runs never share a pid file, socket
+or log.
 """
 from __future__ import annotations
 
@@ -58,7 +61,7 @@ def _shared_ends(plan: Plan, a: str, b: str) -> tuple[str, str]:
     theirs = {ipaddress.ip_interface(e.ip).network: e.addr for e in plan.ends_of(b) if e.ip}
     shared = sorted(set(mine) & set(theirs))
     if not shared:
-        raise PlanError(f"as_links: routers {a} and {b} share no subnet for a BGP session")
+        raise PlanError(f"{a} and {b} share no subnet for a BGP session")
     return mine[shared[0]], theirs[shared[0]]
 
 
