@@ -62,6 +62,7 @@ from appliances.oca_fill import (DEFAULT_FILL_PARALLEL, FILL_HEADER, FillSourceE
                                  check_fill_parallel, parse_fill_plan)
 from appliances.oca_http import Response, json_response, parse_listen, \
     serve_from_args, text_response
+from appliances.oca_bgp import BgpReader
 from appliances.store import EVICTION_POLICIES, Key, Store, StoreError, etag_for
 from appliances.tls import add_server_args, client_context, server_context_from_args
 
@@ -101,6 +102,7 @@ class OcaConfig:
     command_key: bytes | None = None  # verifies signed commands (appliances.commands)
     unsigned_commands: bool = False  # without command_key: accept unsigned commands (else none)
     ca_file: str | None = None  # https upstreams, fill sources, cache control: trust only this CA
+    bgp_vty: str | None = None  # vty folder of its BGP speaker (--routing bgp): health's bgp_routes
 
     def __post_init__(self) -> None:
         check_fill_parallel(self.fill_parallel)
@@ -132,6 +134,7 @@ class Oca:
         self.filler = Filler(self.store, catalog, self.session, self._sign_query, fill_log,
                              cfg.verify_sha, cfg.fill_parallel)
         self._hb_task: asyncio.Task | None = None
+        self.bgp = BgpReader(cfg.bgp_vty) if cfg.bgp_vty else None
         self.commands = CommandVerifier(cfg.command_key) if cfg.command_key is not None else None
 
     @property
@@ -176,6 +179,7 @@ class Oca:
                 "commands": self._command_mode(),
                 "counters": dict(self.counters), "fill": {
                     k: v for k, v in self.filler.status.to_dict().items() if k != "recent"},
+                **({"bgp_routes": self.bgp.routes_json()} if self.bgp else {}),
                 "ts": time.time()}
 
     # --- request handling ------------------------------------------------------
@@ -347,9 +351,13 @@ class Oca:
     async def start(self) -> None:
         if self.cfg.cache_control:
             self._hb_task = asyncio.create_task(self._heartbeat())
+        if self.bgp:
+            await self.bgp.start()
 
     async def stop(self) -> None:
         self.draining = True
+        if self.bgp:
+            await self.bgp.stop()
         if self._hb_task is not None:
             self._hb_task.cancel()
             await asyncio.gather(self._hb_task, return_exceptions=True)
@@ -419,6 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ca-file", default=None, metavar="PATH",
                    help="CA certificate that https upstreams, fill sources and the cache "
                         "control must chain to (default: the system's CAs)")
+    p.add_argument("--bgp-vty", default=None, metavar="DIR",
+                   help="vty socket folder of this OCA's BGP speaker; /health then reports the "
+                        "routes it learned as bgp_routes (the viewers it serves)")
     CatalogSpec.add_cli_args(p)
     add_media_arg(p)
     return p
@@ -445,7 +456,8 @@ def config_from_args(args: argparse.Namespace) -> OcaConfig:
                      verify_sha=not args.no_verify_sha, egress_window_s=args.egress_window_s,
                      fill_parallel=check_fill_parallel(args.fill_parallel),
                      admission=args.admission, command_key=cmd_key,
-                     unsigned_commands=args.unsigned_commands, ca_file=args.ca_file)
+                     unsigned_commands=args.unsigned_commands, ca_file=args.ca_file,
+                     bgp_vty=args.bgp_vty)
 
 
 async def amain(args: argparse.Namespace, cfg: OcaConfig, catalog: Catalog) -> None:

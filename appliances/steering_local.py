@@ -9,6 +9,8 @@ contracts.steering.content_verdict.
 
 LocalSteering invariants (on top of the ranker's order):
 - only OCAs whose served prefixes contain the viewer ip are candidates; the origin always is;
+  an OCA whose heartbeat carries "bgp_routes" (its BGP speaker's, --routing bgp) serves exactly
+  the viewers those routes match (contracts.steering.bgp_serves), not its deployment entry;
 - path metrics are the deployment's `distance_hops` and `rtt_ms` (never "no path"), there is no
   load (policy "nearest"), and heartbeats are judged at `now` (no fail static);
 - reason["group"] numbers the groups without the controller's overloaded band: 0 healthy and
@@ -32,8 +34,9 @@ from urllib.parse import urlencode
 from appliances.control_health import HealthRegistry, OcaHealth
 from contracts.deployment import Deployment, OcaSpec
 from contracts.steering import (G_CONTENT_MISS, G_HEALTH_MISS, G_OK, G_ORIGIN, STALE_AFTER_S,
-                                Candidate, Location, PathMetrics, Ranked, content_verdict,
-                                pulls_through_of, rank_candidates, title_objects_of)
+                                Candidate, LearnedRoute, Location, PathMetrics, Ranked, bgp_serves,
+                                content_verdict, learned_routes_of, pulls_through_of,
+                                rank_candidates, title_objects_of)
 
 # the controller's groups -> the fallback's reason["group"] (it has no overloaded band)
 LOCAL_GROUP = {G_OK: 0, G_CONTENT_MISS: 1, G_ORIGIN: 2, G_HEALTH_MISS: 3}
@@ -46,8 +49,9 @@ class Steering(Protocol):
         need_objects: objects of the title the session needs (None: unknown)."""
 
 
-def candidate(oca: OcaSpec, entry: OcaHealth | None) -> Candidate:
-    """The ranker's view of one deployed OCA and its last heartbeat (None: never heard of)."""
+def candidate(oca: OcaSpec, entry: OcaHealth | None, bgp: LearnedRoute | None = None) -> Candidate:
+    """The ranker's view of one deployed OCA and its last heartbeat (None: never heard of);
+    bgp: the route it learned for the viewer."""
     health = entry.health if entry is not None else None
     stored = health.get("stored_titles") if health is not None else None
     return Candidate(oca.name, oca.tier, PathMetrics(oca.distance_hops, oca.rtt_ms),
@@ -55,7 +59,7 @@ def candidate(oca: OcaSpec, entry: OcaHealth | None) -> Candidate:
                      status=None if health is None else health.get("status"),
                      stored_titles=stored if isinstance(stored, list) else None,
                      title_objects=title_objects_of(health),
-                     pulls_through=pulls_through_of(health), ref=oca)
+                     pulls_through=pulls_through_of(health), ref=oca, bgp=bgp)
 
 
 @dataclass
@@ -69,8 +73,13 @@ class LocalSteering:
 
     def rank(self, viewer_ip: str, title: str, now: float,
              need_objects: int | None = None) -> list[Location]:
-        candidates = [candidate(oca, self.registry.get(oca.name))
-                      for oca in self.deployment.ocas if oca.serves_ip(viewer_ip)]
+        candidates = []
+        for oca in self.deployment.ocas:
+            entry = self.registry.get(oca.name)
+            yes, route = bgp_serves(oca.serves_ip(viewer_ip),
+                                    learned_routes_of(entry.health if entry else None), viewer_ip)
+            if yes:
+                candidates.append(candidate(oca, entry, route))
         ranked = rank_candidates(title, candidates, self.deployment.origin.name, now,
                                  stale_after_s=self.stale_after_s, need_objects=need_objects)
         return [self._location(r, title, need_objects) for r in ranked
@@ -88,6 +97,8 @@ class LocalSteering:
         reason = {"policy": "plan-distance", "health": r.health, "content": content,
                   "group": LOCAL_GROUP[r.group], "distance_hops": oca.distance_hops,
                   "rtt_ms": oca.rtt_ms}
+        if r.candidate.bgp is not None:
+            reason["bgp"] = r.candidate.bgp.to_json()
         return Location(oca.name, oca.tier, oca.url, reason)
 
 

@@ -16,8 +16,10 @@ and the control plane's local fallback when the controller is unavailable
 
 Invariants of `rank_candidates()`:
 - the origin is always present and assumed healthy; only health misses rank below it;
-- sort key: (group, TIER_RANK, hops, [load,] rtt_ms, name), so the order is total and
-  deterministic; `load` is in the key only for policy "load_aware"; no path sorts as
+- sort key: (group, TIER_RANK, bgp_key, hops, [load,] rtt_ms, name), so the order is total and
+  deterministic; bgp_key (`bgp_key`) is BGP's decision order on the route the OCA learned for
+  the viewer (more specific prefix, higher local-pref, shorter AS path, lower origin, lower MED),
+  all zeros without one (--routing static); `load` is in the key only for policy "load_aware"; no path sorts as
   NO_PATH_HOPS hops and infinite RTT;
 - groups: G_OK usable; G_OVERLOADED (load_aware only: load > load_threshold); G_CONTENT_MISS
   (the OCA does not hold what the session needs, see `content_verdict`: it would fill first,
@@ -35,6 +37,7 @@ Invariants of `rank_candidates()`:
 """
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -75,6 +78,75 @@ def retries_to_cover(window_s: float, first_s: float = RETRY_PAUSE_S) -> int:
     return n
 
 
+ORIGIN_RANK = {"IGP": 0, "EGP": 1, "incomplete": 2}
+
+
+@dataclass(frozen=True)
+class LearnedRoute:
+    """A route an OCA's BGP speaker learned from its router: the viewers it may serve."""
+    prefix: str
+    as_path_len: int
+    local_pref: int = 100
+    med: int = 0
+    origin: str = "IGP"
+
+    def to_json(self) -> dict:
+        return {"prefix": self.prefix, "as_path_len": self.as_path_len, "local_pref": self.local_pref,
+                "med": self.med, "origin": self.origin}
+
+
+def routes_from_frr(show_bgp: dict) -> list[LearnedRoute]:
+    """The best routes in FRR's `show bgp ipv4 unicast json`, by prefix."""
+    out = []
+    for prefix, paths in sorted(show_bgp.get("routes", {}).items()):
+        for p in paths:
+            if p.get("bestpath") and p.get("valid"):
+                seg = p.get("path", "")
+                out.append(LearnedRoute(prefix, len(seg.split()) if isinstance(seg, str) else 0,
+                                        int(p.get("locPrf", 100)), int(p.get("metric", 0)),
+                                        str(p.get("origin", "IGP"))))
+    return out
+
+
+def learned_routes_of(health: dict | None) -> tuple[LearnedRoute, ...] | None:
+    """An OCA health JSON's "bgp_routes" (what its BGP speaker learned), or None when the OCA has
+    no speaker (--routing static) or the field is malformed (then the declared prefixes apply)."""
+    raw = health.get("bgp_routes") if isinstance(health, dict) else None
+    if not isinstance(raw, list):
+        return None
+    try:
+        out = tuple(LearnedRoute(str(ipaddress.ip_network(r["prefix"])), int(r["as_path_len"]),
+                                 int(r["local_pref"]), int(r["med"]), str(r["origin"])) for r in raw)
+    except (KeyError, TypeError, ValueError):
+        return None
+    return out if all(r.origin in ORIGIN_RANK for r in out) else None
+
+
+def bgp_match(routes: Collection[LearnedRoute], ip: str) -> LearnedRoute | None:
+    """The longest-prefix match of `ip` among `routes`, or None."""
+    addr = ipaddress.ip_address(ip)
+    hits = [r for r in routes if addr in ipaddress.ip_network(r.prefix)]
+    return max(hits, key=lambda r: ipaddress.ip_network(r.prefix).prefixlen, default=None)
+
+
+def bgp_serves(declared: bool, routes: Collection[LearnedRoute] | None, ip: str
+               ) -> tuple[bool, LearnedRoute | None]:
+    """Whether an OCA serves the viewer at `ip`, and the route it learned for it: with learned
+    routes (even none) only they count; without (None) the declared answer `declared` does."""
+    if routes is None:
+        return declared, None
+    route = bgp_match(routes, ip)
+    return route is not None, route
+
+
+def bgp_key(route: LearnedRoute | None) -> tuple:
+    """BGP's decision order as a sort key (smaller is better); all zeros for None."""
+    if route is None:
+        return (0, 0, 0, 0, 0)
+    return (-ipaddress.ip_network(route.prefix).prefixlen, -route.local_pref, route.as_path_len,
+            ORIGIN_RANK[route.origin], route.med)
+
+
 @dataclass(frozen=True)
 class PathMetrics:
     hops: int
@@ -86,7 +158,8 @@ class Candidate:
     """One OCA as the ranker sees it. path: metrics from the viewer, None for no path;
     heartbeat_s: when its last heartbeat arrived (clock of `now`), None if never; status: that
     heartbeat's status; stored_titles: None if unknown; pulls_through: a miss is fetched from
-    upstream (never a content miss); ref: the caller's record, untouched."""
+    upstream (never a content miss); ref: the caller's record, untouched; bgp: the route the OCA's
+    BGP speaker learned for the viewer (None under static routing)."""
     name: str
     tier: str
     path: PathMetrics | None
@@ -97,6 +170,7 @@ class Candidate:
     title_objects: Mapping[str, int] | None = None
     pulls_through: bool = False
     ref: Any = field(default=None, compare=False)
+    bgp: LearnedRoute | None = None  # the route its speaker learned for the viewer
 
 
 @dataclass(frozen=True)
@@ -193,7 +267,7 @@ def rank_candidates(title: str | None, candidates: list[Candidate], origin_name:
         overloaded = policy == "load_aware" and c.load > load_threshold
         group = (G_HEALTH_MISS if health != "ok" else G_OVERLOADED if overloaded
                  else G_CONTENT_MISS if content_miss else G_OK)
-        keyed.append((_key(group, c.tier, c.path, c.load, c.name, policy),
+        keyed.append((_key(group, c.tier, c.path, c.load, c.name, policy, c.bgp),
                       Ranked(c.name, c.tier, group, health, age_s, content_miss, overloaded, c)))
     # the origin is alone in its group, so its path metrics could never change the order
     keyed.append((_key(G_ORIGIN, "origin", None, 0.0, origin_name, policy),
@@ -203,12 +277,12 @@ def rank_candidates(title: str | None, candidates: list[Candidate], origin_name:
 
 
 def _key(group: int, tier: str, path: PathMetrics | None, load: float, name: str,
-         policy: str) -> tuple:
+         policy: str, bgp: LearnedRoute | None = None) -> tuple:
     hops = path.hops if path else NO_PATH_HOPS
     rtt_ms = path.rtt_ms if path else float("inf")
     if policy == "load_aware":
-        return (group, TIER_RANK[tier], hops, load, rtt_ms, name)
-    return (group, TIER_RANK[tier], hops, rtt_ms, name)
+        return (group, TIER_RANK[tier], bgp_key(bgp), hops, load, rtt_ms, name)
+    return (group, TIER_RANK[tier], bgp_key(bgp), hops, rtt_ms, name)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,9 @@ Invariants of `OcaRegistry.apply()`:
   when pushes stop, heartbeats age and steering's staleness check excludes the OCAs;
 - the summary's `changed` maps each OCA whose status differs from the previous push's to
   [old, new] (old None for an OCA new to the set), so the caller can log every transition;
+- learned_routes is the health JSON's "bgp_routes" (contracts.steering.learned_routes_of: the
+  prefixes the OCA's BGP speaker learned, which then replace "serves"), kept from the previous
+  state while a probe fails;
 - load is clamped to [0, 1]; stored_titles is None when the health JSON has no list;
   title_objects is None unless the health JSON has an object of title -> non-negative integer
   (anything else, even one bad entry, makes it unknown: None, never a partial count).
@@ -29,7 +32,7 @@ import ipaddress
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from contracts.steering import pulls_through_of, title_objects_of
+from contracts.steering import learned_routes_of, pulls_through_of, title_objects_of
 
 from .steering import OcaState, Origin
 
@@ -101,7 +104,9 @@ def _oca(d: object, i: int, now: float, prev: _Entry | None) -> _Entry:
                          tuple(serves) if serves is not None else None, status=status, load=load,
                          heartbeat_s=heartbeat, stored_titles=titles,
                          title_objects=title_objects_of(health) if ok else None, url=d["url"],
-                         pulls_through=ok and pulls_through_of(health))
+                         pulls_through=ok and pulls_through_of(health),
+                         learned_routes=learned_routes_of(health) if ok else (
+                             prev.state.learned_routes if prev else None))
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from None
     return _Entry(state, dict(probe), health if ok else (prev.health if prev else None), now, timeouts)
@@ -152,6 +157,7 @@ class OcaRegistry:
                 "origin": None if self.origin is None else {"name": self.origin.name, "url": self.origin.url},
                 "ocas": [{"name": s.name, "tier": s.tier, "url": s.url, "address": s.address,
                           "serves": list(s.served_prefixes) if s.served_prefixes is not None else None,
+                          "bgp_routes": None if s.learned_routes is None else [r.to_json() for r in s.learned_routes],
                           "status": s.status, "load": s.load,
                           "heartbeat_age_s": None if s.heartbeat_s is None else round(now - s.heartbeat_s, 3),
                           "stored_titles": None if s.stored_titles is None else len(s.stored_titles),

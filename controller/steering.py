@@ -4,7 +4,8 @@
 (which states the order: groups, tiers, keys, fail static), and dresses each location in the
 controller's reason. Invariants added here:
 - candidates are the OCAs whose served prefixes contain the viewer address (served_prefixes
-  None means "serves everyone"); an OCA missing from the path view has no path (a health miss);
+  None means "serves everyone"); an OCA with learned_routes (its BGP speaker's, --routing bgp)
+  serves exactly the viewers those match (contracts.steering.bgp_serves), whatever it declared; an OCA missing from the path view has no path (a health miss);
 - every location carries a reason: hops, rtt_ms, load, content_miss, health_miss, overloaded,
   group, policy and a short `why` (a stale heartbeat reads "stale_heartbeat:<age>s").
 `network_view()` derives hops and RTT from the plan: hops as traceroute counts them
@@ -17,8 +18,8 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from contracts.steering import (G_ORIGIN, STALE_AFTER_S, Candidate, PathMetrics, Ranked,
-                                check_policy, rank_candidates)
+from contracts.steering import (G_ORIGIN, STALE_AFTER_S, Candidate, LearnedRoute, PathMetrics,
+                                Ranked, bgp_serves, check_policy, rank_candidates)
 from topologies.plan import Plan, PlanError
 from topologies.routes import l3_path, path_links
 
@@ -39,6 +40,7 @@ class OcaState:
     url: str | None = None
     title_objects: Mapping[str, int] | None = field(default=None, hash=False)
     pulls_through: bool = False  # miss mode proxy: fetches any title it lacks (never a content miss)
+    learned_routes: tuple[LearnedRoute, ...] | None = None  # from its BGP speaker; None: static
 
     def __post_init__(self) -> None:
         if self.tier not in ("embedded", "ixp"):
@@ -47,11 +49,15 @@ class OcaState:
             raise ValueError(f"OCA {self.name!r}: load must be a number in [0, 1], got {self.load!r}")
         ipaddress.ip_address(self.address)  # raises ValueError naming the bad address
 
-    def serves(self, viewer_ip: str) -> bool:
+    def declares(self, viewer_ip: str) -> bool:
         if self.served_prefixes is None:
             return True
         ip = ipaddress.ip_address(viewer_ip)
         return any(ip in ipaddress.ip_network(p) for p in self.served_prefixes)
+
+    def serves(self, viewer_ip: str) -> tuple[bool, LearnedRoute | None]:
+        """Whether it serves the viewer, and the BGP route that says so (None under static)."""
+        return bgp_serves(self.declares(viewer_ip), self.learned_routes, viewer_ip)
 
 
 @dataclass(frozen=True)
@@ -85,9 +91,10 @@ def rank(viewer_ip: str, title: str | None, ocas: list[OcaState], view: dict[str
     of the title the session needs (None: unknown; see contracts.steering.content_verdict)."""
     check_policy(policy, load_threshold)
     ipaddress.ip_address(viewer_ip)
+    served = [(o, o.serves(viewer_ip)) for o in ocas]
     candidates = [Candidate(o.name, o.tier, view.get(o.name), o.heartbeat_s, o.status, o.load,
-                            o.stored_titles, o.title_objects, o.pulls_through, ref=o)
-                  for o in ocas if o.serves(viewer_ip)]
+                            o.stored_titles, o.title_objects, o.pulls_through, ref=o, bgp=route)
+                  for o, (yes, route) in served if yes]
     ranked = rank_candidates(title, candidates, origin.name, now, policy=policy,
                              load_threshold=load_threshold, stale_after_s=stale_after_s,
                              pushed_s=pushed_s, need_objects=need_objects)
@@ -103,9 +110,10 @@ def _located(r: Ranked, view: dict[str, PathMetrics], origin: Origin, policy: st
     health = None if r.health == "ok" else (
         f"stale_heartbeat:{r.age_s:.1f}s" if r.health == "stale" else r.health)
     why = health or ("overloaded" if r.overloaded else "content_miss" if r.content_miss else "ok")
-    return RankedLocation(oca.name, oca.tier, oca.address, oca.url,
-                          _reason(c.path, c.load, r.content_miss, health, r.overloaded, r.group,
-                                  policy, why))
+    reason = _reason(c.path, c.load, r.content_miss, health, r.overloaded, r.group, policy, why)
+    if c.bgp is not None:
+        reason["bgp"] = c.bgp.to_json()
+    return RankedLocation(oca.name, oca.tier, oca.address, oca.url, reason)
 
 
 def _reason(pm, load, content_miss, health, overloaded, group, policy, why) -> dict:

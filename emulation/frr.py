@@ -9,7 +9,11 @@ The configs come from topologies.bgp (pure). Invariants:
 - start() runs after the fidelity gate (which measures the links on the plan's static routes;
   its relay restarts would expire 3 s hold timers), replaces each router's static routes, and
   returns once every session is Established and every router's BGP routes equal the
-  static plan's (topologies.routes); it records both times in Network.timings_s.
+  static plan's (topologies.routes); it records both times in Network.timings_s;
+- every OCA node runs a receive-only bgpd (-n -Z: no zebra, no kernel routes) in its namespace,
+  files under the same folder (ocalab-frr-<run>/<oca>), peering with its domain's router, which
+  announces it the prefixes it serves (topologies.bgp.oca_sessions); start() also waits until
+  every OCA has learned exactly those. The OCA process reads them (appliances.oca_bgp).
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ import time
 from pathlib import Path
 
 from emulation.linkemu import EmulationError
+from contracts.steering import routes_from_frr
 from topologies import bgp
 
 VTYSH = "vtysh"
@@ -50,6 +55,7 @@ class BgpRouting:
         self.net = net
         self.dir: Path | None = None
         self.routers = sorted(bgp.routers_by_domain(net.plan).values())
+        self.oca_sessions = bgp.oca_sessions(net.plan)
         self.drops_at_ready: int | None = None  # session_drops() when the network was ready
 
     def start(self, timeout_s: float = 60.0) -> None:
@@ -61,22 +67,36 @@ class BgpRouting:
         self.dir.mkdir(mode=0o755)
         user = pwd.getpwnam(FRR_USER)
         t0 = time.monotonic()
+        bgpds = []  # (speaker, process): each answers vtysh once its vty socket exists
         for r in self.routers:
             self._drop_static_routes(r)
             for daemon, text in bgp.render(self.net.plan, r).items():
-                paths = bgp.daemon_paths(self.dir, r, daemon)
-                paths["dir"].mkdir(exist_ok=True)
-                os.chown(paths["dir"], user.pw_uid, user.pw_gid)
-                paths["conf"].write_text(text)
-                argv = bgp.daemon_argv(self.dir, r, daemon)
-                out = open(paths["dir"] / f"{daemon}.out", "ab")
-                proc = self.net.procs.start(f"{daemon}:{r}", argv, node=self.net.nodes[r], stdout=out, stderr=out)
+                proc = self._start_daemon(r, daemon, text, bgp.daemon_argv(self.dir, r, daemon), user)
                 if daemon == "zebra":  # bgpd needs zebra's socket to install routes
-                    self._wait_file(paths["zapi"], proc, f"zebra on {r}", t0 + timeout_s)
+                    self._wait_file(bgp.daemon_paths(self.dir, r, daemon)["zapi"], proc, f"zebra on {r}",
+                                    t0 + timeout_s)
+                else:
+                    bgpds.append((r, proc))
             self.net.nodes[r].cmd(f"vtysh() {{ command {VTYSH} --vty_socket {self.dir / r} \"$@\"; }}")
+        for oca in sorted(self.oca_sessions):
+            bgpds.append((oca, self._start_daemon(oca, "bgpd", bgp.render_oca_bgpd(self.net.plan, oca),
+                                                  bgp.oca_daemon_argv(self.dir, oca), user)))
+        for name, proc in bgpds:
+            self._wait_file(self.dir / name / "bgpd.vty", proc, f"bgpd on {name}", t0 + timeout_s)
         self.wait_established(t0, timeout_s)
         self.wait_routes(bgp.expected_routes(self.net.plan), t0, timeout_s, "convergence")
+        self.wait_oca_routes({o: set(s.prefixes) for o, s in self.oca_sessions.items()}, t0, timeout_s,
+                             "oca_routes")
         self.drops_at_ready = self.session_drops()
+
+    def _start_daemon(self, node: str, daemon: str, conf: str, argv: list[str], user):
+        """Write `daemon`'s config in `node`'s folder (the frr user's) and start it there."""
+        paths = bgp.daemon_paths(self.dir, node, daemon)
+        paths["dir"].mkdir(exist_ok=True)
+        os.chown(paths["dir"], user.pw_uid, user.pw_gid)
+        paths["conf"].write_text(conf)
+        out = open(paths["dir"] / f"{daemon}.out", "ab")
+        return self.net.procs.start(f"{daemon}:{node}", argv, node=self.net.nodes[node], stdout=out, stderr=out)
 
     def _drop_static_routes(self, router: str) -> None:
         """Remove the plan's static routes from `router` (the build and the fidelity gate ran on
@@ -96,8 +116,10 @@ class BgpRouting:
 
     # ---- vtysh -------------------------------------------------------------------------
     def vtysh(self, router: str, command: str) -> str:
-        """Output of one vtysh command on `router` (over its vty sockets; no namespace needed)."""
-        r = subprocess.run([VTYSH, "--vty_socket", str(self.dir / router), "-c", command],
+        """Output of vtysh commands (one a line) on `router` or an OCA speaker (over its vty
+        sockets; no namespace needed)."""
+        r = subprocess.run([VTYSH, "--vty_socket", str(self.dir / router),
+                            *[a for c in command.split("\n") for a in ("-c", c)]],
                            capture_output=True, text=True, timeout=10)
         if r.returncode != 0:
             raise EmulationError(f"vtysh on {router}: {command!r}: {(r.stderr or r.stdout).strip()}")
@@ -115,10 +137,13 @@ class BgpRouting:
         """Poll until every configured session is Established; returns (and records) the seconds
         since t0 as timings_s["bgp_sessions"]."""
         want = {r: {s.peer_addr for s in ss} for r, ss in bgp.sessions(self.net.plan).items()}
+        for s in self.oca_sessions.values():
+            want[s.router].add(s.oca_addr)
+            want[s.oca] = {s.router_addr}
         missing_now: dict[str, set[str]] = want
         while time.monotonic() < t0 + timeout_s:
             missing_now = {r: want[r] - bgp.established(self.vtysh_json(r, "show bgp ipv4 unicast summary"))
-                           for r in self.routers}
+                           for r in want}
             if not any(missing_now.values()):
                 took = time.monotonic() - t0
                 self.net.timings_s["bgp_sessions"] = round(took, 3)
@@ -142,6 +167,30 @@ class BgpRouting:
             time.sleep(0.1)
         raise EmulationError(f"BGP routes differ from the plan after {timeout_s:g} s: " + "; ".join(diff[:8]))
 
+    def oca_routes(self, oca: str) -> set[str]:
+        """The prefixes `oca`'s speaker has learned now."""
+        return {r.prefix for r in routes_from_frr(self.vtysh_json(oca, "show bgp ipv4 unicast"))}
+
+    def wait_oca_routes(self, want: dict[str, set[str]], t0: float, timeout_s: float, label: str) -> float:
+        """Poll until each OCA in `want` has learned exactly its prefixes; returns (and records
+        as timings_s["bgp_" + label]) the seconds since t0."""
+        have: dict[str, set[str]] = {}
+        while time.monotonic() < t0 + timeout_s:
+            have = {o: self.oca_routes(o) for o in want}
+            if have == want:
+                took = time.monotonic() - t0
+                self.net.timings_s[f"bgp_{label}"] = round(took, 3)
+                return took
+            time.sleep(0.1)
+        raise EmulationError(f"OCA BGP routes after {timeout_s:g} s: want {want}, have {have}")
+
+    def announce_to_oca(self, oca: str, prefix: str, announce: bool) -> None:
+        """The ISP announces (or withdraws) `prefix` to `oca`: its router's prefix-list entry is
+        permit (deny) and the session is soft-cleared out, so the update leaves at once."""
+        s = self.oca_sessions[oca]
+        self.vtysh(s.router, "\n".join(["configure terminal", bgp.oca_prefix_list(s, prefix, announce), "end",
+                                        f"clear bgp ipv4 unicast {s.oca_addr} soft out"]))
+
     def session_drops(self) -> int:
         """Sessions dropped so far over all routers (both sides count a flap)."""
         return sum(bgp.drops(self.vtysh_json(r, "show bgp ipv4 unicast summary")) for r in self.routers)
@@ -151,7 +200,7 @@ class BgpRouting:
         if self.dir is None or not self.dir.exists():
             return
         if self.net.work_dir is not None:
-            for r in self.routers:
+            for r in self.routers + sorted(self.oca_sessions):
                 for log in sorted((self.dir / r).glob("*.log")) + sorted((self.dir / r).glob("*.out")):
                     dest = self.net.work_dir / "frr" / r
                     dest.mkdir(parents=True, exist_ok=True)

@@ -110,12 +110,8 @@ def _catalog_args(catalog: dict) -> list[str]:
 
 def isp_prefixes(plan: Plan) -> dict[str, str]:
     """ISP domain -> the LAN prefix its viewers live in."""
-    out = {}
-    for v in plan.nodes_of(role="viewer"):
-        ip = next(e.ip for e in plan.ends_of(v.name) if e.ip)
-        import ipaddress
-        out[v.domain] = str(ipaddress.ip_interface(ip).network)
-    return out
+    from topologies.bgp import viewer_prefixes
+    return viewer_prefixes(plan)
 
 
 def ocas_for_arm(plan: Plan, arm: str) -> list:
@@ -303,6 +299,11 @@ class Services:
         plan; a pull-through cache (proxy, redirect) is an `lru` cache."""
         return "pinned" if self.opts.miss == "content_miss" else "lru"
 
+    def _bgp_args(self, name: str) -> list[str]:
+        """--routing bgp: the OCA reads the prefixes it serves from its BGP speaker."""
+        bgp = getattr(self.net, "bgp", None)
+        return [] if bgp is None else ["--bgp-vty", str(bgp.dir / name)]
+
     def _upstream(self, oca: dict) -> str:
         """Pull-through upstream (miss proxy, the ablation): the next tier, as Open Connect's
         fill order, not always the origin: an embedded OCA pulls from the IXP site (which pulls
@@ -360,7 +361,7 @@ class Services:
                                      "--command-key", str(self.command_key_file),
                                      "--access-log", str(self.logs / f"{name}.access.jsonl"),
                                      "--fill-log", str(self.logs / f"{name}.fill.jsonl"),
-                                     *self._tls_args(name), *cat,
+                                     *self._tls_args(name), *cat, *self._bgp_args(name),
                                      *self.opts.oca_args])
         if mgmt_url:
             self._start("probe", ctl, ["controller.probe", "--deployment", str(dep_file),

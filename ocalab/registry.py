@@ -5,7 +5,7 @@ from __future__ import annotations
 # written by its run) summarize(run_dir) and format_table(rows)
 MODULES = {"fidelity": "scenarios.fidelity", "placement": "scenarios.placement", "fill": "scenarios.fill",
            "failover": "scenarios.failover", "flashcrowd": "scenarios.flashcrowd", "chaos": "scenarios.chaos",
-           "steering": "scenarios.steering"}
+           "steering": "scenarios.steering", "bgp": "scenarios.bgp"}
 
 
 def scenario_module(name: str):
@@ -24,7 +24,7 @@ def scenario_module(name: str):
 def run_all(a) -> int:
     """Every scenario in turn, each into its own run folder; non-zero if any failed."""
     failed = []
-    names = ["placement", "fill", "failover", "flashcrowd", "steering"]
+    names = ["placement", "fill", "failover", "flashcrowd", "steering", "bgp"]
     for i, name in enumerate(names, 1):
         print(f"=== ocalab run {name} ({i} of {len(names)})", flush=True)
         try:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from topologies.bgp import asns, sessions
+from topologies.bgp import asns, oca_sessions, sessions
 from topologies.plan import Plan
 from topologies.routes import l3_path
 
@@ -32,6 +32,9 @@ def describe(plan: Plan) -> str:
         for r, ss in sessions(plan).items():
             out.append(f"  {r:6s} AS{asn[plan.node(r).domain]}: "
                        + ", ".join(f"{s.peer} {s.peer_addr} AS{s.peer_asn} {s.relation}" for s in ss))
+        out.append("  OCAs (receive-only; the prefixes their router announces them):")
+        for o in oca_sessions(plan).values():
+            out.append(f"  {o.oca:8s} AS{o.oca_asn} {o.oca_addr} <- {o.router} {o.router_addr}: {' '.join(o.prefixes)}")
     out += ["", "paths from the first viewer (L3 hops as traceroute shows them):"]
     viewers = plan.nodes_of(role="viewer")
     if viewers:

@@ -229,3 +229,10 @@ def join_misses(access: list[dict], decisions: list[dict]) -> list[dict]:
 def of_arm(table: pd.DataFrame, arm: str) -> pd.DataFrame:
     """The rows of one arm (none if the table is empty and so has no columns)."""
     return table[table["arm"] == arm] if "arm" in table else table
+
+
+def text_table(rows: list[dict], cols: list[str]) -> str:
+    """`rows` as right-aligned text columns `cols`, each as wide as its widest cell."""
+    widths = [max([len(c)] + [len(str(r[c])) for r in rows]) for c in cols]
+    return "\n".join(["  ".join(f"{c:>{w}s}" for c, w in zip(cols, widths))] +
+                     ["  ".join(f"{str(r[c]):>{w}s}" for c, w in zip(cols, widths)) for r in rows])

@@ -1,10 +1,16 @@
-"""metro with `routing="bgp"`: FRR on every router, one shared network. The RIBs read from
-zebra and bgpd equal the static plan (so hop counts match), best paths are valley-free, peering
-wins over transit, no valley export happens; the IXP peering going down moves isp1 to transit
-and back. Times are printed (benchmark figures), never asserted."""
+"""metro with `routing="bgp"`: FRR on every router and a receive-only speaker on every OCA,
+one shared network with the services of the embedded arm. The RIBs read from zebra and bgpd
+equal the static plan (so hop counts match), best paths are valley-free, peering wins over
+transit, no valley export happens; the IXP peering going down moves isp1 to transit (and off
+the IXP OCA) and back; an ISP withdrawing its prefix from its OCA ranks that OCA out of the next
+manifest, and re-announcing brings it back. Times are printed (benchmark figures), never
+asserted."""
 import json
 import os
+import subprocess
+import sys
 import time
+import urllib.request
 
 import pytest
 
@@ -17,18 +23,68 @@ pytestmark = [pytest.mark.emulation,
 WAIT_S = 60.0  # generous: a busy 2-core machine; the measured figure is printed
 
 
+I1 = "198.18.1.0/24"
+# Runs in a viewer: log in, fetch one manifest, print its PATHWAY-PRIORITY as JSON.
+MANIFEST = r"""
+import http.client, json, sys
+c = http.client.HTTPConnection(sys.argv[1], int(sys.argv[2]), timeout=5)
+c.request("POST", "/login", json.dumps({"account": "bgptest"}), {"Content-Type": "application/json"})
+tok = json.loads(c.getresponse().read())["account_token"]
+c.request("GET", "/play/t0001?segments=1", headers={"Authorization": "Bearer " + tok})
+print(json.dumps(json.loads(c.getresponse().read())["steering"]["PATHWAY-PRIORITY"]))
+"""
+
+
 @pytest.fixture(scope="module")
-def net():
+def env(tmp_path_factory):
     from emulation.build import Network, Options
     from emulation.frr import missing
+    from harness.services import ServiceOptions, Services
     from topologies.catalog import metro
     if missing():
         pytest.skip(missing())
     with Network(metro(), Options(verify=False, label="bgptest", routing="bgp")) as n:
         print(f"\nBGP: sessions Established {n.timings_s['bgp_sessions']:.2f} s after the daemons "
-              f"started, routes equal the plan after {n.timings_s['bgp_convergence']:.2f} s; "
+              f"started, routes equal the plan after {n.timings_s['bgp_convergence']:.2f} s, OCAs "
+              f"learned their prefixes after {n.timings_s['bgp_oca_routes']:.2f} s; "
               f"{n.bgp.drops_at_ready} session drops by then")
-        yield n
+        svc = Services(n, tmp_path_factory.mktemp("bgpmetro"), ServiceOptions(
+            arm="embedded", catalog={"seed": 1, "n_titles": 5, "duration_s": 20}, capacity_mb=50,
+            miss="proxy"))
+        try:
+            svc.start()
+            yield n, svc
+        finally:
+            svc.stop()
+
+
+@pytest.fixture(scope="module")
+def net(env):
+    return env[0]
+
+
+def _api(net, path: str):
+    with urllib.request.urlopen(net.api_url + path, timeout=5) as r:
+        return json.loads(r.read())
+
+
+def _manifest_ranking(net, svc, viewer: str) -> list[str]:
+    host, port = svc.control_url.split("//")[1].split(":")
+    p = net.host(viewer).popen([sys.executable, "-c", MANIFEST, host, port],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 0, err.decode()[-800:]
+    return json.loads(out)
+
+
+def _wait_ranking(net, svc, viewer: str, pred, what: str) -> tuple[list[str], float]:
+    t0 = time.monotonic()
+    while True:
+        ranked = _manifest_ranking(net, svc, viewer)
+        if pred(ranked):
+            return ranked, time.monotonic() - t0
+        assert time.monotonic() - t0 < WAIT_S, f"{what}: manifest still ranks {ranked}"
+        time.sleep(0.1)
 
 
 def _kernel_bgp_routes(net, router: str) -> dict[str, str]:
@@ -91,6 +147,38 @@ def test_vtysh_in_a_router_shell(net):
     assert "i2br (peer)" in out and "trr (provider)" in out
 
 
+def test_steering_reads_what_the_ocas_learned(env):
+    net, svc = env
+    for k in (1, 2, 3):
+        ranked, _ = _wait_ranking(net, svc, f"i{k}v1", lambda r: r[0] == f"i{k}oca1", f"isp{k} on its OCA")
+        assert ranked == [f"i{k}oca1", "nfxoca1", "origin"]
+        locs = _api(net, f"/rank?viewer=198.18.{k}.10")["locations"]
+        assert locs[0]["reason"]["bgp"] == {"prefix": f"198.18.{k}.0/24", "as_path_len": 1,
+                                            "local_pref": 100, "med": 0, "origin": "IGP"}
+        assert locs[1]["reason"]["bgp"]["as_path_len"] == 2  # netflix, isp
+
+
+def test_withdrawing_a_prefix_from_an_oca_ranks_it_out_and_back(env):
+    net, svc = env
+    t0 = time.monotonic()
+    net.bgp.announce_to_oca("i1oca1", I1, False)
+    try:
+        net.bgp.wait_oca_routes({"i1oca1": set()}, t0, WAIT_S, "oca_withdraw")
+        ranked, _ = _wait_ranking(net, svc, "i1v1", lambda r: "i1oca1" not in r, "withdrawn")
+        withdraw_s = time.monotonic() - t0
+        assert ranked == ["nfxoca1", "origin"]
+        assert {o["name"]: o["status"] for o in _api(net, "/ocas")["ocas"]}["i1oca1"] == "ok"  # alive
+        assert _manifest_ranking(net, svc, "i2v1")[0] == "i2oca1"  # other ISPs unaffected
+    finally:
+        t1 = time.monotonic()
+        net.bgp.announce_to_oca("i1oca1", I1, True)
+    net.bgp.wait_oca_routes({"i1oca1": {I1}}, t1, WAIT_S, "oca_announce")
+    ranked, _ = _wait_ranking(net, svc, "i1v1", lambda r: r[0] == "i1oca1", "re-announced")
+    print(f"\nBGP steering: prefix withdrawn -> OCA out of the manifest {withdraw_s:.2f} s; "
+          f"re-announced -> back {time.monotonic() - t1:.2f} s")
+    assert ranked == ["i1oca1", "nfxoca1", "origin"]
+
+
 def test_ixp_peering_down_moves_isp1_to_transit_and_back(net):
     plan = net.plan
     lk = next(lk.name for lk in plan.links if lk.cls == "peering" and "i1br" in (lk.a.node, lk.b.node))
@@ -102,6 +190,9 @@ def test_ixp_peering_down_moves_isp1_to_transit_and_back(net):
         down_s = net.bgp.wait_routes(bgp.expected_routes(plan, kept), t0, WAIT_S, "link_down")
         assert _kernel_bgp_routes(net, "i1br")["198.18.2.0/24"] == "198.19.2.254"
         assert "198.19.2.254" in traceroute(net, "i1v1", dst)  # traffic crosses the transit router
+        # Netflix hears isp1 no more at the IXP (the cloud keeps its transit route to itself),
+        # so the IXP OCA is withdrawn isp1's viewers
+        net.bgp.wait_oca_routes({"nfxoca1": {"198.18.2.0/24", "198.18.3.0/24"}}, t0, WAIT_S, "ixp_oca_down")
     finally:
         net.link_up(lk)
     t1 = time.monotonic()
@@ -116,3 +207,4 @@ def test_daemons_and_their_folder_are_in_the_ledger(net):
     assert str(net.bgp.dir) in entries["dirs"]
     labels = {p["label"] for p in entries["procs"]}
     assert {f"{d}:{r}" for d in bgp.DAEMONS for r in net.bgp.routers} <= labels
+    assert {f"bgpd:{o}" for o in bgp.oca_sessions(net.plan)} <= labels

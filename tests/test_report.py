@@ -48,7 +48,8 @@ def test_a_folder_of_summaries_only_gets_one_line_naming_what_it_lacks(tmp_path,
     assert {p.name: p.read_bytes() for p in d.iterdir()} == before
 
 
-@pytest.mark.parametrize("name", ["placement", "fill", "failover", "flashcrowd", "steering", "fidelity"])
+@pytest.mark.parametrize("name", ["placement", "fill", "failover", "flashcrowd", "steering", "fidelity", "bgp",
+                                  "placement-bgp"])
 def test_every_committed_reference_folder_reports_or_says_what_it_lacks(tmp_path, name):
     """On a copy: a rebuildable folder would rewrite its summary and figure."""
     import shutil

@@ -10,8 +10,11 @@ computes for static routes) is written as FRR route-maps and communities:
   prefixes (untagged) and customer routes go to everyone;
 - every session is `next-hop-self`: the transit LAN is shared by ISPs, transit and cloud, and a
   third-party next hop would let an ISP reach the cloud around the transit router.
-Each domain originates the subnets its hosts sit on (routes.domain_prefixes). The configs name
-only files under one per-router directory, so runs never share a pid file, socket or log.
+Each domain originates the subnets its hosts sit on (routes.domain_prefixes). Every OCA has a
+receive-only session with its router, which announces it the viewer prefixes it serves through
+a per-OCA prefix-list (`oca_sessions`); the OCA runs bgpd without zebra or kernel routes. The
+configs name only files under one per-node directory, so runs never share a pid file, socket
+or log.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from topologies.plan import Plan, PlanError, l2_segments
 from topologies.routes import compute_routes, domain_prefixes, relationships
 
 ASN_BASE = 65001  # private 16-bit ASNs, one per routed domain in name order
+OCA_ASN_BASE = 64601  # one private ASN per OCA speaker, in name order
 KEEPALIVE_S, HOLD_S, CONNECT_RETRY_S = 1, 3, 1
 TAG = {"customer": 100, "peer": 200, "provider": 300}
 LOCAL_PREF = {"customer": 300, "peer": 200, "provider": 100}
@@ -57,7 +61,7 @@ def _shared_ends(plan: Plan, a: str, b: str) -> tuple[str, str]:
     theirs = {ipaddress.ip_interface(e.ip).network: e.addr for e in plan.ends_of(b) if e.ip}
     shared = sorted(set(mine) & set(theirs))
     if not shared:
-        raise PlanError(f"as_links: routers {a} and {b} share no subnet for a BGP session")
+        raise PlanError(f"{a} and {b} share no subnet for a BGP session")
     return mine[shared[0]], theirs[shared[0]]
 
 
@@ -115,6 +119,94 @@ def daemon_argv(run_dir: Path, router: str, daemon: str) -> list[str]:
             "--vty_socket", str(p["vty"]), "--log", f"file:{p['log']}", "-P", "0"]
 
 
+# ---- OCAs learn the prefixes they serve over BGP ------------------------------------------
+@dataclass(frozen=True)
+class OcaSession:
+    """The session of OCA `oca` (receive-only, AS `oca_asn`) with its domain's router `router`
+    (AS `router_asn`) on the subnet they share; `prefixes`: what the router announces to it."""
+    oca: str
+    router: str
+    oca_addr: str
+    router_addr: str
+    oca_asn: int
+    router_asn: int
+    prefixes: tuple[str, ...]
+
+
+def viewer_prefixes(plan: Plan) -> dict[str, str]:
+    """Domain -> the LAN prefix its viewers live in."""
+    return {v.domain: str(ipaddress.ip_interface(next(e.ip for e in plan.ends_of(v.name) if e.ip)).network)
+            for v in plan.nodes_of(role="viewer")}
+
+
+def oca_sessions(plan: Plan) -> dict[str, OcaSession]:
+    """OCA -> its session. An embedded OCA is announced its ISP's viewer prefix; an IXP-site OCA
+    every ISP's viewer prefix that its router has a route for (it learns them from the ISPs'
+    IXP sessions, so an ISP off the IXP is withdrawn from it)."""
+    routers, asn, vp = routers_by_domain(plan), asns(plan), viewer_prefixes(plan)
+    out = {}
+    for i, n in enumerate(sorted(plan.nodes_of(role="oca"), key=lambda n: n.name)):
+        if n.domain not in routers:
+            raise PlanError(f"OCA {n.name}: domain {n.domain!r} has no router for its BGP session")
+        mine, theirs = _shared_ends(plan, n.name, routers[n.domain])
+        prefixes = (vp[n.domain],) if n.tier == "embedded" else tuple(sorted(vp.values()))
+        out[n.name] = OcaSession(n.name, routers[n.domain], mine, theirs, OCA_ASN_BASE + i,
+                                 asn[n.domain], prefixes)
+    return out
+
+
+def oca_prefix_list(s: OcaSession, prefix: str, permit: bool) -> str:
+    """The prefix-list line of `prefix` (one of s.prefixes) in the router's list for the OCA;
+    `permit=False` withdraws it from the OCA (vtysh: conf t, this line, soft clear out)."""
+    return f"ip prefix-list OCA-{s.oca} seq {5 * (1 + s.prefixes.index(prefix))} " \
+           f"{'permit' if permit else 'deny'} {prefix}"
+
+
+def _router_oca_policy(plan: Plan, router: str) -> list[str]:
+    lines = []
+    for s in (s for s in oca_sessions(plan).values() if s.router == router):
+        lines += [oca_prefix_list(s, p, True) for p in s.prefixes]
+        lines += [f"route-map TO-OCA-{s.oca} permit 10", f" match ip address prefix-list OCA-{s.oca}",
+                  "exit", "!"]
+    return lines
+
+
+def _oca_neighbors(plan: Plan, router: str) -> tuple[list[str], list[str]]:
+    """(neighbor lines, address-family lines) of `router`'s OCA sessions: it announces the
+    OCA's prefix-list and accepts nothing from it."""
+    ss = [s for s in oca_sessions(plan).values() if s.router == router]
+    top = [x for s in ss for x in (
+        f" neighbor {s.oca_addr} remote-as {s.oca_asn}", f" neighbor {s.oca_addr} description {s.oca} (oca)",
+        f" neighbor {s.oca_addr} timers connect {CONNECT_RETRY_S}",
+        f" neighbor {s.oca_addr} advertisement-interval 0")]
+    af = [x for s in ss for x in (
+        f"  neighbor {s.oca_addr} activate", f"  neighbor {s.oca_addr} route-map NOTHING in",
+        f"  neighbor {s.oca_addr} route-map TO-OCA-{s.oca} out")]
+    return top, af
+
+
+def render_oca_bgpd(plan: Plan, oca: str) -> str:
+    """bgpd.conf of an OCA's receive-only speaker (run with -n -Z: no kernel, no zebra)."""
+    s = oca_sessions(plan)[oca]
+    return "\n".join([
+        f"hostname {oca}", "log timestamp precision 3", "!",
+        "route-map ACCEPT permit 10", "exit", "route-map NOTHING deny 10", "exit", "!",
+        f"router bgp {s.oca_asn}", f" bgp router-id {s.oca_addr}", " bgp log-neighbor-changes",
+        " no bgp default ipv4-unicast", f" timers bgp {KEEPALIVE_S} {HOLD_S}",
+        f" neighbor {s.router_addr} remote-as {s.router_asn}",
+        f" neighbor {s.router_addr} timers connect {CONNECT_RETRY_S}",
+        " address-family ipv4 unicast", f"  neighbor {s.router_addr} activate",
+        f"  neighbor {s.router_addr} route-map ACCEPT in", f"  neighbor {s.router_addr} route-map NOTHING out",
+        " exit-address-family", "exit", "!", "line vty", "!"]) + "\n"
+
+
+def oca_daemon_argv(run_dir: Path, oca: str) -> list[str]:
+    """bgpd of an OCA: no zebra (-Z), no kernel routes (-n), files under run_dir/oca."""
+    p = daemon_paths(run_dir, oca, "bgpd")
+    return ["/usr/lib/frr/bgpd", "-n", "-Z", "-f", str(p["conf"]), "-i", str(p["pid"]),
+            "--vty_socket", str(p["vty"]), "--log", f"file:{p['log']}", "-P", "0"]
+
+
 def render_zebra(plan: Plan, router: str) -> str:
     return f"hostname {router}\nlog timestamp precision 3\n!\nip forwarding\n!\nline vty\n!\n"
 
@@ -132,6 +224,7 @@ def render_bgpd(plan: Plan, router: str) -> str:
     lines += ["route-map TO-CUSTOMER permit 10", "exit", "!",
               "route-map TO-PEER-OR-PROVIDER deny 10", " match community PEER-OR-PROVIDER", "exit",
               "route-map TO-PEER-OR-PROVIDER permit 20", "exit", "!",
+              "route-map NOTHING deny 10", "exit", "!", *_router_oca_policy(plan, router),
               f"router bgp {asn}", f" bgp router-id {router_id(plan, router)}",
               " bgp log-neighbor-changes", " no bgp default ipv4-unicast",
               f" timers bgp {KEEPALIVE_S} {HOLD_S}"]
@@ -142,14 +235,15 @@ def render_bgpd(plan: Plan, router: str) -> str:
                   f" neighbor {s.peer_addr} update-source {s.local_addr}",
                   f" neighbor {s.peer_addr} timers connect {CONNECT_RETRY_S}",
                   f" neighbor {s.peer_addr} advertisement-interval 0"]
-    lines += [" address-family ipv4 unicast", "  maximum-paths 1"]
+    oca_top, oca_af = _oca_neighbors(plan, router)
+    lines += oca_top + [" address-family ipv4 unicast", "  maximum-paths 1"]
     lines += [f"  network {p}" for p in originated(plan)[router]]
     for s in mine:
         out = "TO-CUSTOMER" if s.relation == "customer" else "TO-PEER-OR-PROVIDER"
         lines += [f"  neighbor {s.peer_addr} activate", f"  neighbor {s.peer_addr} next-hop-self",
                   f"  neighbor {s.peer_addr} route-map FROM-{s.relation.upper()} in",
                   f"  neighbor {s.peer_addr} route-map {out} out"]
-    lines += [" exit-address-family", "exit", "!", "line vty", "!"]
+    lines += oca_af + [" exit-address-family", "exit", "!", "line vty", "!"]
     return "\n".join(lines) + "\n"
 
 
