@@ -45,10 +45,19 @@
   if (typeof dashjs === "undefined") { finish("dash.js is not vendored (make web-assets)"); return; }
   const player = dashjs.MediaPlayer().create();
   rec.dashjs_version = player.getVersion();
+  // ?abr=abrBola|abrThroughput|abrDynamic, ?buffer_s=S (the buffer target) and ?initial_kbps=K
+  // (the first rung: the highest at most K) align dash.js with the Python player it is compared with
+  const buffer = {fastSwitchEnabled: false};
+  const bufferS = Number(params.get("buffer_s"));
+  if (bufferS > 0) Object.assign(buffer, {stableBufferTime: bufferS, bufferTimeAtTopQuality: bufferS,
+                                          bufferTimeAtTopQualityLongForm: bufferS});
   player.updateSettings({
     debug: {logLevel: dashjs.Debug.LOG_LEVEL_WARNING},
-    streaming: {applyContentSteering: true, buffer: {fastSwitchEnabled: false}},
+    streaming: {applyContentSteering: true, buffer: buffer,
+                abr: {ABRStrategy: params.get("abr") || "abrDynamic",
+                      initialBitrate: {video: Number(params.get("initial_kbps")) || -1}}},
   });
+  rec.abr_strategy = player.getSettings().streaming.abr.ABRStrategy;
   const E = dashjs.MediaPlayer.events;
   player.on(E.FRAGMENT_LOADING_COMPLETED, (e) => {
     const r = e.request;
