@@ -7,7 +7,9 @@ once more and the serving embedded OCA is SIGKILLed (by its process handle) once
 Content Steering document (its BaseURL of the next serviceLocation).
 
 Both players are configured alike: the same buffer target (30 s, the Python player's default),
-the same first rung (the title's lowest, where the Python ABRs start), and rules of one kind: the
+the same first rung (the title's lowest, where the Python ABRs start), throughput samples over the
+whole request (the Python player's; dash.js's default leaves the wait for the first byte out),
+and rules of one kind: the
 Python player runs `--abr` (default tput) and dash.js the rule `DASHJS_ABR` maps it to.
 
 Saved tidy tables (every row has `arm`, `player` and `session`): chunks.csv (the players' chunk
@@ -41,7 +43,7 @@ DASHJS_ABR = {"tput": "throughput", "bba": "bola"}
 def _settings(quick: bool) -> dict:
     media = {"n_titles": 2, "patterns": ("pan", "fractal"), "duration_s": 20 if quick else 60,
              "segment_s": 2}
-    return {"media": media, "title": "t0000", "kill_after_segments": 3, "steering_ttl_s": 2,
+    return {"media": media, "title": "t0000", "kill_after_segments": 3, "steering_ttl_s": 1,
             "max_buffer_s": 30.0, "max_wall_s": 120.0}
 
 
@@ -64,7 +66,9 @@ def _run_arm(net, run_dir: Path, arm: str, cfg: dict, seed: int, viewer: str, me
              tables: dict) -> None:
     from harness.services import ServiceOptions, Services
     n_titles = cfg["media"]["n_titles"]
-    opts = ServiceOptions(arm=arm, media_dir=media_dir, abr=cfg["abr"], warm_titles=n_titles,
+    # pull-through OCAs, filled by one warm-up pass before any session (staged stores do not
+    # support per-title ladders yet): every session then finds its title at every OCA
+    opts = ServiceOptions(arm=arm, media_dir=media_dir, abr=cfg["abr"], warm_titles=n_titles, miss="proxy",
                           catalog={"seed": 1, "n_titles": n_titles, "duration_s": cfg["media"]["duration_s"]},
                           control_args=("--steering-ttl-s", str(cfg["steering_ttl_s"])))
     svc = Services(net, run_dir / "arms" / arm, opts)
@@ -72,6 +76,8 @@ def _run_arm(net, run_dir: Path, arm: str, cfg: dict, seed: int, viewer: str, me
     shot = run_dir / f"player-{arm}.png"
     try:
         svc.start()
+        if arm != "origin":
+            _warm_ocas(svc, viewer, cfg["title"])
         _wait(svc, _dashjs(svc, viewer, f"dashjs-{arm}", cfg, shot), cfg)
         py = svc.play(viewer, 1, n_segments, seed, tag=f"python-{arm}", titles=cfg["title"],
                       max_wall_s=cfg["max_wall_s"], max_buffer_s=cfg["max_buffer_s"])
@@ -98,10 +104,23 @@ def _dashjs(svc, viewer: str, tag: str, cfg: dict, screenshot: Path):
             "--viewer", tag, "--title", cfg["title"], "--chunk-log", str(svc.logs / f"chunks-{tag}.csv"),
             "--session-log", str(svc.logs / f"sessions-{tag}.jsonl"), "--screenshot", str(screenshot),
             "--max-wall-s", str(cfg["max_wall_s"]), "--abr", DASHJS_ABR[cfg["abr"]],
-            "--buffer-s", f"{cfg['max_buffer_s']:g}", "--initial-kbps", str(_lowest(svc, cfg["title"]))]
+            "--buffer-s", f"{cfg['max_buffer_s']:g}", "--initial-kbps", str(_lowest(svc, cfg["title"])),
+            "--count-latency"]
     err = open(svc.logs / f"player-{tag}.stderr", "wb")
     return svc.procs.start(f"player:{tag}", [*NICE, *argv], node=svc.net.host(viewer), stdout=err,
                            stderr=err)
+
+
+def _warm_ocas(svc, viewer: str, title: str) -> None:
+    """Fetch the title's every segment through every OCA of the viewer's steering document."""
+    import shlex
+    from emulation.linkemu import EmulationError
+    out = svc.net.host(viewer).cmd(f"{sys.executable} -m scenarios.hostcmd warm "
+                                   f"{shlex.quote(svc.control_url)} {title} warmup-{viewer}")
+    words = out.split()
+    if len(words) != 4 or words[0] != "fetched" or words[3] != "0" or words[1] == "0":
+        raise EmulationError(f"realclient: warming the OCAs failed: {out.strip()[-400:]}")
+    print(f"realclient: OCAs warm ({words[1]} segment fetches)", flush=True)
 
 
 def _lowest(svc, title: str) -> int:

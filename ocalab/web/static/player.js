@@ -13,8 +13,9 @@
   const rec = window.ocalab = {
     mpd: mpd, done: false, error: "", started_unix: Date.now() / 1000, startup_s: null,
     segments: [], stalls: [], stall_total_s: 0, steering_requests: 0, steering: [],
-    dashjs_version: "",
+    dashjs_version: "", download_errors: [],
   };
+  const DOWNLOAD_ERRORS = [27, 28];  // dash.js DOWNLOAD_ERROR_ID_CONTENT / _INITIALIZATION
   let stallStart = null;
   const now_s = () => (performance.now() - t0) / 1000;
   const finish = (err) => {
@@ -45,8 +46,9 @@
   if (typeof dashjs === "undefined") { finish("dash.js is not vendored (make web-assets)"); return; }
   const player = dashjs.MediaPlayer().create();
   rec.dashjs_version = player.getVersion();
-  // ?abr=abrBola|abrThroughput|abrDynamic, ?buffer_s=S (the buffer target) and ?initial_kbps=K
-  // (the first rung: the highest at most K) align dash.js with the Python player it is compared with
+  // ?abr=abrBola|abrThroughput|abrDynamic, ?buffer_s=S (the buffer target), ?initial_kbps=K
+  // (the first rung: the highest at most K) and ?count_latency=1 align dash.js with the Python
+  // player it is compared with
   const buffer = {fastSwitchEnabled: false};
   const bufferS = Number(params.get("buffer_s"));
   if (bufferS > 0) Object.assign(buffer, {stableBufferTime: bufferS, bufferTimeAtTopQuality: bufferS,
@@ -55,6 +57,9 @@
     debug: {logLevel: dashjs.Debug.LOG_LEVEL_WARNING},
     streaming: {applyContentSteering: true, buffer: buffer,
                 abr: {ABRStrategy: params.get("abr") || "abrDynamic",
+                      // ?count_latency=1: a throughput sample is bytes over the whole request
+                      // (first byte's wait included), as the Python player measures it
+                      useDeadTimeLatency: params.get("count_latency") !== "1",
                       initialBitrate: {video: Number(params.get("initial_kbps")) || -1}}},
   });
   rec.abr_strategy = player.getSettings().streaming.abr.ABRStrategy;
@@ -79,7 +84,11 @@
   });
   player.on(E.ERROR, (e) => {
     const err = e.error || {};
-    finish(`dash.js error ${err.code}: ${err.message || JSON.stringify(e).slice(0, 300)}`);
+    const msg = `dash.js error ${err.code}: ${err.message || JSON.stringify(e).slice(0, 300)}`;
+    // a segment's download failing (after dash.js's retries) is not the end: dash.js puts its
+    // serviceLocation on the blacklist and asks the next location (Content Steering)
+    if (DOWNLOAD_ERRORS.includes(err.code)) { rec.download_errors.push(msg); draw(); return; }
+    finish(msg);
   });
   video.addEventListener("playing", () => {
     if (rec.startup_s === null) rec.startup_s = now_s();
