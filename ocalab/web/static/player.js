@@ -1,8 +1,10 @@
 // The real-player page's recorder. Invariants: window.ocalab.done becomes true exactly once,
-// when the video ends or dash.js reports an error (then window.ocalab.error says which);
+// when the video ends or dash.js reports a fatal error (then window.ocalab.error says which; a
+// segment download failing is not fatal: download_errors);
 // segments[] has one entry per completed media-segment request, in completion order, with the
 // cumulative stall seconds at that moment (stall_total_s); stalls count only after the first
-// 'playing' event (the wait before it is startup_s).
+// 'playing' event (the wait before it is startup_s), from the element's 'waiting' or dash.js's
+// video bufferStalled to 'playing' or bufferLoaded; an empty buffer at the end is no stall.
 "use strict";
 (function () {
   const params = new URLSearchParams(location.search);
@@ -95,10 +97,17 @@
     else if (stallStart !== null) endStall();
     draw();
   });
-  video.addEventListener("waiting", () => {
+  const startStall = () => {
     if (rec.startup_s !== null && stallStart === null && !video.ended) stallStart = now_s();
+  };
+  video.addEventListener("waiting", startStall);
+  // headless Chromium does not always fire 'waiting' when the MSE buffer runs dry: dash.js's own
+  // video buffer events (buffer below its stall threshold, and filled again) mark stalls too
+  player.on(E.BUFFER_EMPTY, (e) => { if (e.mediaType === "video") startStall(); });
+  player.on(E.BUFFER_LOADED, (e) => {
+    if (e.mediaType === "video" && stallStart !== null) { endStall(); draw(); }
   });
-  video.addEventListener("ended", () => finish(""));
+  video.addEventListener("ended", () => { stallStart = null; finish(""); });  // the end is no stall
   player.initialize(video, mpd, true);
   draw();
 })();
