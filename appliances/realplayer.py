@@ -10,7 +10,8 @@ autoplay without a gesture), waits for the page's `window.ocalab.done`, and coll
 segment response Chromium received (Playwright keeps the bodies). Invariants:
 - every segment body Chromium received (initialization fetches included) is checked against
   the MPD's integrity SupplementalProperty; a mismatch counts in hash_failures and fails the
-  session, a non-2xx answer counts in failed_attempts;
+  session; a non-2xx, cut or refused request counts in failed_attempts and, as in the Python player, fails
+  the session only if a segment then goes unplayed (dash.js retries at the next location);
 - chunk rows (player.CHUNK_FIELDS) are the page's completed video media-segment requests in
   order (audio segments are integrity-checked like video but are not chunk rows: the ABR and QoE
   columns describe the video ladder);
@@ -51,6 +52,8 @@ STATIC = Path(__file__).resolve().parent.parent / "ocalab" / "web" / "static"
 DASHJS = STATIC / "vendor" / "dash.all.min.js"
 ABR_NAME = "dashjs"
 DECODED_KEYS = ("video_decoded_bytes", "audio_decoded_bytes")
+# --abr -> dash.js's streaming.abr.ABRStrategy (dynamic switches between BOLA and throughput)
+ABR_RULES = {"dynamic": "abrDynamic", "bola": "abrBola", "throughput": "abrThroughput"}
 
 
 def missing_requirement() -> str:
@@ -148,7 +151,7 @@ def session_summary(rec: dict, rows: list[dict], integrity: dict, viewer: str, t
     error = rec.get("error") or ""
     if not error and len(played) != n_segments:
         error = f"played {len(played)} of {n_segments} segments"
-    if not error and (integrity["hash_failures"] or integrity["failed_attempts"]):
+    if not error and integrity["hash_failures"]:
         error = "; ".join(integrity["failures"][:3])
     conn = {k: "" for k in ("conn", "connect_ms", "tls_ms")}
     return {"viewer": viewer, "account": viewer, "title": title, "abr": ABR_NAME,
@@ -212,8 +215,16 @@ def _body(response) -> bytes | None:
 
 
 def play(control: str, viewer: str, title: str, max_wall_s: float = 120.0,
-         screenshot: Path | None = None) -> tuple[list[dict], dict]:
-    """Play one title with dash.js; (chunk rows, session summary)."""
+         screenshot: Path | None = None, abr: str = "dynamic", buffer_s: float | None = None,
+         initial_kbps: int | None = None, count_latency: bool = False) -> tuple[list[dict], dict]:
+    """Play one title with dash.js; (chunk rows, session summary). abr: a key of ABR_RULES;
+    buffer_s: dash.js's buffer target (stableBufferTime and bufferTimeAtTopQuality; None: its
+    defaults), as the Python player's --max-buffer-s; initial_kbps: dash.js's first pick is the
+    highest rung at most this (initialBitrate; None: dash.js's own estimate); count_latency:
+    throughput samples over the whole request, the wait for the first byte included (dash.js's
+    useDeadTimeLatency off), as the Python player measures them."""
+    if abr not in ABR_RULES:
+        raise ValueError(f"abr: {abr!r} is not one of {', '.join(ABR_RULES)}")
     why = missing_requirement()
     if why:
         raise RuntimeError(f"the real player cannot run here: {why}")
@@ -236,7 +247,13 @@ def play(control: str, viewer: str, title: str, max_wall_s: float = 120.0,
             page.on("pageerror", lambda e: page_errors.append(str(e)))
             page.on("response", lambda r: responses.append(r)
                     if segment_of(r.url, title) is not None else None)
-            page.goto(f"{static.url}player.html?mpd={quote(mpd_url, safe='')}")
+            refused: list[str] = []  # no response at all (connection refused or reset)
+            page.on("requestfailed", lambda r: refused.append(r.url)
+                    if segment_of(r.url, title) is not None else None)
+            knobs = f"&abr={ABR_RULES[abr]}" + (f"&buffer_s={buffer_s:g}" if buffer_s else "") \
+                + (f"&initial_kbps={initial_kbps}" if initial_kbps else "") \
+                + ("&count_latency=1" if count_latency else "")
+            page.goto(f"{static.url}player.html?mpd={quote(mpd_url, safe='')}{knobs}")
             try:
                 page.wait_for_function("window.ocalab && window.ocalab.done",
                                        timeout=max_wall_s * 1000)
@@ -251,6 +268,7 @@ def play(control: str, viewer: str, title: str, max_wall_s: float = 120.0,
             if screenshot is not None:
                 page.screenshot(path=str(screenshot))
             fetched = [(r.url, r.status, _body(r)) for r in responses]
+            fetched += [(url, 0, None) for url in refused]
             nodes = {r.url: r.headers.get(NODE_HEADER.lower(), "") for r in responses}
         finally:
             browser.close()
@@ -261,6 +279,8 @@ def play(control: str, viewer: str, title: str, max_wall_s: float = 120.0,
     summary = session_summary(rec, rows, integrity, viewer, title, manifest["n_segments"],
                               manifest["segment_s"])
     summary["dashjs_version"] = rec.get("dashjs_version", "")
+    summary["dashjs_abr"] = rec.get("abr_strategy", "")
+    summary["download_errors"] = len(rec.get("download_errors", []))
     for k in DECODED_KEYS:  # Chromium's counters when the session ended
         summary[k] = rec.get(k, 0)
     summary["telemetry_posted"] = _post_summary(control, summary)
@@ -287,15 +307,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--session-log", required=True)
     p.add_argument("--screenshot", help="PNG of the page when the session ends")
     p.add_argument("--max-wall-s", type=float, default=120.0)
+    p.add_argument("--abr", choices=sorted(ABR_RULES), default="dynamic", help="dash.js ABR rule")
+    p.add_argument("--buffer-s", type=float, default=None,
+                   help="dash.js buffer target (default: dash.js's own)")
+    p.add_argument("--initial-kbps", type=int, default=None,
+                   help="dash.js's first rung: the highest at most this (default: its estimate)")
+    p.add_argument("--count-latency", action="store_true",
+                   help="dash.js throughput samples include the wait for the first byte")
     args = p.parse_args(argv)
     if args.max_wall_s <= 0:
         p.error("--max-wall-s must be > 0")
+    if args.buffer_s is not None and args.buffer_s <= 0:
+        p.error("--buffer-s must be > 0")
+    if args.initial_kbps is not None and args.initial_kbps <= 0:
+        p.error("--initial-kbps must be > 0")
     why = missing_requirement()
     if why:
         print(f"realplayer: {why}", file=sys.stderr)
         return 2
     rows, summary = play(args.control.rstrip("/"), args.viewer, args.title, args.max_wall_s,
-                         Path(args.screenshot) if args.screenshot else None)
+                         Path(args.screenshot) if args.screenshot else None, args.abr, args.buffer_s,
+                         args.initial_kbps, args.count_latency)
     with open(args.chunk_log, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=CHUNK_FIELDS)
         w.writeheader()

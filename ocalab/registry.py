@@ -5,7 +5,7 @@ from __future__ import annotations
 # written by its run) summarize(run_dir) and format_table(rows)
 MODULES = {"fidelity": "scenarios.fidelity", "placement": "scenarios.placement", "fill": "scenarios.fill",
            "failover": "scenarios.failover", "flashcrowd": "scenarios.flashcrowd", "chaos": "scenarios.chaos",
-           "steering": "scenarios.steering", "bgp": "scenarios.bgp"}
+           "steering": "scenarios.steering", "bgp": "scenarios.bgp", "realclient": "scenarios.realclient"}
 
 
 def scenario_module(name: str):
