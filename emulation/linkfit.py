@@ -4,8 +4,9 @@ Model: a pair's fastest RTT = 2 x the sum of the one-way delays of the links on 
 A ping crosses each link both ways, so RTTs see a link's two directions only as their sum: a
 link's delay here is the mean of its two directions, and an asymmetric link shows as that mean
 off the plan (per-direction estimates would need one-way measurements; none are taken).
-Unknowns: one delay per link crossed by a measured pair. Links without delay emulation (plan
-delay, jitter and loss all 0: veth only, no delay line) are pinned at 0 ms, not estimated.
+Unknowns: one delay per link crossed by a measured pair. Links without delay emulation (a plan
+delay of at most topologies.plan.SWITCH_PORT_DELAY_MS and no jitter or loss: veth and switch
+port only, no delay line) are pinned at their planned delay, not estimated.
 Estimates: least squares (numpy.linalg.lstsq, minimum norm) over the pair -> link incidence.
 Identifiability: a sum of link delays is determined by the pairs iff its indicator is orthogonal
 to the incidence's null space. A link that is not determined alone (e.g. two L3 ends on one
@@ -45,7 +46,7 @@ def tolerance_ms(expected_rtt_ms: float, jitter_ms: float = 0.0) -> float:
 @dataclass(frozen=True)
 class Unit:
     """One judged quantity: a link, or the smallest identifiable group of links (one way, ms).
-    kind: link | group | pinned (no delay emulation: taken as 0) | unmeasured (no pair with
+    kind: link | group | pinned (no delay emulation: taken as planned) | unmeasured (no pair with
     samples crosses it: fails). `needed_ms` is, per link, the compensation its estimate asks for
     (applied compensation + its share of the excess; 0 for links without a relay)."""
     links: tuple[str, ...]
@@ -76,7 +77,7 @@ class Unit:
 
 
 def pinned(plan: Plan) -> set[str]:
-    """Links without delay emulation: their delay is taken as 0 ms, not estimated."""
+    """Links without delay emulation: their delay is taken as planned, not estimated."""
     return {lk.name for lk in plan.links if not lk.impaired}
 
 
@@ -152,7 +153,8 @@ def estimate(plan: Plan, measurements) -> tuple[dict[str, float], list[tuple[str
     names = [lk.name for lk in plan.links if any(lk.name in p for p in paths)]
     if not names:
         return {}, paths
-    y = np.array([m.min_rtt_ms / 2 for m in valid])
+    by_name = {lk.name: lk for lk in plan.links}
+    y = np.array([m.min_rtt_ms / 2 - sum(by_name[n].delay_ms for n in m.pair.links if n in pin) for m in valid])
     x = np.linalg.lstsq(matrix(paths, names), y, rcond=None)[0]
     return dict(zip(names, (float(v) for v in x))), paths
 
@@ -174,7 +176,7 @@ def judge_links(plan: Plan, measurements, compensation_ms: dict[str, float] | No
     for g in sorted(todo, key=lambda g: crossed.index(g[0])):
         planned = sum(by_name[n].delay_ms for n in g)
         kind = "pinned" if g[0] in pin else "unmeasured" if g[0] not in x else "link" if len(g) == 1 else "group"
-        est = 0.0 if kind == "pinned" else math.nan if kind == "unmeasured" else sum(x[n] for n in g)
+        est = planned if kind == "pinned" else math.nan if kind == "unmeasured" else sum(x[n] for n in g)
         tol = tolerance_ms(2 * planned, sum(by_name[n].jitter_ms for n in g))
         mine = [n for n in g if n in relayed]
         share = (est - planned) / len(mine) if mine and math.isfinite(est) else 0.0

@@ -40,7 +40,7 @@ def test_deployment_from_plan_has_hops_rtt_and_prefixes():
     dep = deployment(metro(), ServiceOptions(arm="embedded"))
     by = {o["name"]: o for o in dep["ocas"]}
     assert by["i1oca1"]["serves"] == ["198.18.1.0/24"] and by["i1oca1"]["distance_hops"] == 1
-    assert by["i1oca1"]["rtt_ms"] == 6.0  # 2 x (3 ms access + 0 ms on the OCA LAN link)
+    assert by["i1oca1"]["rtt_ms"] == 6.2  # 2 x (3 ms access + 0.1 ms OCA LAN port)
     assert by["nfxoca1"]["distance_hops"] == 3 and len(by["nfxoca1"]["serves"]) == 3
     assert dep["origin"]["url"] == "http://198.19.10.11:8080"
 

@@ -209,3 +209,22 @@ def test_skew_shapes_each_direction_on_netem_and_is_validated():
                      ({ACCESS: (1.0,)}, "want")]:
         with pytest.raises(EmulationError, match=why):
             Network(PLAN, Options(skew_ms=bad))._check_skew()
+
+
+def test_switch_ports_are_pinned_at_their_plan_not_at_zero():
+    """metro's default LAN ports (0.1 ms, no delay line): pairs over them expect their plan, the
+    estimator takes the plan off before fitting the relayed links, and a switch that takes what
+    the plan says leaves every link ok; pairs over two ports alone are judged like any other."""
+    from topologies.plan import SWITCH_PORT_DELAY_MS
+    plan = metro()
+    lan = [lk for lk in plan.links if lk.delay_ms == SWITCH_PORT_DELAY_MS]
+    assert lan and not any(lk.impaired for lk in lan)
+    assert all(lk.impaired for lk in plan.links if lk.delay_ms > SWITCH_PORT_DELAY_MS)
+    units = judge_links(plan, synth(plan))
+    assert all(u.ok for u in units), [u for u in units if not u.ok]
+    assert {u.estimated_delay_ms for u in units if u.kind == "pinned"} == {SWITCH_PORT_DELAY_MS}
+    both = [p for p in pairs(plan) if all(n in {lk.name for lk in lan} for n in p.links)]
+    assert both and all(p.expected_rtt_ms == 4 * SWITCH_PORT_DELAY_MS for p in both)
+    # a relayed link 1 ms slow is still found and named, with the ports pinned beside it
+    bad = judge_links(plan, synth(plan, skew={ACCESS: (1.0, 1.0)}))
+    assert [u.links for u in bad if not u.ok] == [(ACCESS,)]

@@ -151,8 +151,8 @@ def test_pairs_are_same_segment_and_expect_twice_the_delay():
     ps = {(p.src, p.dst): p for p in pairs(plan)}
     assert ps[("i1v1", "i1br")].expected_rtt_ms == 8.0       # 2 x (3 access + 1 internal)
     assert ps[("i3v1", "i3br")].expected_rtt_ms == 10.0      # ISP 3 access is 4 ms
-    assert ps[("i1br", "trr")].expected_rtt_ms == 30.0       # 2 x (15 + 0 transit router port)
-    assert ps[("cldr", "nfxr")].expected_rtt_ms == 40.0       # 2 x (20 backbone + 0)
+    assert ps[("i1br", "trr")].expected_rtt_ms == 30.2       # 2 x (15 + 0.1 transit router port)
+    assert ps[("cldr", "nfxr")].expected_rtt_ms == 40.2       # 2 x (20 backbone + 0.1)
 
 
 def test_pairs_sum_jitter_on_the_path():

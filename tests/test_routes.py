@@ -104,12 +104,12 @@ def test_paths_scale_with_isps():
 
 
 @pytest.mark.parametrize("src,dst,delay_ms", [
-    ("i1v1", "i1oca1", 3.0),             # access 3 + OCA LAN link 0 (no delay line)
-    ("i1v1", "nfxoca1", 11.0),           # 3 + 1 to i1br, 7 + 0 over the IXP, 0 + 0 to the OCA
-    ("i1v1", "origin", 49.0),            # 4 to i1br, 15 to the transit LAN, 30 to cldr, 0 + 0 to origin
+    ("i1v1", "i1oca1", 3.1),             # access 3 + OCA LAN port 0.1 (no delay line)
+    ("i1v1", "nfxoca1", 11.3),           # 3 + 1 to i1br, 7 + 0.1 over the IXP, 0.1 + 0.1 to the OCA
+    ("i1v1", "origin", 49.4),            # 4 to i1br, 15 + 0.1 to trr, 0.1 + 30 to cldr, 0.1 + 0.1 to origin
     ("i1v1", "i2v1", 22.5),              # 4, 7 + 7 over the IXP, 1 + 3.5 into ISP 2
     ("i3v2", "i1v1", 23.0),              # 4 + 1, 7 + 7, 1 + 3
-    ("origin", "i2v1", 49.5),            # the way back, into ISP 2 (access 3.5 ms)
+    ("origin", "i2v1", 49.9),            # the way back, into ISP 2 (access 3.5 ms)
 ])
 def test_path_delay_sums_links_along_l3_path(plan, src, dst, delay_ms):
     assert path_delay_ms(plan, src, plan.primary_ip(dst)) == pytest.approx(delay_ms)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from topologies.plan import Link, LinkEnd, Node, Plan, PlanError, l2_segments
+from topologies.plan import SWITCH_PORT_DELAY_MS, Link, LinkEnd, Node, Plan, PlanError, l2_segments
 from topologies.routes import compute_routes
 
 
@@ -30,10 +30,10 @@ class MetroParams:
     access_delay_ms: float = 3.0      # 2-5 ms is realistic; ISP k adds 0.5 ms * (k-1)
     access_bw_mbps: float = 50.0
     internal_delay_ms: float = 1.0    # ISP LAN to border router
-    lan_delay_ms: float = 0.0         # hosts and routers on a LAN or exchange switch port: 0 = no
-                                      # delay line (veth and OVS alone, tens of us, as a real LAN
-                                      # hop); a value > 0 gets a relay, and then >= 0.5 keeps the
-                                      # relay backend's own ~0.3 ms per link compensable
+    lan_delay_ms: float = SWITCH_PORT_DELAY_MS  # hosts and routers on a LAN or exchange switch
+                                      # port: the switch alone realizes it, no delay line (a real
+                                      # LAN hop takes tens of us); a value over it gets a relay, and
+                                      # then >= 0.5 keeps the relay's own ~0.3 ms compensable
     peering_delay_ms: float = 7.0     # ISP border to IXP fabric (5-10 ms)
     transit_delay_ms: float = 15.0    # ISP border to transit provider (10-20 ms)
     transit_bw_mbps: float = 200.0

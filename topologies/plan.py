@@ -32,6 +32,12 @@ AS_RELATIONS = ("peer", "customer")  # (a, b, "customer") means a is a customer 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,9}$")
 _MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 IFNAMSIZ_MAX = 15
+# A link planned at most this slow one way (and without jitter or loss) gets no delay line: the
+# veth pair and its switch port realize it alone. The OVS userspace datapath takes 0.1-0.27 ms
+# one way per switch it crosses (fidelity pairs over two such ports: min RTT 0.17-0.54 ms), so a
+# LAN or exchange port is planned at this value (topologies.catalog.MetroParams.lan_delay_ms),
+# and the fidelity gate judges the pairs over it against that plan like any other.
+SWITCH_PORT_DELAY_MS = 0.1
 
 
 class PlanError(ValueError):
@@ -89,8 +95,9 @@ class Link:
 
     @property
     def impaired(self) -> bool:
-        """True when the link needs delay, jitter or loss emulation (not only a rate)."""
-        return self.delay_ms > 0 or self.jitter_ms > 0 or self.loss_pct > 0
+        """True when the link needs delay, jitter or loss emulation (not only a rate): a delay
+        over SWITCH_PORT_DELAY_MS, or any jitter or loss."""
+        return self.delay_ms > SWITCH_PORT_DELAY_MS + 1e-9 or self.jitter_ms > 0 or self.loss_pct > 0
 
     def end(self, node: str) -> LinkEnd:
         if self.a.node == node:
