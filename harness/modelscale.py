@@ -8,7 +8,9 @@ against its reference workload, and this module derives every rate and size from
 - bitrates / D: the catalog's ladder (segment bytes follow), per-flow rates (fill, pre-position)
   and absolute store sizes (`mb:N` capacity rules);
 - rates of links and servers that all viewers share x V / D (access, transit, core; an OCA's
-  egress cap), so every viewer keeps the same share of each bottleneck as in the reference;
+  egress cap), so every viewer keeps the same share of each bottleneck as in the reference, and
+  the links' drop-tail queues in packets x V / D, so a full queue holds the same time (a 1000
+  packet queue at 8.5 Mbit/s would hold 1.4 s, not the reference's 240 ms at 50 Mbit/s);
 - session counts x V (viewers per host, an OCA's stream limit);
 - times and delays unchanged (segment length, windows, kill times, every link's RTT).
 
@@ -25,8 +27,9 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Mapping
 
-# metro's link rates that all sessions share (topologies.catalog.MetroParams fields)
+# metro's link rates that all sessions share, and its queue (topologies.catalog.MetroParams fields)
 SHARED_LINK_FIELDS = ("access_bw_mbps", "transit_bw_mbps", "core_bw_mbps")
+QUEUE_FIELD = "queue_pkts"
 MIN_RUNG_KBPS = 16  # contracts.catalog's lowest legal rung
 
 
@@ -69,11 +72,21 @@ class ModelScale:
             return rule
         return f"mb:{float(rule[3:]) / self.bitrate_divisor:g}"
 
+    def queue_pkts(self, pkts: int) -> int:
+        """A drop-tail queue on a link whose rate is x V / D: the same x V / D, so it holds the
+        same time; at least 10 packets."""
+        return max(10, round(pkts * self.viewer_factor / self.bitrate_divisor))
+
     def plan_overrides(self, defaults: Mapping[str, float], explicit: Mapping[str, str]) -> dict[str, str]:
-        """`--set` overrides for the plan: each shared link rate of `defaults` x V / D, unless the
-        user set it (`explicit` wins: a value given on the command line is the emulated one)."""
+        """`--set` overrides for the plan: each shared link rate of `defaults` x V / D and the
+        queue likewise, unless the user set it (`explicit` wins: a value given on the command line
+        is the emulated one)."""
+        if self == ModelScale():
+            return dict(explicit)
         out = {k: f"{self.shared_mbps(float(defaults[k])):g}" for k in SHARED_LINK_FIELDS
-               if k in defaults and k not in explicit and self != ModelScale()}
+               if k in defaults and k not in explicit}
+        if QUEUE_FIELD in defaults and QUEUE_FIELD not in explicit:
+            out[QUEUE_FIELD] = str(self.queue_pkts(int(defaults[QUEUE_FIELD])))
         return {**out, **explicit}
 
     def manifest(self, derived: Mapping[str, object] | None = None) -> dict:

@@ -126,14 +126,15 @@ def scaled_overrides(cfg: dict, overrides: dict[str, str]) -> dict[str, str]:
     """The plan's `--set` overrides with the scenario's model scale applied to the shared link
     rates the user did not set (harness.modelscale); recorded in cfg["model_scale"]."""
     import dataclasses
-    from harness.modelscale import SHARED_LINK_FIELDS, from_settings
+    from harness.modelscale import QUEUE_FIELD, SHARED_LINK_FIELDS, from_settings
     from topologies.catalog import MetroParams
     scale = from_settings(cfg)
     out = scale.plan_overrides(dataclasses.asdict(MetroParams()), overrides)
     if "model_scale" in cfg:
         cfg["model_scale"]["derived"].update(
             {k: {"reference": getattr(MetroParams(), k), "scaled": float(out[k]),
-                 **({"explicit": True} if k in overrides else {})} for k in SHARED_LINK_FIELDS if k in out})
+                 **({"explicit": True} if k in overrides else {})}
+             for k in (*SHARED_LINK_FIELDS, QUEUE_FIELD) if k in out})
     return out
 
 

@@ -57,7 +57,20 @@ def test_plan_links_scale_unless_the_user_set_them():
     out = scaled_overrides(cfg, {"transit_bw_mbps": "77"})
     assert out["access_bw_mbps"] == "25" and out["core_bw_mbps"] == "500" and out["transit_bw_mbps"] == "77"
     assert cfg["model_scale"]["derived"]["transit_bw_mbps"]["explicit"] is True
+    # the queues follow the rates, so a full queue holds the reference's time
+    assert out["queue_pkts"] == "500" and cfg["model_scale"]["derived"]["queue_pkts"]["reference"] == 1000
+    assert scaled_overrides(apply({}, ModelScale(10, 5)), {"queue_pkts": "64"})["queue_pkts"] == "64"
+    assert ModelScale(100, 1).queue_pkts(1000) == 10  # never below 10 packets
     assert scaled_overrides({"catalog": {}}, {"isps": "2"}) == {"isps": "2"}  # no scale stated
+
+
+def test_the_scaled_plan_keeps_each_queue_time():
+    from topologies.catalog import by_name
+    cfg = apply({"catalog": {"seed": 1}}, ModelScale(10, 1.7))
+    ref, scaled = by_name("metro"), by_name("metro", scaled_overrides(cfg, {}))
+    for a, b in zip(ref.links, scaled.links):
+        assert b.queue_pkts * 1500 * 8 / (b.bw_mbps * 1e3) == pytest.approx(
+            a.queue_pkts * 1500 * 8 / (a.bw_mbps * 1e3), rel=0.01)  # ms of queue at the link rate
 
 
 def test_full_settings_reach_100_sessions_per_arm():

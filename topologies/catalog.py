@@ -42,6 +42,8 @@ class MetroParams:
     core_bw_mbps: float = 1000.0
     jitter_ms: float = 0.0
     loss_pct: float = 0.0
+    queue_pkts: int = 1000            # every link's drop-tail queue: 240 ms at 50 Mbit/s, 60 ms at
+                                      # 200, 12 ms at 1000 (a model scale keeps these times)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -104,7 +106,7 @@ class _Builder:
         # jitter and loss model the last mile: they apply to access links only
         self.links.append(Link(self._end(a, a_ip), self._end(b, b_ip), cls, float(bw_mbps),
                                float(delay_ms), jitter_ms=p.jitter_ms if cls == "access" else 0.0,
-                               loss_pct=p.loss_pct if cls == "access" else 0.0))
+                               loss_pct=p.loss_pct if cls == "access" else 0.0, queue_pkts=p.queue_pkts))
 
 
 def metro(params: MetroParams | None = None) -> Plan:
