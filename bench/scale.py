@@ -152,11 +152,12 @@ def run_bench_scale(out_dir: Path, quick: bool = False) -> dict:
     catalog = {**CATALOG, "ladder_kbps": list(ladder())}
     result: dict = {"steps_planned": list(steps), "plan_overrides": overrides, "viewer_hosts": hosts,
                     "scaling": {"ladder_kbps": list(ladder()), "ladder_divisor": SCALE.bitrate_divisor,
+                                "initcwnd": SCALE.initcwnd(),
                                 "access_headroom": ACCESS_HEADROOM, "segments": SEGMENTS,
                                 "ramp_s": RAMP_S, "max_buffer_s": MAX_BUFFER_S, "abr": ABR,
                                 "catalog": CATALOG}, "steps": []}
     started = time.monotonic()
-    with Network(plan, Options(work_dir=work / "net", label="bench-scale")) as net:
+    with Network(plan, Options(work_dir=work / "net", label="bench-scale", initcwnd=SCALE.initcwnd())) as net:
         result["network"] = net.summary()
         svc = Services(net, work / "services", ServiceOptions(
             arm="embedded", catalog=catalog, capacity_rules={t: str(r) for t, r in tier_rules({}).items()}, stage_tiers=STEADY_STATE,

@@ -63,6 +63,9 @@ class Options:
     # relays count the TCP payload from this source port apart (the content servers' responses)
     payload_sport: int = OCA_PORT
     routing: str = "static"         # static: the plan's routes | bgp: FRR on every router (emulation.frr)
+    # TCP's initial window (segments) on every route of every host; None: the kernel's (10). A
+    # model scale sets it (harness.modelscale), so that slow start takes the world's round trips
+    initcwnd: int | None = None
 
 
 @dataclass
@@ -307,6 +310,8 @@ class Network:
             for r in self.plan.routes:
                 if r.node == n.name:
                     s.append(f"ip route replace {r.dst} via {r.via}")
+            if n.kind == "host" and self.opts.initcwnd is not None:
+                s += initcwnd_script(self.opts.initcwnd)
         for name, lines in scripts.items():
             node = self.nodes[name]
             script = "set -e\n" + "\n".join(lines)
@@ -621,7 +626,7 @@ class Network:
     def summary(self) -> dict:
         """What the manifest records of the network; `started` is False after a failed start."""
         return {"plan": self.plan.name, "plan_hash": self.plan.plan_hash(), "started": self.started,
-                "routing": self.opts.routing,
+                "routing": self.opts.routing, "initcwnd": self.opts.initcwnd,
                 "bgp_session_drops_at_ready": self.bgp.drops_at_ready if self.bgp is not None else None,
                 "link_backend": self.link_backend, "switch_datapath": self.datapath,
                 "reasons": self.reasons, "timings_s": self.timings_s,
@@ -633,6 +638,15 @@ class Network:
                 "calibration_rounds": self.calibration_rounds,
                 "cpu_busy_at_gate": self.cpu_busy_at_gate,
                 "settle_remeasured": self.settle_remeasured}
+
+
+def initcwnd_script(segments: int) -> list[str]:
+    """Shell lines that set TCP's initial window on every IPv4 route of a host and fail (set -e)
+    unless every route then carries it."""
+    if not isinstance(segments, int) or isinstance(segments, bool) or not 1 <= segments <= 100:
+        raise EmulationError(f"initcwnd must be an integer in 1..100, got {segments!r}")
+    return [f"ip -4 route show | while read -r r; do ip route change $r initcwnd {segments}; done",
+            f'test -z "$(ip -4 route show | grep -v " initcwnd {segments}")"']
 
 
 def _relay_mac(i: int) -> str:

@@ -12,13 +12,18 @@ against its reference workload, and this module derives every rate and size from
   the links' drop-tail queues in packets x V / D, so a full queue holds the same time (a 1000
   packet queue at 8.5 Mbit/s would hold 1.4 s, not the reference's 240 ms at 50 Mbit/s);
 - session counts x V (viewers per host, an OCA's stream limit);
+- TCP's initial window / D on every host's routes (10 segments -> 1 at D = 10), so that slow start
+  takes the world's number of round trips to a chunk, and a new flow's first burst holds the
+  world's time on its link (IW10 at a tenth of the rate would be ten times longer);
 - times and delays unchanged (segment length, windows, kill times, every link's RTT).
 
 Invariants: D >= 1 and V >= 1; `ModelScale()` (D = V = 1) changes nothing; ratios between
 arms (bytes, shares, hit ratios) are unchanged by D, and bitrates, Mbit/s and MB read in
-model units (x D for the world's). What does not scale: TCP's initial window and MSS stay
-real, so at / D a chunk needs fewer round trips of slow start relative to its size, and
-per-request costs (RTT, handshakes) weigh more in a chunk's download time. The manifest's
+model units (x D for the world's). What does not scale: the MSS stays real (1448 bytes),
+so congestion avoidance adds one MSS per round trip, D times more relative to the rates, and a
+window cannot shrink below a packet or two: a flow whose share of a link is under two packets per
+round trip at / D (an embedded path: 1.7 Mbit/s x 6 ms = 1.3 KB) queues where the world's would
+not; and per-request costs (RTT, handshakes) weigh more in a chunk's download time. The manifest's
 `model_scale` records the scale and every derived value.
 """
 from __future__ import annotations
@@ -31,6 +36,7 @@ from typing import Mapping
 SHARED_LINK_FIELDS = ("access_bw_mbps", "transit_bw_mbps", "core_bw_mbps")
 QUEUE_FIELD = "queue_pkts"
 MIN_RUNG_KBPS = 16  # contracts.catalog's lowest legal rung
+KERNEL_INITCWND = 10  # Linux's TCP_INIT_CWND (segments), RFC 6928
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,10 @@ class ModelScale:
         if not rule.startswith("mb:"):
             return rule
         return f"mb:{float(rule[3:]) / self.bitrate_divisor:g}"
+
+    def initcwnd(self, segments: int = KERNEL_INITCWND) -> int | None:
+        """TCP's initial window / D, at least 1; None (the kernel's) without scaling."""
+        return None if self.bitrate_divisor == 1 else max(1, round(segments / self.bitrate_divisor))
 
     def queue_pkts(self, pkts: int) -> int:
         """A drop-tail queue on a link whose rate is x V / D: the same x V / D, so it holds the

@@ -77,7 +77,7 @@ def run(a, sc: Scenario) -> int:
         print("WARNING: fidelity gate skipped (--no-verify); results are marked unverified")
     net = Network(plan, Options(link_backend=a.link_backend, datapath=a.datapath, verify=not a.no_verify,
                                 work_dir=top / "logs" / "net", label=sc.name,
-                                routing=getattr(a, "routing", "static")))
+                                routing=getattr(a, "routing", "static"), initcwnd=scaled_initcwnd(cfg)))
     # the code that runs is the code at the start: a file edited mid-run must not mark it dirty
     common = dict(git=git_info(), scenario=sc.name, seed=a.seed, quick=a.quick, settings=cfg, plan=plan.name,
                   plan_hash=plan.plan_hash(), fidelity_verified=not a.no_verify,
@@ -136,6 +136,16 @@ def scaled_overrides(cfg: dict, overrides: dict[str, str]) -> dict[str, str]:
                  **({"explicit": True} if k in overrides else {})}
              for k in (*SHARED_LINK_FIELDS, QUEUE_FIELD) if k in out})
     return out
+
+
+def scaled_initcwnd(cfg: dict) -> int | None:
+    """TCP's initial window for the hosts under the scenario's model scale (None: the kernel's),
+    recorded in cfg["model_scale"]."""
+    from harness.modelscale import KERNEL_INITCWND, from_settings
+    iw = from_settings(cfg).initcwnd()
+    if iw is not None and "model_scale" in cfg:
+        cfg["model_scale"]["derived"]["initcwnd"] = {"reference": KERNEL_INITCWND, "scaled": iw}
+    return iw
 
 
 def tls_choice(arg: str | None, sc: Scenario) -> bool:

@@ -78,3 +78,19 @@ def test_full_settings_reach_100_sessions_per_arm():
     cfg = placement._settings(False)
     assert cfg["viewers_per_host"] * 6 >= 100
     assert placement._settings(True).get("model_scale") is None  # quick runs stay at world scale
+
+
+def test_initial_window_scales_with_the_bitrates():
+    from emulation.build import initcwnd_script
+    from emulation.linkemu import EmulationError
+    from harness.runner import scaled_initcwnd
+    assert ModelScale().initcwnd() is None and ModelScale(10, 5).initcwnd() == 1
+    assert ModelScale(2).initcwnd() == 5 and ModelScale(40).initcwnd() == 1
+    cfg = apply({"catalog": {"seed": 1}}, ModelScale(10, 5))
+    assert scaled_initcwnd(cfg) == 1 and cfg["model_scale"]["derived"]["initcwnd"] == {"reference": 10, "scaled": 1}
+    assert scaled_initcwnd({"catalog": {}}) is None
+    lines = initcwnd_script(1)
+    assert "initcwnd 1" in lines[0] and lines[-1].startswith("test -z")  # read back: fails unless set
+    for bad in (0, 101, 1.5, True):
+        with pytest.raises(EmulationError, match="initcwnd"):
+            initcwnd_script(bad)
