@@ -50,9 +50,12 @@ class FaultEvent:
 def targets(plan: Plan) -> dict[str, list[str]]:
     """The candidate targets of each kind in `plan` (sorted; a kind may have none)."""
     ocas = sorted(n.name for n in plan.nodes_of(role="oca"))
-    down = sorted(lk.name for lk in plan.links if lk.cls in LINK_DOWN_CLASSES
+    # only links with a delay line take run-time faults on every backend (a LAN port realized by
+    # its switch alone has no relay to drop or delay frames: topologies.plan.SWITCH_PORT_DELAY_MS)
+    lines = [lk for lk in plan.links if lk.impaired]
+    down = sorted(lk.name for lk in lines if lk.cls in LINK_DOWN_CLASSES
                   or lk.a.node in ocas or lk.b.node in ocas)
-    impair = sorted(lk.name for lk in plan.links if lk.cls in LINK_IMPAIR_CLASSES)
+    impair = sorted(lk.name for lk in lines if lk.cls in LINK_IMPAIR_CLASSES)
     control = sorted(n.name for n in plan.nodes_of(role="control"))
     return {"oca_kill": ocas, "link_down": down, "link_impair": impair,
             "control_plane_kill": control, "controller_kill": [CONTROLLER]}

@@ -25,7 +25,8 @@ def test_placement_repeats_reproduce_non_timing_figures(tmp_path, monkeypatch):
     from ocalab.cli import main
 
     def small(quick: bool) -> dict:
-        return {"viewers_per_host": 1, "segments": 4, "catalog": {"seed": 1, "n_titles": 6, "duration_s": 16}}
+        return {"viewers_per_host": 1, "segments": 4, "ramp_s": 0.0,
+                "catalog": {"seed": 1, "n_titles": 6, "duration_s": 16}}
     monkeypatch.setattr(placement, "SCENARIO", dataclasses.replace(placement.SCENARIO, settings=small))
     assert main(["run", "placement", "--repeat", "2", "--abr", "fixed", "--seed", "3", "--out", str(tmp_path)]) == 0
     (top,) = list(tmp_path.glob("placement-*"))
