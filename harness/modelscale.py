@@ -32,6 +32,8 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Mapping
 
+from contracts.catalog import LADDER_KBPS
+
 # metro's link rates that all sessions share, and its queue (topologies.catalog.MetroParams fields)
 SHARED_LINK_FIELDS = ("access_bw_mbps", "transit_bw_mbps", "core_bw_mbps")
 QUEUE_FIELD = "queue_pkts"
@@ -105,7 +107,6 @@ class ModelScale:
 
 def scale_catalog(catalog: Mapping, scale: ModelScale) -> dict:
     """A scenario's catalog dict with its ladder / D (the contract's default ladder if absent)."""
-    from contracts.catalog import LADDER_KBPS
     return {**catalog, "ladder_kbps": list(scale.ladder(catalog.get("ladder_kbps", LADDER_KBPS)))}
 
 
@@ -138,12 +139,8 @@ def apply(cfg: Mapping, scale: ModelScale, *, sessions=(), shared_mbps=(), flow_
         derived[f] = {"reference": v, "scaled": out[f]}
     if "catalog" in cfg:
         out["catalog"] = scale_catalog(cfg["catalog"], scale)
-        derived["ladder_kbps"] = {"reference": list(cfg["catalog"].get("ladder_kbps") or _default_ladder()),
+        derived["ladder_kbps"] = {"reference": list(cfg["catalog"].get("ladder_kbps", LADDER_KBPS)),
                                   "scaled": out["catalog"]["ladder_kbps"]}
     out["model_scale"] = scale.manifest(derived)
     return out
 
-
-def _default_ladder() -> tuple[int, ...]:
-    from contracts.catalog import LADDER_KBPS
-    return LADDER_KBPS
