@@ -143,4 +143,3 @@ def apply(cfg: Mapping, scale: ModelScale, *, sessions=(), shared_mbps=(), flow_
                                   "scaled": out["catalog"]["ladder_kbps"]}
     out["model_scale"] = scale.manifest(derived)
     return out
-
