@@ -245,6 +245,8 @@ def play(control: str, viewer: str, title: str, max_wall_s: float = 120.0,
             page = browser.new_page(viewport={"width": 700, "height": 460})
             page_errors: list[str] = []
             page.on("pageerror", lambda e: page_errors.append(str(e)))
+            page.on("console", lambda m: print(f"realplayer: console {m.type}: {m.text}",
+                                               file=sys.stderr) if m.type in ("error", "warning") else None)
             page.on("response", lambda r: responses.append(r)
                     if segment_of(r.url, title) is not None else None)
             refused: list[str] = []  # no response at all (connection refused or reset)
@@ -272,8 +274,9 @@ def play(control: str, viewer: str, title: str, max_wall_s: float = 120.0,
             nodes = {r.url: r.headers.get(NODE_HEADER.lower(), "") for r in responses}
         finally:
             browser.close()
-    if page_errors and not rec.get("error"):
-        rec["error"] = "page error: " + "; ".join(page_errors)
+    if page_errors:  # an uncaught exception in the page: kept and printed; it fails the session
+        # only through what it did to playback (segments missing, no end: checked below)
+        print("realplayer: page errors: " + "; ".join(page_errors), file=sys.stderr)
     integrity = check_bodies(fetched, title, {**manifest["segments"], **manifest["audio_segments"]})
     rows = chunk_rows(rec, viewer, title, locations, nodes)
     summary = session_summary(rec, rows, integrity, viewer, title, manifest["n_segments"],
@@ -281,6 +284,8 @@ def play(control: str, viewer: str, title: str, max_wall_s: float = 120.0,
     summary["dashjs_version"] = rec.get("dashjs_version", "")
     summary["dashjs_abr"] = rec.get("abr_strategy", "")
     summary["download_errors"] = len(rec.get("download_errors", []))
+    summary["page_errors"] = len(page_errors)
+    summary["errors"] = summary["errors"] + [f"page error: {e}" for e in page_errors]
     for k in DECODED_KEYS:  # Chromium's counters when the session ended
         summary[k] = rec.get(k, 0)
     summary["telemetry_posted"] = _post_summary(control, summary)

@@ -191,7 +191,8 @@ def _figures(s: pd.Series) -> dict:
     return {"status": s["status"], "startup_s": _round(s.get("startup_s")),
             "mean_kbps": _round(s.get("mean_kbps"), 1), "rebuffer_ratio": _round(s.get("rebuffer_ratio")),
             "segments": int(s["segments"]), "integrity_failures": int(s["hash_failures"]),
-            "failed_attempts": int(s["failed_attempts"]), "bytes": int(s["bytes"])}
+            "failed_attempts": int(s["failed_attempts"]), "bytes": int(s["bytes"]),
+            "error": "" if pd.isna(s.get("error", "")) else str(s.get("error", ""))[:300]}
 
 
 def _round(x, nd: int = 4):
@@ -218,6 +219,8 @@ def format_table(rows: list[dict]) -> str:
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
     lines = ["  ".join(f"{c:>{w}s}" for c, w in zip(cols, widths))]
     lines += ["  ".join(f"{v:>{w}s}" for v, w in zip(row, widths)) for row in cells]
+    lines += [f"{r['player']} {r['path']} failed: {r.get('error') or '(no error text)'}"
+              for r in rows if r.get("status") != "ok"]
     return "\n".join(lines)
 
 

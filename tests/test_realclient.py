@@ -55,6 +55,18 @@ def test_summarize_rebuilds_the_summary_from_saved_tables(tmp_path):
     with open(tmp_path / "summary.csv") as f:
         assert len(list(csv.DictReader(f))) == 5
     assert "move_s" in realclient.format_table(rows)
+    assert " failed: " not in realclient.format_table(rows)
+
+
+def test_a_failed_session_prints_why(tmp_path):
+    bad = {**_session("embedded", "dashjs", "dashjs-embedded", 1100.0), "status": "failed",
+           "error": "the session did not end within 120 s"}
+    write_csv(tmp_path / "sessions.csv", [bad, _session("embedded", "python", "python-embedded", 1000.0)])
+    write_csv(tmp_path / "chunks.csv", [_chunk("dashjs-embedded", 1.0, "i1oca1")])
+    write_csv(tmp_path / "events.csv", [])
+    rows = realclient.summarize(tmp_path)
+    assert rows[0]["error"] == "the session did not end within 120 s" and rows[1]["error"] == ""
+    assert "dashjs embedded failed: the session did not end within 120 s" in realclient.format_table(rows)
 
 
 @pytest.mark.emulation
@@ -71,7 +83,8 @@ def test_realclient_quick(tmp_path):
     by = {(r["player"], r["path"]): r for r in rows}
     assert set(by) == {(p, a) for p in realclient.PLAYERS for a in realclient.PATHS} | {
         ("dashjs", "embedded, OCA killed")}
-    assert all(r["status"] == "ok" and r["integrity_failures"] == "0" for r in rows)
+    assert all(r["status"] == "ok" and r["integrity_failures"] == "0" for r in rows), \
+        [(r["player"], r["path"], r["status"], r["integrity_failures"], r["error"]) for r in rows]
     assert len({r["segments"] for r in rows}) == 1  # every session played the whole title
     kill = by[("dashjs", "embedded, OCA killed")]
     # dash.js played from the embedded OCA until the kill, then from another location

@@ -130,7 +130,7 @@ def test_dashjs_plays_a_title_with_audio_over_loopback(tmp_path, av_build):
             "--session-log", str(sessions), "--max-wall-s", "60"], ready=False)
         assert player.wait(timeout=90) == 0
         py = json.loads(sessions.read_text().splitlines()[0])
-        assert set(s) - {"dashjs_version", "dashjs_abr", "download_errors",
+        assert set(s) - {"dashjs_version", "dashjs_abr", "download_errors", "page_errors",
                             *realplayer.DECODED_KEYS} == set(py)
         with open(chunks) as f:
             assert tuple(csv.DictReader(f).fieldnames) == CHUNK_FIELDS
