@@ -21,6 +21,9 @@ Invariants:
 - A chunk row's conn/connect_ms/tls_ms/ttfb_ms keep connection set-up and the request apart
   (appliances.conntiming): ttfb_ms never includes a TCP connect or TLS handshake. The session
   summary carries the first media connection's (first_*) and the login's (control_*).
+- A throughput sample is a chunk's bytes over its request on a ready connection (ttfb
+  included, connect and handshake not), as a real player measures it: dash.js times requests
+  on a warm connection and ExoPlayer starts its clock when the transfer opens.
 """
 from __future__ import annotations
 
@@ -354,7 +357,7 @@ class ViewerSession:
         if self.buffer.add_segment(self.segment_s):
             self.startup_s = (time.monotonic() - self._start_mono) * self.cfg.speed
         self.bitrates.append(kbps)
-        self.tput_kbps.append(att.size_bytes * 8 / max(att.download_ms, 1e-3) / self.cfg.speed)
+        self.tput_kbps.append(att.size_bytes * 8 / max(request_ms(att), 1e-3) / self.cfg.speed)
         name = att.location["pathway"]
         self.servers[name] = self.servers.get(name, 0) + 1
         self.bytes_total += att.size_bytes
@@ -387,6 +390,12 @@ class ViewerSession:
                 **_prefixed("first_", self.first_conn), **_prefixed("control_", self.control_conn),
                 "started_unix": self.started_unix, "ended_unix": time.time(),
                 "speed": self.cfg.speed}
+
+
+def request_ms(att: Attempt) -> float:
+    """The attempt's time on a ready connection: download_ms less any connect and handshake."""
+    setup_ms = sum(float(att.conn.get(k) or 0.0) for k in ("connect_ms", "tls_ms"))
+    return att.download_ms - setup_ms
 
 
 def _prefixed(prefix: str, conn: dict) -> dict:

@@ -85,3 +85,14 @@ def test_a_cut_transfer_is_retried_at_the_rung_the_buffer_affords():
     assert s.summary("x")["retry_rung_changes"] == 1
     # asked once per attempt: 4 segments + 1 retry, the retry with a drained buffer
     assert len(abr.asked) == 5 and abr.asked[CUT_INDEX] > 2.0 >= abr.asked[CUT_INDEX + 1]
+
+
+def test_a_throughput_sample_leaves_out_connect_and_handshake():
+    from appliances.player_session import Attempt, request_ms
+    new = Attempt(True, {}, size_bytes=40_000, download_ms=358.0,
+                  conn={"conn": "tls", "connect_ms": 100.5, "tls_ms": 101.0})
+    assert request_ms(new) == 156.5
+    plain = Attempt(True, {}, download_ms=250.0, conn={"conn": "tcp", "connect_ms": 100.0, "tls_ms": ""})
+    assert request_ms(plain) == 150.0
+    reused = Attempt(True, {}, download_ms=152.0, conn={"conn": "reused", "connect_ms": "", "tls_ms": ""})
+    assert request_ms(reused) == 152.0
