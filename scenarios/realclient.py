@@ -8,14 +8,20 @@ Content Steering document (its BaseURL of the next serviceLocation).
 
 Both players are configured alike: the same buffer target (30 s, the Python player's default),
 the same first rung (the title's lowest, where the Python ABRs start), throughput samples over the
-whole request (the Python player's; dash.js's default leaves the wait for the first byte out),
+whole request on a ready connection (the Python player's; dash.js's default leaves the wait for
+the first byte out),
 and rules of one kind: the
 Python player runs `--abr` (default tput) and dash.js the rule `DASHJS_ABR` maps it to.
 
 Saved tidy tables (every row has `arm`, `player` and `session`): chunks.csv (the players' chunk
 rows, the Python player's columns), sessions.csv (one per session), events.csv (the kill).
 `summarize(run_dir)` writes summary.csv (one row per player and path, and one for the kill
-session with the time from the kill to the first segment from another location), no root.
+session), no root. The kill row times two things apart: steering_out_s, from the kill to the
+first steering document that no longer ranks the victim first for that session (the controller
+saw the kill), and move_s, to dash.js's first segment from another location. dash.js retries a
+failed segment on the same location (its defaults: 3 retries, 1 s apart; download_errors counts
+the requests that ran out of them) and only then takes the next pathway of the steering
+document, so move_s is about 3 s even when steering_out_s is under one.
 """
 from __future__ import annotations
 
@@ -157,8 +163,17 @@ def _kill_session(svc, viewer: str, cfg: dict, run_dir: Path) -> dict:
     t_kill = time.time()
     print(f"realclient: SIGKILL {victim} after {served() - before} segment requests", flush=True)
     _wait(svc, proc, cfg)
+    out = steering_out_after(read_jsonl(svc.logs / "steering.jsonl"), t_kill, victim, KILL_SESSION)
     return {"arm": "embedded", "session": KILL_SESSION, "event": "kill", "victim": victim,
-            "t_unix": t_kill}
+            "t_unix": t_kill, "steering_out_unix": out}
+
+
+def steering_out_after(decisions: list[dict], t_kill: float, victim: str, account: str) -> float | None:
+    """When the steering server first answered `account` with `victim` no longer first, at or
+    after t_kill (its steering.jsonl rows: ts, account, ranked); None: it never did."""
+    return next((d["ts"] for d in sorted(decisions, key=lambda d: d["ts"])
+                 if d.get("account") == account and d["ts"] >= t_kill
+                 and (d.get("ranked") or [None])[0] != victim), None)
 
 
 # ---- pure summary --------------------------------------------------------------------------
@@ -181,8 +196,11 @@ def summarize(run_dir: Path) -> list[dict]:
     if not kill.empty and not events.empty:
         ev = events.iloc[0]
         ch = chunks[chunks["session"] == KILL_SESSION].to_dict("records")
+        out = ev.get("steering_out_unix")
         rows.append({"player": "dashjs", "path": "embedded, OCA killed", **_figures(kill.iloc[0]),
-                     **move_after_kill(ch, float(ev["t_unix"]), str(ev["victim"]))})
+                     **move_after_kill(ch, float(ev["t_unix"]), str(ev["victim"])),
+                     "steering_out_s": None if out is None or pd.isna(out) else round(float(out) - float(ev["t_unix"]), 3),
+                     "download_errors": int(kill.iloc[0].get("download_errors", 0) or 0)})
     write_csv(run_dir / "summary.csv", rows)
     return rows
 
@@ -214,7 +232,8 @@ def move_after_kill(chunks: list[dict], t_kill: float, victim: str) -> dict:
 
 def format_table(rows: list[dict]) -> str:
     cols = ["player", "path", "status", "startup_s", "mean_kbps", "kbps_vs_python_pct", "rebuffer_ratio",
-            "segments", "integrity_failures", "failed_attempts", "moved_to", "move_s"]
+            "segments", "integrity_failures", "failed_attempts", "moved_to", "move_s", "steering_out_s",
+            "download_errors"]
     cells = [[str(r.get(c, "")) if r.get(c) is not None else "" for c in cols] for r in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
     lines = ["  ".join(f"{c:>{w}s}" for c, w in zip(cols, widths))]

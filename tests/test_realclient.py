@@ -34,6 +34,16 @@ def test_move_after_kill_finds_the_first_chunk_from_another_location():
     assert stuck["moved_to"] is None and stuck["move_s"] is None
 
 
+def test_steering_out_is_the_first_document_after_the_kill_without_the_victim_first():
+    rows = [{"ts": 1.0, "account": "k", "ranked": ["a", "b"]},
+            {"ts": 2.5, "account": "other", "ranked": ["b"]},  # another session's: not this one
+            {"ts": 2.2, "account": "k", "ranked": ["a", "b"]},  # after the kill, victim still first
+            {"ts": 3.0, "account": "k", "ranked": ["b"]},
+            {"ts": 0.5, "account": "k", "ranked": ["b"]}]  # before the kill
+    assert realclient.steering_out_after(rows, 2.0, "a", "k") == 3.0
+    assert realclient.steering_out_after(rows[:3], 2.0, "a", "k") is None
+
+
 def test_summarize_rebuilds_the_summary_from_saved_tables(tmp_path):
     sessions = [_session("embedded", "dashjs", "dashjs-embedded", 1100.0),
                 _session("embedded", "python", "python-embedded", 1000.0),
@@ -44,14 +54,15 @@ def test_summarize_rebuilds_the_summary_from_saved_tables(tmp_path):
     write_csv(tmp_path / "sessions.csv", sessions)
     write_csv(tmp_path / "chunks.csv", chunks)
     write_csv(tmp_path / "events.csv", [{"arm": "embedded", "session": realclient.KILL_SESSION,
-                                         "event": "kill", "victim": "i1oca1", "t_unix": 2.0}])
+                                         "event": "kill", "victim": "i1oca1", "t_unix": 2.0,
+                                         "steering_out_unix": 2.75}])
     rows = realclient.summarize(tmp_path)
     assert [(r["player"], r["path"]) for r in rows] == [
         ("dashjs", "embedded"), ("python", "embedded"), ("dashjs", "origin"), ("python", "origin"),
         ("dashjs", "embedded, OCA killed")]
     assert rows[0]["kbps_vs_python_pct"] == 10.0 and rows[2]["kbps_vs_python_pct"] == -10.0
     assert [r["integrity_failures"] for r in rows] == [0, 0, 1, 0, 0]
-    assert (rows[-1]["moved_to"], rows[-1]["move_s"]) == ("nfxoca1", 2.0)
+    assert (rows[-1]["moved_to"], rows[-1]["move_s"], rows[-1]["steering_out_s"]) == ("nfxoca1", 2.0, 0.75)
     with open(tmp_path / "summary.csv") as f:
         assert len(list(csv.DictReader(f))) == 5
     assert "move_s" in realclient.format_table(rows)
@@ -90,6 +101,8 @@ def test_realclient_quick(tmp_path):
     # dash.js played from the embedded OCA until the kill, then from another location
     assert int(kill["victim_chunks_before_kill"]) >= 1
     assert kill["moved_to"] not in ("", kill["killed"]) and float(kill["move_s"]) >= 0
+    # and the steering server ranked the killed OCA out for that session (the controller saw it)
+    assert kill["steering_out_s"] != "" and float(kill["steering_out_s"]) >= 0
     assert (run_dir / "player-embedded.png").stat().st_size > 0
     # the same rows from the saved tables alone (no network)
     assert [r["path"] for r in realclient.summarize(run_dir)] == [r["path"] for r in rows]
