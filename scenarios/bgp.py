@@ -82,7 +82,7 @@ def frr_counts(neighbors_json: dict) -> dict[str, int]:
 
 # ---- the run -----------------------------------------------------------------------------
 def _speakers(net) -> list[str]:
-    return net.bgp.routers + sorted(net.bgp.oca_sessions)
+    return net.bgp.peering_speakers() + sorted(net.bgp.oca_sessions)
 
 
 def _sample(net) -> dict[str, dict]:
