@@ -222,4 +222,32 @@ def test_cli_banner_shows_vtysh_only_with_bgp():
     from ocalab.labcli import banner
     with_bgp = banner(PLAN, {"routing": "bgp"}, "none", {}, None)
     assert "  i1br vtysh -c 'show bgp summary'" in with_bgp
+    assert "  ixprs vtysh -c 'show bgp summary'    # the IXP route server" in with_bgp
     assert not any("vtysh" in ln for ln in banner(PLAN, {"routing": "static"}, "none", {}, None))
+
+
+def _rs_table(paths_of_prefix: dict) -> dict:
+    """`show bgp ipv4 unicast json` of a member, with only the fields the check reads."""
+    return {"routes": {p: [{"peerId": peer, "path": path, "nexthops": [{"ip": hop}]} for peer, hop, path in paths]
+                       for p, paths in paths_of_prefix.items()}}
+
+
+def test_rib_check_of_what_a_member_learns_through_the_route_server():
+    asn, rs = bgp.asns(PLAN), "198.19.0.254"
+    good = {"198.18.2.0/24": [(rs, "198.19.0.2", f"{asn['isp2']}")],
+            "198.18.3.0/24": [(rs, "198.19.0.3", f"{asn['isp3']}")],
+            "198.19.1.0/24": [(rs, "198.19.0.250", f"{asn['netflix']}")],
+            "198.19.10.0/24": [("198.19.2.254", "198.19.2.254", f"{asn['transit']} {asn['cloud']}")]}
+    assert bgp.rs_route_problems(PLAN, "i1br", _rs_table(good)) == []
+    # the check can fail: a prepending route server, a next hop at the route server, a missing
+    # member, and a member that exports what it learned from its provider (a valley)
+    prepended = {**good, "198.18.2.0/24": [(rs, "198.19.0.2", f"{bgp.RS_ASN} {asn['isp2']}")]}
+    assert any(f"AS{bgp.RS_ASN}" in p for p in bgp.rs_route_problems(PLAN, "i1br", _rs_table(prepended)))
+    hop_self = {**good, "198.18.3.0/24": [(rs, rs, f"{asn['isp3']}")]}
+    assert bgp.rs_route_problems(PLAN, "i1br", _rs_table(hop_self))[0].startswith("198.18.3.0/24 of i3br")
+    missing = {k: v for k, v in good.items() if k != "198.19.1.0/24"}
+    assert len(bgp.rs_route_problems(PLAN, "i1br", _rs_table(missing))) == 1
+    valley = {**good, "198.19.10.0/24": [(rs, "198.19.0.2", f"{asn['isp2']} {asn['transit']} {asn['cloud']}")]}
+    assert "a valley" in bgp.rs_route_problems(PLAN, "i1br", _rs_table(valley))[0]
+    with pytest.raises(PlanError):
+        bgp.rs_route_problems(PLAN, "trr", _rs_table(good))
