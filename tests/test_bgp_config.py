@@ -251,3 +251,11 @@ def test_rib_check_of_what_a_member_learns_through_the_route_server():
     assert "a valley" in bgp.rs_route_problems(PLAN, "i1br", _rs_table(valley))[0]
     with pytest.raises(PlanError):
         bgp.rs_route_problems(PLAN, "trr", _rs_table(good))
+
+
+def test_every_neighbor_description_fits_the_summary_column():
+    """`show bgp summary` cuts a description of 20 characters or more at its last space."""
+    confs = [bgp.render(PLAN, r)["bgpd"] for r in bgp.routers_by_domain(PLAN).values()] + [bgp.render_rs_bgpd(PLAN)]
+    descs = [ln.split(" description ", 1)[1] for c in confs for ln in c.splitlines() if " description " in ln]
+    assert "ixprs (rs peer)" in descs and "i1br (rs-client)" in descs
+    assert [d for d in descs if len(d) >= 20] == []

@@ -146,7 +146,7 @@ def test_no_valley_exports(net):
 
 def test_vtysh_in_a_router_shell(net):
     out = net.nodes["i1br"].cmd("vtysh -c 'show bgp summary'")
-    assert "ixprs (route server)" in out and "trr (provider)" in out
+    assert "ixprs (rs peer)" in out and "trr (provider)" in out
     assert "i1br (rs-client)" in net.nodes["ixprs"].cmd("vtysh -c 'show bgp summary'")
 
 

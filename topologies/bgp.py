@@ -316,7 +316,7 @@ def render_bgpd(plan: Plan, router: str) -> str:
     for s in mine:
         to_rs = rs is not None and s.peer == rs.node
         lines += [f" neighbor {s.peer_addr} remote-as {s.peer_asn}",
-                  f" neighbor {s.peer_addr} description {s.peer} ({'route server' if to_rs else s.relation})",
+                  f" neighbor {s.peer_addr} description {s.peer} ({'rs peer' if to_rs else s.relation})",
                   f" neighbor {s.peer_addr} update-source {s.local_addr}",
                   f" neighbor {s.peer_addr} timers connect {CONNECT_RETRY_S}",
                   f" neighbor {s.peer_addr} advertisement-interval 0"]
