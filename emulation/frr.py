@@ -13,7 +13,9 @@ The configs come from topologies.bgp (pure). Invariants:
 - every OCA node runs a receive-only bgpd (-n -Z: no zebra, no kernel routes) in its namespace,
   files under the same folder (ocalab-frr-<run>/<oca>), peering with its domain's router, which
   announces it the prefixes it serves (topologies.bgp.oca_sessions); start() also waits until
-  every OCA has learned exactly those. The OCA process reads them (appliances.oca_bgp).
+  every OCA has learned exactly those. The OCA process reads them (appliances.oca_bgp);
+- the IXP route server, if the plan has one (topologies.bgp.route_server), runs bgpd the same
+  way (-n -Z, files under ocalab-frr-<run>/<node>); start() waits for its sessions too.
 """
 from __future__ import annotations
 
@@ -56,6 +58,8 @@ class BgpRouting:
         self.dir: Path | None = None
         self.routers = sorted(bgp.routers_by_domain(net.plan).values())
         self.oca_sessions = bgp.oca_sessions(net.plan)
+        rs = bgp.route_server(net.plan)
+        self.route_server = rs.node if rs is not None else None  # its node, or None
         self.drops_at_ready: int | None = None  # session_drops() when the network was ready
 
     def start(self, timeout_s: float = 60.0) -> None:
@@ -80,7 +84,12 @@ class BgpRouting:
             self.net.nodes[r].cmd(f"vtysh() {{ command {VTYSH} --vty_socket {self.dir / r} \"$@\"; }}")
         for oca in sorted(self.oca_sessions):
             bgpds.append((oca, self._start_daemon(oca, "bgpd", bgp.render_oca_bgpd(self.net.plan, oca),
-                                                  bgp.oca_daemon_argv(self.dir, oca), user)))
+                                                  bgp.speaker_argv(self.dir, oca), user)))
+        if self.route_server is not None:
+            rs = self.route_server
+            bgpds.append((rs, self._start_daemon(rs, "bgpd", bgp.render_rs_bgpd(self.net.plan),
+                                                 bgp.speaker_argv(self.dir, rs), user)))
+            self.net.nodes[rs].cmd(f"vtysh() {{ command {VTYSH} --vty_socket {self.dir / rs} \"$@\"; }}")
         for name, proc in bgpds:
             self._wait_file(self.dir / name / "bgpd.vty", proc, f"bgpd on {name}", t0 + timeout_s)
         self.wait_established(t0, timeout_s)
@@ -191,16 +200,20 @@ class BgpRouting:
         self.vtysh(s.router, "\n".join(["configure terminal", bgp.oca_prefix_list(s, prefix, announce), "end",
                                         f"clear bgp ipv4 unicast {s.oca_addr} soft out"]))
 
+    def peering_speakers(self) -> list[str]:
+        """The routers and the route server: the speakers whose sessions carry the AS links."""
+        return self.routers + ([self.route_server] if self.route_server else [])
+
     def session_drops(self) -> int:
-        """Sessions dropped so far over all routers (both sides count a flap)."""
-        return sum(bgp.drops(self.vtysh_json(r, "show bgp ipv4 unicast summary")) for r in self.routers)
+        """Sessions dropped so far over the routers and the route server (both sides count a flap)."""
+        return sum(bgp.drops(self.vtysh_json(r, "show bgp ipv4 unicast summary")) for r in self.peering_speakers())
 
     def finish(self) -> None:
         """After the daemons stopped: keep their logs in the work folder, remove the scratch."""
         if self.dir is None or not self.dir.exists():
             return
         if self.net.work_dir is not None:
-            for r in self.routers + sorted(self.oca_sessions):
+            for r in self.peering_speakers() + sorted(self.oca_sessions):
                 for log in sorted((self.dir / r).glob("*.log")) + sorted((self.dir / r).glob("*.out")):
                     dest = self.net.work_dir / "frr" / r
                     dest.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TextIO
 
 from contracts.deployment import OCA_PORT
+from topologies.plan import ROUTE_SERVER_ROLE
 
 
 def banner(plan, summary: dict, arm: str, urls: dict[str, str], details_path: Path | None,
@@ -40,6 +41,8 @@ folder where the example player writes (empty when no services run). Pure."""
     if summary.get("routing") == "bgp":
         border = plan.nodes_of(kind="router", domain=viewers[0].domain)[0].name
         lines.append(f"  {border} vtysh -c 'show bgp summary'")
+        for rs in plan.nodes_of(role=ROUTE_SERVER_ROLE):
+            lines.append(f"  {rs.name} vtysh -c 'show bgp summary'    # the IXP route server")
     if ocas:
         lines.append(f"  {v} curl -s http://{ip(target)}:{OCA_PORT}/health")
     if urls:

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from topologies.bgp import asns, oca_sessions, sessions
-from topologies.plan import Plan
+from topologies.bgp import asns, oca_sessions, route_server, sessions
+from topologies.plan import ROUTE_SERVER_ROLE, Plan
 from topologies.routes import l3_path
 
 # column of each role in the drawing, left (viewers) to right (cloud)
 _COLUMN = {"viewer": 0, "oca": 1, "lan": 1.5, "border": 2, "fabric": 3, "site": 3.6,
-           "transit": 3, "cloud": 4.5, "control": 5.5, "origin": 5.5}
+           "transit": 3, "routeserver": 3, "cloud": 4.5, "control": 5.5, "origin": 5.5}
 _COLOR = {"access": "#4c72b0", "internal": "#8c8c8c", "peering": "#55a868",
           "transit": "#c44e52", "backbone": "#8172b2"}
 
@@ -27,11 +27,16 @@ def describe(plan: Plan) -> str:
                    f"{lk.delay_ms:5g} ms  jitter {lk.jitter_ms:g} ms  loss {lk.loss_pct:g}%  "
                    f"queue {lk.queue_pkts}")
     if plan.as_links:
-        out += ["", "BGP sessions with --routing bgp (router AS: peer address AS, what the peer is):"]
-        asn = asns(plan)
+        out += ["", "BGP sessions with --routing bgp (speaker AS: peer address AS, what the peer is):"]
+        asn, rs = asns(plan), route_server(plan)
         for r, ss in sessions(plan).items():
-            out.append(f"  {r:6s} AS{asn[plan.node(r).domain]}: "
+            own = rs.asn if rs is not None and r == rs.node else asn[plan.node(r).domain]
+            out.append(f"  {r:6s} AS{own}: "
                        + ", ".join(f"{s.peer} {s.peer_addr} AS{s.peer_asn} {s.relation}" for s in ss))
+        if rs is not None:
+            out.append(f"  route server {rs.node} on {rs.subnet}: transparent (route-server-client) for "
+                       f"{', '.join(c for c, _ in rs.clients)}; their peer routes pass it with the "
+                       "announcer's next hop and AS path")
         out.append("  OCAs (receive-only; the prefixes their router announces them):")
         for o in oca_sessions(plan).values():
             out.append(f"  {o.oca:8s} AS{o.oca_asn} {o.oca_addr} <- {o.router} {o.router_addr}: {' '.join(o.prefixes)}")
@@ -40,7 +45,7 @@ def describe(plan: Plan) -> str:
     if viewers:
         v = viewers[0].name
         for n in plan.nodes:
-            if n.kind == "host" and n.role != "viewer" or n.name == (viewers[-1].name if len(viewers) > 1 else ""):
+            if n.kind == "host" and n.role not in ("viewer", ROUTE_SERVER_ROLE) or n.name == (viewers[-1].name if len(viewers) > 1 else ""):
                 path = l3_path(plan, v, plan.primary_ip(n.name))
                 out.append(f"  {v} -> {n.name:8s} {len(path)} hops: {' '.join(path)}")
     return "\n".join(out)

@@ -1,9 +1,10 @@
 """Scenario `bgp`: failures as BGP events, on metro under --routing bgp (forced), services of
 the embedded arm, no players. After a steady phase, four events in turn, each a phase until its
 steering change plus `settle_s`:
-- ixp_link_down: isp1's IXP peering link drops every frame; BGP converges when every router's
-  RIB equals the plan without that link's sessions (isp1 on transit), and the IXP OCA is
-  withdrawn isp1's viewers, so steering for an isp1 viewer drops it;
+- ixp_link_down: isp1's IXP peering link drops every frame, so isp1's session with the IXP
+  route server (or, with metro.route_server=0, its bilateral IXP sessions) drops after the hold
+  time; BGP converges when every router's RIB equals the plan without isp1's IXP peerings (isp1
+  on transit), and the IXP OCA is withdrawn isp1's viewers, so steering for an isp1 viewer drops it;
 - ixp_link_up: the link back; converged when the RIBs equal the plan again, steering has the IXP
   OCA back;
 - prefix_withdraw / prefix_announce: isp1 denies (permits) its viewer prefix in the prefix-list
@@ -13,7 +14,7 @@ Steering is the controller's ranking (GET /rank, which the control plane puts in
 polled every POLL_S; both times are from the event, so steering_s includes bgp_converged_s.
 
 BGP's own control-plane bytes per phase come from the kernel: the TCP payload bytes received on
-every BGP socket (port 179) of every speaker (routers and OCAs), read with `ss -ti` at the phase
+every BGP socket (port 179) of every speaker (routers, route server and OCAs), read with `ss -ti` at the phase
 boundaries (each byte counted once, at its receiver; a socket opened during a phase counts from
 0). FRR's message counters (`show bgp neighbors json`: totalRecv, updatesRecv) are a second,
 independent counter of the same traffic, in messages.
@@ -82,7 +83,7 @@ def frr_counts(neighbors_json: dict) -> dict[str, int]:
 
 # ---- the run -----------------------------------------------------------------------------
 def _speakers(net) -> list[str]:
-    return net.bgp.routers + sorted(net.bgp.oca_sessions)
+    return net.bgp.peering_speakers() + sorted(net.bgp.oca_sessions)
 
 
 def _sample(net) -> dict[str, dict]:

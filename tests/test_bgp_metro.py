@@ -1,5 +1,7 @@
-"""metro with `routing="bgp"`: FRR on every router and a receive-only speaker on every OCA,
-one shared network with the services of the embedded arm. The RIBs read from zebra and bgpd
+"""metro with `routing="bgp"`: FRR on every router, a receive-only speaker on every OCA and the
+IXP route server, one shared network with the services of the embedded arm. The IXP members
+peer through the route server, which passes routes transparently (next hop and AS path of the
+announcing member); a route server made to prepend is flagged. The RIBs read from zebra and bgpd
 equal the static plan (so hop counts match), best paths are valley-free, peering wins over
 transit, no valley export happens; the IXP peering going down moves isp1 to transit (and off
 the IXP OCA) and back; an ISP withdrawing its prefix from its OCA ranks that OCA out of the next
@@ -144,7 +146,34 @@ def test_no_valley_exports(net):
 
 def test_vtysh_in_a_router_shell(net):
     out = net.nodes["i1br"].cmd("vtysh -c 'show bgp summary'")
-    assert "i2br (peer)" in out and "trr (provider)" in out
+    assert "ixprs (rs peer)" in out and "trr (provider)" in out
+    assert "i1br (rs-client)" in net.nodes["ixprs"].cmd("vtysh -c 'show bgp summary'")
+
+
+# ---- the IXP route server ------------------------------------------------------------------
+def _summary_peers(net, speaker: str) -> set[str]:
+    return bgp.established(net.bgp.vtysh_json(speaker, "show bgp ipv4 unicast summary"))
+
+
+def test_route_server_has_a_session_with_every_member_and_they_none_with_each_other(net):
+    rs = bgp.route_server(net.plan)
+    assert net.bgp.route_server == rs.node
+    assert _summary_peers(net, rs.node) == {addr for _, addr in rs.clients}
+    fabric = {addr for _, addr in rs.clients}
+    for member, _ in rs.clients:
+        have = _summary_peers(net, member)
+        assert rs.addr in have and not have & fabric, (member, have)  # no bilateral IXP session
+
+
+def test_members_learn_each_other_through_the_route_server_transparently(net):
+    rs = bgp.route_server(net.plan)
+    for member, _ in rs.clients:
+        assert bgp.rs_route_problems(net.plan, member, net.bgp.vtysh_json(member, "show bgp ipv4 unicast")) == []
+    # isp2's prefix at isp1: from the route server, next hop isp2's fabric port, AS path isp2 alone
+    via_rs = [p for p in _paths(net, "i1br", "198.18.2.0/24") if p["peer"]["peerId"] == rs.addr]
+    assert [(p["nexthops"][0]["ip"], p["aspath"]["string"]) for p in via_rs] == \
+        [("198.19.0.2", str(bgp.asns(net.plan)["isp2"]))]
+    assert via_rs[0]["bestpath"]["overall"]
 
 
 def test_steering_reads_what_the_ocas_learned(env):
@@ -202,9 +231,39 @@ def test_ixp_peering_down_moves_isp1_to_transit_and_back(net):
     assert net.bgp.session_drops() > net.bgp.drops_at_ready  # the outage was a BGP event
 
 
+def test_a_route_server_that_prepends_is_flagged(net):
+    """The RIB check can fail: the route server made non-transparent for isp1 (its ASN enters
+    isp1's paths) is flagged, and made transparent again is clean."""
+    rs = bgp.route_server(net.plan)
+    i1 = dict(rs.clients)["i1br"]
+    plan, t0 = net.plan, time.monotonic()
+
+    def problems():
+        return bgp.rs_route_problems(plan, "i1br", net.bgp.vtysh_json("i1br", "show bgp ipv4 unicast"))
+
+    def toggle(on: bool) -> None:
+        net.bgp.vtysh(rs.node, "\n".join(["configure terminal", f"router bgp {rs.asn}", "address-family ipv4 unicast",
+                                          f"{'' if on else 'no '}neighbor {i1} route-server-client", "end",
+                                          f"clear bgp ipv4 unicast {i1} soft out"]))
+    toggle(False)
+    try:
+        while not any(f"route server's AS{rs.asn}" in p for p in problems()):
+            assert time.monotonic() - t0 < WAIT_S, f"prepending not seen: {problems()}"
+            time.sleep(0.1)
+    finally:
+        toggle(True)
+    while problems():
+        assert time.monotonic() - t0 < WAIT_S, problems()
+        time.sleep(0.1)
+    net.bgp.wait_routes(bgp.expected_routes(plan), t0, WAIT_S, "rs_transparent_again")
+    net.bgp.wait_oca_routes({o: set(s.prefixes) for o, s in net.bgp.oca_sessions.items()}, t0, WAIT_S,
+                            "rs_transparent_again_ocas")
+
+
 def test_daemons_and_their_folder_are_in_the_ledger(net):
     entries = net.ledger.entries
     assert str(net.bgp.dir) in entries["dirs"]
     labels = {p["label"] for p in entries["procs"]}
     assert {f"{d}:{r}" for d in bgp.DAEMONS for r in net.bgp.routers} <= labels
     assert {f"bgpd:{o}" for o in bgp.oca_sessions(net.plan)} <= labels
+    assert f"bgpd:{net.bgp.route_server}" in labels

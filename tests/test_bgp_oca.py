@@ -45,7 +45,7 @@ def test_router_config_announces_the_prefix_list_and_accepts_nothing():
 
 
 def test_oca_speaker_runs_without_zebra_or_kernel_routes(tmp_path):
-    argv = bgp.oca_daemon_argv(tmp_path, "i1oca1")
+    argv = bgp.speaker_argv(tmp_path, "i1oca1")
     assert "-n" in argv and "-Z" in argv and "-z" not in argv
 
 

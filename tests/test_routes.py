@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from topologies.catalog import MetroParams, metro
-from topologies.plan import PlanError
+from topologies.plan import ROUTE_SERVER_ROLE, PlanError
 from topologies.routes import as_routes, l2_path, l3_path, path_delay_ms, relationships
 
 IXP_NET = ipaddress.ip_network("198.19.0.0/24")
@@ -23,6 +23,11 @@ def plan():
 
 def routes_of(plan, node: str) -> dict[str, str]:
     return {r.dst: r.via for r in plan.routes if r.node == node}
+
+
+def data_hosts(plan) -> list[str]:
+    """Every host but the IXP route server (BGP only: no data traffic, no route off the fabric)."""
+    return [n.name for n in plan.nodes_of(kind="host") if n.role != ROUTE_SERVER_ROLE]
 
 
 # ---- metro policy --------------------------------------------------------------------------
@@ -51,11 +56,22 @@ def test_cloud_reaches_isps_via_transit(plan):
 
 
 def test_hosts_default_route_to_their_border(plan):
-    for n in plan.nodes_of(kind="host"):
-        rt = routes_of(plan, n.name)
-        assert set(rt) == {"default"}, n.name
+    for name in data_hosts(plan):
+        rt = routes_of(plan, name)
+        assert set(rt) == {"default"}, name
         gw = plan.owner_of(rt["default"])
-        assert plan.node(gw).kind == "router" and plan.node(gw).domain == n.domain
+        assert plan.node(gw).kind == "router" and plan.node(gw).domain == plan.node(name).domain
+
+
+def test_the_route_server_has_no_route_and_no_plan_without_it_changes():
+    with_rs, without = metro(), metro(MetroParams(route_server=0))
+    assert [n.name for n in with_rs.nodes_of(role=ROUTE_SERVER_ROLE)] == ["ixprs"]
+    assert routes_of(with_rs, "ixprs") == {} and without.nodes_of(role=ROUTE_SERVER_ROLE) == []
+    assert with_rs.routes == without.routes  # it forwards nothing: every other route is the same
+    assert [n for n in with_rs.nodes if n.name != "ixprs"] == list(without.nodes)
+    assert [lk for lk in with_rs.links if "ixprs" not in (lk.a.node, lk.b.node)] == list(without.links)
+    with pytest.raises(PlanError, match="route_server"):
+        MetroParams(route_server=2)
 
 
 def test_netflix_site_never_carries_isp_cloud_traffic(plan):
@@ -86,7 +102,7 @@ def test_l3_path_to_own_address_is_empty(plan):
 
 
 def test_every_host_reaches_every_host(plan):
-    hosts = [n.name for n in plan.nodes_of(kind="host")]
+    hosts = data_hosts(plan)
     for a, b in itertools.permutations(hosts, 2):
         path = l3_path(plan, a, plan.primary_ip(b))
         assert path[-1] == b and 1 <= len(path) <= 4, (a, b, path)

@@ -15,6 +15,17 @@ receive-only session with its router, which announces it the viewer prefixes it 
 a per-OCA prefix-list (`oca_sessions`); the OCA runs bgpd without zebra or kernel routes. The
 configs name only files under one per-node directory, so runs never share a pid file, socket
 or log.
+
+IXP route server: when the plan has a host of role ROUTE_SERVER_ROLE, the peer links between
+routers on its subnet (the IXP fabric) are not bilateral sessions; each member (a router with a
+peer link over the fabric) has one session with the route server instead, which runs bgpd
+without zebra and has every member as `route-server-client`: transparent, so its ASN never
+enters a path and the next hop stays the announcing member's fabric address. It has one Loc-RIB
+and no policy of its own, so the members must peer as a full mesh (else it would hand routes
+between members that do not peer; route_server() refuses such a plan). Members keep their
+policy: what the route server sends is a peer route (local-pref, tag), what they send it is own
+and customer routes only, and they accept a first AS other than the route server's (`no
+neighbor X enforce-first-as`; off by default in FRR 8, on since 9.1).
 """
 from __future__ import annotations
 
@@ -22,11 +33,13 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
-from topologies.plan import Plan, PlanError, l2_segments
-from topologies.routes import compute_routes, domain_prefixes, relationships
+from topologies.plan import ROUTE_SERVER_ROLE, Plan, PlanError, l2_segments
+from topologies.routes import as_routes, compute_routes, domain_prefixes, relationships
 
 ASN_BASE = 65001  # private 16-bit ASNs, one per routed domain in name order
 OCA_ASN_BASE = 64601  # one private ASN per OCA speaker, in name order
+RS_ASN = 64512  # the IXP route server's: seen in its sessions, never in a path
+RS_CLIENT = "rs-client"  # Session.relation of the route server's side of a member's session
 KEEPALIVE_S, HOLD_S, CONNECT_RETRY_S = 1, 3, 1
 TAG = {"customer": 100, "peer": 200, "provider": 300}
 LOCAL_PREF = {"customer": 300, "peer": 200, "provider": 100}
@@ -55,6 +68,10 @@ def asns(plan: Plan) -> dict[str, int]:
     return {d: ASN_BASE + i for i, d in enumerate(sorted(routers_by_domain(plan)))}
 
 
+def _subnet_addr(plan: Plan, node: str, net) -> str | None:
+    return next((e.addr for e in plan.ends_of(node) if e.ip and ipaddress.ip_interface(e.ip).network == net), None)
+
+
 def _shared_ends(plan: Plan, a: str, b: str) -> tuple[str, str]:
     """Addresses of routers a and b on the first subnet (in address order) they share."""
     mine = {ipaddress.ip_interface(e.ip).network: e.addr for e in plan.ends_of(a) if e.ip}
@@ -65,29 +82,95 @@ def _shared_ends(plan: Plan, a: str, b: str) -> tuple[str, str]:
     return mine[shared[0]], theirs[shared[0]]
 
 
+@dataclass(frozen=True)
+class RouteServer:
+    """The IXP route server `node` (AS `asn`, `addr` on `subnet`) and its clients: member
+    router -> its address on the subnet."""
+    node: str
+    addr: str
+    asn: int
+    subnet: str
+    clients: tuple[tuple[str, str], ...]
+
+
+def route_server(plan: Plan) -> RouteServer | None:
+    """The plan's route server, or None. Its clients are the routers with a peer AS link over
+    its subnet; those must peer as a full mesh and have no other AS link over it (a route server
+    without per-client policy gives every client every other client's routes)."""
+    nodes = plan.nodes_of(role=ROUTE_SERVER_ROLE)
+    if not nodes:
+        return None
+    if len(nodes) > 1 or nodes[0].kind != "host":
+        raise PlanError(f"route server: want one host of role {ROUTE_SERVER_ROLE!r}, got "
+                        f"{', '.join(f'{n.name} ({n.kind})' for n in nodes)}")
+    rs = nodes[0].name
+    ends = [e for e in plan.ends_of(rs) if e.ip]
+    if len(ends) != 1:
+        raise PlanError(f"route server {rs}: want one address (on the fabric), got {len(ends)}")
+    net = ipaddress.ip_interface(ends[0].ip).network
+    routers = routers_by_domain(plan)
+    over = [x for x in plan.as_links if x[0] in routers and x[1] in routers
+            and _shared_net(plan, routers[x[0]], routers[x[1]]) == net]
+    members = sorted({d for x in over for d in x[:2]})
+    peers = {frozenset(x[:2]) for x in over if x[2] == "peer"}
+    for x in over:
+        if x[2] != "peer":
+            raise PlanError(f"route server {rs}: AS link {x} over {net} is not a peer link")
+    for i, a in enumerate(members):
+        for b in members[i + 1:]:
+            if frozenset((a, b)) not in peers:
+                raise PlanError(f"route server {rs}: members {a} and {b} do not peer; a route server "
+                                f"without per-client policy would give them each other's routes")
+    clients = tuple((routers[d], _subnet_addr(plan, routers[d], net)) for d in members)
+    return RouteServer(rs, ends[0].addr, RS_ASN, str(net), tuple(sorted(clients)))
+
+
+def _shared_net(plan: Plan, a: str, b: str):
+    local, _ = _shared_ends(plan, a, b)
+    return next(ipaddress.ip_interface(e.ip).network for e in plan.ends_of(a) if e.addr == local)
+
+
+def _via_rs(plan: Plan, rs: RouteServer | None, a: str, b: str) -> bool:
+    """True if routers a and b exchange routes through the route server."""
+    return rs is not None and str(_shared_net(plan, a, b)) == rs.subnet
+
+
 def sessions(plan: Plan) -> dict[str, list[Session]]:
-    """Router -> its sessions (sorted by peer), two sides per AS link."""
+    """Speaker -> its sessions (sorted by peer): two sides per AS link, except that the peer
+    links over the route server's subnet become one session per member with the route server
+    (its side has relation RS_CLIENT; it is a key here too)."""
     routers, asn, rel = routers_by_domain(plan), asns(plan), relationships(plan.as_links)
+    rs = route_server(plan)
     out: dict[str, list[Session]] = {r: [] for r in routers.values()}
     for a, b, _kind in plan.as_links:
         for x, y in ((a, b), (b, a)):
             if x not in routers or y not in routers:
                 raise PlanError(f"as_links: {x!r} or {y!r} has no router for a BGP session")
+            if _via_rs(plan, rs, routers[x], routers[y]):
+                continue
             local, remote = _shared_ends(plan, routers[x], routers[y])
             out[routers[x]].append(Session(routers[x], routers[y], local, remote, asn[y], rel[x][y]))
+    if rs is not None:
+        out[rs.node] = []
+        for member, addr in rs.clients:
+            out[member].append(Session(member, rs.node, addr, rs.addr, rs.asn, "peer"))
+            out[rs.node].append(Session(rs.node, member, rs.addr, addr, asn[plan.node(member).domain], RS_CLIENT))
     return {r: sorted(s, key=lambda s: s.peer) for r, s in out.items()}
 
 
 def as_links_over(plan: Plan, link_name: str) -> list[tuple[str, str, str]]:
-    """The AS links whose session runs over the plan link `link_name` (from one of its addresses)."""
+    """The AS links whose routes cross the plan link `link_name`: their session runs from one of
+    its addresses (for a link over the route server, the session of either member with it)."""
     lk = next((lk for lk in plan.links if lk.name == link_name), None)
     if lk is None:
         raise PlanError(f"no link {link_name!r} in plan {plan.name!r}")
     addrs = {e.addr for e in (lk.a, lk.b) if e.ip}
-    routers, out = routers_by_domain(plan), []
+    routers, rs, out = routers_by_domain(plan), route_server(plan), []
     for a, b, kind in plan.as_links:
-        ss = [s for s in sessions(plan)[routers[a]] if s.peer == routers[b]]
-        if any(s.local_addr in addrs or s.peer_addr in addrs for s in ss):
+        ends = set(_shared_ends(plan, routers[a], routers[b]))
+        if _via_rs(plan, rs, routers[a], routers[b]):
+            ends.add(rs.addr)
+        if ends & addrs:
             out.append((a, b, kind))
     return out
 
@@ -200,9 +283,10 @@ def render_oca_bgpd(plan: Plan, oca: str) -> str:
         " exit-address-family", "exit", "!", "line vty", "!"]) + "\n"
 
 
-def oca_daemon_argv(run_dir: Path, oca: str) -> list[str]:
-    """bgpd of an OCA: no zebra (-Z), no kernel routes (-n), files under run_dir/oca."""
-    p = daemon_paths(run_dir, oca, "bgpd")
+def speaker_argv(run_dir: Path, node: str) -> list[str]:
+    """bgpd of an OCA or the route server: no zebra (-Z), no kernel routes (-n), files under
+    run_dir/node."""
+    p = daemon_paths(run_dir, node, "bgpd")
     return ["/usr/lib/frr/bgpd", "-n", "-Z", "-f", str(p["conf"]), "-i", str(p["pid"]),
             "--vty_socket", str(p["vty"]), "--log", f"file:{p['log']}", "-P", "0"]
 
@@ -228,13 +312,16 @@ def render_bgpd(plan: Plan, router: str) -> str:
               f"router bgp {asn}", f" bgp router-id {router_id(plan, router)}",
               " bgp log-neighbor-changes", " no bgp default ipv4-unicast",
               f" timers bgp {KEEPALIVE_S} {HOLD_S}"]
-    mine = sessions(plan)[router]
+    mine, rs = sessions(plan)[router], route_server(plan)
     for s in mine:
+        to_rs = rs is not None and s.peer == rs.node
         lines += [f" neighbor {s.peer_addr} remote-as {s.peer_asn}",
-                  f" neighbor {s.peer_addr} description {s.peer} ({s.relation})",
+                  f" neighbor {s.peer_addr} description {s.peer} ({'rs peer' if to_rs else s.relation})",
                   f" neighbor {s.peer_addr} update-source {s.local_addr}",
                   f" neighbor {s.peer_addr} timers connect {CONNECT_RETRY_S}",
                   f" neighbor {s.peer_addr} advertisement-interval 0"]
+        if to_rs:  # its paths start with the announcing member's AS
+            lines.append(f" no neighbor {s.peer_addr} enforce-first-as")
     oca_top, oca_af = _oca_neighbors(plan, router)
     lines += oca_top + [" address-family ipv4 unicast", "  maximum-paths 1"]
     lines += [f"  network {p}" for p in originated(plan)[router]]
@@ -245,6 +332,29 @@ def render_bgpd(plan: Plan, router: str) -> str:
                   f"  neighbor {s.peer_addr} route-map {out} out"]
     lines += oca_af + [" exit-address-family", "exit", "!", "line vty", "!"]
     return "\n".join(lines) + "\n"
+
+
+def render_rs_bgpd(plan: Plan) -> str:
+    """bgpd.conf of the route server (run with -n -Z like an OCA's speaker): every member a
+    route-server-client, no policy of its own (each member filters what it sends and tags what
+    it receives); refuses a plan without a route server."""
+    rs = route_server(plan)
+    if rs is None:
+        raise PlanError(f"plan {plan.name!r} has no host of role {ROUTE_SERVER_ROLE!r}")
+    ss = sessions(plan)[rs.node]
+    lines = [f"hostname {rs.node}", "log timestamp precision 3", "!",
+             f"router bgp {rs.asn}", f" bgp router-id {rs.addr}", " bgp log-neighbor-changes",
+             " no bgp default ipv4-unicast", " no bgp ebgp-requires-policy",
+             f" timers bgp {KEEPALIVE_S} {HOLD_S}"]
+    for s in ss:
+        lines += [f" neighbor {s.peer_addr} remote-as {s.peer_asn}",
+                  f" neighbor {s.peer_addr} description {s.peer} ({RS_CLIENT})",
+                  f" neighbor {s.peer_addr} timers connect {CONNECT_RETRY_S}",
+                  f" neighbor {s.peer_addr} advertisement-interval 0"]
+    lines.append(" address-family ipv4 unicast")
+    for s in ss:
+        lines += [f"  neighbor {s.peer_addr} activate", f"  neighbor {s.peer_addr} route-server-client"]
+    return "\n".join(lines + [" exit-address-family", "exit", "!", "line vty", "!"]) + "\n"
 
 
 def render(plan: Plan, router: str) -> dict[str, str]:
@@ -305,6 +415,48 @@ def best_as_paths(bgp_json: dict) -> dict[str, list[int]]:
             if p.get("bestpath"):
                 seg = p.get("path", "")
                 out[prefix] = [int(x) for x in seg.split()] if isinstance(seg, str) else []
+    return out
+
+
+def rs_route_problems(plan: Plan, member: str, bgp_json: dict) -> list[str]:
+    """What is wrong with what `member` learned through the route server, from its `show bgp
+    ipv4 unicast json` (FRR 8), one line each (empty: all right). Every other member's own
+    prefixes must come from the route server with that member's fabric address as next hop and
+    an AS path starting with that member's AS, and no path from the route server may carry the
+    route server's ASN (a transparent route server never prepends it), nor any prefix that no
+    other member may export to it (only own and customer routes: no valley)."""
+    rs = route_server(plan)
+    if rs is None or member not in dict(rs.clients):
+        raise PlanError(f"{member} is not a client of a route server in plan {plan.name!r}")
+    asn, mine = asns(plan), originated(plan)
+    pref = domain_prefixes(plan.nodes, l2_segments(plan))
+    best = as_routes(plan.as_links, sorted(pref))
+    me = plan.node(member).domain
+    exportable = {p for other, _ in rs.clients if other != member
+                  for owner, r in best[plan.node(other).domain].items()
+                  if r.learned in ("own", "customer") and owner != me for p in pref[owner]}
+    got: dict[str, list[dict]] = {}
+    out = []
+    for prefix, paths in bgp_json.get("routes", {}).items():
+        for p in paths:
+            if p.get("peerId") != rs.addr:
+                continue
+            hops = [h.get("ip") for h in p.get("nexthops", [])]
+            path = [int(x) for x in str(p.get("path", "")).split()]
+            got.setdefault(prefix, []).append({"hops": hops, "path": path})
+            if rs.asn in path:
+                out.append(f"{prefix}: AS path {path} carries the route server's AS{rs.asn}")
+            if prefix not in exportable:
+                out.append(f"{prefix}: via the route server, but no other member exports it (a valley)")
+    for other, addr in rs.clients:
+        if other == member:
+            continue
+        first = asn[plan.node(other).domain]
+        for prefix in mine[other]:
+            seen = got.get(prefix, [])
+            if not any(g["hops"] == [addr] and g["path"][:1] == [first] for g in seen):
+                out.append(f"{prefix} of {other}: want via the route server with next hop {addr} and "
+                           f"first AS{first}, have {seen or 'nothing'}")
     return out
 
 

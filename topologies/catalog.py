@@ -2,11 +2,13 @@
 
 Address plan (all inside 198.18.0.0/15):
   ISP k LAN            198.18.k.0/24   border .1, viewers .10+, embedded OCAs .100+
-  IXP fabric (ocixp)   198.19.0.0/24   ISP k border .k, Netflix site router .250
+  IXP fabric (ocixp)   198.19.0.0/24   ISP k border .k, Netflix site router .250, route server .254
   Netflix site LAN     198.19.1.0/24   site router .1, IXP OCAs .10+
   transit LAN (octrn)  198.19.2.0/24   ISP k border .k, cloud router .253, transit router .254
   backbone (ocbb)      198.19.3.0/24   Netflix site router .1, cloud router .2
   cloud LAN            198.19.10.0/24  router .1, control plane .10, origin .11
+The route server `ixprs` (domain ixp, a host that sends no data traffic and has no route off the
+fabric) carries the IXP members' peer sessions under --routing bgp (topologies.bgp).
 Every inter-domain link ends on an OVS switch, so the controller's port counters see the
 bytes of every link class. Routes (routes.py) keep the transit LAN from being a shortcut:
 ISPs reach the cloud through the transit router, as they would over a paid transit link.
@@ -16,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from topologies.plan import SWITCH_PORT_DELAY_MS, Link, LinkEnd, Node, Plan, PlanError, l2_segments
+from topologies.plan import ROUTE_SERVER_ROLE, SWITCH_PORT_DELAY_MS, Link, LinkEnd, Node, Plan, PlanError, l2_segments
 from topologies.routes import compute_routes
 
 
@@ -44,6 +46,8 @@ class MetroParams:
     loss_pct: float = 0.0
     queue_pkts: int = 1000            # every link's drop-tail queue: 240 ms at 50 Mbit/s, 60 ms at
                                       # 200, 12 ms at 1000 (a model scale keeps these times)
+    route_server: int = 1             # 1: the IXP runs a route server (ixprs) that carries its
+                                      # members' peer sessions under --routing bgp; 0: bilateral
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -60,6 +64,8 @@ class MetroParams:
             raise PlanError(f"metro.viewers_per_isp: must be 1..80, got {self.viewers_per_isp}")
         if not 0 <= self.ocas_per_isp <= 9 or not 0 <= self.ixp_ocas <= 9:
             raise PlanError("metro.ocas_per_isp / metro.ixp_ocas: must be 0..9")
+        if self.route_server not in (0, 1):
+            raise PlanError(f"metro.route_server: must be 0 or 1, got {self.route_server}")
 
     @classmethod
     def from_overrides(cls, overrides: dict[str, str]) -> "MetroParams":
@@ -155,6 +161,9 @@ def metro(params: MetroParams | None = None) -> Plan:
                p.transit_delay_ms, p)
         as_links += [(isp, "transit", "customer"), (isp, "netflix", "peer")]
         as_links += [(f"isp{j}", isp, "peer") for j in range(1, k)]
+    if p.route_server:  # last, so every other node keeps its MACs and ports
+        b.add("ixprs", "host", ROUTE_SERVER_ROLE, "ixp")
+        b.link("ixprs", "198.19.0.254/24", "ocixp", None, "internal", core, p.lan_delay_ms, p)
     return _finish("metro", b, as_links, dataclasses.asdict(p))
 
 

@@ -28,6 +28,8 @@ PREFIX = "oc"
 ADDRESS_SPACE = ipaddress.ip_network("198.18.0.0/15")
 NODE_KINDS = ("host", "router", "switch")
 LINK_CLASSES = ("access", "internal", "peering", "transit", "backbone")
+ROUTE_SERVER_ROLE = "routeserver"  # a host that speaks BGP only (an IXP route server): no data
+                                   # traffic, no route off its one subnet
 AS_RELATIONS = ("peer", "customer")  # (a, b, "customer") means a is a customer of b
 _NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,9}$")
 _MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
