@@ -31,11 +31,14 @@ ixp_link_down moves those bytes to the origin over transit (cut transfers fail o
 manifests rank the IXP OCA out), ixp_link_up brings them back (a failed location is probed
 again, new manifests rank it again), and prefix_withdraw moves the held title's new sessions
 from the embedded OCA to the IXP OCA (a session keeps the manifest it started with, so ongoing
-ones finish where they were: `new_session_bytes` shows the move at once).
+ones finish where they were: `new_session_bytes` shows the move at once). The players' ABR is
+`fixed` unless --abr says otherwise: every chunk is the same rung, so the bytes measure where
+viewers fetch from, not how an ABR reacted to a path change.
 
 Tables: events.csv (event, t_unix, bgp_converged_s, steering_s), bgp_traffic.csv (phase x
 speaker: bytes and messages received), windows.csv (phase x window: bounds), chunks.csv and
-sessions.csv (isp1's players; chunks with the plan `path`), link_bytes.csv (phase x window x
+sessions.csv and access.csv (isp1's players and their segment requests at the servers; chunks
+and requests with their plan path `via`), link_bytes.csv (phase x window x
 isp1 border link: relay payload and kernel bytes toward isp1). `summarize(run_dir)` writes
 bytes.csv (phase x window x source x path), path_bytes.csv (log vs counters per path) and
 summary.csv (no root).
@@ -54,7 +57,7 @@ from harness import progress
 from harness.rundir import table_path, write_csv
 from harness.runner import Scenario
 from scenarios import bgp_bytes
-from scenarios.logs import read_jsonl, read_rows, read_table, text_table
+from scenarios.logs import read_access, read_jsonl, read_rows, read_table, text_table
 
 ISP, OCA, VIEWER_IP, PREFIX = "isp1", "i1oca1", "198.18.1.10", "198.18.1.0/24"
 EVENTS = ("ixp_link_down", "ixp_link_up", "prefix_withdraw", "prefix_announce")
@@ -221,7 +224,7 @@ def _titles(svc) -> dict[str, str]:
 def _play(svc, viewers: list[str], titles: dict, cfg: dict, seed: int) -> list:
     """One player per viewer host: sessions alternate the held and the lacking title, one
     starting every SESSION_EVERY_S over the scenario's expected length (and beyond)."""
-    ramp_s = 1.5 * (cfg["steady_s"] + len(EVENTS) * (cfg["settle_s"] + EVENT_BUDGET_S))
+    ramp_s = 1.25 * (cfg["steady_s"] + len(EVENTS) * (cfg["settle_s"] + EVENT_BUDGET_S))
     n = int(ramp_s / SESSION_EVERY_S) + 1
     from contracts.catalog import SEGMENT_S
     segments = int(cfg["catalog"]["duration_s"]) // SEGMENT_S
@@ -258,12 +261,16 @@ def _window_tables(bounds: list[tuple[float, dict]], tables: dict) -> None:
 
 
 def _viewer_tables(svc, viewers: list[str], titles: dict, tables: dict) -> None:
-    """chunks.csv (with each chunk's plan path) and sessions.csv of isp1's players."""
+    """chunks.csv and access.csv (isp1's viewers' segment requests at every server), each row
+    with its plan path `via`, and sessions.csv of isp1's players."""
     servers = ["origin", *(o["name"] for o in svc.dep["ocas"])]
+    access = read_access(svc.logs, "bgp")
     for v in viewers:
         paths = bgp_bytes.source_paths(svc.plan, ISP, servers, v)
         for c in read_rows(svc.logs / f"chunks-{v}.csv"):
-            tables["chunks"].append({"host": v, **c, "path": paths[c["server"]]})
+            tables["chunks"].append({"host": v, **c, "via": paths[c["server"]]})
+        client = svc.plan.primary_ip(v)
+        tables["access"] += [{**r, "via": paths[r["server"]]} for r in access if r["client"] == client]
         for s in read_jsonl(svc.logs / f"sessions-{v}.jsonl"):
             s.pop("servers", None)
             s["errors"] = len(s.get("errors") or [])
@@ -304,10 +311,10 @@ def _viewer_bytes(run_dir: Path) -> tuple[list[dict], list[dict], dict]:
     windows = read_rows(table_path(run_dir, "windows"))
     if not windows:
         return [], [], {}
-    chunks = read_rows(table_path(run_dir, "chunks"))
-    by = bgp_bytes.byte_rows(chunks, read_rows(table_path(run_dir, "sessions")), windows,
-                             {c["server"]: c["path"] for c in chunks})
-    paths = bgp_bytes.path_rows(by, read_rows(table_path(run_dir, "link_bytes")), windows)
+    by = bgp_bytes.byte_rows(read_rows(table_path(run_dir, "chunks")), read_rows(table_path(run_dir, "sessions")),
+                             windows)
+    paths = bgp_bytes.path_rows(by, read_rows(table_path(run_dir, "link_bytes")), windows,
+                                read_rows(table_path(run_dir, "access")))
     write_csv(run_dir / "bytes.csv", by)
     write_csv(run_dir / "path_bytes.csv", paths)
     return by, paths, bgp_bytes.agreement(paths)
@@ -327,7 +334,8 @@ def check_plan(plan) -> None:
 
 SCENARIO = Scenario(
     name="bgp", settings=_settings, body=body, summarize=summarize, format_table=format_table,
-    tables=("events", "bgp_traffic", "windows", "link_bytes", "chunks", "sessions"), key=("phase",), stable=("phase",), check_plan=check_plan,
+    tables=("events", "bgp_traffic", "windows", "link_bytes", "chunks", "sessions", "access"), key=("phase",),
+    stable=("phase",), check_plan=check_plan, default_abr="fixed",
     manifest=lambda cfg: {"events": EVENTS, "isp": ISP})
 
 

@@ -12,16 +12,21 @@ changed; empty for steady) and `settled` (steering changed until the phase's end
   kernel's interface bytes (frames with headers, and BGP, ACKs, probes).
 `new_session_bytes`: the bytes of chunks whose session started in the window (its manifest
 came after steering changed), so a steering change shows in them at once.
-Agreement: gap_pct = 100 x (relay payload - log) / log per path, judged within TOLERANCE_PCT
-over the whole run (phase "all"); per window a chunk that completes just after a boundary
-moves up to one segment per playing session across it, so per-window gaps are reported only.
+`sent_bytes`: the servers' access logs, 200 responses to the ISP's viewers by their end time,
+over the same paths. A request that waited out a link failure can be answered after its player
+gave up (a response nobody watched): it crosses the link, so the link carries between what the
+players received and what the servers sent.
+Agreement, per path over the whole run (phase "all"): log x (1 - TOLERANCE_PCT) <= relay
+payload <= sent x (1 + TOLERANCE_PCT) (headers ~0.05%); gap_pct = 100 x (relay - log) / log and
+sent_gap_pct against `sent` are reported per window too, where a chunk completing just after a
+boundary moves up to one segment per playing session across it.
 """
 from __future__ import annotations
 
 PATHS = ("ixp", "transit")
 PATH_OF_CLASS = {"peering": "ixp", "transit": "transit"}
 WINDOWS = ("converging", "settled")
-TOLERANCE_PCT = 2.0  # relay payload adds HTTP headers (~0.05%) and the partial bodies of cut transfers
+TOLERANCE_PCT = 1.0
 MIN_BYTES = 1_000_000
 
 
@@ -52,9 +57,9 @@ def window_of(t: float, windows: list[dict]) -> tuple[str, str] | None:
     return None
 
 
-def byte_rows(chunks: list[dict], sessions: list[dict], windows: list[dict], paths: dict[str, str]) -> list[dict]:
+def byte_rows(chunks: list[dict], sessions: list[dict], windows: list[dict]) -> list[dict]:
     """bytes.csv: one row per (phase, window, source, path) that carried a chunk. `chunks` need
-    time, viewer, server, tier, bytes; `sessions` viewer and started_unix; `paths` server -> path."""
+    time, viewer, tier, bytes, via (the path); `sessions` viewer and started_unix."""
     started = {s["viewer"]: float(s["started_unix"]) for s in sessions if s.get("started_unix") not in (None, "")}
     bounds = {(w["phase"], w["window"]): float(w["t_start"]) for w in windows}
     acc: dict[tuple, dict] = {}
@@ -62,7 +67,7 @@ def byte_rows(chunks: list[dict], sessions: list[dict], windows: list[dict], pat
         where = window_of(float(c["time"]), windows)
         if where is None:
             continue
-        key = (*where, c["tier"], paths[c["server"]])
+        key = (*where, c["tier"], c["via"])
         r = acc.setdefault(key, {"chunks": 0, "log_bytes": 0, "new_session_bytes": 0})
         n = int(c["bytes"])
         r["chunks"] += 1
@@ -81,11 +86,18 @@ def gap_pct(value, reference: int) -> float | str:
     return round(100 * (float(value) - reference) / reference, 3)
 
 
-def path_rows(bytes_rows: list[dict], links: list[dict], windows: list[dict]) -> list[dict]:
+def path_rows(bytes_rows: list[dict], links: list[dict], windows: list[dict], access: list[dict]) -> list[dict]:
     """path_bytes.csv: per (phase, window) and path, the log's bytes beside the border link's
     counters (`links`: phase, window, path, relay_payload_bytes ("" without relays),
-    kernel_wire_bytes), then the run's totals as phase/window "all"."""
+    kernel_wire_bytes) and the servers' (`access`: ts, status, bytes, via), then the run's
+    totals as phase/window "all"."""
     keys = [(w["phase"], w["window"]) for w in windows] + [("all", "all")]
+    sent: dict[tuple, int] = {}
+    for r in access:
+        where = window_of(float(r["ts"]), windows)
+        if where is not None and int(r["status"]) == 200:
+            for k in ((*where, r["via"]), ("all", "all", r["via"])):
+                sent[k] = sent.get(k, 0) + int(r["bytes"])
     out = []
     for pw in keys:
         for path in PATHS:
@@ -95,19 +107,25 @@ def path_rows(bytes_rows: list[dict], links: list[dict], windows: list[dict]) ->
             lk = [r for r in links if mine(r)]
             relay = "" if not lk or any(r["relay_payload_bytes"] in ("", None) for r in lk) \
                 else sum(int(r["relay_payload_bytes"]) for r in lk)
-            out.append({"phase": pw[0], "window": pw[1], "path": path, "log_bytes": log,
+            n_sent = sent.get((*pw, path), 0)
+            out.append({"phase": pw[0], "window": pw[1], "path": path, "log_bytes": log, "sent_bytes": n_sent,
                         "relay_payload_bytes": relay,
                         "kernel_wire_bytes": sum(int(r["kernel_wire_bytes"]) for r in lk),
-                        "gap_pct": gap_pct(relay, log)})
+                        "gap_pct": gap_pct(relay, log), "sent_gap_pct": gap_pct(relay, n_sent)})
     return out
 
 
 def agreement(paths: list[dict]) -> dict:
-    """The run's largest absolute log-vs-relay gap over PATHS and whether it is within
-    TOLERANCE_PCT ("" and None when no path carried MIN_BYTES or there are no relays)."""
-    gaps = [abs(float(r["gap_pct"])) for r in paths if r["phase"] == "all" and r["gap_pct"] != ""]
-    worst = round(max(gaps), 3) if gaps else ""
-    return {"path_gap_pct": worst, "paths_agree": None if worst == "" else worst <= TOLERANCE_PCT}
+    """The run's largest absolute log-vs-relay gap over PATHS, and whether every path's relay
+    payload lies within [log, sent] widened by TOLERANCE_PCT ("" and None when no path carried
+    MIN_BYTES or there are no relays)."""
+    judged = [r for r in paths if r["phase"] == "all" and r["gap_pct"] != ""]
+    if not judged:
+        return {"path_gap_pct": "", "paths_agree": None}
+    tol = TOLERANCE_PCT / 100
+    ok = all(int(r["log_bytes"]) * (1 - tol) <= int(r["relay_payload_bytes"]) <= int(r["sent_bytes"]) * (1 + tol)
+             for r in judged)
+    return {"path_gap_pct": round(max(abs(float(r["gap_pct"])) for r in judged), 3), "paths_agree": ok}
 
 
 def summary_columns(phase: str, bytes_rows: list[dict], paths: list[dict]) -> dict:
