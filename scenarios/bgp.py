@@ -262,7 +262,7 @@ def _window_tables(bounds: list[tuple[float, dict]], tables: dict) -> None:
 
 def _viewer_tables(svc, viewers: list[str], titles: dict, tables: dict) -> None:
     """chunks.csv and access.csv (isp1's viewers' segment requests at every server), each row
-    with its plan path `via`, and sessions.csv of isp1's players."""
+    with its plan path `via`, and sessions.csv of isp1's players (those that started)."""
     servers = ["origin", *(o["name"] for o in svc.dep["ocas"])]
     access = read_access(svc.logs, "bgp")
     for v in viewers:
@@ -272,6 +272,8 @@ def _viewer_tables(svc, viewers: list[str], titles: dict, tables: dict) -> None:
         client = svc.plan.primary_ip(v)
         tables["access"] += [{**r, "via": paths[r["server"]]} for r in access if r["client"] == client]
         for s in read_jsonl(svc.logs / f"sessions-{v}.jsonl"):
+            if not s.get("started_unix"):  # the ramp's tail: stopped before its start
+                continue
             s.pop("servers", None)
             s["errors"] = len(s.get("errors") or [])
             tables["sessions"].append({"host": v, **s, "held": s.get("title") == titles["held"]})

@@ -23,11 +23,12 @@ boundary moves up to one segment per playing session across it.
 """
 from __future__ import annotations
 
+from scenarios.bytecheck import gap_pct  # "" below bytecheck.MIN_BYTES or without a value
+
 PATHS = ("ixp", "transit")
 PATH_OF_CLASS = {"peering": "ixp", "transit": "transit"}
 WINDOWS = ("converging", "settled")
 TOLERANCE_PCT = 1.0
-MIN_BYTES = 1_000_000
 
 
 def source_paths(plan, isp: str, servers: list[str], viewer: str) -> dict[str, str]:
@@ -79,13 +80,6 @@ def byte_rows(chunks: list[dict], sessions: list[dict], windows: list[dict]) -> 
             for (p, w, s, pa), v in sorted(acc.items(), key=lambda kv: (order[kv[0][:2]], kv[0][2:]))]
 
 
-def gap_pct(value, reference: int) -> float | str:
-    """100 x (value - reference) / reference, 3 decimals; "" without a value or below MIN_BYTES."""
-    if value in (None, "") or reference < MIN_BYTES:
-        return ""
-    return round(100 * (float(value) - reference) / reference, 3)
-
-
 def path_rows(bytes_rows: list[dict], links: list[dict], windows: list[dict], access: list[dict]) -> list[dict]:
     """path_bytes.csv: per (phase, window) and path, the log's bytes beside the border link's
     counters (`links`: phase, window, path, relay_payload_bytes ("" without relays),
@@ -111,14 +105,14 @@ def path_rows(bytes_rows: list[dict], links: list[dict], windows: list[dict], ac
             out.append({"phase": pw[0], "window": pw[1], "path": path, "log_bytes": log, "sent_bytes": n_sent,
                         "relay_payload_bytes": relay,
                         "kernel_wire_bytes": sum(int(r["kernel_wire_bytes"]) for r in lk),
-                        "gap_pct": gap_pct(relay, log), "sent_gap_pct": gap_pct(relay, n_sent)})
+                        "gap_pct": gap_pct(_opt(relay), log), "sent_gap_pct": gap_pct(_opt(relay), n_sent)})
     return out
 
 
 def agreement(paths: list[dict]) -> dict:
     """The run's largest absolute log-vs-relay gap over PATHS, and whether every path's relay
     payload lies within [log, sent] widened by TOLERANCE_PCT ("" and None when no path carried
-    MIN_BYTES or there are no relays)."""
+    bytecheck.MIN_BYTES or there are no relays)."""
     judged = [r for r in paths if r["phase"] == "all" and r["gap_pct"] != ""]
     if not judged:
         return {"path_gap_pct": "", "paths_agree": None}
@@ -143,6 +137,10 @@ def summary_columns(phase: str, bytes_rows: list[dict], paths: list[dict]) -> di
         out[f"{path}_path_relay_mb"] = "" if r["relay_payload_bytes"] == "" else _mb(int(r["relay_payload_bytes"]))
         out[f"{path}_path_kernel_mb"] = _mb(int(r["kernel_wire_bytes"]))
     return out
+
+
+def _opt(n):
+    return None if n == "" else n
 
 
 def _mb(n: int) -> float:
