@@ -173,9 +173,9 @@ def body(net, run_dir: Path, cfg: dict, seed: int, tables: dict) -> dict:
         svc.start()
         titles = _titles(svc)
         _wait_rank(net, lambda r: r[:2] == [OCA, ixp_oca], time.monotonic(), "steady state")
+        bounds = [(time.time(), _links(net))]  # before any player: no transfer straddles it
         procs = _play(svc, viewers, titles, cfg, seed)
         marks = [(time.time(), _sample(net))]
-        bounds = [(time.time(), _links(net))]
         progress.phase("steady")
         time.sleep(cfg["steady_s"])
         for event in EVENTS:

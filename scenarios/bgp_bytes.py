@@ -13,7 +13,7 @@ changed; empty for steady) and `settled` (steering changed until the phase's end
 `new_session_bytes`: the bytes of chunks whose session started in the window (its manifest
 came after steering changed), so a steering change shows in them at once.
 `sent_bytes`: the servers' access logs, 200 responses to the ISP's viewers by their end time,
-over the same paths. A request that waited out a link failure can be answered after its player
+over the same paths (the run's total also counts those that ended after the last window). A request that waited out a link failure can be answered after its player
 gave up (a response nobody watched): it crosses the link, so the link carries between what the
 players received and what the servers sent.
 Agreement, per path over the whole run (phase "all"): log x (1 - TOLERANCE_PCT) <= relay
@@ -87,11 +87,12 @@ def path_rows(bytes_rows: list[dict], links: list[dict], windows: list[dict], ac
     totals as phase/window "all"."""
     keys = [(w["phase"], w["window"]) for w in windows] + [("all", "all")]
     sent: dict[tuple, int] = {}
-    for r in access:
-        where = window_of(float(r["ts"]), windows)
-        if where is not None and int(r["status"]) == 200:
-            for k in ((*where, r["via"]), ("all", "all", r["via"])):
-                sent[k] = sent.get(k, 0) + int(r["bytes"])
+    t0 = min((float(w["t_start"]) for w in windows), default=0.0)
+    for r in (r for r in access if int(r["status"]) == 200 and float(r["ts"]) >= t0):
+        # a response still on its way at the end is logged after it: in the run's total only
+        where = window_of(float(r["ts"]), windows) or ("all", "all")
+        for k in {(*where, r["via"]), ("all", "all", r["via"])}:
+            sent[k] = sent.get(k, 0) + int(r["bytes"])
     out = []
     for pw in keys:
         for path in PATHS:

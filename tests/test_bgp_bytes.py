@@ -65,6 +65,7 @@ def test_path_rows_put_log_sent_and_counters_side_by_side_and_total_them():
     assert steady["ixp"]["sent_bytes"] == 2_500_000 and steady["ixp"]["sent_gap_pct"] == -19.6
     assert steady["transit"]["gap_pct"] == ""  # under MIN_BYTES: no meaningful ratio
     assert total["ixp"]["relay_payload_bytes"] == 2_010_000 and total["ixp"]["log_bytes"] == 2_000_000
+    assert total["ixp"]["sent_bytes"] == 2_500_007  # the response logged after the last window too
     assert bb.agreement(rows) == {"path_gap_pct": 0.5, "paths_agree": True}
     # the link carried a response nobody watched: between received and sent, still agreed
     assert bb.agreement(bb.path_rows(BY, _links(2_500_000, 0), WINDOWS[:1], ACCESS))["paths_agree"] is True
