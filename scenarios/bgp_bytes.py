@@ -124,19 +124,20 @@ def agreement(paths: list[dict]) -> dict:
 
 
 def summary_columns(phase: str, bytes_rows: list[dict], paths: list[dict]) -> dict:
-    """The settled window's bytes of one phase as summary.csv columns (MB): by source (log),
-    of new sessions by source, and per path (log and counter)."""
+    """One phase's bytes as summary.csv columns (MB): by source (log) and of new sessions by
+    source in its settled window (after steering changed); per path (log and counters) over
+    the whole phase, whose ends are events, not steering changes a transfer may straddle."""
     mine = [r for r in bytes_rows if r["phase"] == phase and r["window"] == "settled"]
     out = {}
     for s in ("embedded", "ixp", "origin"):
         out[f"{s}_mb"] = _mb(sum(int(r["log_bytes"]) for r in mine if r["source"] == s))
         out[f"new_{s}_mb"] = _mb(sum(int(r["new_session_bytes"]) for r in mine if r["source"] == s))
     for path in PATHS:
-        r = next((r for r in paths if (r["phase"], r["window"], r["path"]) == (phase, "settled", path)),
-                 {"log_bytes": 0, "relay_payload_bytes": "", "kernel_wire_bytes": 0})
-        out[f"{path}_path_log_mb"] = _mb(int(r["log_bytes"]))
-        out[f"{path}_path_relay_mb"] = "" if r["relay_payload_bytes"] == "" else _mb(int(r["relay_payload_bytes"]))
-        out[f"{path}_path_kernel_mb"] = _mb(int(r["kernel_wire_bytes"]))
+        rs = [r for r in paths if (r["phase"], r["path"]) == (phase, path)]
+        relay = [r["relay_payload_bytes"] for r in rs]
+        out[f"{path}_path_log_mb"] = _mb(sum(int(r["log_bytes"]) for r in rs))
+        out[f"{path}_path_relay_mb"] = "" if not rs or "" in relay else _mb(sum(int(x) for x in relay))
+        out[f"{path}_path_kernel_mb"] = _mb(sum(int(r["kernel_wire_bytes"]) for r in rs))
     return out
 
 
