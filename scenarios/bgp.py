@@ -212,8 +212,9 @@ def body(net, run_dir: Path, cfg: dict, seed: int, tables: dict) -> dict:
 def _titles(svc) -> dict[str, str]:
     """held: a title the embedded OCA's staged plan holds; lacking: one it does not (the IXP
     OCA holds every title)."""
+    from harness.staging import catalog_of
     held = svc.staged.get(OCA, {}).get("titles", "").split()
-    every = [f"t{i:04d}" for i in range(1, int(svc.opts.catalog["n_titles"]) + 1)]
+    every = catalog_of(svc.dep).titles()
     lacking = [t for t in every if t not in held]
     if not held or not lacking:
         raise RuntimeError(f"bgp: {OCA} holds {held} of {every}: the workload needs a title it "
@@ -226,8 +227,9 @@ def _play(svc, viewers: list[str], titles: dict, cfg: dict, seed: int) -> list:
     starting every SESSION_EVERY_S over the scenario's expected length (and beyond)."""
     ramp_s = 1.25 * (cfg["steady_s"] + len(EVENTS) * (cfg["settle_s"] + EVENT_BUDGET_S))
     n = int(ramp_s / SESSION_EVERY_S) + 1
-    from contracts.catalog import SEGMENT_S
-    segments = int(cfg["catalog"]["duration_s"]) // SEGMENT_S
+    from harness.staging import catalog_of
+    catalog = catalog_of(svc.dep)
+    segments = catalog.segment_count(catalog.titles()[0])
     return [svc.play(v, n, segments, seed * 1000 + i, titles=f"{titles['held']},{titles['lacking']}",
                      ramp_s=ramp_s * n / (n - 1), max_wall_s=ramp_s + 120, max_buffer_s=MAX_BUFFER_S)
             for i, v in enumerate(viewers)]
