@@ -108,8 +108,8 @@
     if (e.mediaType === "video" && stallStart !== null) { endStall(); draw(); }
   });
   video.addEventListener("ended", () => { stallStart = null; finish(""); });  // the end is no stall
-  // dash.js's own end of the stream too: a busy headless Chromium has been seen to leave the
-  // element short of 'ended' when the last video and audio segments end a frame apart
+  // dash.js's own end of the stream ends the session too, whichever comes first (the element's
+  // 'ended' can lag or miss when the last video and audio segments end a frame apart)
   player.on(E.PLAYBACK_ENDED, () => { stallStart = null; finish(""); });
   player.initialize(video, mpd, true);
   draw();
